@@ -1,0 +1,171 @@
+"""Typing, validation and quarantine of raw events (SPEC §3.1-3.2).
+
+Raw string rows are typed (timestamps -> int64 UTC seconds, behavior values ->
+declared behavior names), validated lazily against ``schemas.raw_events_schema``
+and split into valid events and rejected rows, each with a human reason.
+``n_raw == n_valid + n_rejected`` is checked on every run.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pandera.polars as pa
+import polars as pl
+
+from seqrec_pipeline.dataset_spec import SINGLE_BEHAVIOR, DatasetSpec
+from seqrec_pipeline.errors import InputError
+from seqrec_pipeline.io.readers import RawTable
+from seqrec_pipeline.schemas import EVENTS, REJECTED, check_contract, raw_events_schema
+
+log = logging.getLogger(__name__)
+
+RAW_FIELDS = ("user_id", "item_id", "behavior", "timestamp")
+# ISO-like layouts tried in order (one column may mix them); naive times are UTC
+ISO_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f",
+               "%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S%.fZ", "%Y-%m-%d %H:%M", "%Y-%m-%d")
+ISO_TZ_FORMATS = ("%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%d %H:%M:%S%z", "%Y-%m-%dT%H:%M:%S%.f%z")
+
+
+def parse_timestamps(raw: pl.Series, unit: str) -> pl.Series:
+    """Strings -> int64 epoch seconds (UTC); unparseable values become null.
+
+    ``auto`` picks numeric vs ISO for the whole column (not per row) and seconds vs
+    milliseconds by magnitude, so one odd row cannot change how the others are read.
+    """
+    raw = raw.cast(pl.Utf8).str.strip_chars()
+    numeric = raw.cast(pl.Float64, strict=False)
+    if unit == "auto":
+        n_present = raw.is_not_null().sum()
+        n_numeric = numeric.is_not_null().sum()
+        if n_present and n_numeric >= 0.5 * n_present:
+            median = numeric.median()
+            unit = "ms" if median is not None and abs(median) > 1e11 else "s"
+        else:
+            unit = "iso"
+    if unit in ("s", "order"):
+        return numeric.floor().cast(pl.Int64, strict=False)
+    if unit == "ms":
+        return (numeric // 1000).cast(pl.Int64, strict=False)
+    frame = raw.to_frame("t")
+    naive = [pl.col("t").str.to_datetime(f, strict=False, time_unit="ms").dt.replace_time_zone("UTC")
+             for f in ISO_FORMATS]
+    aware = [pl.col("t").str.to_datetime(f, strict=False, time_unit="ms").dt.convert_time_zone("UTC")
+             for f in ISO_TZ_FORMATS]
+    parsed = frame.select(pl.coalesce(naive + aware).dt.epoch("s").cast(pl.Int64))
+    return parsed.to_series()
+
+
+def _typed(rows: pl.DataFrame, spec: DatasetSpec) -> pl.DataFrame:
+    behavior = pl.lit(SINGLE_BEHAVIOR) if not spec.behaviors or "behavior" not in rows.columns else pl.col("behavior")
+    if spec.behavior_values and "behavior" in rows.columns:
+        mapping = {str(k): v for k, v in spec.behavior_values.items()}
+        behavior = pl.col("behavior").str.strip_chars().replace_strict(mapping, default=pl.col("behavior"))
+    typed = rows.with_columns(
+        pl.col("user_id").str.strip_chars(),
+        pl.col("item_id").str.strip_chars(),
+        behavior.cast(pl.Utf8).alias("behavior"),
+        parse_timestamps(rows["timestamp"], spec.timestamp_unit).alias("timestamp"),
+    )
+    if "session_id" not in typed.columns:
+        typed = typed.with_columns(pl.lit(None, dtype=pl.Utf8).alias("session_id"))
+    return typed.select("user_id", "item_id", "behavior", "timestamp", "session_id", "source_row")
+
+
+def _reasons(failure_cases: pl.DataFrame, raw: pl.DataFrame, levels: dict[str, int], window) -> pl.DataFrame:
+    """pandera failure cases -> one readable reason per failing row index."""
+    fc = failure_cases.filter(pl.col("index").is_not_null()).select("index", "column", "check")
+    declared = ", ".join(levels)
+    raw_ts = raw.select(pl.int_range(pl.len(), dtype=pl.Int32).alias("index"), pl.col("timestamp").alias("raw_ts"))
+    fc = fc.join(raw_ts, on="index", how="left")
+    col, check = pl.col("column"), pl.col("check")
+    reason = (
+        pl.when((col == "timestamp") & (check == "not_nullable") & pl.col("raw_ts").is_not_null())
+        .then(pl.lit("unparseable timestamp"))
+        .when(check == "not_nullable")
+        .then(pl.lit("missing ") + col)
+        .when(check.str.starts_with("str_length"))
+        .then(pl.lit("empty ") + col)
+        .when(check.str.starts_with("isin"))
+        .then(pl.lit(f"unknown behavior (declared: {declared})"))
+        .when(check.str.starts_with("in_range"))
+        .then(pl.lit(f"timestamp outside time_window {list(window) if window else ''}"))
+        .otherwise(col + pl.lit(": failed ") + check)
+    )
+    return (
+        fc.with_columns(reason.alias("reason"))
+        .group_by("index")
+        .agg(pl.col("reason").unique(maintain_order=True).str.join("; "))
+    )
+
+
+def validate_events(raw: RawTable, spec: DatasetSpec, levels: dict[str, int]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Valid events and rejected rows (reader rejects + schema failures), per the on_invalid policy."""
+    rows = raw.rows
+    typed = _typed(rows, spec)
+    window = spec.window_seconds()
+    schema = raw_events_schema(list(levels), window)
+    try:
+        schema.validate(typed, lazy=True)
+        bad = pl.DataFrame(schema={"index": pl.Int32, "reason": pl.Utf8})
+    except pa.errors.SchemaErrors as exc:
+        structural = exc.failure_cases.filter(pl.col("index").is_null() & (pl.col("check") != "not_nullable"))
+        if structural.height:
+            raise InputError(
+                f"{raw.source_file}: table does not match the events contract: "
+                f"{structural.select('column', 'check').unique().rows()}"
+            ) from None
+        bad = _reasons(exc.failure_cases, rows, levels, window)
+    is_bad = pl.Series("is_bad", [False] * typed.height)
+    if bad.height:
+        is_bad = pl.int_range(typed.height, dtype=pl.Int32, eager=True).is_in(bad["index"].implode())
+    raw_strings = rows.select(
+        [pl.col(c).cast(pl.Utf8) if c in rows.columns else pl.lit(None, dtype=pl.Utf8).alias(c) for c in RAW_FIELDS]
+    )
+    rejected_schema_rows = (
+        raw_strings.with_columns(
+            pl.lit(raw.source_file).alias("source_file"),
+            rows["source_row"],
+            pl.lit(None, dtype=pl.Utf8).alias("raw_line"),
+            pl.int_range(pl.len(), dtype=pl.Int32).alias("index"),
+        )
+        .filter(is_bad)
+        .join(bad, on="index", how="left")
+        .drop("index")
+    )
+    rejected = pl.concat([raw.unreadable, rejected_schema_rows], how="diagonal_relaxed").select(list(REJECTED.columns))
+    valid = typed.filter(~is_bad)
+    n_raw = rows.height + raw.unreadable.height
+    if n_raw != valid.height + rejected.height:  # the no-silent-loss invariant
+        raise AssertionError(f"row accounting broken: {n_raw} raw != {valid.height} valid + {rejected.height} rejected")
+    if rejected.height and spec.on_invalid == "fail":
+        examples = "; ".join(
+            f"{r['source_file']} row {r['source_row']}: {r['reason']}" for r in rejected.head(5).iter_rows(named=True)
+        )
+        raise InputError(
+            f"{rejected.height} invalid row(s) and on_invalid=fail: {examples}. Fix the rows, or set "
+            "`on_invalid: quarantine` in the dataset declaration to keep them aside in rejected.parquet."
+        )
+    if valid.height == 0:
+        top = rejected.group_by("reason").len().sort("len", descending=True).head(3).rows()
+        raise InputError(
+            f"{raw.source_file}: no valid events ({n_raw} rows, all rejected; top reasons {top}). "
+            "Check the column mapping, the declared behaviors and the time_window."
+        )
+    return check_contract(EVENTS, valid), check_contract(REJECTED, rejected)
+
+
+def ingest_stats(valid: pl.DataFrame, rejected: pl.DataFrame) -> dict:
+    by_reason = rejected.group_by("reason").len().sort("len", descending=True)
+    stats = {
+        "n_raw": valid.height + rejected.height,
+        "n_valid": valid.height,
+        "n_rejected": rejected.height,
+        "rejected_by_reason": {r: int(n) for r, n in by_reason.rows()},
+    }
+    if rejected.height:
+        log.warning(
+            "%d of %d rows rejected (kept in rejected.parquet): %s",
+            rejected.height, stats["n_raw"], stats["rejected_by_reason"],
+        )
+    return stats

@@ -1,0 +1,120 @@
+"""Dataset report: the numbers a person checks before training on a dataset, and one figure."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: reports are written, never shown
+import matplotlib.pyplot as plt
+import numpy as np
+import polars as pl
+
+
+def _summary(values: np.ndarray) -> dict:
+    if values.size == 0:
+        return {"mean": 0.0, "median": 0.0, "p90": 0.0, "max": 0}
+    return {
+        "mean": round(float(values.mean()), 3),
+        "median": float(np.median(values)),
+        "p90": float(np.percentile(values, 90)),
+        "max": int(values.max()),
+    }
+
+
+def session_lengths(sequences: pl.DataFrame) -> np.ndarray:
+    return (
+        sequences.select("user_idx", "session").explode("session").group_by("user_idx", "session").len()["len"].to_numpy()
+    )
+
+
+def build_report(dataset: str, sequences: pl.DataFrame, items: pl.DataFrame, behaviors: pl.DataFrame,
+                 ingest: dict, preprocess: dict) -> dict:
+    events_per_user = sequences["n_events"].to_numpy()
+    sessions_per_user = sequences["n_sessions"].to_numpy()
+    timestamps = sequences["timestamp"].explode()
+    n_users, n_items, n_events = sequences.height, items.height, int(events_per_user.sum())
+    ls = sequences.filter(pl.col("last_session_test") >= 0)
+    return {
+        "dataset": dataset,
+        "n_users": n_users,
+        "n_items": n_items,
+        "n_events": n_events,
+        "n_sessions": int(sessions_per_user.sum()),
+        "density": round(n_events / max(n_users * n_items, 1), 6),
+        "time_span": {"first": int(timestamps.min()), "last": int(timestamps.max())},
+        "behaviors": {
+            r["behavior"]: {"level": int(r["level"]), "events": int(r["n_events"]), "target": bool(r["is_target"])}
+            for r in behaviors.iter_rows(named=True)
+        },
+        "events_per_user": _summary(events_per_user),
+        "sessions_per_user": _summary(sessions_per_user),
+        "events_per_session": _summary(session_lengths(sequences)),
+        "events_per_item": _summary(items["n_events"].to_numpy()),
+        "splits": {
+            "last_event": {"users": int((sequences["last_event_test"] >= 0).sum())},
+            "last_session": {
+                "users": ls.height,
+                "test_targets": int((ls["n_events"] - ls["last_session_test"]).sum()),
+                "valid_targets": int((ls["last_session_test"] - ls["last_session_valid"]).sum()),
+            },
+        },
+        "ingest": ingest,
+        "preprocess": preprocess,
+    }
+
+
+def report_metrics(report: dict) -> dict:
+    """Flat numeric view of the report, in kedro-mlflow's metrics format."""
+    flat = {
+        "data/n_users": report["n_users"],
+        "data/n_items": report["n_items"],
+        "data/n_events": report["n_events"],
+        "data/n_sessions": report["n_sessions"],
+        "data/density": report["density"],
+        "data/n_raw": report["ingest"]["n_raw"],
+        "data/n_rejected": report["ingest"]["n_rejected"],
+        "data/n_duplicates": report["preprocess"]["n_duplicates"],
+        "data/n_filtered_kcore": report["preprocess"]["n_filtered_kcore"],
+        "data/users_last_event": report["splits"]["last_event"]["users"],
+        "data/users_last_session": report["splits"]["last_session"]["users"],
+        "data/events_per_user_mean": report["events_per_user"]["mean"],
+        "data/events_per_session_mean": report["events_per_session"]["mean"],
+    }
+    flat.update({f"data/events_{b}": v["events"] for b, v in report["behaviors"].items()})
+    return {k: {"value": float(v), "step": 0} for k, v in flat.items()}
+
+
+def report_figure(report: dict, sequences: pl.DataFrame) -> plt.Figure:
+    """Four panels: behavior mix, events per user, sessions per user, events per session."""
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), constrained_layout=True)
+    fig.suptitle(
+        f"{report['dataset']}: {report['n_users']:,} users · {report['n_items']:,} items · "
+        f"{report['n_events']:,} events · {report['n_sessions']:,} sessions",
+        fontsize=13,
+    )
+    names = list(report["behaviors"])
+    counts = [report["behaviors"][b]["events"] for b in names]
+    colors = ["#c44e52" if report["behaviors"][b]["target"] else "#4c72b0" for b in names]
+    ax = axes[0, 0]
+    bars = ax.bar(names, counts, color=colors)
+    ax.bar_label(bars, labels=[f"{c:,}" for c in counts], fontsize=9)
+    ax.set_title("events per behavior (red = target, ordered by index)")
+    ax.set_yscale("log" if max(counts) > 50 * max(min(counts), 1) else "linear")
+
+    def hist(ax, values, title, xlabel):
+        values = np.asarray(values)
+        bins = np.unique(np.geomspace(1, max(values.max(), 2), 30).round()) if values.max() > 60 else np.arange(
+            0.5, values.max() + 1.5)
+        ax.hist(values, bins=bins, color="#55a868", edgecolor="white")
+        if values.max() > 60:
+            ax.set_xscale("log")
+        ax.axvline(np.median(values), color="black", ls="--", lw=1, label=f"median {np.median(values):g}")
+        ax.legend(frameon=False)
+        ax.set_title(title)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("count")
+
+    hist(axes[0, 1], sequences["n_events"].to_numpy(), "sequence length", "events per user")
+    hist(axes[1, 0], sequences["n_sessions"].to_numpy(), "sessions per user", "sessions")
+    hist(axes[1, 1], session_lengths(sequences), "session length", "events per session")
+    return fig

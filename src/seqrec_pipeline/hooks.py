@@ -1,0 +1,60 @@
+"""Project hooks: what every MLflow run records besides kedro-mlflow's defaults."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+from typing import Any
+
+import mlflow
+from kedro.framework.hooks import hook_impl
+
+log = logging.getLogger(__name__)
+
+
+def git_commit() -> str:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, timeout=5, check=True)
+        return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+MAX_PARAM = 250  # kedro-mlflow's truncation length
+
+
+def flatten(params: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+class TrackingHooks:
+    @hook_impl(trylast=True)  # after kedro-mlflow has started the run
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
+        if mlflow.active_run() is None:
+            return
+        params = catalog.load("parameters") if "parameters" in catalog else {}
+        pipeline_name = run_params.get("pipeline_names") or run_params.get("pipeline_name") or "__default__"
+        if isinstance(pipeline_name, (list, tuple)):
+            pipeline_name = "+".join(pipeline_name) or "__default__"
+        parts = [str(pipeline_name), str(params.get("dataset", ""))]
+        parts += [str(params[k]) for k in ("model", "tokenizer") if params.get(k)]
+        mlflow.set_tag("mlflow.runName", " · ".join(p for p in parts if p))
+        commit = git_commit()
+        mlflow.set_tags({"git_commit": commit, "pipeline": str(pipeline_name)})
+        # kedro-mlflow logs the parameters the nodes read; log the rest too so every run shows its
+        # whole configuration (disjoint keys: MLflow refuses to log one key twice with other values)
+        used = {name.split(":", 1)[1].split(".")[0] for n in pipeline.nodes for name in n.inputs
+                if name.startswith("params:")}
+        unused = {k: v for k, v in params.items() if k not in used}
+        mlflow.log_params({k: str(v)[:MAX_PARAM] for k, v in flatten(unused).items()} | {"git_commit": commit})
+        log.info("MLflow run %s (experiment '%s')", mlflow.active_run().info.run_id,
+                 mlflow.get_experiment(mlflow.active_run().info.experiment_id).name)

@@ -1,0 +1,1 @@
+"""Raw-format readers and custom Kedro datasets."""

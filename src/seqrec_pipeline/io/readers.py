@@ -1,0 +1,278 @@
+"""Raw-format readers: files in ``data/01_raw/<ds>/`` -> string tables.
+
+Every reader returns all fields as strings (typing and validation happen in
+``data/ingest.py`` against the pandera schemas) plus a ``source_row`` column
+(1-based data row, header excluded) so any rejected row can be found again in
+the file.  Rows the reader itself cannot parse (truncated or over-long lines,
+malformed JSON lines) are returned separately with a reason: never dropped.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from seqrec_pipeline.dataset_spec import DatasetSpec, ItemsSpec
+from seqrec_pipeline.errors import InputError
+
+TEXT_SUFFIXES = {".csv", ".tsv", ".txt", ".inter", ".item", ".dat"}
+REJECT_COLUMNS = {"source_file": pl.Utf8, "source_row": pl.Int64, "reason": pl.Utf8, "raw_line": pl.Utf8}
+
+
+@dataclass
+class RawTable:
+    """What a reader found: parsed rows (strings) and the rows it could not parse."""
+
+    rows: pl.DataFrame  # string columns + source_row (Int64)
+    unreadable: pl.DataFrame  # source_file, source_row, reason, raw_line
+    source_file: str
+    behavior_levels: dict[str, int] | None = None  # declared by the files themselves (gamer_json)
+
+
+def empty_rejects() -> pl.DataFrame:
+    return pl.DataFrame(schema=REJECT_COLUMNS)
+
+
+def _require(path: Path, what: str) -> Path:
+    if not path.exists():
+        raise InputError(
+            f"{what} not found: {path}. Put the file there (raw data lives in data/01_raw/<dataset>/) "
+            "or fix the file name in the dataset declaration."
+        )
+    return path
+
+
+def _clean_header(names: list[str]) -> list[str]:
+    # RecBole atomic files type their headers ("user_id:token"); the type is not part of the name.
+    return [n.split(":", 1)[0].strip() for n in names]
+
+
+# ----------------------------------------------------------------------------- delimited text
+def read_delimited(path: Path, sep: str | None, header: bool, column_names: list[str] | None, encoding: str) -> RawTable:
+    """csv/tsv with every field as a string; ragged lines are reported, not dropped."""
+    _require(path, "Data file")
+    sep = sep or ("\t" if path.suffix in {".tsv", ".inter", ".item"} else ",")
+    if header:
+        with open(path, encoding=encoding, errors="replace") as fh:
+            first = fh.readline().rstrip("\r\n")
+        names = _clean_header(first.split(sep))
+        if column_names:
+            names = list(column_names)
+        skip = 1
+    else:
+        if not column_names:
+            raise InputError(f"{path}: a headerless file needs `column_names` in the dataset declaration.")
+        names, skip = list(column_names), 0
+
+    def read(use_threads: bool):
+        bad: list[tuple[int | None, str, int]] = []
+
+        def on_invalid(row):
+            bad.append((row.number, row.text, row.actual_columns))
+            return "skip"
+
+        table = pacsv.read_csv(
+            path,
+            read_options=pacsv.ReadOptions(
+                column_names=names, skip_rows=skip, encoding=encoding, use_threads=use_threads, block_size=1 << 24
+            ),
+            parse_options=pacsv.ParseOptions(delimiter=sep, invalid_row_handler=on_invalid),
+            convert_options=pacsv.ConvertOptions(
+                column_types={n: pa.string() for n in names}, strings_can_be_null=True, quoted_strings_can_be_null=True
+            ),
+        )
+        return table, bad
+
+    table, bad = read(use_threads=True)
+    if bad:  # line numbers are only known to the single-threaded parser; this path is rare
+        table, bad = read(use_threads=False)
+    rows = pl.from_arrow(table)
+    n_lines = rows.height + len(bad)
+    bad_rows = np.array([(b[0] or 0) - skip for b in bad], dtype=np.int64)  # physical line -> data row
+    all_rows = np.arange(1, n_lines + 1, dtype=np.int64)
+    good_rows = np.setdiff1d(all_rows, bad_rows, assume_unique=True) if bad else all_rows
+    if len(good_rows) != rows.height:  # blank lines skipped by the parser make numbering approximate
+        good_rows = np.arange(1, rows.height + 1, dtype=np.int64)
+    rows = rows.with_columns(pl.Series("source_row", good_rows[: rows.height]))
+    unreadable = pl.DataFrame(
+        {
+            "source_file": [path.name] * len(bad),
+            "source_row": bad_rows.tolist(),
+            "reason": [f"malformed line: expected {len(names)} fields, found {b[2]}" for b in bad],
+            "raw_line": [b[1] for b in bad],
+        },
+        schema=REJECT_COLUMNS,
+    )
+    return RawTable(rows, unreadable, path.name)
+
+
+def read_table_file(path: Path, sep=None, header=True, column_names=None, encoding="utf8") -> RawTable:
+    """Dispatch on the file suffix: delimited text, parquet or JSON lines."""
+    _require(path, "Data file")
+    suffix = path.suffix.lower()
+    if suffix in TEXT_SUFFIXES:
+        return read_delimited(path, sep, header, column_names, encoding)
+    if suffix == ".parquet":
+        rows = pl.read_parquet(path)
+        rows = rows.with_columns(pl.all().cast(pl.Utf8)).with_columns(
+            pl.int_range(1, rows.height + 1, dtype=pl.Int64).alias("source_row")
+        )
+        return RawTable(rows, empty_rejects(), path.name)
+    if suffix in {".jsonl", ".ndjson"}:
+        return _read_jsonl(path, encoding)
+    raise InputError(f"{path}: unsupported file type '{suffix}'. Use csv/tsv/txt, parquet or jsonl.")
+
+
+def _read_jsonl(path: Path, encoding: str) -> RawTable:
+    lines = path.read_text(encoding=encoding).splitlines()
+    records, bad = [], []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+            if not isinstance(obj, dict):
+                raise ValueError("not an object")
+            records.append({k: None if v is None else str(v) for k, v in obj.items()} | {"source_row": number})
+        except ValueError as exc:
+            bad.append((number, f"malformed JSON line ({exc})", line))
+    rows = pl.DataFrame(records, infer_schema_length=None) if records else pl.DataFrame({"source_row": []})
+    rows = rows.with_columns(pl.col("source_row").cast(pl.Int64))
+    unreadable = pl.DataFrame(
+        {"source_file": [path.name] * len(bad), "source_row": [b[0] for b in bad], "reason": [b[1] for b in bad],
+         "raw_line": [b[2] for b in bad]},
+        schema=REJECT_COLUMNS,
+    )
+    return RawTable(rows, unreadable, path.name)
+
+
+def read_events(spec: DatasetSpec) -> RawTable:
+    """Raw events of a dataset, columns renamed to the canonical names (still strings)."""
+    if spec.format == "gamer_json":
+        return read_gamer_json(spec)
+    path = spec.raw_dir / spec.events
+    raw = read_table_file(path, spec.sep, spec.header, spec.column_names, spec.encoding)
+    rename = {spec.column(c): c for c in ("user_id", "item_id", "behavior", "timestamp", "session_id")}
+    required = ["user_id", "item_id"] + (["behavior"] if spec.behaviors else []) + (
+        [] if spec.timestamp_unit == "order" else ["timestamp"]
+    )
+    present = set(raw.rows.columns)
+    missing = [f"{c} (column '{spec.column(c)}')" for c in required if spec.column(c) not in present]
+    if missing:
+        raise InputError(
+            f"{path}: missing required column(s) {', '.join(missing)}; the file has {sorted(present - {'source_row'})}. "
+            "Map them with `columns: {canonical: file_column}` in the dataset declaration."
+        )
+    rows = raw.rows.select([pl.col(src).alias(dst) for src, dst in rename.items() if src in present] + ["source_row"])
+    if spec.timestamp_unit == "order":
+        rows = _order_as_time(rows)
+    return RawTable(rows, raw.unreadable, raw.source_file)
+
+
+def _order_as_time(rows: pl.DataFrame) -> pl.DataFrame:
+    """Order-only logs: the position in the user's log is the time and every event is its own session."""
+    position = pl.int_range(pl.len()).over("user_id").cast(pl.Utf8)
+    return rows.with_columns(position.alias("timestamp"), position.alias("session_id"))
+
+
+# ----------------------------------------------------------------------------- reference JSON layout
+def _load_json(path: Path) -> dict:
+    _require(path, "Reference-layout file")
+    try:
+        with open(path, "rb") as fh:
+            return json.load(fh)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: not valid JSON ({exc}). Re-export the file.") from None
+
+
+def _flatten(per_user: dict[str, list]) -> tuple[np.ndarray, list]:
+    users = list(per_user)
+    lengths = np.fromiter((len(per_user[u]) for u in users), dtype=np.int64, count=len(users))
+    values = [v for u in users for v in per_user[u]]
+    return np.repeat(np.asarray(users, dtype=object), lengths), values
+
+
+def read_gamer_json(spec: DatasetSpec) -> RawTable:
+    """The reference (GAMER/SeqRec, LC-Rec) layout: single, MB or SMB, detected from the files present.
+
+    - SMB: ``<D>.SMB.{inter,behavior,session,time}.json`` (time "%Y-%m-%d %H:%M:%S")
+    - MB:  ``<D>.MB.inter.json`` + ``<D>.MB.behavior.json`` (order only)
+    - single: ``<D>.inter.json`` (order only)
+    Behavior levels come from ``<D>.behavior_level.json`` unless the declaration gives them.
+    """
+    d, prefix = spec.raw_dir, spec.prefix or spec.name
+    smb, mb = d / f"{prefix}.SMB.inter.json", d / f"{prefix}.MB.inter.json"
+    if smb.exists():
+        kind, parts = "SMB", {"item_id": smb, "behavior": d / f"{prefix}.SMB.behavior.json",
+                              "session_id": d / f"{prefix}.SMB.session.json", "timestamp": d / f"{prefix}.SMB.time.json"}
+    elif mb.exists():
+        kind, parts = "MB", {"item_id": mb, "behavior": d / f"{prefix}.MB.behavior.json"}
+    else:
+        kind, parts = "single", {"item_id": _require(d / f"{prefix}.inter.json", "Interaction file")}
+    columns: dict[str, list] = {}
+    users = None
+    lengths = None
+    for column, path in parts.items():
+        per_user = _load_json(path)
+        if lengths is None:
+            lengths = {u: len(v) for u, v in per_user.items()}
+            users, values = _flatten(per_user)
+        else:
+            mismatch = [u for u, n in lengths.items() if len(per_user.get(u, ())) != n]
+            if mismatch:
+                raise InputError(
+                    f"{path}: lists are not parallel to {parts['item_id'].name} for {len(mismatch)} user(s), "
+                    f"e.g. user '{mismatch[0]}'. Every {kind} file must hold one entry per interaction."
+                )
+            _, values = _flatten(per_user)
+        columns[column] = [None if v is None else str(v) for v in values]
+    rows = pl.DataFrame({"user_id": users.astype(str).tolist() if len(users) else [], **columns})
+    if kind != "SMB":
+        rows = _order_as_time(rows)
+    rows = rows.with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias("source_row"))
+    levels = None
+    level_file = d / f"{prefix}.behavior_level.json"
+    if kind != "single" and not spec.behaviors:
+        levels = {str(k): int(v) for k, v in _load_json(level_file).items()}
+    return RawTable(rows, empty_rejects(), parts["item_id"].name, behavior_levels=levels)
+
+
+# ----------------------------------------------------------------------------- items
+def read_items(spec: DatasetSpec) -> pl.DataFrame:
+    """Item table (item_id + text fields as strings); empty when the dataset declares none."""
+    if spec.format == "gamer_json" and spec.items is None:
+        path = spec.raw_dir / f"{spec.prefix or spec.name}.item.json"
+        if not path.exists():
+            return pl.DataFrame(schema={"item_id": pl.Utf8})
+        meta = _load_json(path)
+        fields = sorted({k for v in meta.values() if isinstance(v, dict) for k in v})
+        data = {"item_id": list(meta)}
+        for f in fields:
+            data[f] = [_text(v.get(f)) if isinstance(v, dict) else None for v in meta.values()]
+        return pl.DataFrame(data, schema={c: pl.Utf8 for c in data})
+    if spec.items is None:
+        return pl.DataFrame(schema={"item_id": pl.Utf8})
+    items: ItemsSpec = spec.items
+    raw = read_table_file(spec.raw_dir / items.file, items.sep, items.header, items.column_names, spec.encoding)
+    wanted = [items.id_column, *items.text_fields]
+    missing = [c for c in wanted if c not in raw.rows.columns]
+    if missing:
+        raise InputError(
+            f"{spec.raw_dir / items.file}: missing item column(s) {missing}; the file has "
+            f"{[c for c in raw.rows.columns if c != 'source_row']}. Fix `items:` in the dataset declaration."
+        )
+    return raw.rows.select(pl.col(items.id_column).alias("item_id"), *[pl.col(c) for c in items.text_fields])
+
+
+def _text(value) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, list):
+        return " ".join(_text(v) or "" for v in value).strip() or None
+    return str(value)

@@ -1,0 +1,20 @@
+from kedro.pipeline import Pipeline, node, pipeline
+
+from .nodes import fetch_raw, ingest_events
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return pipeline(
+        [
+            node(fetch_raw, ["params:dataset", "params:datasets"], "raw_manifest", name="fetch_raw"),
+            node(
+                ingest_events,
+                ["params:dataset", "params:datasets", "raw_manifest"],
+                ["events", "rejected", "item_text", "behavior_levels", "ingest_report", "ingest_metrics"],
+                name="validate_events",
+            ),
+        ],
+        namespace="ingest",
+        outputs={"events", "rejected", "item_text", "behavior_levels", "ingest_report", "ingest_metrics"},
+        parameters={"params:dataset", "params:datasets"},
+    )

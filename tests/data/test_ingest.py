@@ -1,0 +1,95 @@
+import polars as pl
+import pytest
+
+from seqrec_pipeline.data.ingest import ingest_stats, parse_timestamps, validate_events
+from seqrec_pipeline.dataset_spec import resolve_dataset
+from seqrec_pipeline.errors import InputError
+from seqrec_pipeline.io.readers import read_events
+
+LEVELS = {"view": 0, "cart": 1, "buy": 2}
+
+
+def _ingest(tmp_path, text, **decl):
+    (tmp_path / "e.csv").write_text(text)
+    spec = resolve_dataset("d", {"d": {"path": str(tmp_path), "events": "e.csv", "behaviors": LEVELS, **decl}})
+    return validate_events(read_events(spec), spec, spec.behavior_levels)
+
+
+def test_every_invalid_row_is_quarantined_with_its_reason(tmp_path):
+    text = (
+        "user_id,item_id,behavior,timestamp\n"
+        "1,10,view,1000\n"        # ok
+        "1,11,view,abc\n"         # unparseable timestamp
+        ",12,view,1001\n"         # missing user
+        "2,13,like,1002\n"        # unknown behavior
+        "2,14,buy\n"              # truncated line
+        "2,15,cart,5000000\n"     # outside the time window
+        "3,16,buy,\n"             # missing timestamp
+        "3,17,buy,1003\n"         # ok
+    )
+    valid, rejected = _ingest(tmp_path, text, time_window=["1970-01-01", "1970-01-02"])
+    assert valid["item_id"].to_list() == ["10", "17"]
+    reasons = dict(zip(rejected["source_row"].to_list(), rejected["reason"].to_list()))
+    assert reasons == {
+        2: "unparseable timestamp",
+        3: "missing user_id",
+        4: "unknown behavior (declared: view, cart, buy)",
+        5: "malformed line: expected 4 fields, found 3",
+        6: "timestamp outside time_window [0, 172799]",
+        7: "missing timestamp",
+    }
+    assert rejected.filter(pl.col("source_row") == 2)["timestamp"][0] == "abc"  # raw value kept
+    stats = ingest_stats(valid, rejected)
+    assert stats["n_raw"] == 8 == stats["n_valid"] + stats["n_rejected"]
+
+
+def test_several_problems_in_one_row_are_all_named(tmp_path):
+    _, rejected = _ingest(tmp_path, "user_id,item_id,behavior,timestamp\n,10,zap,abc\n1,2,view,5\n")
+    assert set(rejected["reason"][0].split("; ")) == {
+        "missing user_id", "unknown behavior (declared: view, cart, buy)", "unparseable timestamp"}
+
+
+def test_fail_policy_stops_naming_file_row_and_problem(tmp_path):
+    with pytest.raises(InputError, match=r"1 invalid row\(s\) and on_invalid=fail: e\.csv row 2: unparseable timestamp"):
+        _ingest(tmp_path, "user_id,item_id,behavior,timestamp\n1,10,view,1\n1,11,view,x\n", on_invalid="fail")
+
+
+def test_everything_rejected_is_a_structural_error(tmp_path):
+    with pytest.raises(InputError, match=r"no valid events \(2 rows, all rejected.*unknown behavior"):
+        _ingest(tmp_path, "user_id,item_id,behavior,timestamp\n1,10,click,1\n1,11,click,2\n")
+
+
+def test_behavior_values_map_ratings_to_behaviors(tmp_path):
+    (tmp_path / "r.tsv").write_text("user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
+                                    "1\t2\t1\t10\n1\t3\t3\t11\n1\t4\t5\t12\n1\t5\t7\t13\n")
+    spec = resolve_dataset("d", {"d": {
+        "path": str(tmp_path), "events": "r.tsv", "columns": {"behavior": "rating"},
+        "behavior_values": {"1": "dislike", "2": "dislike", "3": "neutral", "4": "like", "5": "like"},
+        "behaviors": {"dislike": 0, "neutral": 1, "like": 2}}})
+    valid, rejected = validate_events(read_events(spec), spec, spec.behavior_levels)
+    assert valid["behavior"].to_list() == ["dislike", "neutral", "like"]
+    assert rejected["behavior"].to_list() == ["7"] and rejected["reason"][0].startswith("unknown behavior")
+
+
+@pytest.mark.parametrize("values, unit, expected", [
+    (["1433221969", "1433222104"], "auto", [1433221969, 1433222104]),
+    (["1433221969123", "1433222104999"], "auto", [1433221969, 1433222104]),
+    (["881250949.0", None], "s", [881250949, None]),
+    (["2024-01-02 09:00:00", "2024-01-02T09:00:30+00:00"], "iso", [1704186000, 1704186030]),
+    (["2024-01-02 09:00:00", "garbage"], "auto", [1704186000, None]),
+])
+def test_timestamp_parsing(values, unit, expected):
+    assert parse_timestamps(pl.Series(values, dtype=pl.Utf8), unit).to_list() == expected
+
+
+def test_taobao_head_real_file_quarantines_truncated_and_out_of_window_rows(shared_data, tmp_path):
+    spec = resolve_dataset("taobao", {"taobao": {
+        "path": str(shared_data / "taobao_head"), "events": "UserBehavior.csv", "header": False,
+        "column_names": ["user_id", "item_id", "category_id", "behavior", "timestamp"],
+        "behaviors": {"pv": 0, "fav": 1, "cart": 1, "buy": 2},
+        "time_window": ["2017-11-25T00:00:00+08:00", "2017-12-03T23:59:59+08:00"]}})
+    valid, rejected = validate_events(read_events(spec), spec, spec.behavior_levels)
+    counts = dict(rejected.group_by("reason").len().rows())
+    assert counts == {"malformed line: expected 5 fields, found 4": 1,
+                      "timestamp outside time_window [1511539200, 1512316799]": 35}
+    assert valid.height + rejected.height == 84476
