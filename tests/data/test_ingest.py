@@ -93,3 +93,10 @@ def test_taobao_head_real_file_quarantines_truncated_and_out_of_window_rows(shar
     assert counts == {"malformed line: expected 5 fields, found 4": 1,
                       "timestamp outside time_window [1511539200, 1512316799]": 35}
     assert valid.height + rejected.height == 84476
+
+
+def test_clean_file_gives_an_empty_rejected_table_with_the_full_schema(tmp_path):
+    valid, rejected = _ingest(tmp_path, "user_id,item_id,behavior,timestamp\n1,10,view,1\n1,11,buy,2\n")
+    assert valid.height == 2 and rejected.height == 0
+    assert rejected.columns == ["source_file", "source_row", "reason", "user_id", "item_id", "behavior",
+                                "timestamp", "raw_line"]

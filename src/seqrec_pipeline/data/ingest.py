@@ -27,13 +27,18 @@ ISO_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S%.f",
 ISO_TZ_FORMATS = ("%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%d %H:%M:%S%z", "%Y-%m-%dT%H:%M:%S%.f%z")
 
 
+def _strip(values: pl.Series) -> pl.Series:
+    """Trim surrounding whitespace, without copying 10M strings when there is none (the usual case)."""
+    return values.str.strip_chars() if values.str.contains(r"^\s|\s$").any() else values
+
+
 def parse_timestamps(raw: pl.Series, unit: str) -> pl.Series:
     """Strings -> int64 epoch seconds (UTC); unparseable values become null.
 
     ``auto`` picks numeric vs ISO for the whole column (not per row) and seconds vs
     milliseconds by magnitude, so one odd row cannot change how the others are read.
     """
-    raw = raw.cast(pl.Utf8).str.strip_chars()
+    raw = _strip(raw.cast(pl.Utf8))
     numeric = raw.cast(pl.Float64, strict=False)
     if unit == "auto":
         n_present = raw.is_not_null().sum()
@@ -62,8 +67,8 @@ def _typed(rows: pl.DataFrame, spec: DatasetSpec) -> pl.DataFrame:
         mapping = {str(k): v for k, v in spec.behavior_values.items()}
         behavior = pl.col("behavior").str.strip_chars().replace_strict(mapping, default=pl.col("behavior"))
     typed = rows.with_columns(
-        pl.col("user_id").str.strip_chars(),
-        pl.col("item_id").str.strip_chars(),
+        _strip(rows["user_id"]),
+        _strip(rows["item_id"]),
         behavior.cast(pl.Utf8).alias("behavior"),
         parse_timestamps(rows["timestamp"], spec.timestamp_unit).alias("timestamp"),
     )
@@ -116,25 +121,22 @@ def validate_events(raw: RawTable, spec: DatasetSpec, levels: dict[str, int]) ->
                 f"{structural.select('column', 'check').unique().rows()}"
             ) from None
         bad = _reasons(exc.failure_cases, rows, levels, window)
-    is_bad = pl.Series("is_bad", [False] * typed.height)
     if bad.height:
         is_bad = pl.int_range(typed.height, dtype=pl.Int32, eager=True).is_in(bad["index"].implode())
-    raw_strings = rows.select(
-        [pl.col(c).cast(pl.Utf8) if c in rows.columns else pl.lit(None, dtype=pl.Utf8).alias(c) for c in RAW_FIELDS]
-    )
-    rejected_schema_rows = (
-        raw_strings.with_columns(
+        bad_rows = rows.with_row_index("index").filter(is_bad)  # only the (few) bad rows are copied
+        rejected_schema_rows = bad_rows.select(
             pl.lit(raw.source_file).alias("source_file"),
-            rows["source_row"],
+            "source_row",
+            *[pl.col(c).cast(pl.Utf8) if c in rows.columns else pl.lit(None, dtype=pl.Utf8).alias(c) for c in RAW_FIELDS],
             pl.lit(None, dtype=pl.Utf8).alias("raw_line"),
-            pl.int_range(pl.len(), dtype=pl.Int32).alias("index"),
-        )
-        .filter(is_bad)
-        .join(bad, on="index", how="left")
-        .drop("index")
-    )
-    rejected = pl.concat([raw.unreadable, rejected_schema_rows], how="diagonal_relaxed").select(list(REJECTED.columns))
-    valid = typed.filter(~is_bad)
+            pl.col("index").cast(pl.Int32),
+        ).join(bad, on="index", how="left").drop("index")
+        valid = typed.filter(~is_bad)
+    else:
+        rejected_schema_rows, valid = None, typed
+    empty = pl.DataFrame(schema={c: pl.Int64 if c == "source_row" else pl.Utf8 for c in REJECTED.columns})
+    parts = [empty, raw.unreadable] + ([rejected_schema_rows] if rejected_schema_rows is not None else [])
+    rejected = pl.concat(parts, how="diagonal_relaxed").select(list(REJECTED.columns))
     n_raw = rows.height + raw.unreadable.height
     if n_raw != valid.height + rejected.height:  # the no-silent-loss invariant
         raise AssertionError(f"row accounting broken: {n_raw} raw != {valid.height} valid + {rejected.height} rejected")

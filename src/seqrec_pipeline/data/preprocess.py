@@ -16,7 +16,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+import numpy as np
 import polars as pl
+import pyarrow.compute as pc
 
 from seqrec_pipeline.dataset_spec import FilterSpec
 from seqrec_pipeline.errors import InputError
@@ -36,30 +38,40 @@ class Primary:
     stats: dict = field(default_factory=dict)
 
 
-def _dense_ids(values: pl.Series, name: str) -> pl.DataFrame:
-    """id -> dense index; numeric ids sort numerically so index order matches the data's ids."""
-    unique = values.unique()
-    numeric = unique.cast(pl.Int64, strict=False)
-    order = (
-        pl.DataFrame({name: unique, "_n": numeric}).sort("_n", name)
-        if numeric.null_count() == 0
-        else pl.DataFrame({name: unique}).sort(name)
-    )
-    return order.select(pl.col(name), pl.int_range(pl.len(), dtype=pl.Int32).alias(f"{name.removesuffix('_id')}_idx"))
+def sorted_id_codes(ids: pl.Series) -> tuple[np.ndarray, pl.Series]:
+    """Strings -> int32 codes whose order is the ids' order (numeric ids numerically).
+
+    Hashing (dictionary encoding) does the per-row work; only the unique ids are sorted.
+    """
+    encoded = pc.dictionary_encode(ids.rechunk().to_arrow())
+    names = pl.Series(encoded.dictionary)
+    numeric = names.cast(pl.Int64, strict=False)
+    order = (np.argsort(numeric.to_numpy(), kind="stable") if numeric.null_count() == 0
+             else names.arg_sort().to_numpy())
+    rank = np.empty(len(order), dtype=np.int32)
+    rank[order] = np.arange(len(order), dtype=np.int32)
+    return rank[encoded.indices.to_numpy(zero_copy_only=False)], names.gather(order)
 
 
-def k_core(events: pl.LazyFrame | pl.DataFrame, min_user: int, min_item: int) -> tuple[pl.DataFrame, int]:
-    """Drop users/items below the thresholds until none is left (a fixed point)."""
-    frame = events.lazy() if isinstance(events, pl.DataFrame) else events
-    frame = frame.collect()
+def compact(codes: np.ndarray, used: np.ndarray) -> np.ndarray:
+    """Renumber codes to 0..K-1 over the used ones, keeping their order."""
+    return (np.cumsum(used, dtype=np.int64) - 1).astype(np.int32)[codes]
+
+
+def k_core(users: np.ndarray, items: np.ndarray, min_user: int, min_item: int,
+           keep: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+    """Keep-mask after dropping users/items below the thresholds until none is left (a fixed point)."""
+    keep = np.ones(len(users), dtype=bool) if keep is None else keep.copy()
+    n_users, n_items = int(users.max(initial=-1)) + 1, int(items.max(initial=-1)) + 1
     iterations = 0
     while True:
         iterations += 1
-        keep = (pl.len().over("user_id") >= min_user) & (pl.len().over("item_id") >= min_item)
-        kept = frame.filter(keep)
-        if kept.height == frame.height:
-            return kept, iterations
-        frame = kept
+        user_ok = np.bincount(users[keep], minlength=n_users) >= min_user
+        item_ok = np.bincount(items[keep], minlength=n_items) >= min_item
+        new_keep = keep & user_ok[users] & item_ok[items]
+        if new_keep.sum() == keep.sum():
+            return keep, iterations
+        keep = new_keep
 
 
 def sessionize(frame: pl.DataFrame, gap_seconds: float) -> pl.DataFrame:
@@ -93,22 +105,37 @@ def build_primary(
     top = max(levels.values())
     behavior_table = behavior_table.with_columns((pl.col("level") == top).alias("is_target"))
     n_in = events.height
-    deduped = events.unique(["user_id", "item_id", "behavior", "timestamp"], keep="first", maintain_order=True)
-    cored, iterations = k_core(deduped, filters.min_user_events, filters.min_item_events)
-    if cored.height == 0:
+    user_codes, user_names = sorted_id_codes(events["user_id"])
+    item_codes, item_names = sorted_id_codes(events["item_id"])
+    behavior_idx = {b: i for i, b in enumerate(levels)}
+    frame = pl.DataFrame({
+        "user_idx": user_codes, "item_idx": item_codes,
+        "behavior_idx": events["behavior"].replace_strict(behavior_idx, return_dtype=pl.Int8),
+        "level": events["behavior"].replace_strict(levels, return_dtype=pl.Int8),
+        "timestamp": events["timestamp"], "session_id": events["session_id"], "source_row": events["source_row"],
+    }).sort(["user_idx", "timestamp", "level", "behavior_idx", "item_idx", "source_row"])
+    # after this sort exact duplicates are adjacent; the first kept is the earliest in the file
+    key = ("user_idx", "item_idx", "behavior_idx", "timestamp")
+    duplicate = frame.select(pl.all_horizontal(pl.col(c) == pl.col(c).shift(1) for c in key).fill_null(False))
+    unique = ~duplicate.to_series().to_numpy()
+    n_dedup = int(unique.sum())
+    u, i = frame["user_idx"].to_numpy(), frame["item_idx"].to_numpy()
+    keep, iterations = k_core(u, i, filters.min_user_events, filters.min_item_events, keep=unique)
+    if not keep.any():
         raise InputError(
             f"no events left after the k-core filter (min_user_events={filters.min_user_events}, "
-            f"min_item_events={filters.min_item_events}) on {deduped.height} events. Lower the thresholds "
+            f"min_item_events={filters.min_item_events}) on {n_dedup} events. Lower the thresholds "
             "under `filters:` in the dataset declaration."
         )
-    users = _dense_ids(cored["user_id"], "user_id")
-    items = _dense_ids(cored["item_id"], "item_id")
-    frame = (
-        cored.join(users, on="user_id")
-        .join(items, on="item_id")
-        .join(behavior_table.select("behavior", "behavior_idx", "level"), on="behavior")
-        .sort(["user_idx", "timestamp", "level", "source_row"])
+    used_users = np.bincount(u[keep], minlength=len(user_names)) > 0
+    used_items = np.bincount(i[keep], minlength=len(item_names)) > 0
+    frame = frame.filter(pl.Series(keep)).with_columns(
+        pl.Series("user_idx", compact(u[keep], used_users)), pl.Series("item_idx", compact(i[keep], used_items))
     )
+    users = pl.DataFrame({"user_idx": np.arange(used_users.sum(), dtype=np.int32),
+                          "user_id": user_names.filter(pl.Series(used_users))})
+    items = pl.DataFrame({"item_idx": np.arange(used_items.sum(), dtype=np.int32),
+                          "item_id": item_names.filter(pl.Series(used_items))})
     frame = sessionize(frame, session_gap_minutes * 60.0)
     frame = frame.with_columns(pl.int_range(pl.len(), dtype=pl.Int32).over("user_idx").alias("pos"))
 
@@ -145,8 +172,8 @@ def build_primary(
 
     stats = {
         "n_events_valid": n_in,
-        "n_duplicates": n_in - deduped.height,
-        "n_filtered_kcore": deduped.height - cored.height,
+        "n_duplicates": n_in - n_dedup,
+        "n_filtered_kcore": n_dedup - frame.height,
         "kcore_iterations": iterations,
         "n_users": users.height,
         "n_items": items.height,
@@ -158,7 +185,7 @@ def build_primary(
     log.info(
         "preprocessed: %d events -> %d after dedup (-%d) and %d-iteration k-core (-%d); %d users, %d items, "
         "%d sessions; %d users have >= %d sessions (last_session split)",
-        n_in, deduped.height, stats["n_duplicates"], iterations, stats["n_filtered_kcore"], stats["n_users"],
+        n_in, n_dedup, stats["n_duplicates"], iterations, stats["n_filtered_kcore"], stats["n_users"],
         stats["n_items"], stats["n_sessions"], stats["users_last_session"], filters.min_sessions,
     )
     return Primary(

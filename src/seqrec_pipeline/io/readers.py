@@ -33,6 +33,7 @@ class RawTable:
     unreadable: pl.DataFrame  # source_file, source_row, reason, raw_line
     source_file: str
     behavior_levels: dict[str, int] | None = None  # declared by the files themselves (gamer_json)
+    file_columns: list[str] | None = None  # every column of the file (``rows`` may hold fewer)
 
 
 def empty_rejects() -> pl.DataFrame:
@@ -54,7 +55,8 @@ def _clean_header(names: list[str]) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- delimited text
-def read_delimited(path: Path, sep: str | None, header: bool, column_names: list[str] | None, encoding: str) -> RawTable:
+def read_delimited(path: Path, sep: str | None, header: bool, column_names: list[str] | None, encoding: str,
+                   only: list[str] | None = None) -> RawTable:
     """csv/tsv with every field as a string; ragged lines are reported, not dropped."""
     _require(path, "Data file")
     sep = sep or ("\t" if path.suffix in {".tsv", ".inter", ".item"} else ",")
@@ -70,6 +72,12 @@ def read_delimited(path: Path, sep: str | None, header: bool, column_names: list
             raise InputError(f"{path}: a headerless file needs `column_names` in the dataset declaration.")
         names, skip = list(column_names), 0
 
+    wanted = [n for n in names if n in only] if only else list(names)
+    if encoding.replace("-", "").lower() == "utf8":
+        fast = _read_clean_csv(path, sep, skip, names, wanted)
+        if fast is not None:
+            return RawTable(fast, empty_rejects(), path.name, file_columns=names)
+
     def read(use_threads: bool):
         bad: list[tuple[int | None, str, int]] = []
 
@@ -84,7 +92,8 @@ def read_delimited(path: Path, sep: str | None, header: bool, column_names: list
             ),
             parse_options=pacsv.ParseOptions(delimiter=sep, invalid_row_handler=on_invalid),
             convert_options=pacsv.ConvertOptions(
-                column_types={n: pa.string() for n in names}, strings_can_be_null=True, quoted_strings_can_be_null=True
+                column_types={n: pa.string() for n in names}, strings_can_be_null=True, quoted_strings_can_be_null=True,
+                include_columns=wanted,
             ),
         )
         return table, bad
@@ -109,15 +118,37 @@ def read_delimited(path: Path, sep: str | None, header: bool, column_names: list
         },
         schema=REJECT_COLUMNS,
     )
-    return RawTable(rows, unreadable, path.name)
+    return RawTable(rows, unreadable, path.name, file_columns=names)
 
 
-def read_table_file(path: Path, sep=None, header=True, column_names=None, encoding="utf8") -> RawTable:
-    """Dispatch on the file suffix: delimited text, parquet or JSON lines."""
+def _read_clean_csv(path: Path, sep: str, skip: int, names: list[str], wanted: list[str]) -> pl.DataFrame | None:
+    """polars' multi-threaded reader for the usual case of a file without ragged lines.
+
+    Returns None when a line has too many fields (polars refuses) or too few (the last
+    field comes back null): the careful reader then reports exactly which lines.
+    """
+    last = names[-1]
+    keep = [i for i, n in enumerate(names) if n in wanted or n == last]
+    try:
+        rows = pl.read_csv(path, has_header=False, skip_rows=skip, columns=keep, separator=sep, infer_schema=False,
+                           quote_char='"', schema_overrides=None)
+    except (pl.exceptions.ComputeError, pl.exceptions.SchemaError):
+        return None
+    if rows.width != len(keep):
+        return None
+    rows.columns = [names[i] for i in keep]
+    if rows.height and rows[last].null_count():
+        return None
+    return rows.select(wanted).with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias("source_row"))
+
+
+def read_table_file(path: Path, sep=None, header=True, column_names=None, encoding="utf8",
+                    only: list[str] | None = None) -> RawTable:
+    """Dispatch on the file suffix: delimited text, parquet or JSON lines (``only``: columns to keep)."""
     _require(path, "Data file")
     suffix = path.suffix.lower()
     if suffix in TEXT_SUFFIXES:
-        return read_delimited(path, sep, header, column_names, encoding)
+        return read_delimited(path, sep, header, column_names, encoding, only)
     if suffix == ".parquet":
         rows = pl.read_parquet(path)
         rows = rows.with_columns(pl.all().cast(pl.Utf8)).with_columns(
@@ -157,16 +188,16 @@ def read_events(spec: DatasetSpec) -> RawTable:
     if spec.format == "gamer_json":
         return read_gamer_json(spec)
     path = spec.raw_dir / spec.events
-    raw = read_table_file(path, spec.sep, spec.header, spec.column_names, spec.encoding)
     rename = {spec.column(c): c for c in ("user_id", "item_id", "behavior", "timestamp", "session_id")}
+    raw = read_table_file(path, spec.sep, spec.header, spec.column_names, spec.encoding, only=list(rename))
     required = ["user_id", "item_id"] + (["behavior"] if spec.behaviors else []) + (
         [] if spec.timestamp_unit == "order" else ["timestamp"]
     )
-    present = set(raw.rows.columns)
+    present = set(raw.file_columns or raw.rows.columns) - {"source_row"}
     missing = [f"{c} (column '{spec.column(c)}')" for c in required if spec.column(c) not in present]
     if missing:
         raise InputError(
-            f"{path}: missing required column(s) {', '.join(missing)}; the file has {sorted(present - {'source_row'})}. "
+            f"{path}: missing required column(s) {', '.join(missing)}; the file has {sorted(present)}. "
             "Map them with `columns: {canonical: file_column}` in the dataset declaration."
         )
     rows = raw.rows.select([pl.col(src).alias(dst) for src, dst in rename.items() if src in present] + ["source_row"])
