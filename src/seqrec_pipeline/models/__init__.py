@@ -1,0 +1,1 @@
+"""Pure PyTorch / numpy models: tokenizers, generative and discriminative recommenders (no Kedro imports)."""
