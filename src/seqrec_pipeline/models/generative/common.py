@@ -1,0 +1,71 @@
+"""Pieces shared by the generative models: the input contract, the tempered loss and position ids.
+
+Input contract (SPEC §3.6).  Every model accepts the same keyword arguments, all int64 ``[B, S]``:
+
+- ``input_ids``, ``attention_mask`` (1 real, 0 pad; training batches are right-padded, evaluation prompts
+  left-padded);
+- ``slot``: position inside the item block, ``0..P-1`` (slot 0 is the behavior token when the vocabulary uses
+  behavior tokens), 0 on pads;
+- ``behavior``: behavior index of the block a token belongs to, 0 on pads;
+- ``level``: behavior level of the block (higher = stronger intent), 0 on pads;
+- ``labels``: token ids with -100 on behavior tokens and pads.
+
+``qwen3`` and ``tiger`` ignore ``slot`` / ``behavior`` / ``level``; they accept them so one collator serves all
+models.  Nothing here parses token ids to recover metadata.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+IGNORE_INDEX = -100
+METADATA_KEYS = ("slot", "behavior", "level")
+
+
+def tempered_cross_entropy(
+    logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0, shift: bool = True
+) -> torch.Tensor:
+    """Mean cross-entropy of ``logits / temperature`` against ``labels``, ignoring ``IGNORE_INDEX``.
+
+    ``shift=True`` is the causal-LM convention (position t predicts label t+1); encoder-decoder models pass
+    labels already aligned with the decoder outputs (``shift=False``).  A batch without any target token
+    gives a loss of 0 instead of NaN, so an all-masked micro-batch cannot poison gradient accumulation.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    if shift:
+        logits, labels = logits[:, :-1], labels[:, 1:]
+    # The softmax runs in fp32 even for bf16 models: the loss is a sum over ~1k-way distributions.
+    logits = logits.float() / temperature
+    total = F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
+    )
+    n_targets = (labels != IGNORE_INDEX).sum()
+    return total / n_targets.clamp(min=1)
+
+
+def position_ids_from_mask(
+    attention_mask: torch.Tensor | None, query_length: int, past_length: int, device: torch.device
+) -> torch.Tensor:
+    """Positions of the ``query_length`` newest tokens, counted over real (unmasked) tokens only.
+
+    ``attention_mask`` covers past + new tokens (the Hugging Face convention).  Counting only real tokens
+    makes a left-padded prompt see the same positions as the unpadded one, and keeps prefill and
+    token-by-token decoding consistent.  Pads get position 0; their outputs are never used.
+    """
+    if attention_mask is None:
+        return torch.arange(past_length, past_length + query_length, device=device).unsqueeze(0)
+    if attention_mask.shape[1] != past_length + query_length:
+        raise ValueError(
+            f"attention_mask must cover the cached and the new tokens: expected length "
+            f"{past_length + query_length} (past {past_length} + new {query_length}), got {attention_mask.shape[1]}"
+        )
+    positions = attention_mask.long().cumsum(-1) - 1
+    return positions.clamp(min=0)[:, -query_length:]
+
+
+def drop_metadata(kwargs: dict) -> dict:
+    """Remove the per-token metadata (and its decoder-side twins) that a model does not use."""
+    unused = set(METADATA_KEYS) | {f"decoder_{key}" for key in METADATA_KEYS}
+    return {key: value for key, value in kwargs.items() if key not in unused}

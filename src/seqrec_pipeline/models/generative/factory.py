@@ -1,0 +1,168 @@
+"""Build generative models by name and size preset; load any of them back from a checkpoint directory.
+
+Presets (gamer-notes §4.2 for ``paper``):
+
+============ ======================================================= ===================================
+model        cpu-small (trains on 2 CPU cores in minutes)            paper
+============ ======================================================= ===================================
+qwen3        4 layers, hidden 64, 4 (2 KV) heads x 16, FFN 128       8 layers, hidden 256, 6 (3) x 64, FFN 512
+gamer        as qwen3 + behavior emb 16, injection 0-1, cross 2-3    as qwen3 + emb 64, injection 0-3, cross 4-7,
+                                                                     dropout 0.2 resid / 0.2 attn
+tiger        2+2 layers, d_model 64, 4 heads x 16, d_ff 256          4+4 layers, d_model 128, 6 x 64, d_ff 1024
+============ ======================================================= ===================================
+
+Vocabulary-derived fields (vocab size, special ids, slots per block, number of behaviors) always come from
+the ``TokenVocab`` and cannot be overridden; any other config field can (``build_model(..., hidden_size=96)``),
+plus ``rope_theta`` as a shortcut into ``rope_parameters``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub.errors import StrictDataclassClassValidationError, StrictDataclassFieldValidationError
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, PretrainedConfig, PreTrainedModel
+
+from ...vocab import BOS, EOS, PAD, TokenVocab
+from .gamer import GamerConfig, GamerForCausalLM
+from .qwen3 import Qwen3RecConfig, Qwen3RecForCausalLM
+from .tiger import TigerConfig, TigerForConditionalGeneration
+
+MODEL_NAMES: tuple[str, ...] = ("qwen3", "tiger", "gamer")
+PRESET_NAMES: tuple[str, ...] = ("cpu-small", "paper")
+
+_DECODER_SMALL = dict(
+    hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+    head_dim=16, attention_dropout=0.1, rope_theta=1e6,
+)  # fmt: skip
+_DECODER_PAPER = dict(
+    hidden_size=256, intermediate_size=512, num_hidden_layers=8, num_attention_heads=6, num_key_value_heads=3,
+    head_dim=64, attention_dropout=0.1, rope_theta=1e6,
+)  # fmt: skip
+
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "qwen3": {"cpu-small": _DECODER_SMALL, "paper": _DECODER_PAPER},
+    "gamer": {
+        "cpu-small": {
+            **_DECODER_SMALL, "behavior_embed_dim": 16, "injection_layers": [0, 1], "cross_layers": [2, 3],
+            "resid_dropout": 0.1,
+        },
+        "paper": {
+            **_DECODER_PAPER, "behavior_embed_dim": 64, "injection_layers": [0, 1, 2, 3], "cross_layers": [4, 5, 6, 7],
+            "resid_dropout": 0.2, "attention_dropout": 0.2,
+        },
+    },
+    "tiger": {
+        "cpu-small": dict(
+            d_model=64, d_kv=16, d_ff=256, num_layers=2, num_decoder_layers=2, num_heads=4, dropout_rate=0.1,
+            relative_attention_num_buckets=32,
+        ),
+        "paper": dict(
+            d_model=128, d_kv=64, d_ff=1024, num_layers=4, num_decoder_layers=4, num_heads=6, dropout_rate=0.1,
+            relative_attention_num_buckets=32,
+        ),
+    },
+}  # fmt: skip
+
+CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
+    "qwen3": Qwen3RecConfig, "tiger": TigerConfig, "gamer": GamerConfig,
+}  # fmt: skip
+MODEL_CLASSES: dict[str, type[PreTrainedModel]] = {
+    "qwen3": Qwen3RecForCausalLM, "tiger": TigerForConditionalGeneration, "gamer": GamerForCausalLM,
+}  # fmt: skip
+
+
+def _vocab_fields(name: str, vocab: TokenVocab) -> dict[str, Any]:
+    """Config fields that follow from the vocabulary (never overridable)."""
+    fields = dict(vocab_size=vocab.size, pad_token_id=PAD, eos_token_id=EOS, vocab=vocab.to_dict())
+    if name == "tiger":
+        return {**fields, "decoder_start_token_id": BOS, "use_behavior_token": vocab.use_behavior_token}
+    fields["bos_token_id"] = BOS
+    if name == "gamer":
+        fields |= dict(
+            num_slots=vocab.block_size,
+            num_behaviors=max(1, len(vocab.behaviors)),
+            use_behavior_token=vocab.use_behavior_token,
+        )
+    return fields
+
+
+# Defaults for every preset (overridable).  use_cache=False: training forwards build no KV cache;
+# decoding passes use_cache=True explicitly.
+_COMMON_DEFAULTS: dict[str, dict[str, Any]] = {
+    "qwen3": {"use_cache": False, "tie_word_embeddings": True},
+    "gamer": {"use_cache": False, "tie_word_embeddings": True},
+    "tiger": {"use_cache": False},
+}
+
+
+def build_config(name: str, vocab: TokenVocab, preset: str = "cpu-small", **overrides: Any) -> PretrainedConfig:
+    """The config ``build_model`` would use (see the module docstring for presets and overrides)."""
+    if name not in MODEL_NAMES:
+        raise ValueError(f"unknown generative model {name!r}; valid: {', '.join(MODEL_NAMES)}")
+    if preset not in PRESET_NAMES:
+        raise ValueError(f"unknown preset {preset!r}; valid: {', '.join(PRESET_NAMES)}")
+    config_class = CONFIG_CLASSES[name]
+    derived = _vocab_fields(name, vocab)
+    fixed = sorted(set(overrides) & set(derived))
+    if fixed:
+        raise ValueError(f"{fixed} are derived from the TokenVocab and cannot be overridden")
+    known = {field.name for field in dataclasses.fields(config_class)} | {"rope_theta"}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"unknown {name} config fields {unknown}")
+
+    fields = {**_COMMON_DEFAULTS[name], **PRESETS[name][preset], **overrides, **derived}
+    if "rope_theta" in fields:  # Qwen3 configs take RoPE settings as a dict
+        fields["rope_parameters"] = {"rope_type": "default", "rope_theta": float(fields.pop("rope_theta"))}
+    try:
+        return config_class(**fields)
+    except (StrictDataclassClassValidationError, StrictDataclassFieldValidationError) as error:
+        raise ValueError(f"invalid {name} config: {error}") from error
+
+
+def build_model(name: str, vocab: TokenVocab, preset: str = "cpu-small", **overrides: Any) -> PreTrainedModel:
+    """A freshly initialised ``qwen3`` / ``tiger`` / ``gamer`` model for ``vocab``.
+
+    Raises ValueError for an unknown name, preset or config field.
+    """
+    config = build_config(name, vocab, preset, **overrides)
+    return MODEL_CLASSES[name](config)
+
+
+def model_name_of(config: PretrainedConfig) -> str:
+    for name, config_class in CONFIG_CLASSES.items():
+        if config.model_type == config_class.model_type:
+            return name
+    raise ValueError(f"not a seqrec generative model config: model_type {config.model_type!r}")
+
+
+def load_model(path: str | Path, **kwargs: Any) -> PreTrainedModel:
+    """Load a checkpoint written by ``save_pretrained`` of any model here (dispatch on its model_type)."""
+    model_type = json.loads((Path(path) / "config.json").read_text())["model_type"]
+    for name, config_class in CONFIG_CLASSES.items():
+        if config_class.model_type == model_type:
+            return MODEL_CLASSES[name].from_pretrained(path, **kwargs)
+    raise ValueError(f"{path}: model_type {model_type!r} is not one of the seqrec generative models")
+
+
+def vocab_of(model_or_config: PreTrainedModel | PretrainedConfig) -> TokenVocab:
+    """The TokenVocab a model was built for (stored in its config)."""
+    config = getattr(model_or_config, "config", model_or_config)
+    if not getattr(config, "vocab", None):
+        raise ValueError("this config does not record its TokenVocab")
+    return TokenVocab.from_dict(config.vocab)
+
+
+def _register_auto_classes() -> None:
+    """Let ``AutoConfig`` / ``AutoModelFor*`` load these checkpoints too."""
+    for name, config_class in CONFIG_CLASSES.items():
+        AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
+        auto = AutoModelForSeq2SeqLM if name == "tiger" else AutoModelForCausalLM
+        auto.register(config_class, MODEL_CLASSES[name], exist_ok=True)
+
+
+_register_auto_classes()

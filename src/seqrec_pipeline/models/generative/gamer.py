@@ -1,0 +1,434 @@
+"""``gamer``: GAMER's decoder (the reference's "Qwen3Multi", gamer-notes §4.5), re-implemented.
+
+A Qwen3-style decoder (pre-RMSNorm, GQA, QK-norm, RoPE) over item blocks ``[behavior, c_1, ..., c_L]``,
+with three additions:
+
+1. **Slot-routed expert FFNs** in every layer: one SwiGLU expert per block position, chosen by the ``slot``
+   tensor (no learned router), computed for all experts at once (``experts.py``).
+2. **Behavior injection** in the lower layers (``injection_layers``): a ``behavior_embed_dim`` embedding of
+   the block's behavior is concatenated to the FFN input of code tokens (behavior tokens and pads get a
+   zero vector), as the reference's ``behavior_index``.
+3. **Gated cross-level attention** in the upper layers (``cross_layers``), after self-attention: own
+   q/k/v/o projections, per-head behavior embeddings added to q/k/v, RMSNorm on q/k, RoPE, output
+   ``o_proj(attn) * SiLU(gate_proj(h))``.  Token i may attend to token j iff ``j <= i``,
+   ``level[j] < level[i]`` and j is not padding.  A row without any allowed key (every lowest-level token,
+   every pad) outputs exactly zero; the reference's additive mask turned such rows into a uniform average
+   over all positions, future ones included (a training-time leak).
+
+Differences from the reference, on purpose: metadata comes from explicit ``slot`` / ``behavior`` / ``level``
+tensors (no token-id parsing, no block-alignment assumption, no state on modules); masks are built on the
+device from those small vectors each forward; pads share expert 0 (their outputs are never read) instead
+of owning one; position ids count real tokens, so left-padded prompts behave like unpadded ones.
+
+Caching: :class:`GamerCache` holds the self-attention K/V (indices ``0..n_layers-1``), the cross-level K/V
+(indices ``n_layers + r`` for the r-th cross layer) and the per-token ``level`` of every cached position (the
+last index), all as ``DynamicLayer`` s of one ``Cache``, so ``reorder_cache`` / ``batch_repeat_interleave`` /
+``batch_select_indices`` on the cache object expand or reorder all of it at once.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from huggingface_hub.dataclasses import strict
+from torch import nn
+from transformers import PreTrainedModel, Qwen3Config
+from transformers import initialization as init
+from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
+from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.models.qwen3.modeling_qwen3 import Qwen3RMSNorm, Qwen3RotaryEmbedding, apply_rotary_pos_emb
+
+from .common import position_ids_from_mask, tempered_cross_entropy
+from .experts import EXPERT_IMPLS, SlotExpertFFN, SlotRouting
+
+
+@strict
+class GamerConfig(Qwen3Config):
+    """Qwen3 fields (width, heads, RoPE, norms) plus GAMER's.  ``intermediate_size`` is each expert's width."""
+
+    model_type = "seqrec_gamer"
+
+    num_slots: int = 5  # P: tokens per item block (TokenVocab.block_size)
+    num_behaviors: int = 1
+    use_behavior_token: bool = True  # slot 0 is the behavior token (no injection on it)
+    behavior_embed_dim: int = 64
+    injection_layers: list[int] | None = None  # default: the lower half
+    cross_layers: list[int] | None = None  # default: the upper half
+    resid_dropout: float = 0.0  # on every residual branch (reference: 0.2)
+    loss_temperature: float = 0.7  # loss = CE(logits / loss_temperature); not a generation setting
+    expert_impl: str = "auto"  # "auto" | "grouped_mm" | "bmm"
+    vocab: dict | None = None
+
+    def __post_init__(self, **kwargs):
+        half = self.num_hidden_layers // 2
+        if self.injection_layers is None:
+            self.injection_layers = list(range(half))
+        if self.cross_layers is None:
+            self.cross_layers = list(range(half, self.num_hidden_layers))
+        self.injection_layers = sorted(int(i) for i in self.injection_layers)
+        self.cross_layers = sorted(int(i) for i in self.cross_layers)
+        super().__post_init__(**kwargs)
+
+    def validate_architecture(self):
+        """Part of the ``@strict`` validation."""
+        for name in ("injection_layers", "cross_layers"):
+            bad = [i for i in getattr(self, name) if not 0 <= i < self.num_hidden_layers]
+            if bad:
+                raise ValueError(f"{name} {bad} outside 0..{self.num_hidden_layers - 1}")
+        if self.expert_impl not in EXPERT_IMPLS:
+            raise ValueError(f"expert_impl must be one of {EXPERT_IMPLS}, got {self.expert_impl!r}")
+        if self.num_slots < 1 or self.num_behaviors < 1:
+            raise ValueError("num_slots and num_behaviors must be >= 1")
+
+
+# --------------------------------------------------------------------------------------------- cache
+
+
+def cross_cache_index(config: GamerConfig, layer_idx: int) -> int:
+    """Cache index of the cross-level K/V of decoder layer ``layer_idx`` (after the self-attention ones)."""
+    return config.num_hidden_layers + config.cross_layers.index(layer_idx)
+
+
+class GamerCache(DynamicCache):
+    """One ``Cache`` for all of GAMER's decoding state.
+
+    Layers ``0..n_layers-1``: self-attention K/V; ``n_layers + r``: K/V of the r-th cross-level layer; last:
+    the behavior level of every cached position, stored as ``[B, 1, T, 1]`` "keys" (and values) so that
+    every batch operation of ``DynamicLayer`` (concatenate on the time axis; select / repeat / reorder on
+    the batch axis; crop) applies to it unchanged.
+    """
+
+    def __init__(self, config: GamerConfig) -> None:
+        n_layers = config.num_hidden_layers + len(config.cross_layers) + 1
+        # An explicit layer list instead of DynamicCache's config-driven one.
+        Cache.__init__(self, layers=[DynamicLayer() for _ in range(n_layers)])
+
+    @property
+    def level_index(self) -> int:
+        return len(self.layers) - 1
+
+    def update_levels(self, level: torch.LongTensor) -> torch.LongTensor:
+        """Append the new tokens' levels ``[B, Q]``; returns the levels of all positions ``[B, past + Q]``."""
+        level = level[:, None, :, None]
+        keys, _ = self.layers[self.level_index].update(level, level)
+        return keys[:, 0, :, 0]
+
+
+# --------------------------------------------------------------------------------------------- attention
+
+
+def build_attention_masks(
+    key_valid: torch.Tensor, query_level: torch.Tensor, key_level: torch.Tensor, past_length: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Boolean masks (True = may attend) for one forward, built on the device from small index vectors.
+
+    key_valid [B, K] (attention mask of past + new tokens), query_level [B, Q], key_level [B, K], with
+    K = past_length + Q.  Returns
+    - ``self_mask [B, 1, Q, K]``: causal and not padding.  A pad query may see itself, so no row is empty
+      (SDPA returns NaN on empty rows, and NaN would reach real tokens through 0 * NaN in later layers);
+    - ``cross_mask [B, 1, Q, K]``: causal, not padding, ``level[key] < level[query]``; rows that allow
+      nothing get their own diagonal entry so SDPA stays finite, and are zeroed afterwards via
+    - ``cross_has_key [B, Q]``: whether the row allows at least one key.
+    """
+    query_length, key_length = query_level.shape[1], key_valid.shape[1]
+    device = key_valid.device
+    query_pos = torch.arange(past_length, past_length + query_length, device=device)[:, None]
+    key_pos = torch.arange(key_length, device=device)[None, :]
+    causal = key_pos <= query_pos  # [Q, K]
+    diagonal = key_pos == query_pos
+    key_valid = key_valid.bool()
+    query_valid = key_valid[:, past_length:]
+
+    self_mask = (causal & key_valid[:, None, :]) | diagonal
+
+    cross_mask = (
+        causal
+        & key_valid[:, None, :]
+        & query_valid[:, :, None]
+        & (key_level[:, None, :] < query_level[:, :, None])
+    )
+    cross_has_key = cross_mask.any(dim=-1)
+    cross_mask = cross_mask | (diagonal & ~cross_has_key[:, :, None])
+    return self_mask[:, None], cross_mask[:, None], cross_has_key
+
+
+def grouped_query_attention(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor, dropout_p: float
+) -> torch.Tensor:
+    """SDPA for grouped-query attention without copying K/V per query head.
+
+    query [B, Hq, Q, D], key/value [B, Hkv, K, D], mask [B, 1, Q, K] bool -> [B, Q, Hq * D].
+    The ``Hq / Hkv`` query heads sharing a K/V head are folded into the query-length axis (rows
+    ``r * Q + i``), so every backend sees plain multi-head attention over ``Hkv`` heads; the mask is
+    repeated along that axis.  Query head h uses K/V head ``h // (Hq / Hkv)``, as ``repeat_kv`` does.
+    """
+    batch, n_heads, query_length, head_dim = query.shape
+    n_kv_heads = key.shape[1]
+    n_rep = n_heads // n_kv_heads
+    if n_rep > 1:
+        query = query.reshape(batch, n_kv_heads, n_rep * query_length, head_dim)
+        mask = mask.repeat(1, 1, n_rep, 1)
+    out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=dropout_p)
+    out = out.reshape(batch, n_heads, query_length, head_dim).transpose(1, 2)
+    return out.reshape(batch, query_length, n_heads * head_dim)
+
+
+class GamerSelfAttention(nn.Module):
+    """Qwen3 self-attention: GQA, RMSNorm on per-head q/k, RoPE, causal + padding mask."""
+
+    def __init__(self, config: GamerConfig, cache_index: int) -> None:
+        super().__init__()
+        self.cache_index = cache_index
+        self.head_dim = config.head_dim
+        self.n_heads, self.n_kv_heads = config.num_attention_heads, config.num_key_value_heads
+        self.attention_dropout = config.attention_dropout
+        hidden = config.hidden_size
+        self.q_proj = nn.Linear(hidden, self.n_heads * self.head_dim, bias=config.attention_bias)
+        self.k_proj = nn.Linear(hidden, self.n_kv_heads * self.head_dim, bias=config.attention_bias)
+        self.v_proj = nn.Linear(hidden, self.n_kv_heads * self.head_dim, bias=config.attention_bias)
+        self.o_proj = nn.Linear(self.n_heads * self.head_dim, hidden, bias=config.attention_bias)
+        self.q_norm = Qwen3RMSNorm(self.head_dim, eps=config.rms_norm_eps)
+        self.k_norm = Qwen3RMSNorm(self.head_dim, eps=config.rms_norm_eps)
+
+    def project(
+        self, hidden_states: torch.Tensor, offsets: tuple[torch.Tensor, ...] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q/k/v as [B, heads, Q, D]; cross-level attention adds per-head ``offsets`` before the q/k norms."""
+        batch, length, _ = hidden_states.shape
+        q = self.q_proj(hidden_states).view(batch, length, -1, self.head_dim)
+        k = self.k_proj(hidden_states).view(batch, length, -1, self.head_dim)
+        v = self.v_proj(hidden_states).view(batch, length, -1, self.head_dim)
+        if offsets is not None:
+            q, k, v = q + offsets[0], k + offsets[1], v + offsets[2]
+        return self.q_norm(q).transpose(1, 2), self.k_norm(k).transpose(1, 2), v.transpose(1, 2)
+
+    def attend(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor],
+        mask: torch.Tensor,
+        cache: Cache | None,
+    ) -> torch.Tensor:
+        q, k = apply_rotary_pos_emb(q, k, *position_embeddings)
+        if cache is not None:
+            k, v = cache.update(k, v, self.cache_index)
+        dropout_p = self.attention_dropout if self.training else 0.0
+        return grouped_query_attention(q, k, v, mask, dropout_p)
+
+    def forward(self, hidden_states, position_embeddings, mask, cache=None) -> torch.Tensor:
+        q, k, v = self.project(hidden_states)
+        return self.o_proj(self.attend(q, k, v, position_embeddings, mask, cache))
+
+
+class CrossLevelAttention(GamerSelfAttention):
+    """Gated attention from each token to earlier tokens of strictly lower behavior level.
+
+    q = RMSNorm(W_q h + E_q[b]), k = RMSNorm(W_k h + E_k[b]), v = W_v h + E_v[b] with per-head behavior
+    embeddings E (b = the block's behavior), RoPE on q/k, output ``o_proj(attn) * SiLU(W_g h)``.
+    """
+
+    def __init__(self, config: GamerConfig, cache_index: int) -> None:
+        super().__init__(config, cache_index)
+        self.gate_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=False)
+        self.behavior_q = nn.Embedding(config.num_behaviors, self.n_heads * self.head_dim)
+        self.behavior_k = nn.Embedding(config.num_behaviors, self.n_kv_heads * self.head_dim)
+        self.behavior_v = nn.Embedding(config.num_behaviors, self.n_kv_heads * self.head_dim)
+
+    def forward(self, hidden_states, behavior, position_embeddings, mask, has_key, cache=None) -> torch.Tensor:
+        batch, length, _ = hidden_states.shape
+        offsets = tuple(
+            embedding(behavior).view(batch, length, -1, self.head_dim)
+            for embedding in (self.behavior_q, self.behavior_k, self.behavior_v)
+        )
+        q, k, v = self.project(hidden_states, offsets)
+        attn = self.attend(q, k, v, position_embeddings, mask, cache)
+        # Rows with no lower-level key carry no information: exactly zero, not an average over masked keys.
+        attn = attn * has_key[..., None].to(attn.dtype)
+        return self.o_proj(attn) * F.silu(self.gate_proj(hidden_states))
+
+
+# --------------------------------------------------------------------------------------------- layers
+
+
+class GamerDecoderLayer(nn.Module):
+    def __init__(self, config: GamerConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.layer_idx = layer_idx
+        hidden = config.hidden_size
+        self.input_layernorm = Qwen3RMSNorm(hidden, eps=config.rms_norm_eps)
+        self.self_attn = GamerSelfAttention(config, cache_index=layer_idx)
+
+        self.cross_attn = None
+        if layer_idx in config.cross_layers:
+            self.cross_layernorm = Qwen3RMSNorm(hidden, eps=config.rms_norm_eps)
+            self.cross_attn = CrossLevelAttention(config, cache_index=cross_cache_index(config, layer_idx))
+
+        self.behavior_embed = None
+        extra = 0
+        if layer_idx in config.injection_layers:
+            # Row 0 = "no behavior" (behavior tokens, pads): kept at zero by padding_idx.
+            self.behavior_embed = nn.Embedding(config.num_behaviors + 1, config.behavior_embed_dim, padding_idx=0)
+            extra = config.behavior_embed_dim
+        self.post_attention_layernorm = Qwen3RMSNorm(hidden, eps=config.rms_norm_eps)
+        self.mlp = SlotExpertFFN(
+            config.num_slots, hidden + extra, config.intermediate_size, hidden, config.hidden_act, config.expert_impl
+        )
+        self.dropout = nn.Dropout(config.resid_dropout)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor],
+        self_mask: torch.Tensor,
+        cross_mask: torch.Tensor,
+        cross_has_key: torch.Tensor,
+        routing: SlotRouting,
+        behavior: torch.LongTensor,
+        injection_index: torch.LongTensor,
+        cache: Cache | None = None,
+    ) -> torch.Tensor:
+        attn = self.self_attn(self.input_layernorm(hidden_states), position_embeddings, self_mask, cache)
+        hidden_states = hidden_states + self.dropout(attn)
+
+        if self.cross_attn is not None:
+            cross = self.cross_attn(
+                self.cross_layernorm(hidden_states), behavior, position_embeddings, cross_mask, cross_has_key, cache
+            )
+            hidden_states = hidden_states + self.dropout(cross)
+
+        ffn_input = self.post_attention_layernorm(hidden_states)
+        if self.behavior_embed is not None:
+            ffn_input = torch.cat([ffn_input, self.behavior_embed(injection_index).to(ffn_input.dtype)], dim=-1)
+        hidden_states = hidden_states + self.dropout(self.mlp(ffn_input, routing))
+        return hidden_states
+
+
+class GamerPreTrainedModel(PreTrainedModel):
+    config_class = GamerConfig
+    config: GamerConfig
+    base_model_prefix = "model"
+    _no_split_modules = ["GamerDecoderLayer"]
+    supports_gradient_checkpointing = False
+
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        if isinstance(module, SlotExpertFFN):
+            init.normal_(module.gate_up_proj, mean=0.0, std=self.config.initializer_range)
+            init.normal_(module.down_proj, mean=0.0, std=self.config.initializer_range)
+
+
+class GamerModel(GamerPreTrainedModel):
+    def __init__(self, config: GamerConfig) -> None:
+        super().__init__(config)
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, config.pad_token_id)
+        self.layers = nn.ModuleList([GamerDecoderLayer(config, i) for i in range(config.num_hidden_layers)])
+        self.norm = Qwen3RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.rotary_emb = Qwen3RotaryEmbedding(config=config)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor,
+        slot: torch.LongTensor,
+        behavior: torch.LongTensor,
+        level: torch.LongTensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: GamerCache | None = None,
+        use_cache: bool | None = None,
+    ) -> BaseModelOutputWithPast:
+        if slot is None or behavior is None or level is None:
+            raise ValueError("gamer needs the per-token slot, behavior and level tensors (see common.py)")
+        batch, query_length = input_ids.shape
+        use_cache = self.config.use_cache if use_cache is None else use_cache
+        if use_cache and cache is None:
+            cache = GamerCache(self.config)
+        if cache is not None and not isinstance(cache, GamerCache):
+            raise TypeError(f"gamer needs a GamerCache (it also caches cross-level K/V and levels), got {type(cache)}")
+        past_length = cache.get_seq_length() if cache is not None else 0
+
+        if attention_mask is None:
+            attention_mask = torch.ones(batch, past_length + query_length, dtype=torch.long, device=input_ids.device)
+        if attention_mask.shape != (batch, past_length + query_length):
+            raise ValueError(
+                f"attention_mask must cover cached + new tokens: expected {(batch, past_length + query_length)}, "
+                f"got {tuple(attention_mask.shape)}"
+            )
+        if position_ids is None:
+            position_ids = position_ids_from_mask(attention_mask, query_length, past_length, input_ids.device)
+        key_level = cache.update_levels(level) if cache is not None else level
+        self_mask, cross_mask, cross_has_key = build_attention_masks(attention_mask, level, key_level, past_length)
+
+        routing = SlotRouting.from_slots(slot, self.config.num_slots)
+        # Behavior injection on code tokens only (index 0 = none), as the reference's behavior_index.
+        first_code_slot = 1 if self.config.use_behavior_token else 0
+        is_code = (slot >= first_code_slot) & attention_mask[:, past_length:].bool()
+        injection_index = torch.where(is_code, behavior + 1, 0)
+
+        hidden_states = self.embed_tokens(input_ids)
+        position_embeddings = self.rotary_emb(hidden_states, position_ids)
+        for layer in self.layers:
+            hidden_states = layer(
+                hidden_states,
+                position_embeddings,
+                self_mask,
+                cross_mask,
+                cross_has_key,
+                routing,
+                behavior,
+                injection_index,
+                cache,
+            )
+        return BaseModelOutputWithPast(last_hidden_state=self.norm(hidden_states), cache=cache)
+
+
+class GamerForCausalLM(GamerPreTrainedModel):
+    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+
+    def __init__(self, config: GamerConfig) -> None:
+        super().__init__(config)
+        self.model = GamerModel(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor | None = None,
+        slot: torch.LongTensor | None = None,
+        behavior: torch.LongTensor | None = None,
+        level: torch.LongTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: GamerCache | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int = 0,
+        past_key_values: GamerCache | None = None,  # the pre-5.x name of ``cache``
+        **kwargs,  # e.g. num_items_in_batch from the HF Trainer: unused
+    ) -> CausalLMOutputWithPast:
+        """Logits are untempered; ``labels`` give the loss on ``logits / config.loss_temperature`` (causal shift).
+
+        With ``cache``, ``attention_mask`` covers cached + new tokens and ``slot`` / ``behavior`` / ``level``
+        cover the new tokens only.  ``logits_to_keep=n`` computes logits for the last n positions only.
+        """
+        cache = cache if cache is not None else past_key_values
+        outputs = self.model(
+            input_ids=input_ids,
+            slot=slot,
+            behavior=behavior,
+            level=level,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            use_cache=use_cache,
+        )
+        hidden_states = outputs.last_hidden_state
+        if logits_to_keep:
+            hidden_states = hidden_states[:, -logits_to_keep:]
+        logits = self.lm_head(hidden_states)
+        loss = None
+        if labels is not None:
+            loss = tempered_cross_entropy(logits, labels, self.config.loss_temperature, shift=True)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, cache=outputs.cache)

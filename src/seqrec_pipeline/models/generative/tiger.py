@@ -1,0 +1,87 @@
+"""``tiger``: TIGER's T5 encoder-decoder (history -> target item block) over the SID vocabulary only.
+
+The reference carried T5's unused 32k SentencePiece vocabulary; here the embedding table is exactly the
+``TokenVocab`` (pad 0, decoder start = bos 1, eos 2).
+
+Inputs: ``input_ids`` / ``attention_mask`` are the history (encoder side, either padding side: T5's relative
+position bias only sees distances).  The decoder side is the target block: ``decoder_input_ids`` =
+``[bos, behavior, c_1, ..., c_L]`` and ``labels`` = ``[behavior, c_1, ..., c_L, eos]`` with -100 on the
+behavior token.  Because the behavior token is masked in ``labels``, shifting ``labels`` cannot rebuild the
+decoder input; build it from the unmasked target with :func:`shift_targets_right`.
+"""
+
+from __future__ import annotations
+
+import torch
+from huggingface_hub.dataclasses import strict
+from transformers import T5Config, T5ForConditionalGeneration
+from transformers.cache_utils import Cache
+from transformers.modeling_outputs import Seq2SeqLMOutput
+
+from ...vocab import BOS, PAD
+from .common import IGNORE_INDEX, drop_metadata, tempered_cross_entropy
+
+
+@strict
+class TigerConfig(T5Config):
+    model_type = "seqrec_tiger"
+
+    decoder_start_token_id: int = BOS
+    loss_temperature: float = 0.7  # loss = CE(logits / loss_temperature); not a generation setting
+    # True when targets start with a behavior token that is masked (-100) in the labels.
+    use_behavior_token: bool = True
+    vocab: dict | None = None
+
+
+def shift_targets_right(target_ids: torch.LongTensor, start_token_id: int = BOS) -> torch.LongTensor:
+    """Decoder input for teacher forcing: ``[start] + target[:-1]``; -100 entries become pad."""
+    shifted = target_ids.new_full(target_ids.shape, PAD)
+    shifted[:, 1:] = target_ids[:, :-1]
+    shifted[:, 0] = start_token_id
+    return shifted.masked_fill(shifted == IGNORE_INDEX, PAD)
+
+
+class TigerForConditionalGeneration(T5ForConditionalGeneration):
+    config_class = TigerConfig
+    config: TigerConfig
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        decoder_input_ids: torch.LongTensor | None = None,
+        decoder_attention_mask: torch.Tensor | None = None,
+        encoder_outputs=None,
+        labels: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        use_cache: bool | None = None,
+        slot: torch.LongTensor | None = None,
+        behavior: torch.LongTensor | None = None,
+        level: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        **kwargs,
+    ) -> Seq2SeqLMOutput:
+        cache = cache if cache is not None else past_key_values
+        if labels is not None and decoder_input_ids is None:
+            if self.config.use_behavior_token:
+                raise ValueError(
+                    "tiger: pass decoder_input_ids = shift_targets_right(target_ids); with behavior tokens the "
+                    "labels mask the behavior token (-100), so they cannot be shifted into the decoder input"
+                )
+            decoder_input_ids = shift_targets_right(labels, self.config.decoder_start_token_id)
+        outputs = super().forward(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            decoder_input_ids=decoder_input_ids,
+            decoder_attention_mask=decoder_attention_mask,
+            encoder_outputs=encoder_outputs,
+            cache=cache,
+            use_cache=use_cache,
+            **drop_metadata(kwargs),
+        )
+        if labels is not None:
+            outputs.loss = tempered_cross_entropy(outputs.logits, labels, self.config.loss_temperature, shift=False)
+        return outputs
+
+
+__all__ = ["TigerConfig", "TigerForConditionalGeneration", "shift_targets_right"]

@@ -1,0 +1,66 @@
+"""build_model: names, presets, overrides, vocabulary-derived fields."""
+
+from __future__ import annotations
+
+import pytest
+
+from seqrec_pipeline.models.generative import (
+    MODEL_NAMES,
+    GamerForCausalLM,
+    Qwen3RecForCausalLM,
+    TigerForConditionalGeneration,
+    build_config,
+    build_model,
+    model_name_of,
+    vocab_of,
+)
+
+
+def test_model_names_and_classes(vocab):
+    assert set(MODEL_NAMES) == {"qwen3", "tiger", "gamer"}
+    expected = {"qwen3": Qwen3RecForCausalLM, "tiger": TigerForConditionalGeneration, "gamer": GamerForCausalLM}
+    for name in MODEL_NAMES:
+        model = build_model(name, vocab)  # cpu-small by default
+        assert type(model) is expected[name]
+        assert model_name_of(model.config) == name
+        assert vocab_of(model) == vocab
+        assert model.get_input_embeddings().num_embeddings == vocab.size
+        assert model.config.pad_token_id == 0
+
+
+def test_unknown_names_presets_and_fields_are_rejected(vocab):
+    with pytest.raises(ValueError, match="qwen3, tiger, gamer"):
+        build_model("sasrec", vocab)
+    with pytest.raises(ValueError, match="cpu-small, paper"):
+        build_model("gamer", vocab, preset="huge")
+    with pytest.raises(ValueError, match="hiden_size"):
+        build_model("gamer", vocab, hiden_size=32)
+    with pytest.raises(ValueError, match="vocab_size"):
+        build_model("qwen3", vocab, vocab_size=10)
+    with pytest.raises(ValueError, match="outside"):
+        build_model("gamer", vocab, cross_layers=[7])
+
+
+def test_paper_presets_follow_the_reference_configs(vocab):
+    gamer = build_config("gamer", vocab, "paper")
+    assert (gamer.num_hidden_layers, gamer.hidden_size, gamer.intermediate_size) == (8, 256, 512)
+    assert (gamer.num_attention_heads, gamer.num_key_value_heads, gamer.head_dim) == (6, 3, 64)
+    assert gamer.behavior_embed_dim == 64 and gamer.resid_dropout == 0.2 and gamer.attention_dropout == 0.2
+    assert gamer.injection_layers == [0, 1, 2, 3] and gamer.cross_layers == [4, 5, 6, 7]
+    assert gamer.num_slots == vocab.block_size and gamer.num_behaviors == len(vocab.behaviors)
+    assert gamer.loss_temperature == 0.7 and gamer.tie_word_embeddings
+
+    qwen3 = build_config("qwen3", vocab, "paper")
+    assert (qwen3.num_hidden_layers, qwen3.hidden_size, qwen3.intermediate_size) == (8, 256, 512)
+    assert (qwen3.num_attention_heads, qwen3.num_key_value_heads, qwen3.head_dim) == (6, 3, 64)
+
+    tiger = build_config("tiger", vocab, "paper")
+    assert (tiger.num_layers, tiger.num_decoder_layers, tiger.d_model, tiger.num_heads) == (4, 4, 128, 6)
+    assert (tiger.d_kv, tiger.d_ff, tiger.dropout_rate) == (64, 1024, 0.1)
+    assert tiger.decoder_start_token_id == 1 and tiger.eos_token_id == 2 and tiger.vocab_size == vocab.size
+
+
+def test_overrides_reach_the_config(vocab):
+    config = build_config("gamer", vocab, hidden_size=48, rope_theta=1e4, loss_temperature=1.0)
+    assert config.hidden_size == 48 and config.loss_temperature == 1.0
+    assert config.rope_parameters["rope_theta"] == 1e4
