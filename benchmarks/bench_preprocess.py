@@ -78,8 +78,16 @@ def generate_log(path: Path, n_events: int, seed: int = 0) -> dict:
 
 # ----------------------------------------------------------------------------- ours
 OURS = r"""
-import json, resource, sys, time
+import json, sys, time
 t0 = time.perf_counter()
+
+
+def peak_rss_mb():
+    # VmHWM of this process image (ru_maxrss would include the forking parent's pages)
+    with open("/proc/self/status") as fh:
+        return next(int(l.split()[1]) for l in fh if l.startswith("VmHWM")) / 1024
+
+
 from seqrec_pipeline.dataset_spec import resolve_dataset
 from seqrec_pipeline.io.readers import read_events
 from seqrec_pipeline.data.ingest import validate_events
@@ -107,7 +115,7 @@ print(json.dumps({
     "n_valid": events.height, "n_rejected": rejected.height, "events_table_mb": events_bytes / 2**20,
     "n_users": primary.stats["n_users"], "n_items": primary.stats["n_items"],
     "n_events_out": primary.stats["n_events"], "n_sessions": primary.stats["n_sessions"],
-    "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    "peak_rss_mb": peak_rss_mb()}))
 """
 
 

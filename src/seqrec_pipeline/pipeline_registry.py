@@ -4,15 +4,21 @@ from __future__ import annotations
 
 from kedro.pipeline import Pipeline
 
-from seqrec_pipeline.pipelines import ingestion, preprocessing
+from seqrec_pipeline.pipelines import embedding, ingestion, preprocessing, tokenization
 
 
 def register_pipelines() -> dict[str, Pipeline]:
     ingest = ingestion.create_pipeline()
     preprocess = preprocessing.create_pipeline()
+    embed = embedding.create_pipeline()
+    tokenize = tokenization.create_pipeline()
+    data = ingest + preprocess
     return {
         "ingest": ingest,
-        # `preprocess` includes ingestion so that one command goes from raw files to splits
-        "preprocess": ingest + preprocess,
-        "__default__": ingest + preprocess,
+        # each stage pipeline brings what it needs from raw files, so one command works on a fresh clone;
+        # `--namespaces=<stage>` runs only that stage's nodes on the stored upstream artifacts
+        "preprocess": data,
+        "embed": data + embed,
+        "tokenize": data + embed + tokenize,
+        "__default__": data,
     }

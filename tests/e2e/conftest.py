@@ -65,5 +65,5 @@ def project(tmp_path, shared_data) -> Project:
         raw = root / "data" / "01_raw" / name
         raw.mkdir()
         shutil.copy(shared_data / "ci" / decl["events"], raw / decl["events"])
-    (root / "conf" / "local" / "parameters_datasets.yml").write_text(yaml.safe_dump({"datasets": CI_DATASETS}))
+    (root / "conf" / "local" / "parameters_datasets.yml").write_text(yaml.safe_dump({"datasets": CI_DATASETS}, sort_keys=False))
     return Project(root)

