@@ -1,0 +1,142 @@
+"""One interface over the three model families for cached, batched decoding, and the score normalization.
+
+:class:`ModelStepper` hides the difference between decoder-only models (``qwen3``, ``gamer``: prefill the
+history, then feed tokens) and the encoder-decoder ``tiger`` (encode the history once, prefill the decoder
+with ``<bos>``, then feed decoder tokens).  A :class:`DecodeState` is a batch of decoding *rows*; rows are
+gathered (expanded to beams, reordered, shared across behaviors) with :meth:`ModelStepper.select`, which
+uses ``Cache.reorder_cache`` (an ``index_select`` on every cache layer, so it accepts repeated indices and
+a new row count).  Every call stays on the device.
+
+:func:`level_log_probs` turns next-token logits into the log-probabilities of one code level (or of the
+behavior tokens), with the two switches gamer-notes §9 item 17 asks to make explicit: ``temperature`` and
+``renormalize``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers import PreTrainedModel
+from transformers.modeling_outputs import BaseModelOutput
+
+from ..errors import InputError
+from ..models.generative.factory import vocab_of
+from ..vocab import BOS, TokenVocab
+from .prompts import PromptBatch
+
+
+def resolve_temperature(model: PreTrainedModel, temperature: float | None) -> float:
+    """``temperature`` if given, else the model config's ``loss_temperature`` (the T it was trained with), else 1."""
+    if temperature is None:
+        temperature = getattr(model.config, "loss_temperature", None) or 1.0
+    temperature = float(temperature)
+    if not temperature > 0:
+        raise InputError(f"temperature must be positive, got {temperature}")
+    return temperature
+
+
+def level_log_probs(
+    logits: torch.Tensor, start: int, stop: int, allowed: torch.Tensor, renormalize: bool, temperature: float
+) -> torch.Tensor:
+    """Log-probabilities of tokens ``start..stop-1`` given next-token ``logits [..., V]``; -inf where not ``allowed``.
+
+    ``renormalize=False``: log-softmax over the whole vocabulary, then the disallowed tokens are dropped (the
+    reference's scores).  ``renormalize=True``: log-softmax over the allowed tokens only.  Rows that allow
+    nothing (dead beams) are -inf everywhere, never NaN.
+    """
+    z = logits.float() / temperature  # fp32: sums of log-probs over several levels
+    if renormalize:
+        sub = z[..., start:stop].masked_fill(~allowed, float("-inf"))
+        norm = torch.logsumexp(sub, dim=-1, keepdim=True)
+        return sub - torch.where(torch.isfinite(norm), norm, torch.zeros_like(norm))
+    return torch.log_softmax(z, dim=-1)[..., start:stop].masked_fill(~allowed, float("-inf"))
+
+
+@dataclass
+class DecodeState:
+    """Rows being decoded.  ``attention_mask``: decoder-only, covers every cached token; tiger, the encoder mask."""
+
+    cache: object
+    attention_mask: torch.Tensor
+    source: torch.Tensor  # [R] prompt row (within the prefilled batch) each decoding row descends from
+    encoder_states: torch.Tensor | None = None  # tiger: [B, S, H] of the prefilled batch
+    encoder_rows: torch.Tensor | None = None  # tiger: encoder_states[source], kept while R is unchanged
+
+    @property
+    def n_rows(self) -> int:
+        return self.source.shape[0]
+
+
+class ModelStepper:
+    """Prefill / select / step for ``qwen3``, ``gamer`` and ``tiger``."""
+
+    def __init__(self, model: PreTrainedModel) -> None:
+        self.model = model
+        self.vocab: TokenVocab = vocab_of(model)
+        self.is_encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
+        self.device = next(model.parameters()).device
+
+    def prefill(self, prompts: PromptBatch) -> tuple[DecodeState, torch.Tensor]:
+        """Run the history once; returns the state and the next-token logits ``[B, V]`` after it."""
+        prompts = prompts.to(self.device)
+        source = torch.arange(len(prompts), device=self.device)
+        if self.is_encoder_decoder:
+            encoder = self.model.get_encoder()
+            states = encoder(input_ids=prompts.input_ids, attention_mask=prompts.attention_mask).last_hidden_state
+            bos = torch.full((len(prompts), 1), BOS, dtype=torch.long, device=self.device)
+            out = self.model(
+                encoder_outputs=BaseModelOutput(last_hidden_state=states),
+                attention_mask=prompts.attention_mask,
+                decoder_input_ids=bos,
+                use_cache=True,
+            )
+            state = DecodeState(out.cache, prompts.attention_mask, source, states, states)
+            return state, out.logits[:, -1]
+        out = self.model(**prompts.model_inputs(), use_cache=True, logits_to_keep=1)
+        return DecodeState(out.cache, prompts.attention_mask, source), out.logits[:, -1]
+
+    def select(self, state: DecodeState, rows: torch.Tensor, same_sources: bool = False) -> None:
+        """Keep rows ``rows`` (any length, repeats allowed) of the state, in that order, in place.
+
+        ``same_sources=True`` promises that every row stays inside its user's block of rows (a beam reorder);
+        if the row count is unchanged too, tiger keeps its gathered encoder states instead of gathering again.
+        """
+        keep_encoder_rows = same_sources and rows.shape[0] == state.n_rows
+        state.cache.reorder_cache(rows)
+        state.attention_mask = state.attention_mask.index_select(0, rows)
+        state.source = state.source.index_select(0, rows)
+        if state.encoder_states is not None and not keep_encoder_rows:
+            state.encoder_rows = state.encoder_states.index_select(0, state.source)
+
+    def step(
+        self, state: DecodeState, tokens: torch.Tensor, slot: torch.Tensor, behavior: torch.Tensor, level: torch.Tensor
+    ) -> torch.Tensor:
+        """Feed ``tokens [R, n]`` (with their metadata, same shape) to every row; returns logits ``[R, n, V]``."""
+        if self.is_encoder_decoder:
+            out = self.model(
+                encoder_outputs=BaseModelOutput(last_hidden_state=state.encoder_rows),
+                attention_mask=state.attention_mask,
+                decoder_input_ids=tokens,
+                cache=state.cache,
+                use_cache=True,
+            )
+        else:
+            state.attention_mask = torch.cat([state.attention_mask, state.attention_mask.new_ones(tokens.shape)], 1)
+            out = self.model(
+                input_ids=tokens,
+                attention_mask=state.attention_mask,
+                slot=slot,
+                behavior=behavior,
+                level=level,
+                cache=state.cache,
+                use_cache=True,
+            )
+        state.cache = out.cache
+        return out.logits
+
+    def rewind(self, state: DecodeState, n_tokens: int) -> None:
+        """Forget the last ``n_tokens`` fed tokens of every row (used to score several continuations)."""
+        state.cache.crop(-n_tokens)
+        if not self.is_encoder_decoder:
+            state.attention_mask = state.attention_mask[:, :-n_tokens]

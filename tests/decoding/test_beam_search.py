@@ -1,0 +1,240 @@
+"""Constrained beam search against the exact full-catalog scorer, and its invariants, for every model type.
+
+Exactness needs a beam wide enough to keep every prefix: with level sizes (3, 4, 12), the beam holds all
+12 two-code prefixes of one (user, behavior) query (48 = 4 behaviors x 12 in behavior-item mode), so the last
+step ranks every catalog item and the top-K must equal the scorer's exactly.  Narrower beams are only checked
+for what always holds (valid, distinct, correctly scored, never better than exact).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch.testing import assert_close
+
+from seqrec_pipeline.decoding import PrefixIndex, beam_search, build_prompts, exact_topk, score_catalog
+from seqrec_pipeline.errors import InputError
+from seqrec_pipeline.vocab import TokenVocab
+
+from .helpers import BEHAVIORS, LEVELS, MODELS, random_catalogs, random_codes, random_histories, tiny_model
+
+SIZES = (3, 4, 12)
+N_ITEMS = 100
+TOL = dict(atol=1e-4, rtol=1e-5)  # cached step-by-step vs chunked multi-token forwards: kernel blockings differ
+
+
+@pytest.fixture(scope="module")
+def vocab() -> TokenVocab:
+    return TokenVocab(BEHAVIORS, SIZES)
+
+
+@pytest.fixture(scope="module")
+def codes() -> np.ndarray:
+    return random_codes(SIZES, N_ITEMS, seed=3)
+
+
+def prompts_for(vocab, codes, lengths, seed=0):
+    return build_prompts(random_histories(lengths, len(codes), len(BEHAVIORS), seed), codes, vocab, LEVELS)
+
+
+def assert_same_ranking(beam, exact, *, behaviors: bool = False):
+    assert torch.equal(beam.items, exact.items)
+    assert_close(beam.scores, exact.scores, **TOL)
+    if behaviors:
+        assert torch.equal(beam.behaviors, exact.behaviors)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_fixed_behavior_beam_search_is_exact(name, vocab, codes):
+    model = tiny_model(name, vocab)
+    prompts = prompts_for(vocab, codes, [3, 0, 5, 1, 2])  # user 1 has no history: prompt = behavior token only
+    index = PrefixIndex.build(codes, SIZES)
+    common = dict(mode="fixed_behavior", behavior_levels=LEVELS)
+    beam = beam_search(model, prompts, index, beam_size=12, top_k=10, batch_size=3, **common)
+    exact = exact_topk(model, prompts, codes, top_k=10, chunk_rows=512, **common)
+    assert sorted(beam.by_behavior) == list(range(len(BEHAVIORS)))
+    for b in beam.by_behavior:
+        assert_same_ranking(beam.by_behavior[b], exact.by_behavior[b])
+        assert torch.isfinite(beam.by_behavior[b].scores).all()
+    assert beam.items is None  # several behaviors: results are per behavior
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_behavior_item_beam_search_is_exact(name, vocab, codes):
+    """The model generates the behavior token too; behavior-restricted catalogs (one trie per behavior)."""
+    model = tiny_model(name, vocab)
+    prompts = prompts_for(vocab, codes, [3, 4, 1, 2], seed=1)
+    catalogs = random_catalogs(len(BEHAVIORS), N_ITEMS, seed=4)
+    index = PrefixIndex.build(codes, SIZES, catalogs=catalogs)
+    common = dict(mode="behavior_item", behavior_levels=LEVELS)
+    beam = beam_search(model, prompts, index, beam_size=48, top_k=15, batch_size=4, **common)
+    exact = exact_topk(model, prompts, codes, catalogs=catalogs, top_k=15, **common)
+    assert_same_ranking(beam, exact, behaviors=True)
+    # Every (behavior, item) entry exists in that behavior's catalog, and no entry repeats.
+    assert catalogs[beam.behaviors, beam.items].all()
+    pairs = beam.behaviors * N_ITEMS + beam.items
+    assert all(len(set(row)) == len(row) for row in pairs.tolist())
+    assert torch.equal(beam.predicted_behavior, beam.behaviors[:, 0])
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_single_mode_beam_search_is_exact(name):
+    vocab = TokenVocab(("item",), (4, 5, 10), use_behavior_token=False)
+    codes = random_codes((4, 5, 10), 150, seed=5)
+    model = tiny_model(name, vocab)
+    prompts = build_prompts(random_histories([2, 4, 1], 150, 1, seed=2), codes, vocab)
+    index = PrefixIndex.build(codes, (4, 5, 10))
+    beam = beam_search(model, prompts, index, mode="single", beam_size=20, top_k=10)
+    exact = exact_topk(model, prompts, codes, mode="single", top_k=10)
+    assert_same_ranking(beam, exact)
+    assert torch.equal(beam.by_behavior[0].items, beam.items)
+    assert (beam.behaviors == 0).all()
+
+
+@pytest.mark.parametrize("renormalize", [False, True])
+@pytest.mark.parametrize("temperature", [1.0, 0.5])
+def test_normalization_switches(renormalize, temperature, vocab, codes):
+    model = tiny_model("qwen3", vocab)
+    prompts = prompts_for(vocab, codes, [2, 3, 1])
+    catalogs = random_catalogs(len(BEHAVIORS), N_ITEMS, seed=6)
+    index = PrefixIndex.build(codes, SIZES, catalogs=catalogs)
+    common = dict(mode="fixed_behavior", behaviors=[1, 3], behavior_levels=LEVELS, renormalize=renormalize,
+                  temperature=temperature)  # fmt: skip
+    beam = beam_search(model, prompts, index, beam_size=12, top_k=12, **common)
+    exact = exact_topk(model, prompts, codes, catalogs=catalogs, top_k=12, **common)
+    for b in (1, 3):
+        assert_same_ranking(beam.by_behavior[b], exact.by_behavior[b])
+    # Renormalized scores are a distribution over the behavior's catalog; full-vocabulary ones leave mass
+    # on tokens outside the trie (the reference's scores).
+    scores = score_catalog(model, prompts, codes, catalogs=catalogs, **common)[:, [1, 3]]
+    total = torch.logsumexp(scores, dim=-1)
+    if renormalize:
+        assert_close(total, torch.zeros_like(total), atol=1e-5, rtol=0)
+    else:
+        assert (total < -1e-3).all()
+
+
+def test_default_temperature_is_the_training_temperature(vocab, codes):
+    model = tiny_model("gamer", vocab)
+    assert model.config.loss_temperature == 0.7
+    prompts = prompts_for(vocab, codes, [2, 3])
+    index = PrefixIndex.build(codes, SIZES)
+    common = dict(behaviors=[3], behavior_levels=LEVELS, beam_size=12)
+    default = beam_search(model, prompts, index, **common)
+    assert torch.equal(default.scores, beam_search(model, prompts, index, temperature=0.7, **common).scores)
+    assert not torch.allclose(default.scores, beam_search(model, prompts, index, temperature=1.0, **common).scores)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_narrow_beam_returns_valid_correctly_scored_lists(name):
+    """Beam 6 over 300 items of (8, 8, 8): not exhaustive, but every answer must still be sound."""
+    vocab = TokenVocab(BEHAVIORS, (8, 8, 8))
+    codes = random_codes((8, 8, 8), 300, seed=7)
+    model = tiny_model(name, vocab)
+    prompts = build_prompts(random_histories([4, 2, 3, 5], 300, 4, seed=3), codes, vocab, LEVELS)
+    requested = np.array([[1, 0, 0, 1], [0, 1, 1, 0], [1, 1, 1, 1], [0, 0, 0, 1]], dtype=bool)
+    catalogs = random_catalogs(4, 300, keep=0.8, seed=8)
+    index = PrefixIndex.build(codes, (8, 8, 8), catalogs=catalogs, dense_max_entries=64)  # CSR deep levels
+    common = dict(behaviors=requested, behavior_levels=LEVELS)
+    beam = beam_search(model, prompts, index, beam_size=6, top_k=5, batch_size=2, **common)
+    exact_scores = score_catalog(model, prompts, codes, catalogs=catalogs, **common)
+    for b, ranked in beam.by_behavior.items():
+        assert torch.equal(ranked.evaluated, torch.from_numpy(requested[:, b]))
+        assert (ranked.items[~ranked.evaluated] == -1).all() and torch.isinf(ranked.scores[~ranked.evaluated]).all()
+        items, scores = ranked.items[ranked.evaluated], ranked.scores[ranked.evaluated]
+        assert (items >= 0).all() and catalogs[b][items].all()  # all exist, in this behavior's catalog
+        assert all(len(set(row)) == len(row) for row in items.tolist())  # no item twice per list
+        assert (scores[:, :-1] >= scores[:, 1:]).all()  # ranked
+        users = torch.nonzero(ranked.evaluated).flatten()
+        truth = exact_scores[users, b]
+        assert_close(scores, truth.gather(1, items), **TOL)  # each beam score is the item's exact score
+        best = truth.topk(5, dim=1).values
+        assert (scores <= best + 1e-4).all()  # the k-th found is never better than the true k-th
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_batch_size_does_not_change_results(name, vocab, codes):
+    """Left padding (different widths per batch) and batch composition must not move any result."""
+    model = tiny_model(name, vocab)
+    prompts = prompts_for(vocab, codes, [5, 0, 1, 3, 2, 4], seed=5)
+    index = PrefixIndex.build(codes, SIZES)
+    common = dict(behaviors=[0, 2, 3], behavior_levels=LEVELS, beam_size=8, top_k=8)
+    results = [beam_search(model, prompts, index, batch_size=size, **common) for size in (1, 4, 6)]
+    for other in results[1:]:
+        for b in (0, 2, 3):
+            assert torch.equal(other.by_behavior[b].items, results[0].by_behavior[b].items)
+            assert_close(other.by_behavior[b].scores, results[0].by_behavior[b].scores, **TOL)
+
+
+def test_behavior_item_respects_allowed_behaviors(vocab, codes):
+    model = tiny_model("gamer", vocab)
+    prompts = prompts_for(vocab, codes, [3, 1, 2])
+    index = PrefixIndex.build(codes, SIZES)
+    result = beam_search(model, prompts, index, mode="behavior_item", behavior_levels=LEVELS,
+                         allowed_behaviors=[1, 3], beam_size=10)  # fmt: skip
+    assert set(result.behaviors.flatten().tolist()) <= {1, 3}
+    assert (result.items >= 0).all()
+    assert result.by_behavior == {}
+
+
+def test_fewer_items_than_k_are_padded(vocab):
+    codes = np.array([[0, 0, 1], [2, 3, 11], [0, 1, 5]])
+    model = tiny_model("qwen3", vocab)
+    prompts = build_prompts([[(0, 0)], [(2, 3)]], codes, vocab, LEVELS)
+    result = beam_search(model, prompts, PrefixIndex.build(codes, SIZES), behaviors=[3], beam_size=5)
+    assert (result.items[:, :3] >= 0).all() and (result.items[:, 3:] == -1).all()
+    assert torch.isinf(result.scores[:, 3:]).all() and torch.isfinite(result.scores[:, :3]).all()
+    assert (result.behaviors[:, :3] == 3).all() and (result.behaviors[:, 3:] == -1).all()
+
+
+@pytest.mark.parametrize("name", ["gamer", "tiger"])
+def test_history_is_prefilled_once_and_shared_by_behaviors(name, vocab, codes):
+    """One history forward per batch, then one single-token step per behavior token / code level."""
+    model = tiny_model(name, vocab)
+    prompts = prompts_for(vocab, codes, [4, 2, 3])
+    calls = []
+    target = model.get_encoder() if name == "tiger" else model
+    handle = target.register_forward_pre_hook(
+        lambda module, args, kwargs: calls.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True
+    )
+    try:
+        beam_search(model, prompts, PrefixIndex.build(codes, SIZES), behavior_levels=LEVELS, beam_size=6)
+    finally:
+        handle.remove()
+    if name == "tiger":  # the encoder runs once; the decoder steps are not counted here
+        assert calls == [(3, prompts.input_ids.shape[1])]
+        return
+    history_length = prompts.input_ids.shape[1]
+    n_pairs = 3 * len(BEHAVIORS)
+    # prefill (3 users), behavior tokens (12 pairs), then the codes of levels 0 and 1 fed on the beams
+    assert calls == [(3, history_length), (n_pairs, 1), (n_pairs * 3, 1), (n_pairs * 6, 1)]
+
+
+def test_model_mode_is_restored_and_dropout_is_off(vocab, codes):
+    model = tiny_model("gamer", vocab, resid_dropout=0.5, attention_dropout=0.5)
+    prompts = prompts_for(vocab, codes, [2, 2])
+    index = PrefixIndex.build(codes, SIZES)
+    expected = beam_search(model, prompts, index, behavior_levels=LEVELS, beam_size=6, behaviors=[2])
+    model.train()
+    again = beam_search(model, prompts, index, behavior_levels=LEVELS, beam_size=6, behaviors=[2])
+    assert model.training
+    assert torch.equal(again.items, expected.items)
+
+
+def test_bad_arguments_are_rejected(vocab, codes):
+    model = tiny_model("gamer", vocab)
+    prompts = prompts_for(vocab, codes, [2, 0])
+    index = PrefixIndex.build(codes, SIZES)
+    with pytest.raises(InputError, match="mode 'single'"):
+        beam_search(model, prompts, index, mode="single", behavior_levels=LEVELS)
+    with pytest.raises(InputError, match="top_k"):
+        beam_search(model, prompts, index, behavior_levels=LEVELS, beam_size=4, top_k=5)
+    with pytest.raises(InputError, match="behavior_levels"):
+        beam_search(model, prompts, index)
+    with pytest.raises(InputError, match="level sizes"):
+        beam_search(model, prompts, PrefixIndex.build(codes, (3, 4, 13)), behavior_levels=LEVELS)
+    with pytest.raises(InputError, match="empty"):  # nothing to predict the behavior token from
+        beam_search(model, prompts, index, mode="behavior_item", behavior_levels=LEVELS)
+    with pytest.raises(InputError, match="catalogs"):
+        beam_search(model, prompts, PrefixIndex.build(codes, SIZES, catalogs=[[0], [1]]), behavior_levels=LEVELS)
