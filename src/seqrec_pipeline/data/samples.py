@@ -1,0 +1,600 @@
+"""Training / validation samples of the generative models as integer arrays (gamer-notes §2.3–2.6).
+
+Nothing here builds token strings.  A sample set is a flat **event** buffer (item, behavior, session per
+event) plus, per sample, two windows into that buffer: the *context* (history) and the *target* events.
+Tokens are made only when a batch is collated, by gathering rows of a precomputed ``item -> code tokens``
+table, so the stored data is one int per event instead of one per token (``block_size`` x smaller).
+
+Sample modes (``mode``):
+
+- ``user`` (the ``*_decoder`` tasks, GAMER's default): one sequence per user, the last ``max_history + 1``
+  events of the training prefix (a history of at most ``max_history`` events plus the final event, as in
+  the reference's ``inters`` + ``item``), with loss on **every** code token.
+- ``event``: one sample per training event ``i >= 1`` of a sequence: target = event ``i``, history = the
+  last ``max_history`` events before it (``last_event``) or before the start of its session
+  (``last_session``; targets in the first session then have an empty history, kept as in the
+  reference); loss on the target codes only.
+
+Validation (:func:`validation_samples`): one sample per validation target event (positions ``[valid,
+test)``); its history is the last ``max_history`` events before ``valid``, which is "everything before the
+target" for ``last_event`` (one target) and "everything before the target's session" for
+``last_session``; loss on the target codes only.  Training samples only ever see positions ``< valid``;
+validation samples only positions ``< test``: test events are never loaded by this module.
+
+Users outside the protocol (split point −1) are left out; so are users without a training event
+(``valid == 0``) from the training samples.
+
+Generative augmentation (``augment = A``, gamer-notes §2.5): per training sequence, A extra copies for
+``r = k/A, k = 1..A``; in copy k each behavior b that is not a target behavior loses
+``floor(n_b * r / (level_b + 1))`` of its events (``n_b`` = its count in that user's training prefix),
+chosen uniformly without replacement; target-behavior events are never dropped; copies with fewer than 2
+events are discarded.  Thinning happens on the whole training prefix, before truncation to
+``max_history``.  The draw is vectorized (one sort per copy, no per-user loop) and seeded by
+``numpy.random.default_rng((seed, epoch, 1))``:
+
+- ``augment_mode="static"`` (the reference): drawn once with ``epoch = 0`` and reused every epoch;
+- ``augment_mode="per_epoch"``: re-drawn at every ``SampleDataset.set_epoch(epoch)`` (epochs are
+  1-based in the trainer), so each epoch sees fresh thinned copies at no extra memory (gamer-notes §9.4).
+  The number of samples may change slightly between epochs (copies below 2 events are discarded).
+
+Batches (:class:`TokenCollator`), all int64 and right-padded:
+
+- decoder-only (``qwen3``, ``gamer``): ``input_ids, attention_mask, slot, behavior, level, labels, session``
+  of shape ``[B, S]``; ``S = block_size * (events of the longest sample)``.  An event block is
+  ``[behavior_token, c_0 .. c_{L-1}]`` (codes only without behavior tokens); ``slot`` = position in the
+  block, ``behavior`` / ``level`` = the block's; ``labels`` = token ids with −100 on behavior tokens, pads
+  and (outside ``user`` mode) on history codes; ``session`` = 0-based rank of the event's session inside
+  the sample (dense: consecutive distinct sessions get consecutive ranks).  Pads are 0 everywhere except
+  ``labels``.  No BOS/EOS (as the reference decoders).
+- encoder-decoder (``tiger``): the encoder side (``input_ids, attention_mask, slot, behavior, level,
+  session``, ``[B, S_enc]``, from the history only; at least one pad block when every history is empty)
+  plus ``decoder_input_ids`` and ``labels`` of shape ``[B, block_size + 1]``: target = ``[behavior, c_0
+  .. c_{L-1}, eos]``, ``labels`` = target with −100 on the behavior token, ``decoder_input_ids`` =
+  ``[bos] + target[:-1]`` (``shift_targets_right``).  In ``user`` mode the last event of the window is
+  the target and the others its history.  No EOS is appended to the encoder input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import polars as pl
+import torch
+from torch.utils.data import Dataset
+
+from seqrec_pipeline.vocab import BOS, EOS, N_SPECIAL, PAD, TokenVocab
+
+IGNORE_INDEX = -100  # = models.generative.IGNORE_INDEX; not imported, so data code never loads transformers
+PROTOCOLS = ("last_event", "last_session")
+MODES = ("user", "event")
+AUGMENT_MODES = ("static", "per_epoch")
+
+Mode = Literal["user", "event"]
+AugmentMode = Literal["static", "per_epoch"]
+
+# Distinct random streams derived from the same (seed, epoch): data order and augmentation draws must not
+# be correlated, and changing one must not shift the other.
+SHUFFLE_STREAM, AUGMENT_STREAM = 0, 1
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Event buffers and sample sets
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EventBuffer:
+    """Sequences of events stored flat: sequence ``s`` is ``[offsets[s], offsets[s+1])``."""
+
+    item: np.ndarray  # int32 [n_events]
+    behavior: np.ndarray  # int8 [n_events]
+    session: np.ndarray  # int32 [n_events], non-decreasing within a sequence
+    offsets: np.ndarray  # int64 [n_sequences + 1]
+    user: np.ndarray  # int32 [n_sequences], user_idx each sequence comes from
+
+    @property
+    def n_sequences(self) -> int:
+        return len(self.user)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def sequence_of_event(self) -> np.ndarray:
+        return np.repeat(np.arange(self.n_sequences, dtype=np.int64), self.lengths)
+
+    def position_in_sequence(self) -> np.ndarray:
+        return np.arange(len(self.item), dtype=np.int64) - np.repeat(self.offsets[:-1], self.lengths)
+
+    def select(self, keep: np.ndarray) -> EventBuffer:
+        """Keep a subset of events (a boolean mask over events); empty sequences stay, with length 0."""
+        counts = np.bincount(self.sequence_of_event()[keep], minlength=self.n_sequences)
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        return EventBuffer(self.item[keep], self.behavior[keep], self.session[keep], offsets, self.user)
+
+    def drop_short(self, min_events: int) -> EventBuffer:
+        long_enough = self.lengths >= min_events
+        if long_enough.all():
+            return self
+        buffer = self.select(np.repeat(long_enough, self.lengths))
+        offsets = np.concatenate([[0], np.cumsum(buffer.lengths[long_enough])]).astype(np.int64)
+        return EventBuffer(buffer.item, buffer.behavior, buffer.session, offsets, self.user[long_enough])
+
+    @staticmethod
+    def concat(buffers: Sequence[EventBuffer]) -> EventBuffer:
+        shifts = np.cumsum([0] + [len(b.item) for b in buffers[:-1]])
+        offsets = np.concatenate([[0]] + [b.offsets[1:] + s for b, s in zip(buffers, shifts, strict=True)])
+        return EventBuffer(
+            np.concatenate([b.item for b in buffers]),
+            np.concatenate([b.behavior for b in buffers]),
+            np.concatenate([b.session for b in buffers]),
+            offsets.astype(np.int64),
+            np.concatenate([b.user for b in buffers]),
+        )
+
+
+@dataclass(frozen=True)
+class SampleSet:
+    """Samples as windows into an event buffer: context ``[context_start, context_stop)`` then target
+    ``[target_start, target_stop)`` (flat event positions).  ``loss_on_context``: codes of the context
+    events carry loss too (``user`` mode)."""
+
+    events: EventBuffer
+    context_start: np.ndarray  # int64 [n_samples]
+    context_stop: np.ndarray
+    target_start: np.ndarray
+    target_stop: np.ndarray
+    user: np.ndarray  # int32 [n_samples]
+    loss_on_context: bool
+
+    def __len__(self) -> int:
+        return len(self.user)
+
+    @property
+    def n_events(self) -> np.ndarray:
+        """Events per sample (context + target)."""
+        return (self.context_stop - self.context_start) + (self.target_stop - self.target_start)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# From the `sequences` table
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _split_columns(protocol: str) -> tuple[str, str]:
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; choose one of {list(PROTOCOLS)}")
+    return f"{protocol}_valid", f"{protocol}_test"
+
+
+def prefix_buffer(
+    sequences: pl.DataFrame, protocol: str, stop: Literal["valid", "test"]
+) -> tuple[EventBuffer, np.ndarray]:
+    """Each protocol user's events at positions ``< valid`` (or ``< test``) as one flat buffer.
+
+    Returns the buffer and each sequence's ``valid`` split point (its training length).  Only these
+    positions are ever copied out of the table, which is what keeps later events out of the samples.
+    """
+    valid_col, test_col = _split_columns(protocol)
+    users = sequences.filter(pl.col(test_col) >= 0)
+    if users.is_empty():
+        empty = np.zeros(0, dtype=np.int64)
+        return EventBuffer(empty.astype(np.int32), empty.astype(np.int8), empty.astype(np.int32),
+                           np.zeros(1, np.int64), empty.astype(np.int32)), empty  # fmt: skip
+    lengths = users["n_events"].to_numpy().astype(np.int64)
+    valid = users[valid_col].to_numpy().astype(np.int64)
+    cut = valid if stop == "valid" else users[test_col].to_numpy().astype(np.int64)
+    if (valid < 0).any() or (cut > lengths).any() or (users[test_col].to_numpy() <= valid).any():
+        raise ValueError(f"inconsistent {protocol} split points (need 0 <= valid < test <= n_events)")
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    position = np.arange(lengths.sum()) - np.repeat(starts, lengths)
+    keep = position < np.repeat(cut, lengths)
+    flat = users.select(pl.col("item").explode(), pl.col("behavior").explode(), pl.col("session").explode())
+    offsets = np.concatenate([[0], np.cumsum(cut)]).astype(np.int64)
+    buffer = EventBuffer(
+        flat["item"].to_numpy()[keep].astype(np.int32),
+        flat["behavior"].to_numpy()[keep].astype(np.int8),
+        flat["session"].to_numpy()[keep].astype(np.int32),
+        offsets,
+        users["user_idx"].to_numpy().astype(np.int32),
+    )
+    return buffer, valid
+
+
+def behavior_arrays(behaviors: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(level, is_target) indexed by behavior_idx."""
+    table = behaviors.sort("behavior_idx")
+    if not np.array_equal(table["behavior_idx"].to_numpy(), np.arange(table.height)):
+        raise ValueError("behavior_idx must be 0..B-1")
+    level = table["level"].to_numpy().astype(np.int64)
+    if "is_target" in table.columns:
+        is_target = table["is_target"].to_numpy().astype(bool)
+    else:
+        is_target = level == level.max()
+    return level, is_target
+
+
+def augment_copies(
+    events: EventBuffer, level: np.ndarray, is_target: np.ndarray, augment: int, rng: np.random.Generator
+) -> EventBuffer:
+    """The ``augment`` thinned copies of every sequence (the originals not included), see the module doc.
+
+    Vectorized per copy: give every event a random key, sort events by (sequence, behavior, key) and drop
+    the first ``n_drop`` of each group, which is a uniform draw without replacement within the group.
+    """
+    if augment <= 0 or len(events.item) == 0:
+        return events.select(np.zeros(len(events.item), bool)).drop_short(2)
+    if (level < 0).any():
+        raise ValueError("behavior levels must be >= 0 for the r/(level+1) augmentation rule")
+    n_behaviors = len(level)
+    seq = events.sequence_of_event()
+    beh = events.behavior.astype(np.int64)
+    group = seq * n_behaviors + beh  # (sequence, behavior) group of each event
+    group_size = np.bincount(group, minlength=events.n_sequences * n_behaviors)
+    droppable = ~is_target[beh]
+    copies = []
+    for k in range(1, augment + 1):
+        # floor(n_b * (k/A) / (level_b + 1)) in integer arithmetic (exact, no float rounding at the edges)
+        n_drop = np.where(droppable, group_size[group] * k // (augment * (level[beh] + 1)), 0)
+        order = np.lexsort((rng.random(len(group)), group))
+        sorted_group = group[order]
+        first = np.r_[True, sorted_group[1:] != sorted_group[:-1]]
+        start = np.maximum.accumulate(np.where(first, np.arange(len(order)), 0))
+        rank = np.empty(len(order), dtype=np.int64)
+        rank[order] = np.arange(len(order)) - start
+        copies.append(events.select(rank >= n_drop).drop_short(2))
+    return EventBuffer.concat(copies)
+
+
+def _session_starts(events: EventBuffer) -> np.ndarray:
+    """Flat position of the first event of each event's session (within its sequence)."""
+    n = len(events.item)
+    position = np.arange(n, dtype=np.int64)
+    new = np.ones(n, dtype=bool)
+    new[1:] = events.session[1:] != events.session[:-1]
+    new[events.offsets[:-1][events.lengths > 0]] = True  # a sequence start always starts a session
+    return np.maximum.accumulate(np.where(new, position, 0))
+
+
+def window_samples(events: EventBuffer, protocol: str, mode: str, max_history: int) -> SampleSet:
+    """Sample windows over every sequence of ``events`` (see the module doc for the modes)."""
+    if mode not in MODES:
+        raise ValueError(f"unknown sample mode {mode!r}; choose one of {list(MODES)}")
+    _split_columns(protocol)
+    if max_history < 1:
+        raise ValueError(f"max_history must be >= 1, got {max_history}")
+    lengths = events.lengths
+    if mode == "user":
+        has = lengths >= 1
+        stop = events.offsets[1:][has]
+        start = np.maximum(events.offsets[:-1][has], stop - (max_history + 1))
+        return SampleSet(events, start, stop - 1, stop - 1, stop, events.user[has], loss_on_context=True)
+    seq = events.sequence_of_event()
+    target = np.flatnonzero(events.position_in_sequence() >= 1)
+    if protocol == "last_event":
+        context_stop = target
+    else:
+        context_stop = _session_starts(events)[target]
+    context_start = np.maximum(events.offsets[:-1][seq[target]], context_stop - max_history)
+    return SampleSet(events, context_start, context_stop, target, target + 1, events.user[seq[target]],
+                     loss_on_context=False)  # fmt: skip
+
+
+def training_samples(
+    sequences: pl.DataFrame,
+    behaviors: pl.DataFrame,
+    *,
+    protocol: str,
+    mode: Mode = "user",
+    max_history: int = 50,
+    augment: int = 0,
+    seed: int = 42,
+    epoch: int = 0,
+) -> SampleSet:
+    """Training samples (positions ``< valid`` only) with ``augment`` thinned copies drawn for ``epoch``."""
+    events, _ = prefix_buffer(sequences, protocol, "valid")
+    events = events.drop_short(1)
+    if augment:
+        level, is_target = behavior_arrays(behaviors)
+        rng = np.random.default_rng((seed, epoch, AUGMENT_STREAM))
+        events = EventBuffer.concat([events, augment_copies(events, level, is_target, augment, rng)])
+    return window_samples(events, protocol, mode, max_history)
+
+
+def validation_samples(sequences: pl.DataFrame, *, protocol: str, max_history: int = 50) -> SampleSet:
+    """One sample per validation target (positions ``[valid, test)``), history = last ``max_history``
+    events before ``valid``; loss on the target only."""
+    events, valid = prefix_buffer(sequences, protocol, "test")
+    n_targets = events.lengths - valid
+    sample_seq = np.repeat(np.arange(events.n_sequences), n_targets)
+    context_stop = events.offsets[:-1][sample_seq] + valid[sample_seq]
+    context_start = np.maximum(events.offsets[:-1][sample_seq], context_stop - max_history)
+    # target j of a user runs over its n_targets positions from `valid` on
+    rank = np.arange(len(sample_seq)) - np.repeat(np.cumsum(n_targets) - n_targets, n_targets)
+    target = context_stop + rank
+    return SampleSet(events, context_start, context_stop, target, target + 1, events.user[sample_seq],
+                     loss_on_context=False)  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Collation: windows -> padded int64 token batches
+# ----------------------------------------------------------------------------------------------------------
+
+
+class TokenCollator:
+    """Turns sample indices into padded int64 batches (keys and shapes in the module doc).
+
+    ``codes``: the SID table ``[n_items, L]``; ``levels``: behavior level per behavior_idx.
+    Everything is a gather over ``[B, E]`` index matrices: no per-sample or per-event Python.
+    """
+
+    def __init__(self, codes: np.ndarray, vocab: TokenVocab, levels: np.ndarray, encoder_decoder: bool = False):
+        codes = np.asarray(codes)
+        if codes.ndim != 2 or codes.shape[1] != vocab.n_levels:
+            raise ValueError(f"codes must be [n_items, {vocab.n_levels}] for this vocabulary, got {codes.shape}")
+        if codes.size and ((codes < 0).any() or (codes >= np.asarray(vocab.level_sizes)).any()):
+            raise ValueError("codes out of range of the vocabulary's level sizes")
+        if vocab.use_behavior_token and len(vocab.behaviors) != len(levels):
+            raise ValueError(f"vocabulary has {len(vocab.behaviors)} behaviors, the behavior table {len(levels)}")
+        self.vocab = vocab
+        self.code_tokens = vocab.code_tokens(codes.astype(np.int64))  # [n_items, L] token ids
+        self.levels = np.asarray(levels, dtype=np.int64)
+        self.encoder_decoder = encoder_decoder
+
+    @property
+    def block_size(self) -> int:
+        return self.vocab.block_size
+
+    def __call__(self, samples: SampleSet, index: np.ndarray) -> dict[str, torch.Tensor]:
+        index = np.asarray(index, dtype=np.int64)
+        if self.encoder_decoder:
+            return self._encoder_decoder(samples, index)
+        return self._decoder_only(samples, index)
+
+    # -- helpers --------------------------------------------------------------------------------------------
+
+    def _blocks(
+        self, events: EventBuffer, flat: np.ndarray, valid: np.ndarray, loss: np.ndarray, min_events: int = 0
+    ) -> dict[str, np.ndarray]:
+        """Event matrices [B, E] (flat positions, real-event mask, loss mask) -> token-level [B, E*P]."""
+        batch, n_events = flat.shape
+        if n_events < min_events:  # e.g. every tiger history empty: keep one pad block
+            pad = min_events - n_events
+            flat, valid, loss = (np.pad(a, ((0, 0), (0, pad))) for a in (flat, valid, loss))
+            n_events = min_events
+        item = events.item[flat]
+        behavior = np.where(valid, events.behavior[flat].astype(np.int64), 0)
+        code_ids = self.code_tokens[item]  # [B, E, L]
+        code_labels = np.where(loss[..., None], code_ids, IGNORE_INDEX)
+        if self.vocab.use_behavior_token:
+            behavior_ids = (N_SPECIAL + behavior)[..., None]
+            ids = np.concatenate([behavior_ids, code_ids], axis=-1)
+            labels = np.concatenate([np.full_like(behavior_ids, IGNORE_INDEX), code_labels], axis=-1)
+        else:
+            ids, labels = code_ids, code_labels
+        size = self.block_size
+        real = np.broadcast_to(valid[..., None], (batch, n_events, size))
+        session = events.session[flat]
+        new_session = np.ones_like(valid)
+        new_session[:, 1:] = session[:, 1:] != session[:, :-1]
+        session_rank = np.where(valid, np.cumsum(new_session, axis=1) - 1, 0)
+
+        def per_token(a: np.ndarray) -> np.ndarray:
+            return np.broadcast_to(a[..., None], (batch, n_events, size)).reshape(batch, -1)
+
+        slot = np.broadcast_to(np.arange(size), (batch, n_events, size))
+        return {
+            "input_ids": np.where(real, ids, PAD).reshape(batch, -1),
+            "attention_mask": real.reshape(batch, -1),
+            "slot": np.where(real, slot, 0).reshape(batch, -1),
+            "behavior": per_token(behavior),
+            "level": per_token(np.where(valid, self.levels[behavior], 0)),
+            "labels": np.where(real, labels, IGNORE_INDEX).reshape(batch, -1),
+            "session": per_token(session_rank),
+        }
+
+    @staticmethod
+    def _windows(starts: list[np.ndarray], stops: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Concatenate per-sample windows into a right-padded [B, E] matrix of flat positions.
+
+        Returns (flat position, real mask, index of the window each column came from)."""
+        lengths = [stop - start for start, stop in zip(starts, stops, strict=True)]
+        total = sum(lengths)
+        n_events = int(total.max(initial=0))
+        column = np.arange(n_events)[None, :]
+        flat = np.zeros((len(total), n_events), dtype=np.int64)
+        part = np.full((len(total), n_events), -1, dtype=np.int64)
+        before = np.zeros(len(total), dtype=np.int64)
+        for k, (start, length) in enumerate(zip(starts, lengths, strict=True)):  # 1-2 windows, not per sample
+            inside = (column >= before[:, None]) & (column < (before + length)[:, None])
+            flat = np.where(inside, start[:, None] + column - before[:, None], flat)
+            part = np.where(inside, k, part)
+            before = before + length
+        return flat, part >= 0, part
+
+    def _decoder_only(self, samples: SampleSet, index: np.ndarray) -> dict[str, torch.Tensor]:
+        flat, valid, part = self._windows(
+            [samples.context_start[index], samples.target_start[index]],
+            [samples.context_stop[index], samples.target_stop[index]],
+        )
+        loss = valid if samples.loss_on_context else part == 1
+        return _to_torch(self._blocks(samples.events, flat, valid, loss))
+
+    def _encoder_decoder(self, samples: SampleSet, index: np.ndarray) -> dict[str, torch.Tensor]:
+        n_targets = samples.target_stop[index] - samples.target_start[index]
+        if (n_targets != 1).any():
+            raise ValueError("encoder-decoder batches need exactly one target event per sample")
+        flat, valid, _ = self._windows([samples.context_start[index]], [samples.context_stop[index]])
+        encoder = self._blocks(samples.events, flat, valid, np.zeros_like(valid), min_events=1)
+        del encoder["labels"]
+        target = self._blocks(
+            samples.events, samples.target_start[index][:, None], np.ones((len(index), 1), bool),
+            np.ones((len(index), 1), bool),
+        )  # fmt: skip
+        eos = np.full((len(index), 1), EOS)
+        target_ids = np.concatenate([target["input_ids"], eos], axis=1)
+        decoder_input_ids = np.concatenate([np.full((len(index), 1), BOS), target_ids[:, :-1]], axis=1)
+        return _to_torch({
+            **encoder,
+            "decoder_input_ids": decoder_input_ids,
+            "labels": np.concatenate([target["labels"], eos], axis=1),
+        })  # fmt: skip
+
+
+def _to_torch(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    return {key: torch.from_numpy(np.ascontiguousarray(value, dtype=np.int64)) for key, value in arrays.items()}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# torch Dataset + sampler
+# ----------------------------------------------------------------------------------------------------------
+
+
+class SampleDataset(Dataset):
+    """A torch ``Dataset`` over a sample set; batches are built in one vectorized call (``__getitems__``).
+
+    ``samples`` is a :class:`SampleSet`, or a function ``epoch -> SampleSet`` for samples that change per
+    epoch (``augment_mode="per_epoch"``); :meth:`set_epoch` (called by the trainer before each epoch)
+    rebuilds them.  Use it with ``DataLoader(..., collate_fn=identity_collate)``.
+    """
+
+    def __init__(self, samples: SampleSet | Callable[[int], SampleSet], collator: TokenCollator):
+        self.collator = collator
+        self._builder = None if isinstance(samples, SampleSet) else samples
+        self.epoch = 0
+        self.samples: SampleSet = samples if self._builder is None else self._builder(0)
+
+    @property
+    def per_epoch(self) -> bool:
+        return self._builder is not None
+
+    def set_epoch(self, epoch: int) -> None:
+        if self._builder is not None and epoch != self.epoch:
+            self.samples = self._builder(epoch)
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        """One sample, unpadded, as 1-D tensors."""
+        return {key: value[0] for key, value in self.collator(self.samples, np.array([i])).items()}
+
+    def __getitems__(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
+        return self.collator(self.samples, np.asarray(indices))
+
+
+def identity_collate(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``collate_fn`` for :class:`SampleDataset` (its ``__getitems__`` already returns a padded batch)."""
+    return batch
+
+
+class EpochSampler(torch.utils.data.Sampler[int]):
+    """Seeded, sort-free order; sharded over ranks; padded to whole optimizer steps.
+
+    The order of epoch ``e`` is ``default_rng((seed, e, 0)).permutation(n)`` (identity when ``shuffle`` is
+    False): it depends only on (seed, epoch), so a resumed run sees exactly the batches of an uninterrupted
+    one.  ``pad_to``: the epoch's index list is extended cyclically to a multiple of ``pad_to`` (= global
+    batch: micro batch x accumulation x ranks) so every epoch ends on an optimizer-step boundary with full
+    micro-batches (the way ``DistributedSampler`` pads); rank ``r`` then takes every ``world_size``-th index.
+    Without padding (evaluation), shards are as even as possible and never duplicate a sample.
+    """
+
+    def __init__(self, dataset: Dataset, *, seed: int, shuffle: bool = True, rank: int = 0, world_size: int = 1,
+                 pad_to: int = 1):  # fmt: skip
+        self.dataset, self.seed, self.shuffle = dataset, seed, shuffle
+        self.rank, self.world_size, self.pad_to = rank, world_size, max(1, pad_to)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _indices(self) -> np.ndarray:
+        n = len(self.dataset)
+        if self.shuffle:
+            order = np.random.default_rng((self.seed, self.epoch, SHUFFLE_STREAM)).permutation(n)
+        else:
+            order = np.arange(n)
+        if self.pad_to > 1 and n:
+            order = np.resize(order, -(-n // self.pad_to) * self.pad_to)
+        return order[self.rank :: self.world_size]
+
+    def __iter__(self):
+        return iter(self._indices().tolist())
+
+    def __len__(self) -> int:
+        return len(self._indices())
+
+    def state_dict(self) -> dict:
+        return {"seed": self.seed, "epoch": self.epoch, "shuffle": self.shuffle, "pad_to": self.pad_to}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.seed, self.epoch = int(state["seed"]), int(state["epoch"])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# One-call constructors
+# ----------------------------------------------------------------------------------------------------------
+
+
+def make_collator(
+    codes: np.ndarray, vocab: TokenVocab, behaviors: pl.DataFrame, *, encoder_decoder: bool = False
+) -> TokenCollator:
+    level, _ = behavior_arrays(behaviors)
+    return TokenCollator(codes, vocab, level, encoder_decoder=encoder_decoder)
+
+
+def make_datasets(
+    sequences: pl.DataFrame,
+    behaviors: pl.DataFrame,
+    codes: np.ndarray,
+    vocab: TokenVocab,
+    *,
+    protocol: str,
+    mode: Mode = "user",
+    max_history: int = 50,
+    augment: int = 0,
+    augment_mode: AugmentMode = "static",
+    seed: int = 42,
+    encoder_decoder: bool = False,
+) -> tuple[SampleDataset, SampleDataset]:
+    """(train, valid) datasets for a model (``encoder_decoder=True`` for ``tiger``)."""
+    if augment_mode not in AUGMENT_MODES:
+        raise ValueError(f"unknown augment_mode {augment_mode!r}; choose one of {list(AUGMENT_MODES)}")
+    if augment < 0:
+        raise ValueError(f"augment must be >= 0, got {augment}")
+    collator = make_collator(codes, vocab, behaviors, encoder_decoder=encoder_decoder)
+
+    def build(epoch: int) -> SampleSet:
+        return training_samples(sequences, behaviors, protocol=protocol, mode=mode, max_history=max_history,
+                                augment=augment, seed=seed, epoch=epoch)  # fmt: skip
+
+    per_epoch = augment > 0 and augment_mode == "per_epoch"
+    train = SampleDataset(build if per_epoch else build(0), collator)
+    valid = SampleDataset(validation_samples(sequences, protocol=protocol, max_history=max_history), collator)
+    return train, valid
+
+
+__all__ = [
+    "AUGMENT_MODES",
+    "IGNORE_INDEX",
+    "MODES",
+    "PROTOCOLS",
+    "EpochSampler",
+    "EventBuffer",
+    "SampleDataset",
+    "SampleSet",
+    "TokenCollator",
+    "augment_copies",
+    "behavior_arrays",
+    "identity_collate",
+    "make_collator",
+    "make_datasets",
+    "prefix_buffer",
+    "training_samples",
+    "validation_samples",
+    "window_samples",
+]
