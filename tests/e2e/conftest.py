@@ -24,6 +24,11 @@ CI_DATASETS = {
         "time_window": ["2017-11-25T00:00:00+08:00", "2017-12-03T23:59:59+08:00"],
         "filters": {"min_user_events": 2, "min_item_events": 2},
     },
+    "taobao_single": {  # the same raw log read as single-behavior data (no behavior column used)
+        "events": "taobao_head43.csv", "header": False,
+        "column_names": ["user_id", "item_id", "category_id", "behavior", "timestamp"],
+        "filters": {"min_user_events": 2, "min_item_events": 2},
+    },
     "retail_ci": {
         "events": "retailrocket_ci150.csv", "columns": {"user_id": "user", "item_id": "item"},
         "behaviors": {"view": 0, "cart": 1, "buy": 2}, "filters": {"min_user_events": 3, "min_item_events": 2},

@@ -66,3 +66,20 @@ def test_smb_rule_baseline_writes_its_own_metrics(project):
     assert report["metrics"]["merged"]["hit@10"] > 0  # popular items do get bought/viewed
     bad = project.run("run", "--pipeline=smb_rule", "--params=dataset=retail_ci,model=gamer")
     assert bad.returncode == 2 and "unknown rule model 'gamer'" in bad.stderr
+
+
+def test_mb_decoder_and_single_behavior_decoder_use_last_event(project):
+    _ok(project.run("run", "--pipeline=mb_decoder",
+                    "--params=dataset=retail_ci,tokenizer=cid,model=qwen3,train.epochs=1,eval.beam_size=10"))
+    report = json.loads((project.path / "data/08_reporting/retail_ci/mb_decoder/qwen3-cid/metrics.json").read_text())
+    seq = pl.read_parquet(project.latest("data/03_primary/retail_ci/sequences.parquet"))
+    assert report["protocol"] == "last_event" and report["pipeline"] == "mb_decoder"
+    assert report["n_users"] == report["n_test"] == int((seq["last_event_test"] >= 0).sum())  # one target each
+
+    _ok(project.run("run", "--pipeline=decoder",
+                    "--params=dataset=taobao_single,tokenizer=rqkmeans,model=tiger,train.epochs=1,eval.beam_size=10"))
+    report = json.loads(
+        (project.path / "data/08_reporting/taobao_single/decoder/tiger-rqkmeans/metrics.json").read_text())
+    assert report["protocol"] == "last_event" and list(report["metrics"]["by_behavior"]) == ["interaction"]
+    vocab = json.loads((project.path / "data/05_model_input/taobao_single/rqkmeans/sid_vocab.json").read_text())
+    assert vocab["use_behavior_token"] is False
