@@ -89,8 +89,7 @@ def peak_rss_mb():
 
 
 from seqrec_pipeline.dataset_spec import resolve_dataset
-from seqrec_pipeline.io.readers import read_events
-from seqrec_pipeline.data.ingest import validate_events
+from seqrec_pipeline.data.ingest import ingest_events
 from seqrec_pipeline.data.preprocess import build_primary
 path, out = sys.argv[1], sys.argv[2]
 spec = resolve_dataset("bench", {"bench": {
@@ -98,19 +97,16 @@ spec = resolve_dataset("bench", {"bench": {
     "column_names": ["user_id", "item_id", "category_id", "behavior", "timestamp"],
     "behaviors": {"pv": 0, "fav": 1, "cart": 1, "buy": 2}, "timestamp_unit": "s"}})
 t_import = time.perf_counter()
-raw = read_events(spec)
-t_read = time.perf_counter()
-events, rejected = validate_events(raw, spec, spec.behavior_levels)
+events, rejected, levels = ingest_events(spec)  # streamed read + typing + validation + quarantine
 t_valid = time.perf_counter()
 events_bytes = events.estimated_size()
-del raw
 primary = build_primary(events, spec.behavior_levels, spec.filters, spec.session_gap_minutes)
 t_prep = time.perf_counter()
 for name in ("sequences", "items", "users"):
     getattr(primary, name).write_parquet(f"{out}/{name}.parquet")
 t_end = time.perf_counter()
 print(json.dumps({
-    "seconds": t_end - t_import, "read_s": t_read - t_import, "validate_s": t_valid - t_read,
+    "seconds": t_end - t_import, "ingest_s": t_valid - t_import,
     "preprocess_s": t_prep - t_valid, "write_s": t_end - t_prep,
     "n_valid": events.height, "n_rejected": rejected.height, "events_table_mb": events_bytes / 2**20,
     "n_users": primary.stats["n_users"], "n_items": primary.stats["n_items"],

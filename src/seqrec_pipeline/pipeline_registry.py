@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from kedro.pipeline import Pipeline, pipeline
 
+from seqrec_pipeline.pipelines import discriminative
 from seqrec_pipeline.pipelines import embedding, evaluation, ingestion, preprocessing, tokenization, training
 
 
@@ -30,5 +31,6 @@ def register_pipelines() -> dict[str, Pipeline]:
         "mb_decoder": _with_protocol(trained + evaluation.create_pipeline("mb_decoder"), "last_event"),
         "decoder": _with_protocol(trained + evaluation.create_pipeline("decoder"), "last_event"),
         "smb_rule": data + evaluation.create_rule_pipeline(),
+        "smb_rec": data + discriminative.create_pipeline(),
         "__default__": smb_decoder,
     }

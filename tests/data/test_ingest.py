@@ -100,3 +100,31 @@ def test_clean_file_gives_an_empty_rejected_table_with_the_full_schema(tmp_path)
     assert valid.height == 2 and rejected.height == 0
     assert rejected.columns == ["source_file", "source_row", "reason", "user_id", "item_id", "behavior",
                                 "timestamp", "raw_line"]
+
+
+def test_streamed_ingest_equals_whole_file_ingest(tmp_path):
+    from seqrec_pipeline.data.ingest import ingest_events
+
+    lines = ["user_id,item_id,behavior,timestamp"] + [
+        f"{u},{i},{'view' if i % 3 else 'buy'},{1000 + u * 10 + i if (u, i) != (3, 4) else 'bad'}"
+        for u in range(7) for i in range(9)]
+    (tmp_path / "e.csv").write_text("\n".join(lines) + "\n")
+    spec = resolve_dataset("d", {"d": {"path": str(tmp_path), "events": "e.csv", "behaviors": LEVELS}})
+    streamed, rejected_s, levels = ingest_events(spec, batch_rows=10)  # 7 batches
+    whole, rejected_w = validate_events(read_events(spec), spec, spec.behavior_levels)
+    assert streamed.equals(whole) and rejected_s.equals(rejected_w) and levels == LEVELS
+    assert streamed["source_row"].to_list() == [r for r in range(1, 64) if r != 32]
+    assert rejected_s.rows() == [("e.csv", 32, "unparseable timestamp", "3", "4", "view", "bad", None)]
+
+
+def test_streamed_ingest_falls_back_to_the_careful_parser_on_ragged_lines(tmp_path):
+    from seqrec_pipeline.data.ingest import ingest_events
+
+    body = "\n".join(f"{u},{u + 1},view,{100 + u}" for u in range(30))
+    (tmp_path / "e.csv").write_text("user_id,item_id,behavior,timestamp\n" + body + "\n5,6,view\n1,2,view,7,8\n")
+    spec = resolve_dataset("d", {"d": {"path": str(tmp_path), "events": "e.csv", "behaviors": LEVELS}})
+    events, rejected, _ = ingest_events(spec, batch_rows=8)
+    assert events.height == 30
+    assert rejected["source_row"].to_list() == [31, 32]
+    assert rejected["reason"].to_list() == ["malformed line: expected 4 fields, found 3",
+                                            "malformed line: expected 4 fields, found 5"]

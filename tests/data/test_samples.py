@@ -377,3 +377,14 @@ def test_training_samples_never_contain_validation_or_test_events(users, protoco
         assert np.all(owner[np.concatenate([context, target])] == user)
         assert np.all(position[context] < valid[user]) and len(context) == min(valid[user], max_history)
         assert valid[user] <= position[target[0]] < test[user]  # a validation event, never a test event
+
+
+def test_windows_mode_covers_the_whole_training_prefix_without_overlap():
+    user = (list(range(7)), [1] * 7, [0] * 7)  # 7 events, valid = 5: training prefix = items 0..4
+    sequences = sequences_frame([user])
+    samples = training_samples(sequences, BEHAVIORS, protocol="last_event", mode="windows", max_history=1)
+    windows = [samples.events.item[a:b].tolist() for a, b in zip(samples.context_start, samples.target_stop)]
+    assert windows == [[3, 4], [1, 2], [0]]  # newest first, width max_history + 1, nothing after valid
+    assert samples.loss_on_context
+    last = training_samples(sequences, BEHAVIORS, protocol="last_event", mode="user", max_history=1)
+    assert samples.events.item[last.context_start[0]:last.target_stop[0]].tolist() == windows[0]

@@ -15,7 +15,7 @@ import polars as pl
 
 from seqrec_pipeline.dataset_spec import SINGLE_BEHAVIOR, DatasetSpec
 from seqrec_pipeline.errors import InputError
-from seqrec_pipeline.io.readers import RawTable
+from seqrec_pipeline.io.readers import RaggedLines, RawTable, read_event_batches, read_events
 from seqrec_pipeline.schemas import EVENTS, REJECTED, check_contract, raw_events_schema
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,18 @@ def _strip(values: pl.Series) -> pl.Series:
     return values.str.strip_chars() if values.str.contains(r"^\s|\s$").any() else values
 
 
+def resolve_unit(raw: pl.Series, unit: str, numeric: pl.Series | None = None) -> str:
+    """``auto`` -> s / ms / iso from a sample of the column (other units pass through)."""
+    if unit != "auto":
+        return unit
+    numeric = raw.cast(pl.Float64, strict=False) if numeric is None else numeric
+    n_present, n_numeric = raw.is_not_null().sum(), numeric.is_not_null().sum()
+    if n_present and n_numeric >= 0.5 * n_present:
+        median = numeric.median()
+        return "ms" if median is not None and abs(median) > 1e11 else "s"
+    return "iso"
+
+
 def parse_timestamps(raw: pl.Series, unit: str) -> pl.Series:
     """Strings -> int64 epoch seconds (UTC); unparseable values become null.
 
@@ -40,14 +52,7 @@ def parse_timestamps(raw: pl.Series, unit: str) -> pl.Series:
     """
     raw = _strip(raw.cast(pl.Utf8))
     numeric = raw.cast(pl.Float64, strict=False)
-    if unit == "auto":
-        n_present = raw.is_not_null().sum()
-        n_numeric = numeric.is_not_null().sum()
-        if n_present and n_numeric >= 0.5 * n_present:
-            median = numeric.median()
-            unit = "ms" if median is not None and abs(median) > 1e11 else "s"
-        else:
-            unit = "iso"
+    unit = resolve_unit(raw, unit, numeric)
     if unit in ("s", "order"):
         return numeric.floor().cast(pl.Int64, strict=False)
     if unit == "ms":
@@ -104,8 +109,8 @@ def _reasons(failure_cases: pl.DataFrame, raw: pl.DataFrame, levels: dict[str, i
     )
 
 
-def validate_events(raw: RawTable, spec: DatasetSpec, levels: dict[str, int]) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Valid events and rejected rows (reader rejects + schema failures), per the on_invalid policy."""
+def validate_batch(raw: RawTable, spec: DatasetSpec, levels: dict[str, int]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Valid events and rejected rows (reader rejects + schema failures) of one batch of raw rows."""
     rows = raw.rows
     typed = _typed(rows, spec)
     window = spec.window_seconds()
@@ -141,20 +146,59 @@ def validate_events(raw: RawTable, spec: DatasetSpec, levels: dict[str, int]) ->
     if n_raw != valid.height + rejected.height:  # the no-silent-loss invariant
         raise AssertionError(f"row accounting broken: {n_raw} raw != {valid.height} valid + {rejected.height} rejected")
     if rejected.height and spec.on_invalid == "fail":
-        examples = "; ".join(
-            f"{r['source_file']} row {r['source_row']}: {r['reason']}" for r in rejected.head(5).iter_rows(named=True)
-        )
-        raise InputError(
-            f"{rejected.height} invalid row(s) and on_invalid=fail: {examples}. Fix the rows, or set "
-            "`on_invalid: quarantine` in the dataset declaration to keep them aside in rejected.parquet."
-        )
+        _fail(rejected)
+    return valid, rejected
+
+
+def _fail(rejected: pl.DataFrame) -> None:
+    examples = "; ".join(
+        f"{r['source_file']} row {r['source_row']}: {r['reason']}" for r in rejected.head(5).iter_rows(named=True)
+    )
+    raise InputError(
+        f"{rejected.height} invalid row(s) and on_invalid=fail: {examples}. Fix the rows, or set "
+        "`on_invalid: quarantine` in the dataset declaration to keep them aside in rejected.parquet."
+    )
+
+
+def _combine(parts: list[tuple[pl.DataFrame, pl.DataFrame]], source: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    valid = pl.concat([v for v, _ in parts], rechunk=False) if len(parts) > 1 else parts[0][0]
+    rejected = pl.concat([r for _, r in parts]) if len(parts) > 1 else parts[0][1]
     if valid.height == 0:
         top = rejected.group_by("reason").len().sort("len", descending=True).head(3).rows()
         raise InputError(
-            f"{raw.source_file}: no valid events ({n_raw} rows, all rejected; top reasons {top}). "
+            f"{source}: no valid events ({rejected.height} rows, all rejected; top reasons {top}). "
             "Check the column mapping, the declared behaviors and the time_window."
         )
     return check_contract(EVENTS, valid), check_contract(REJECTED, rejected)
+
+
+def validate_events(raw: RawTable, spec: DatasetSpec, levels: dict[str, int]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Valid events and rejected rows of a whole raw table, per the on_invalid policy."""
+    return _combine([validate_batch(raw, spec, levels)], raw.source_file)
+
+
+def ingest_events(spec: DatasetSpec, batch_rows: int = 1_000_000):
+    """Read, type, validate and quarantine a dataset's events batch by batch.
+
+    Returns ``(events, rejected, behavior_levels)``.  Streaming keeps only the typed valid events
+    in memory, never the whole log as strings; a file with ragged lines is re-read by the careful
+    parser so that every bad line is reported.
+    """
+    levels, parts = spec.behavior_levels, []
+    try:
+        for raw in read_event_batches(spec, batch_rows):
+            if raw.behavior_levels:  # levels declared by the files themselves (reference layout)
+                levels = raw.behavior_levels
+                spec = DatasetSpec.model_validate(spec.model_dump() | {"behaviors": levels})
+            if spec.timestamp_unit == "auto" and "timestamp" in raw.rows.columns:
+                spec = spec.model_copy(update={"timestamp_unit": resolve_unit(raw.rows["timestamp"], "auto")})
+            parts.append(validate_batch(raw, spec, levels))
+            source = raw.source_file
+    except RaggedLines:
+        raw = read_events(spec)
+        parts, source = [validate_batch(raw, spec, levels)], raw.source_file
+    events, rejected = _combine(parts, source)
+    return events, rejected, levels
 
 
 def ingest_stats(valid: pl.DataFrame, rejected: pl.DataFrame) -> dict:

@@ -81,7 +81,7 @@ def sessionize(frame: pl.DataFrame, gap_seconds: float) -> pl.DataFrame:
     otherwise a new session starts where the gap to the previous event exceeds the limit.
     """
     new_user = pl.col("user_idx") != pl.col("user_idx").shift(1)
-    if frame["session_id"].null_count() == 0:
+    if "session_id" in frame.columns:
         cut = pl.col("session_id") != pl.col("session_id").shift(1)
     else:
         cut = (pl.col("timestamp") - pl.col("timestamp").shift(1)) > gap_seconds
@@ -108,18 +108,30 @@ def build_primary(
     user_codes, user_names = sorted_id_codes(events["user_id"])
     item_codes, item_names = sorted_id_codes(events["item_id"])
     behavior_idx = {b: i for i, b in enumerate(levels)}
-    frame = pl.DataFrame({
+    columns = {
         "user_idx": user_codes, "item_idx": item_codes,
-        "behavior_idx": events["behavior"].replace_strict(behavior_idx, return_dtype=pl.Int8),
-        "level": events["behavior"].replace_strict(levels, return_dtype=pl.Int8),
-        "timestamp": events["timestamp"], "session_id": events["session_id"], "source_row": events["source_row"],
-    }).sort(["user_idx", "timestamp", "level", "behavior_idx", "item_idx", "source_row"])
-    # after this sort exact duplicates are adjacent; the first kept is the earliest in the file
-    key = ("user_idx", "item_idx", "behavior_idx", "timestamp")
-    duplicate = frame.select(pl.all_horizontal(pl.col(c) == pl.col(c).shift(1) for c in key).fill_null(False))
-    unique = ~duplicate.to_series().to_numpy()
+        "behavior_idx": events["behavior"].replace_strict(behavior_idx, return_dtype=pl.Int8).to_numpy(),
+        "level": events["behavior"].replace_strict(levels, return_dtype=pl.Int8).to_numpy(),
+        "timestamp": events["timestamp"].to_numpy(), "source_row": events["source_row"].to_numpy(),
+    }
+    given_sessions = events["session_id"].null_count() == 0
+    if given_sessions:
+        columns["session_id"] = events["session_id"]
+    # Memory: sort through one permutation, gathering column by column, instead of sorting a whole copy.
+    # After this order exact duplicates are adjacent and the first kept is the earliest in the file.
+    sort_keys = ["user_idx", "timestamp", "level", "behavior_idx", "item_idx", "source_row"]
+    order = pl.DataFrame({k: columns[k] for k in sort_keys}).select(pl.arg_sort_by(sort_keys)).to_series()
+    order = order.to_numpy()
+    for name in list(columns):
+        columns[name] = columns[name].gather(order) if isinstance(columns[name], pl.Series) else columns[name][order]
+    del order
+    same = np.ones(n_in, dtype=bool)
+    for name in ("user_idx", "item_idx", "behavior_idx", "timestamp"):
+        same[1:] &= columns[name][1:] == columns[name][:-1]
+    same[0] = False
+    unique = ~same
     n_dedup = int(unique.sum())
-    u, i = frame["user_idx"].to_numpy(), frame["item_idx"].to_numpy()
+    u, i = columns["user_idx"], columns["item_idx"]
     keep, iterations = k_core(u, i, filters.min_user_events, filters.min_item_events, keep=unique)
     if not keep.any():
         raise InputError(
@@ -129,9 +141,13 @@ def build_primary(
         )
     used_users = np.bincount(u[keep], minlength=len(user_names)) > 0
     used_items = np.bincount(i[keep], minlength=len(item_names)) > 0
-    frame = frame.filter(pl.Series(keep)).with_columns(
-        pl.Series("user_idx", compact(u[keep], used_users)), pl.Series("item_idx", compact(i[keep], used_items))
-    )
+    columns["user_idx"], columns["item_idx"] = compact(u[keep], used_users), compact(i[keep], used_items)
+    del u, i
+    for name in ("behavior_idx", "level", "timestamp", "source_row", "session_id"):
+        if name in columns:
+            columns[name] = columns[name].filter(pl.Series(keep)) if name == "session_id" else columns[name][keep]
+    frame = pl.DataFrame(columns)
+    del columns
     users = pl.DataFrame({"user_idx": np.arange(used_users.sum(), dtype=np.int32),
                           "user_id": user_names.filter(pl.Series(used_users))})
     items = pl.DataFrame({"item_idx": np.arange(used_items.sum(), dtype=np.int32),

@@ -10,6 +10,9 @@ Sample modes (``mode``):
 - ``user`` (the ``*_decoder`` tasks, GAMER's default): one sequence per user, the last ``max_history + 1``
   events of the training prefix (a history of at most ``max_history`` events plus the final event, as in
   the reference's ``inters`` + ``item``), with loss on **every** code token.
+- ``windows``: like ``user`` but the whole training prefix is cut into consecutive windows of
+  ``max_history + 1`` events (newest window first), so long histories are not thrown away; not in the
+  reference, which keeps only the last window.
 - ``event``: one sample per training event ``i >= 1`` of a sequence: target = event ``i``, history = the
   last ``max_history`` events before it (``last_event``) or before the start of its session
   (``last_session``; targets in the first session then have an empty history, kept as in the
@@ -69,10 +72,10 @@ from seqrec_pipeline.vocab import BOS, EOS, N_SPECIAL, PAD, TokenVocab
 
 IGNORE_INDEX = -100  # = models.generative.IGNORE_INDEX; not imported, so data code never loads transformers
 PROTOCOLS = ("last_event", "last_session")
-MODES = ("user", "event")
+MODES = ("user", "windows", "event")
 AUGMENT_MODES = ("static", "per_epoch")
 
-Mode = Literal["user", "event"]
+Mode = Literal["user", "windows", "event"]
 AugmentMode = Literal["static", "per_epoch"]
 
 # Distinct random streams derived from the same (seed, epoch): data order and augmentation draws must not
@@ -272,6 +275,14 @@ def window_samples(events: EventBuffer, protocol: str, mode: str, max_history: i
         stop = events.offsets[1:][has]
         start = np.maximum(events.offsets[:-1][has], stop - (max_history + 1))
         return SampleSet(events, start, stop - 1, stop - 1, stop, events.user[has], loss_on_context=True)
+    if mode == "windows":
+        width = max_history + 1
+        n_windows = -(-lengths // width)  # ceil; 0 for empty sequences
+        seq = np.repeat(np.arange(len(lengths)), n_windows)
+        k = np.arange(len(seq)) - np.repeat(np.cumsum(n_windows) - n_windows, n_windows)
+        stop = events.offsets[1:][seq] - k * width
+        start = np.maximum(events.offsets[:-1][seq], stop - width)
+        return SampleSet(events, start, stop - 1, stop - 1, stop, events.user[seq], loss_on_context=True)
     seq = events.sequence_of_event()
     target = np.flatnonzero(events.position_in_sequence() >= 1)
     if protocol == "last_event":

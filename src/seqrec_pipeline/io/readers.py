@@ -10,6 +10,7 @@ malformed JSON lines) are returned separately with a reason: never dropped.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,22 +56,25 @@ def _clean_header(names: list[str]) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- delimited text
-def read_delimited(path: Path, sep: str | None, header: bool, column_names: list[str] | None, encoding: str,
-                   only: list[str] | None = None) -> RawTable:
-    """csv/tsv with every field as a string; ragged lines are reported, not dropped."""
+def _layout(path: Path, sep: str | None, header: bool, column_names: list[str] | None,
+            encoding: str) -> tuple[str, list[str], int]:
+    """(separator, column names, lines to skip) of a delimited file."""
     _require(path, "Data file")
     sep = sep or ("\t" if path.suffix in {".tsv", ".inter", ".item"} else ",")
     if header:
         with open(path, encoding=encoding, errors="replace") as fh:
             first = fh.readline().rstrip("\r\n")
-        names = _clean_header(first.split(sep))
-        if column_names:
-            names = list(column_names)
-        skip = 1
-    else:
-        if not column_names:
-            raise InputError(f"{path}: a headerless file needs `column_names` in the dataset declaration.")
-        names, skip = list(column_names), 0
+        names = list(column_names) if column_names else _clean_header(first.split(sep))
+        return sep, names, 1
+    if not column_names:
+        raise InputError(f"{path}: a headerless file needs `column_names` in the dataset declaration.")
+    return sep, list(column_names), 0
+
+
+def read_delimited(path: Path, sep: str | None, header: bool, column_names: list[str] | None, encoding: str,
+                   only: list[str] | None = None) -> RawTable:
+    """csv/tsv with every field as a string; ragged lines are reported, not dropped."""
+    sep, names, skip = _layout(path, sep, header, column_names, encoding)
 
     wanted = [n for n in names if n in only] if only else list(names)
     if encoding.replace("-", "").lower() == "utf8":
@@ -183,27 +187,72 @@ def _read_jsonl(path: Path, encoding: str) -> RawTable:
     return RawTable(rows, unreadable, path.name)
 
 
-def read_events(spec: DatasetSpec) -> RawTable:
-    """Raw events of a dataset, columns renamed to the canonical names (still strings)."""
-    if spec.format == "gamer_json":
-        return read_gamer_json(spec)
-    path = spec.raw_dir / spec.events
-    rename = {spec.column(c): c for c in ("user_id", "item_id", "behavior", "timestamp", "session_id")}
-    raw = read_table_file(path, spec.sep, spec.header, spec.column_names, spec.encoding, only=list(rename))
+def _canonical(spec: DatasetSpec, file_columns: list[str], path: Path) -> dict[str, str]:
+    """file column -> canonical name, after checking the required columns are there."""
     required = ["user_id", "item_id"] + (["behavior"] if spec.behaviors else []) + (
         [] if spec.timestamp_unit == "order" else ["timestamp"]
     )
-    present = set(raw.file_columns or raw.rows.columns) - {"source_row"}
+    present = set(file_columns) - {"source_row"}
     missing = [f"{c} (column '{spec.column(c)}')" for c in required if spec.column(c) not in present]
     if missing:
         raise InputError(
             f"{path}: missing required column(s) {', '.join(missing)}; the file has {sorted(present)}. "
             "Map them with `columns: {canonical: file_column}` in the dataset declaration."
         )
-    rows = raw.rows.select([pl.col(src).alias(dst) for src, dst in rename.items() if src in present] + ["source_row"])
+    return {spec.column(c): c for c in CANONICAL if spec.column(c) in present}
+
+
+CANONICAL = ("user_id", "item_id", "behavior", "timestamp", "session_id")
+
+
+def read_events(spec: DatasetSpec) -> RawTable:
+    """Raw events of a dataset, columns renamed to the canonical names (still strings)."""
+    if spec.format == "gamer_json":
+        return read_gamer_json(spec)
+    path = spec.raw_dir / spec.events
+    raw = read_table_file(path, spec.sep, spec.header, spec.column_names, spec.encoding,
+                          only=[spec.column(c) for c in CANONICAL])
+    rename = _canonical(spec, raw.file_columns or raw.rows.columns, path)
+    rows = raw.rows.select([pl.col(src).alias(dst) for src, dst in rename.items()] + ["source_row"])
     if spec.timestamp_unit == "order":
         rows = _order_as_time(rows)
     return RawTable(rows, raw.unreadable, raw.source_file)
+
+
+class RaggedLines(Exception):
+    """A streamed file turned out to have lines with the wrong number of fields."""
+
+
+def read_event_batches(spec: DatasetSpec, batch_rows: int = 1_000_000) -> Iterator[RawTable]:
+    """Raw events in batches of rows, so a large log is never held as strings all at once.
+
+    Clean UTF-8 delimited files are streamed; everything else (parquet, JSON lines, the reference
+    layout, order-only logs that need whole user logs, other encodings) comes as one batch.  A
+    streamed file with ragged lines raises :class:`RaggedLines`: read it with :func:`read_events`,
+    whose careful parser reports every bad line.
+    """
+    path = spec.raw_dir / spec.events if spec.events else None
+    streamable = (spec.format == "events" and spec.timestamp_unit != "order" and path.suffix.lower() in TEXT_SUFFIXES
+                  and spec.encoding.replace("-", "").lower() == "utf8")
+    if not streamable:
+        yield read_events(spec)
+        return
+    sep, names, skip = _layout(path, spec.sep, spec.header, spec.column_names, spec.encoding)
+    rename = _canonical(spec, names, path)
+    keep = [n for n in names if n in rename or n == names[-1]]  # the last field shows short lines
+    frame = pl.scan_csv(path, has_header=False, skip_rows=skip, separator=sep, quote_char='"',
+                        schema={n: pl.Utf8 for n in names})
+    offset = 0
+    try:
+        for batch in frame.select(keep).collect_batches(chunk_size=batch_rows):
+            if batch[names[-1]].null_count():
+                raise RaggedLines(path)
+            rows = batch.select([pl.col(src).alias(dst) for src, dst in rename.items()]).with_columns(
+                pl.int_range(offset + 1, offset + batch.height + 1, dtype=pl.Int64).alias("source_row"))
+            offset += batch.height
+            yield RawTable(rows, empty_rejects(), path.name, file_columns=names)
+    except (pl.exceptions.ComputeError, pl.exceptions.SchemaError):
+        raise RaggedLines(path) from None
 
 
 def _order_as_time(rows: pl.DataFrame) -> pl.DataFrame:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from seqrec_pipeline.errors import InputError
-from seqrec_pipeline.models.tokenizers import is_bijection, resolve_collisions, rqkmeans
+from seqrec_pipeline.models.tokenizers import is_bijection, resolve_collisions, rqkmeans, spread_last_level
 
 
 def _hierarchical(n_per_leaf=20, branch=(6, 5), dim=16, seed=0):
@@ -31,7 +31,8 @@ def _residual_mse(x, codes):
 
 def test_recovers_hierarchy_and_beats_random_codes():
     x, labels = _hierarchical()
-    res = rqkmeans(x, n_levels=2, codebook_size=[6, 5], seed=0, niter=25, init="kmeans++")
+    # refine_iters=0: greedy centroids are per-level means, which _residual_mse recomputes
+    res = rqkmeans(x, n_levels=2, codebook_size=[6, 5], seed=0, niter=25, init="kmeans++", refine_iters=0)
     # every true top cluster maps to one level-0 code and vice versa
     pairs = np.unique(np.stack([labels[:, 0], res.codes[:, 0]], 1), axis=0)
     assert len(pairs) == 6
@@ -100,3 +101,89 @@ def test_codebook_larger_than_items():
     assert res.level_sizes == (20, 20)
     assert is_bijection(res.codes)  # one cluster per item at level 0
     assert res.reconstruction_mse == pytest.approx(0.0, abs=1e-6)
+
+
+# --- collision-aware last level (spread_last_level / balance_last_level) and refinement ---
+
+
+def _n_collisions(codes):
+    return len(codes) - len(np.unique(codes, axis=0))
+
+
+def _tight_clusters_and_a_broad_one(seed=0, dim=8, n_broad=100):
+    """A broad cluster (one level-0 code) that shapes the last level, plus 12 tight clusters
+    of 6 items whose residuals are near zero: plain residual k-means sends each tight
+    cluster to a single last-level code."""
+    rng = np.random.default_rng(seed)
+    broad = rng.normal(0, 1.0, (n_broad, dim))
+    centers = rng.normal(0, 20.0, (12, dim))
+    tight = np.repeat(centers, 6, axis=0) + rng.normal(0, 1e-3, (72, dim))
+    return np.concatenate([broad, tight]).astype(np.float32)
+
+
+def test_balancing_raises_unique_ratio_where_plain_collides():
+    x = _tight_clusters_and_a_broad_one()
+    kw = dict(n_levels=2, codebook_size=[13, 32], seed=0, init="kmeans++")
+    plain = rqkmeans(x, balance_last_level=False, **kw)
+    balanced = rqkmeans(x, balance_last_level=True, **kw)
+    assert np.bincount(plain.codes[:, 0]).max() == 100  # the broad cluster is one prefix
+    assert np.array_equal(plain.codes[:, 0], balanced.codes[:, 0])  # only the last level moves
+    assert _n_collisions(plain.codes[100:]) == 60  # each tight cluster shares one code
+    assert _n_collisions(balanced.codes[100:]) == 0
+    # 100 broad items over 32 codes must leave 68 collisions; nothing else collides
+    assert _n_collisions(plain.codes) > _n_collisions(balanced.codes) == 100 - 32
+    assert (balanced.codes >= 0).all() and (balanced.codes < np.array(balanced.level_sizes)).all()
+    assert balanced.reconstruction_mse < 1.5 * plain.reconstruction_mse
+    err = ((x - balanced.reconstruct()) ** 2).sum(1).mean()
+    assert err == pytest.approx(balanced.reconstruction_mse, rel=1e-4)
+    again = rqkmeans(x, balance_last_level=True, **kw)
+    assert again.codes.tobytes() == balanced.codes.tobytes()
+    assert all(p.tobytes() == q.tobytes() for p, q in zip(again.centroids, balanced.centroids))
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_spread_last_level_never_adds_collisions(seed):
+    rng = np.random.default_rng(seed)
+    n, k, dim = 400, int(rng.integers(2, 12)), 5
+    codes = np.stack([rng.integers(0, 3, n), rng.integers(0, 4, n), rng.integers(0, k, n)], 1)
+    target = rng.normal(size=(n, dim)).astype(np.float32)
+    centroids = rng.normal(size=(k, dim)).astype(np.float32)
+    out = spread_last_level(codes, target, centroids)
+    assert out.dtype == np.int64 and out.shape == codes.shape
+    assert np.array_equal(out[:, :-1], codes[:, :-1])
+    assert out[:, -1].min() >= 0 and out[:, -1].max() < k
+    assert _n_collisions(out) <= _n_collisions(codes)
+    # per prefix, the number of distinct codes becomes min(k, items of the prefix)
+    for p in np.unique(codes[:, :-1], axis=0):
+        rows = (codes[:, :-1] == p).all(1)
+        assert len(np.unique(out[rows, -1])) == min(k, rows.sum())
+    # items that did not collide keep their code
+    _, inv, cnt = np.unique(codes, axis=0, return_inverse=True, return_counts=True)
+    alone = cnt[inv.reshape(-1)] == 1
+    assert np.array_equal(out[alone], codes[alone])
+    assert np.array_equal(spread_last_level(codes, target, centroids), out)  # deterministic
+    if _n_collisions(out) == 0:
+        assert np.array_equal(spread_last_level(out, target, centroids), out)  # nothing left to spread
+
+
+def test_spread_last_level_moves_to_the_nearest_free_code():
+    centroids = np.array([[0.0], [1.0], [10.0]], dtype=np.float32)
+    codes = np.array([[0, 0], [0, 0], [0, 0], [1, 0]])
+    target = np.array([[0.1], [0.9], [0.2], [0.0]], dtype=np.float32)
+    out = spread_last_level(codes, target, centroids)
+    # prefix 0: item 0 is closest to code 0 and keeps it, item 1 -> 1, item 2 -> 2 (last free)
+    assert out[:, 1].tolist() == [0, 1, 2, 0]
+
+
+def test_refinement_never_increases_error():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2000, 16)).astype(np.float32)
+    kw = dict(n_levels=3, codebook_size=16, seed=0, niter=5, balance_last_level=False)
+    greedy = rqkmeans(x, refine_iters=0, **kw)
+    refined = rqkmeans(x, refine_iters=3, **kw)
+    assert refined.reconstruction_mse <= greedy.reconstruction_mse * (1 + 1e-6)
+    assert refined.reconstruction_mse < greedy.reconstruction_mse
+    err = ((x - refined.reconstruct()) ** 2).sum(1).mean()
+    assert err == pytest.approx(refined.reconstruction_mse, rel=1e-4)
+    with pytest.raises(InputError, match="refine_iters"):
+        rqkmeans(x, refine_iters=-1, **kw)

@@ -20,7 +20,7 @@ from seqrec_pipeline.models.tokenizers.collisions import (
     level_stats,
     resolve_collisions,
 )
-from seqrec_pipeline.models.tokenizers.rqkmeans import RQKMeansResult, check_finite, rqkmeans
+from seqrec_pipeline.models.tokenizers.rqkmeans import RQKMeansResult, check_finite, rqkmeans, spread_last_level
 from seqrec_pipeline.models.tokenizers.rqvae import (
     RQVAE,
     RQVAEConfig,
@@ -49,5 +49,6 @@ __all__ = [
     "rid",
     "rqkmeans",
     "save_rqvae",
+    "spread_last_level",
     "train_rqvae",
 ]

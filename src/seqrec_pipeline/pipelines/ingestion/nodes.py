@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-
-from seqrec_pipeline.data.ingest import ingest_stats, validate_events
+from seqrec_pipeline.data.ingest import ingest_events, ingest_stats
 from seqrec_pipeline.dataset_spec import resolve_dataset
 from seqrec_pipeline.io.fetch import fetch_raw_files
-from seqrec_pipeline.io.readers import read_events, read_items
+from seqrec_pipeline.io.readers import read_items
 
 
 def fetch_raw(dataset: str, datasets: dict) -> dict:
     return fetch_raw_files(resolve_dataset(dataset, datasets))
 
 
-def ingest_events(dataset: str, datasets: dict, raw_manifest: dict):
+def validate_raw_events(dataset: str, datasets: dict, raw_manifest: dict):
     spec = resolve_dataset(dataset, datasets)
-    raw = read_events(spec)
-    levels = raw.behavior_levels or spec.behavior_levels
-    if raw.behavior_levels:  # levels declared by the files themselves (reference layout)
-        spec = spec.model_copy(update={"behaviors": levels})
-        spec = type(spec).model_validate(spec.model_dump())  # re-check: one top-level behavior
-    events, rejected = validate_events(raw, spec, levels)
+    events, rejected, levels = ingest_events(spec)
     stats = ingest_stats(events, rejected) | {"raw": raw_manifest}
     metrics = {f"ingest/{k}": {"value": float(stats[k]), "step": 0} for k in ("n_raw", "n_valid", "n_rejected")}
     return events, rejected, read_items(spec), levels, stats, metrics

@@ -1,6 +1,6 @@
 from kedro.pipeline import Pipeline, node, pipeline
 
-from .nodes import fetch_raw, ingest_events
+from .nodes import fetch_raw, validate_raw_events
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -8,7 +8,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             node(fetch_raw, ["params:dataset", "params:datasets"], "raw_manifest", name="fetch_raw"),
             node(
-                ingest_events,
+                validate_raw_events,
                 ["params:dataset", "params:datasets", "raw_manifest"],
                 ["events", "rejected", "item_text", "behavior_levels", "ingest_report", "ingest_metrics"],
                 name="validate_events",

@@ -1,0 +1,86 @@
+"""Sample construction, ranking and a tiny fit of the discriminative training module (no Kedro)."""
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from seqrec_pipeline.errors import InputError
+from seqrec_pipeline.evaluation import eval_set
+from seqrec_pipeline.models.discriminative import build_discriminative
+from seqrec_pipeline.training.discriminative import (
+    fit_discriminative,
+    rank_discriminative,
+    training_samples,
+    validation_metric,
+)
+
+
+def _sequences() -> pl.DataFrame:
+    # user 0: 8 events in sessions [0,0,1,1,1,2,3,3]; last_session valid = 5 (session 2), test = 6 (session 3)
+    #         last_event valid = 6, test = 7
+    # user 1: 3 events in one session: last_event valid = 1, test = 2; not in last_session
+    # user 2: 2 events: in neither protocol
+    rows = [
+        (0, [10, 11, 12, 13, 14, 15, 16, 17], [0, 1, 0, 2, 0, 1, 0, 2], [0, 0, 1, 1, 1, 2, 3, 3], 5, 6, 6, 7),
+        (1, [20, 21, 22], [0, 0, 2], [0, 0, 0], -1, -1, 1, 2),
+        (2, [30, 31], [0, 0], [0, 0], -1, -1, -1, -1),
+    ]
+    return pl.DataFrame(
+        {"user_idx": [r[0] for r in rows], "item": [r[1] for r in rows], "behavior": [r[2] for r in rows],
+         "session": [r[3] for r in rows], "n_events": [len(r[1]) for r in rows],
+         "last_session_valid": [r[4] for r in rows], "last_session_test": [r[5] for r in rows],
+         "last_event_valid": [r[6] for r in rows], "last_event_test": [r[7] for r in rows]},
+        schema_overrides={"item": pl.List(pl.Int32), "behavior": pl.List(pl.Int8), "session": pl.List(pl.Int32)},
+    )
+
+
+def _rows(s):
+    return [(int(u), int(p), s.items[i][s.items[i] > 0].tolist(), s.behaviors[i][s.behaviors[i] > 0].tolist(),
+             int(t), int(b))
+            for i, (u, p, t, b) in enumerate(zip(s.user_idx, s.position, s.target_item, s.target_behavior))]
+
+
+def test_last_session_samples_see_only_earlier_sessions():
+    s = training_samples(_sequences(), "last_session", max_history=50)
+    # targets: positions 2, 3, 4 (session 1) only: session 0 has no history, 5.. is valid/test
+    assert _rows(s) == [
+        (0, 2, [11, 12], [1, 2], 12, 0),
+        (0, 3, [11, 12], [1, 2], 13, 2),
+        (0, 4, [11, 12], [1, 2], 14, 0),
+    ]
+    assert s.items.shape == (3, 50) and (s.items[:, -2:] > 0).all() and (s.items[:, :-2] == 0).all()  # right-aligned
+
+
+def test_last_event_samples_and_truncation():
+    s = training_samples(_sequences(), "last_event", max_history=2)
+    assert _rows(s) == [
+        (0, 1, [11], [1], 11, 1),
+        (0, 2, [11, 12], [1, 2], 12, 0),
+        (0, 3, [12, 13], [2, 1], 13, 2),
+        (0, 4, [13, 14], [1, 3], 14, 0),
+        (0, 5, [14, 15], [3, 1], 15, 1),
+    ]
+    # user 1's first training event (position 0) has no history; its valid/test events never appear
+    assert s.items.shape == (5, 2) and s.items[0].tolist() == [0, 11]
+    seq = _sequences()
+    for u, p, *_ in _rows(s):
+        assert p < seq["last_event_valid"][u]
+    with pytest.raises(InputError):
+        training_samples(seq, "nope", 5)
+
+
+def test_rank_and_fit_on_a_tiny_catalog():
+    seq = _sequences()
+    model = build_discriminative("sasrec", n_items=40, n_behaviors=3, max_len=5, default_target_behavior=2)
+    data = eval_set(seq, "last_event", "test", 5)
+    top = rank_discriminative(model, data, top_k=10, batch_size=1)
+    assert top.shape == (len(data.targets), 10)
+    assert all(len(set(r)) == 10 and r.min() >= 0 and r.max() < 40 for r in top)
+    seen = []
+    summary = fit_discriminative(model, training_samples(seq, "last_event", 5),
+                                 validation_metric(seq, "last_event", 5, target_behavior=1),
+                                 epochs=3, batch_size=2, patience=5, device="cpu", progress=False,
+                                 on_epoch=lambda e, m: seen.append((e, m)))
+    assert [e for e, _ in seen] == [1, 2, 3] and "valid/ndcg@10" in seen[0][1]
+    assert 1 <= summary["best_epoch"] <= 3 and np.isfinite(summary["history"][-1]["train/loss"])
