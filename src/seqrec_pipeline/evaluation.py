@@ -123,6 +123,13 @@ def validation_ndcg(sequences: pl.DataFrame, codes: np.ndarray, vocab: TokenVoca
     return metric
 
 
+def validation_ndcg_for_job(context, *, target_behavior: int, protocol: str, max_history: int, beam_size: int):
+    """The same metric inside a launched training job (``training.launch`` factory hook)."""
+    levels = context.behaviors.sort("behavior_idx")["level"].to_numpy().astype(np.int64)
+    return validation_ndcg(context.sequences, context.codes, context.vocab, levels, target_behavior, protocol,
+                           max_history, beam_size)
+
+
 # ----------------------------------------------------------------------------- rule rankers
 RULES = ("recent", "popularity", "transitions")
 

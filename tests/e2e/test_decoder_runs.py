@@ -83,3 +83,16 @@ def test_mb_decoder_and_single_behavior_decoder_use_last_event(project):
     assert report["protocol"] == "last_event" and list(report["metrics"]["by_behavior"]) == ["interaction"]
     vocab = json.loads((project.path / "data/05_model_input/taobao_single/rqkmeans/sid_vocab.json").read_text())
     assert vocab["use_behavior_token"] is False
+
+
+def test_training_through_the_launcher_subprocess(project):
+    """The multi-GPU path (a launched job, Kedro not re-run per rank), exercised with one CPU process."""
+    _ok(project.run("run", "--pipeline=smb_decoder", "--params=dataset=retail_ci,tokenizer=cid,model=qwen3,"
+                    "train.epochs=2,train.launch=subprocess,train.log_every=1,eval.beam_size=10"))
+    summary = json.loads((project.path / "data/06_models/retail_ci/qwen3-cid/train_summary.json").read_text())
+    assert summary["launch"] == "subprocess" and summary["epochs_run"] == 2
+    assert (project.path / "data/08_reporting/retail_ci/smb_decoder/qwen3-cid/metrics.json").exists()
+    run = project.mlflow("select r.run_uuid from runs r join experiments e on r.experiment_id = e.experiment_id "
+                         "where e.name = 'retail_ci' and r.status = 'FINISHED'")[0][0]
+    replayed = project.mlflow("select count(*) from metrics where run_uuid = ? and key = 'epoch/valid/ndcg_at_10'", run)
+    assert replayed[0][0] == 2  # the child's per-epoch log replayed into this run's MLflow curves

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from seqrec_pipeline.dataset_spec import FilterSpec
@@ -90,6 +91,40 @@ def sessionize(frame: pl.DataFrame, gap_seconds: float) -> pl.DataFrame:
     return frame.with_columns(session.cast(pl.Int32).alias("session")).drop("_starts")
 
 
+def _sequences(frame: pl.DataFrame, min_sessions: int) -> pl.DataFrame:
+    """Per-user integer lists + split points from a frame sorted by user (lists share its buffers)."""
+    user = frame["user_idx"].to_numpy()
+    lengths = np.bincount(user)
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    starts = offsets[:-1]
+    session = frame["session"].to_numpy()
+    n_sessions = session[offsets[1:] - 1] + 1
+    # flat positions where a session starts; a user's k-th session start is session_starts[cum + k]
+    is_start = np.ones(len(session), dtype=bool)
+    is_start[1:] = session[1:] != session[:-1]
+    is_start[starts] = True
+    session_starts = np.flatnonzero(is_start)
+    last = np.cumsum(n_sessions) - 1  # index (into session_starts) of each user's last session
+    test = np.where(n_sessions >= min_sessions, session_starts[last] - starts, -1)
+    valid = np.where(n_sessions >= min_sessions, session_starts[np.maximum(last - 1, 0)] - starts, -1)
+    has_events = lengths >= 3
+
+    def lists(column: str, dtype) -> pl.Series:
+        values = pa.array(frame[column].to_numpy().astype(dtype, copy=False))
+        return pl.Series(pa.LargeListArray.from_arrays(pa.array(offsets), values))
+
+    return pl.DataFrame({
+        "user_idx": np.arange(len(lengths), dtype=np.int32),
+        "item": lists("item_idx", np.int32), "behavior": lists("behavior_idx", np.int8),
+        "timestamp": lists("timestamp", np.int64), "session": lists("session", np.int32),
+        "n_events": lengths.astype(np.int32), "n_sessions": n_sessions.astype(np.int32),
+        "last_event_valid": np.where(has_events, lengths - 2, -1).astype(np.int32),
+        "last_event_test": np.where(has_events, lengths - 1, -1).astype(np.int32),
+        "last_session_valid": valid.astype(np.int32), "last_session_test": test.astype(np.int32),
+    })
+
+
 def build_primary(
     events: pl.DataFrame, levels: dict[str, int], filters: FilterSpec, session_gap_minutes: float,
     item_text: pl.DataFrame | None = None,
@@ -153,38 +188,14 @@ def build_primary(
     items = pl.DataFrame({"item_idx": np.arange(used_items.sum(), dtype=np.int32),
                           "item_id": item_names.filter(pl.Series(used_items))})
     frame = sessionize(frame, session_gap_minutes * 60.0)
-    frame = frame.with_columns(pl.int_range(pl.len(), dtype=pl.Int32).over("user_idx").alias("pos"))
-
-    last = pl.col("session").max()
-    sequences = frame.group_by("user_idx", maintain_order=True).agg(
-        pl.col("item_idx").alias("item"),
-        pl.col("behavior_idx").alias("behavior"),
-        pl.col("timestamp"),
-        pl.col("session"),
-        pl.len().cast(pl.Int32).alias("n_events"),
-        (last + 1).cast(pl.Int32).alias("n_sessions"),
-        pl.col("pos").filter(pl.col("session") == last - 1).min().alias("_ls_valid"),
-        pl.col("pos").filter(pl.col("session") == last).min().alias("_ls_test"),
-    )
-    has_events = pl.col("n_events") >= 3
-    has_sessions = pl.col("n_sessions") >= filters.min_sessions
-    sequences = sequences.with_columns(
-        pl.when(has_events).then(pl.col("n_events") - 2).otherwise(-1).cast(pl.Int32).alias("last_event_valid"),
-        pl.when(has_events).then(pl.col("n_events") - 1).otherwise(-1).cast(pl.Int32).alias("last_event_test"),
-        pl.when(has_sessions).then(pl.col("_ls_valid")).otherwise(-1).cast(pl.Int32).alias("last_session_valid"),
-        pl.when(has_sessions).then(pl.col("_ls_test")).otherwise(-1).cast(pl.Int32).alias("last_session_test"),
-    ).drop("_ls_valid", "_ls_test")
-
-    item_counts = frame.group_by("item_idx").agg(pl.len().cast(pl.Int32).alias("n_events"))
-    items = items.join(item_counts, on="item_idx").sort("item_idx")
+    sequences = _sequences(frame, filters.min_sessions)
+    item_counts = np.bincount(frame["item_idx"].to_numpy(), minlength=items.height).astype(np.int32)
+    behavior_counts = np.bincount(frame["behavior_idx"].to_numpy(), minlength=len(levels))
+    items = items.with_columns(pl.Series("n_events", item_counts))
     if item_text is not None and item_text.width > 1:
         text = item_text.unique("item_id", keep="first")
         items = items.join(text, on="item_id", how="left")
-    users = users.sort("user_idx")
-    behavior_counts = frame.group_by("behavior_idx").agg(pl.len().alias("n_events"))
-    behavior_table = behavior_table.join(behavior_counts, on="behavior_idx", how="left").with_columns(
-        pl.col("n_events").fill_null(0)
-    ).sort("behavior_idx")
+    behavior_table = behavior_table.with_columns(pl.Series("n_events", behavior_counts.astype(np.int64)))
 
     stats = {
         "n_events_valid": n_in,
