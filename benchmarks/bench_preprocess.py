@@ -225,7 +225,7 @@ def baseline_pandas_per_user(path: Path, limit: int, min_user=5, min_item=5, min
             break
     items = {it: i for i, it in enumerate(sorted(pd.concat([g["item"] for g in per_user.values()]).unique()))}
     out = {}
-    for u, (user, g) in enumerate(per_user.items()):  # sessions and split points, user by user
+    for u, g in enumerate(per_user.values()):  # sessions and split points, user by user
         session = (g["ts"].diff() > GAP).cumsum().tolist()
         starts = [j for j in range(len(session)) if j == 0 or session[j] != session[j - 1]]
         ls = (starts[-2], starts[-1]) if len(starts) >= min_sessions else (-1, -1)

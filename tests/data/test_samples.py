@@ -19,7 +19,6 @@ from seqrec_pipeline.data.samples import (
     make_datasets,
     prefix_buffer,
     training_samples,
-    validation_samples,
 )
 from seqrec_pipeline.vocab import TokenVocab
 
