@@ -58,3 +58,12 @@ class TrackingHooks:
         mlflow.log_params({k: str(v)[:MAX_PARAM] for k, v in flatten(unused).items()} | {"git_commit": commit})
         log.info("MLflow run %s (experiment '%s')", mlflow.active_run().info.run_id,
                  mlflow.get_experiment(mlflow.active_run().info.experiment_id).name)
+
+    @hook_impl(tryfirst=True)  # before kedro-mlflow closes the run
+    def after_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
+        run = mlflow.active_run()
+        if run is None:
+            return
+        experiment = mlflow.get_experiment(run.info.experiment_id).name
+        log.info("Done. MLflow run %s in experiment '%s' — browse it with: mlflow ui --backend-store-uri %s",
+                 run.info.run_id, experiment, mlflow.get_tracking_uri())

@@ -11,8 +11,6 @@ from __future__ import annotations
 import pandera.polars as pa
 import polars as pl
 
-from seqrec_pipeline.errors import InputError
-
 
 def raw_events_schema(behaviors: list[str], window: tuple[int, int] | None) -> pa.DataFrameSchema:
     """Typed raw events: every failing row is quarantined with the failed check as reason."""
@@ -121,4 +119,4 @@ def check_contract(schema: pa.DataFrameSchema, frame: pl.DataFrame) -> pl.DataFr
         raise RuntimeError(f"{schema.name} violates its contract:\n{exc.failure_cases.head(20)}") from None
 
 
-__all__ = ["EVENTS", "ITEMS", "REJECTED", "SEQUENCES", "USERS", "InputError", "check_contract", "raw_events_schema"]
+__all__ = ["EVENTS", "ITEMS", "REJECTED", "SEQUENCES", "USERS", "check_contract", "raw_events_schema"]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,6 +24,43 @@ from seqrec_pipeline.vocab import TokenVocab
 log = logging.getLogger(__name__)
 
 
+# training settings that may change between an interrupted run and its continuation
+RESUMABLE_CHANGES = ("epochs", "patience", "resume", "log_every", "launch", "launcher")
+
+
+def run_fingerprint(codes: np.ndarray, vocab: TokenVocab, model_name: str, preset: str, overrides: dict,
+                    protocol: str, max_history: int, augment: int, train_params: dict, seed: int) -> str:
+    """What a checkpoint depends on: an interrupted run is only continued under the same fingerprint."""
+    settings = {
+        "model": model_name, "preset": preset, "overrides": overrides or {}, "vocab": vocab.to_dict(),
+        "codes": hashlib.sha256(np.ascontiguousarray(codes, dtype=np.int64).tobytes()).hexdigest(),
+        "protocol": protocol, "max_history": max_history, "augment": augment, "seed": seed,
+        "train": {k: v for k, v in sorted(train_params.items()) if k not in RESUMABLE_CHANGES},
+    }
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def should_resume(output_dir: Path, fingerprint: str, resume: str | bool) -> bool:
+    """auto: continue an interrupted run of the same configuration; an interrupted run of another
+    configuration is moved aside (kept, never overwritten) and training starts fresh."""
+    last, done = output_dir / "last", output_dir / "done.json"
+    stored = (output_dir / "fingerprint.txt").read_text() if (output_dir / "fingerprint.txt").exists() else None
+    interrupted = last.exists() and not done.exists()
+    if resume == "auto":
+        if interrupted and stored != fingerprint:
+            aside = output_dir / f"last.interrupted-{stored or 'unknown'}"
+            log.warning("an interrupted run with another configuration is in %s; keeping it as %s and starting "
+                        "fresh", last, aside)
+            shutil.rmtree(aside, ignore_errors=True)
+            last.rename(aside)
+            return False
+        return interrupted
+    if resume and stored != fingerprint:
+        raise InputError(f"train.resume=true but {output_dir} holds a run of another configuration "
+                         f"({stored} != {fingerprint}); use train.resume=auto or false to start fresh")
+    return bool(resume) and last.exists()
+
+
 def fit_decoder(sequences: pl.DataFrame, behaviors: pl.DataFrame, codes: np.ndarray, vocab: TokenVocab, *,
                 model_name: str, preset: str, model_overrides: dict, protocol: str, max_history: int,
                 augment: int, train_params: dict, eval_params: dict, seed: int, output_dir: str | Path,
@@ -30,11 +69,14 @@ def fit_decoder(sequences: pl.DataFrame, behaviors: pl.DataFrame, codes: np.ndar
     torch.manual_seed(seed)
     output_dir = Path(output_dir)
     done = output_dir / "done.json"
-    resume = train_params.get("resume", "auto")
-    resume = (output_dir / "last").exists() and not done.exists() if resume == "auto" else bool(resume)
+    fingerprint = run_fingerprint(codes, vocab, model_name, preset, model_overrides, protocol, max_history, augment,
+                                  train_params, seed)
+    resume = should_resume(output_dir, fingerprint, train_params.get("resume", "auto"))
     if resume:
         log.info("resuming the interrupted run in %s", output_dir)
     done.unlink(missing_ok=True)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "fingerprint.txt").write_text(fingerprint)
     select_ndcg = train_params.get("select_metric", "ndcg@10") != "loss"
     levels = behaviors.sort("behavior_idx")["level"].to_numpy().astype(np.int64)
     target = int(behaviors.filter(pl.col("is_target"))["behavior_idx"][0])
