@@ -21,7 +21,7 @@ import torch
 
 from seqrec_pipeline.decoding import PrefixIndex, beam_search, build_prompts
 from seqrec_pipeline.errors import InputError
-from seqrec_pipeline.metrics import metrics_by_behavior
+from seqrec_pipeline.metrics import behavior_accuracy, metrics_by_behavior
 from seqrec_pipeline.vocab import TokenVocab
 
 SPLITS = ("valid", "test")
@@ -106,6 +106,20 @@ def rank_generative(model, data: EvalSet, codes: np.ndarray, vocab: TokenVocab, 
         items[rows] = ranked.items.numpy()[data.sample_user[rows], :top_k]
         scores[rows] = ranked.scores.numpy()[data.sample_user[rows], :top_k]
     return items, scores
+
+
+def next_behavior_accuracy(model, data: EvalSet, codes: np.ndarray, vocab: TokenVocab, behavior_levels: np.ndarray,
+                           *, beam_size: int, batch_size: int = 16, temperature: float | None = None) -> float | None:
+    """Behavior-item mode: the model generates the behavior token, then the item; share of users whose
+    top-ranked (behavior, item) has a behavior present in their target window.  None for single-behavior data."""
+    if not vocab.use_behavior_token:
+        return None
+    device = next(model.parameters()).device
+    index = PrefixIndex.build(codes, vocab.level_sizes, device=device)
+    prompts = build_prompts(data.histories, codes, vocab, behavior_levels)
+    result = beam_search(model, prompts, index, mode="behavior_item", behavior_levels=behavior_levels,
+                         beam_size=beam_size, top_k=1, batch_size=batch_size, temperature=temperature)
+    return behavior_accuracy(result.predicted_behavior.numpy(), data.behavior_mask(len(vocab.behaviors)))
 
 
 def validation_ndcg(sequences: pl.DataFrame, codes: np.ndarray, vocab: TokenVocab, behavior_levels: np.ndarray,
@@ -212,6 +226,8 @@ def mlflow_metrics(report: dict) -> dict:
     for group, values in groups.items():
         for name, value in values.items():
             out[f"test/{group}/{name.replace('@', '_at_')}"] = {"value": float(value), "step": 0}
+    if report.get("behavior_accuracy") is not None:
+        out["test/behavior_accuracy"] = {"value": float(report["behavior_accuracy"]), "step": 0}
     return out
 
 

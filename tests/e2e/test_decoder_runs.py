@@ -75,6 +75,7 @@ def test_mb_decoder_and_single_behavior_decoder_use_last_event(project):
     seq = pl.read_parquet(project.latest("data/03_primary/retail_ci/sequences.parquet"))
     assert report["protocol"] == "last_event" and report["pipeline"] == "mb_decoder"
     assert report["n_users"] == report["n_test"] == int((seq["last_event_test"] >= 0).sum())  # one target each
+    assert 0.0 <= report["behavior_accuracy"] <= 1.0  # behavior-item decoding: the model picks the behavior
 
     _ok(project.run("run", "--pipeline=decoder",
                     "--params=dataset=taobao_single,tokenizer=rqkmeans,model=tiger,train.epochs=1,eval.beam_size=10"))

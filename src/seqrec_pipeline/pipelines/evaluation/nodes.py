@@ -12,6 +12,7 @@ from seqrec_pipeline.evaluation import (
     metrics_figure,
     metrics_report,
     mlflow_metrics,
+    next_behavior_accuracy,
     predictions_table,
     rank_generative,
     rank_rule,
@@ -43,9 +44,14 @@ def evaluate_decoder(decoder_model, sequences: pl.DataFrame, items: pl.DataFrame
                                      renormalize=bool(eval_params.get("renormalize", False)),
                                      temperature=eval_params.get("temperature"))
     names = behaviors.sort("behavior_idx")["behavior"].to_list()
+    accuracy = None
+    if pipeline_name == "mb_decoder":  # also let the model choose the behavior: next-behavior accuracy
+        accuracy = next_behavior_accuracy(net, data, codes, vocab, levels, beam_size=int(eval_params.get("beam_size", 20)),
+                                          batch_size=int(eval_params.get("batch_size", 16)),
+                                          temperature=eval_params.get("temperature"))
     report = metrics_report(dataset=dataset, pipeline=pipeline_name, model=model, tokenizer=tokenizer,
                             protocol=protocol, n_users=data.n_users, n_items=items.height, data=data, items=ranked,
-                            behavior_names=names, ks=ks)
+                            behavior_names=names, ks=ks, behavior_accuracy=accuracy)
     return _outputs(report, data, ranked, names, scores)
 
 
