@@ -222,12 +222,3 @@ def build_primary(
         behaviors=behavior_table,
         stats=stats,
     )
-
-
-def split_positions(sequences: pl.DataFrame, protocol: str) -> pl.DataFrame:
-    """user_idx, valid and test split points for a protocol, eligible users only."""
-    if protocol not in PROTOCOLS:
-        raise InputError(f"unknown split.protocol '{protocol}'; choose one of {list(PROTOCOLS)}")
-    return sequences.filter(pl.col(f"{protocol}_test") >= 0).select(
-        "user_idx", pl.col(f"{protocol}_valid").alias("valid"), pl.col(f"{protocol}_test").alias("test")
-    )

@@ -68,10 +68,10 @@ import polars as pl
 import torch
 from torch.utils.data import Dataset
 
+from seqrec_pipeline.data.preprocess import PROTOCOLS
 from seqrec_pipeline.vocab import BOS, EOS, N_SPECIAL, PAD, TokenVocab
 
 IGNORE_INDEX = -100  # = models.generative.IGNORE_INDEX; not imported, so data code never loads transformers
-PROTOCOLS = ("last_event", "last_session")
 MODES = ("user", "windows", "event")
 AUGMENT_MODES = ("static", "per_epoch")
 
