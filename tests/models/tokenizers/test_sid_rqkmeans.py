@@ -187,3 +187,25 @@ def test_refinement_never_increases_error():
     assert err == pytest.approx(refined.reconstruction_mse, rel=1e-4)
     with pytest.raises(InputError, match="refine_iters"):
         rqkmeans(x, refine_iters=-1, **kw)
+
+
+def test_chunked_refine_step_equals_reassign_and_mean():
+    """_refine_level (chunked, means via residual sums + code contingency) == the plain formulation."""
+    from seqrec_pipeline.models.tokenizers.rqkmeans import _refine_level
+
+    rng = np.random.default_rng(1)
+    residual = rng.normal(size=(1000, 8)).astype(np.float32)
+    centroids = rng.normal(size=(7, 8)).astype(np.float32)
+    codes = rng.integers(0, 6, size=1000)
+    centroids[6] += 50.0  # far away and unused: gets no items and must keep its old value
+    target = residual + centroids[codes]
+    expected_codes = ((target[:, None, :] - centroids[None]) ** 2).sum(-1).argmin(1)
+    expected = centroids.copy()
+    for j in np.unique(expected_codes):
+        expected[j] = target[expected_codes == j].mean(0)
+
+    got_codes, got = _refine_level(residual, codes.copy(), centroids, chunk=64)
+    assert got_codes.tolist() == expected_codes.tolist()
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(got[6], centroids[6])
+    np.testing.assert_allclose(residual, target - got[got_codes], rtol=1e-4, atol=1e-5)  # updated in place

@@ -37,7 +37,7 @@ def build_sid(method: str, embeddings: np.ndarray | None, item_ids: Sequence[str
         result = rqkmeans(check_finite(embeddings), int(params.get("levels", 3)), params.get("codebook_size", 256),
                           seed=seed, niter=int(params.get("niter", 12)),
                           max_points_per_centroid=params.get("max_points_per_centroid"),
-                          refine_iters=int(params.get("refine_iters", 4)),
+                          refine_iters=int(params.get("refine_iters", 2)),
                           balance_last_level=bool(params.get("balance_last_level", True)),
                           n_threads=params.get("n_threads", 1))
         codes, sizes = result.codes, result.level_sizes
