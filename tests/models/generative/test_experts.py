@@ -67,3 +67,22 @@ def test_routing_offsets_and_out_of_range_slots():
     assert torch.equal(routing.unsort(routing.sort(torch.arange(4.0)[:, None])), torch.arange(4.0)[:, None])
     with pytest.raises(RuntimeError):
         SlotRouting.from_slots(torch.tensor([[0, 4]]), num_slots=4)
+
+
+@pytest.mark.parametrize("impl", ["grouped_mm", "bmm"])
+def test_injected_embedding_lookup_equals_the_concatenated_input(impl, generator):
+    """GAMER's injection: FFN([h, E[b]]) computed as h @ W_h + (E @ W_e)[slot, b] equals the loop on the concat."""
+    if impl == "grouped_mm" and not grouped_mm_supported(torch.zeros(1, 16), torch.zeros(5, 16, 64)):
+        pytest.skip("torch.nn.functional.grouped_mm is not available in this torch build")
+    ffn = _ffn(impl, d_in=24)  # 16 hidden + 8 embedding columns
+    table = torch.randn(4, 8, generator=generator, requires_grad=True)
+    slot = torch.tensor([[0, 4, 4, 1, 2, 0, 1], [2, 2, 0, 4, 1, 0, 4]])
+    index = torch.tensor([[0, 3, 1, 2, 2, 0, 1], [1, 1, 3, 0, 2, 0, 3]])
+    h = torch.randn(2, 7, 16, generator=generator, requires_grad=True)
+
+    got = ffn(h, SlotRouting.from_slots(slot, 5), table, index)
+    expected = loop_expert_ffn(ffn, torch.cat([h, table[index]], dim=-1), slot)
+    assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    params = [h, table, ffn.gate_up_proj, ffn.down_proj]
+    for g, e in zip(torch.autograd.grad(got.sum(), params), torch.autograd.grad(expected.sum(), params)):
+        assert_close(g, e, atol=1e-5, rtol=1e-5)

@@ -9,6 +9,7 @@ from genmodel_helpers import LEVELS, make_batch, random_row, tiny_model
 from torch.testing import assert_close
 
 from seqrec_pipeline.models.generative import GamerCache, build_attention_masks
+from seqrec_pipeline.models.generative.gamer import CrossLevelRows
 
 
 def test_masks_match_a_brute_force_definition(generator):
@@ -43,7 +44,9 @@ def test_cross_level_rows_follow_the_level_order(vocab, generator):
 
     def run(h: torch.Tensor) -> torch.Tensor:
         _, cross_mask, has_key = build_attention_masks(valid, level, level, past_length=0)
-        return cross(h, behavior, rotary(h, torch.arange(7)[None]), cross_mask, has_key)
+        rows = CrossLevelRows.pack(cross_mask, has_key)
+        assert rows.index[0].tolist() == [1, 2, 4, 5] and rows.valid.all()  # only rows with a key are computed
+        return cross(h, behavior, rotary(h, torch.arange(7)[None]), rows)
 
     with torch.no_grad():
         out = run(hidden)

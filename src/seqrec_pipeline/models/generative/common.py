@@ -69,3 +69,16 @@ def drop_metadata(kwargs: dict) -> dict:
     """Remove the per-token metadata (and its decoder-side twins) that a model does not use."""
     unused = set(METADATA_KEYS) | {f"decoder_{key}" for key in METADATA_KEYS}
     return {key: value for key, value in kwargs.items() if key not in unused}
+
+
+class Dropout(torch.nn.Dropout):
+    """``nn.Dropout`` whose CPU mask is drawn as ``uniform >= p``: the same distribution, but CPU
+    ``bernoulli_`` (what ``F.dropout`` uses) is 2-3x slower than ``rand`` + compare.  Other devices keep
+    the fused ``F.dropout``.  Same ``p`` / ``training`` semantics and no parameters (checkpoints unchanged)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        if x.device.type != "cpu" or self.p >= 1.0:
+            return F.dropout(x, self.p, True, self.inplace)
+        return x * (torch.rand_like(x) >= self.p) * (1.0 / (1.0 - self.p))

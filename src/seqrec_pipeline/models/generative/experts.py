@@ -117,10 +117,27 @@ class SlotExpertFFN(nn.Module):
         self.down_proj = nn.Parameter(torch.empty(num_slots, intermediate_size, output_size))
         self.act_fn = ACT2FN[hidden_act]
 
-    def forward(self, x: torch.Tensor, routing: SlotRouting) -> torch.Tensor:
-        leading_shape = x.shape[:-1]
-        x_sorted = routing.sort(x.reshape(-1, x.shape[-1]))
-        gate, up = routing.matmul(x_sorted, self.gate_up_proj, self.impl).chunk(2, dim=-1)
+    def forward(
+        self,
+        x: torch.Tensor,
+        routing: SlotRouting,
+        extra_table: torch.Tensor | None = None,
+        extra_index: torch.LongTensor | None = None,
+    ) -> torch.Tensor:
+        """FFN of ``x`` or, with ``extra_table [V, e]`` and ``extra_index`` (shape of ``x`` minus its last
+        dim), of the concatenation ``[x, extra_table[extra_index]]`` (GAMER's behavior injection).
+
+        The concatenated part takes only V values, so its product with each expert's last ``e`` input rows
+        is a ``[P, V, 2F]`` table looked up per token instead of ``e`` extra columns in every token's GEMM.
+        """
+        leading_shape, d = x.shape[:-1], x.shape[-1]
+        x_sorted = routing.sort(x.reshape(-1, d))
+        gate_up = routing.matmul(x_sorted, self.gate_up_proj[:, :d], self.impl)
+        if extra_table is not None:
+            table = torch.matmul(extra_table.to(gate_up.dtype), self.gate_up_proj[:, d:].to(gate_up.dtype))
+            rows = routing.sorted_slots * table.shape[1] + routing.sort(extra_index.reshape(-1))
+            gate_up = gate_up + table.reshape(-1, table.shape[-1]).index_select(0, rows)
+        gate, up = gate_up.chunk(2, dim=-1)
         y_sorted = routing.matmul(self.act_fn(gate) * up, self.down_proj, self.impl)
         return routing.unsort(y_sorted).view(*leading_shape, -1)
 

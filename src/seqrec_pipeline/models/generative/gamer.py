@@ -13,7 +13,8 @@ with three additions:
    ``o_proj(attn) * SiLU(gate_proj(h))``.  Token i may attend to token j iff ``j <= i``,
    ``level[j] < level[i]`` and j is not padding.  A row without any allowed key (every lowest-level token,
    every pad) outputs exactly zero; the reference's additive mask turned such rows into a uniform average
-   over all positions, future ones included (a training-time leak).
+   over all positions, future ones included (a training-time leak).  Those rows are skipped altogether
+   (:class:`CrossLevelRows`): only rows with a lower-level key compute queries, output and gate.
 
 Differences from the reference, on purpose: metadata comes from explicit ``slot`` / ``behavior`` / ``level``
 tensors (no token-id parsing, no block-alignment assumption, no state on modules); masks are built on the
@@ -28,6 +29,8 @@ last index), all as ``DynamicLayer`` s of one ``Cache``, so ``reorder_cache`` / 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from huggingface_hub.dataclasses import strict
@@ -36,9 +39,14 @@ from transformers import PreTrainedModel, Qwen3Config
 from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
-from transformers.models.qwen3.modeling_qwen3 import Qwen3RMSNorm, Qwen3RotaryEmbedding, apply_rotary_pos_emb
+from transformers.models.qwen3.modeling_qwen3 import (
+    Qwen3RMSNorm,
+    Qwen3RotaryEmbedding,
+    apply_rotary_pos_emb,
+    rotate_half,
+)
 
-from .common import position_ids_from_mask, tempered_cross_entropy
+from .common import Dropout, position_ids_from_mask, tempered_cross_entropy
 from .experts import EXPERT_IMPLS, SlotExpertFFN, SlotRouting
 
 
@@ -152,6 +160,47 @@ def build_attention_masks(
     return self_mask[:, None], cross_mask[:, None], cross_has_key
 
 
+@dataclass
+class CrossLevelRows:
+    """The query rows of the cross-level attention that have at least one allowed key, packed to the left.
+
+    Rows without a key (every lowest-level token, every pad) output exactly zero, so their queries,
+    output projections and gates are never computed.  In multi-behavior logs most events sit on the lowest
+    level (views, clicks), so this skips most of the cross-level work.  Keys and values are still computed
+    for every token (the cache needs them).
+
+    index [B, M]: positions of the rows (rows with a key first, in order; M = the most such rows in any
+    sequence); valid [B, M]: whether the packed row has a key; mask [B, 1, M, K]: their cross masks.
+    """
+
+    index: torch.Tensor
+    valid: torch.Tensor
+    mask: torch.Tensor
+
+    @classmethod
+    def pack(cls, cross_mask: torch.Tensor, has_key: torch.Tensor) -> CrossLevelRows:
+        batch, query_length = has_key.shape
+        if query_length == 1:  # a decoding step: nothing to skip, and no host sync
+            index = has_key.new_zeros(batch, 1, dtype=torch.long)
+        else:
+            n_rows = int(has_key.sum(dim=1).max())  # one host sync per forward, shared by all cross layers
+            index = torch.argsort((~has_key).to(torch.int8), dim=1, stable=True)[:, :n_rows]
+        key_length = cross_mask.shape[-1]
+        mask = cross_mask.gather(2, index[:, None, :, None].expand(-1, 1, -1, key_length))
+        return cls(index=index, valid=has_key.gather(1, index), mask=mask)
+
+    def gather(self, x: torch.Tensor) -> torch.Tensor:
+        """Rows ``index`` of x [B, Q, ...] -> [B, M, ...]."""
+        index = self.index.view(*self.index.shape, *([1] * (x.dim() - 2)))
+        return x.gather(1, index.expand(-1, -1, *x.shape[2:]))
+
+    def scatter(self, rows: torch.Tensor, query_length: int) -> torch.Tensor:
+        """Packed rows [B, M, H] back to [B, Q, H]; rows without a key are zero."""
+        rows = rows * self.valid[..., None].to(rows.dtype)
+        out = rows.new_zeros(rows.shape[0], query_length, rows.shape[-1])
+        return out.scatter(1, self.index[..., None].expand_as(rows), rows)
+
+
 def grouped_query_attention(
     query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor, dropout_p: float
 ) -> torch.Tensor:
@@ -190,16 +239,12 @@ class GamerSelfAttention(nn.Module):
         self.q_norm = Qwen3RMSNorm(self.head_dim, eps=config.rms_norm_eps)
         self.k_norm = Qwen3RMSNorm(self.head_dim, eps=config.rms_norm_eps)
 
-    def project(
-        self, hidden_states: torch.Tensor, offsets: tuple[torch.Tensor, ...] | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """q/k/v as [B, heads, Q, D]; cross-level attention adds per-head ``offsets`` before the q/k norms."""
+    def project(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q/k/v as [B, heads, Q, D]."""
         batch, length, _ = hidden_states.shape
         q = self.q_proj(hidden_states).view(batch, length, -1, self.head_dim)
         k = self.k_proj(hidden_states).view(batch, length, -1, self.head_dim)
         v = self.v_proj(hidden_states).view(batch, length, -1, self.head_dim)
-        if offsets is not None:
-            q, k, v = q + offsets[0], k + offsets[1], v + offsets[2]
         return self.q_norm(q).transpose(1, 2), self.k_norm(k).transpose(1, 2), v.transpose(1, 2)
 
     def attend(
@@ -236,17 +281,35 @@ class CrossLevelAttention(GamerSelfAttention):
         self.behavior_k = nn.Embedding(config.num_behaviors, self.n_kv_heads * self.head_dim)
         self.behavior_v = nn.Embedding(config.num_behaviors, self.n_kv_heads * self.head_dim)
 
-    def forward(self, hidden_states, behavior, position_embeddings, mask, has_key, cache=None) -> torch.Tensor:
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        behavior: torch.LongTensor,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor],
+        rows: CrossLevelRows,
+        cache: Cache | None = None,
+    ) -> torch.Tensor:
         batch, length, _ = hidden_states.shape
-        offsets = tuple(
-            embedding(behavior).view(batch, length, -1, self.head_dim)
-            for embedding in (self.behavior_q, self.behavior_k, self.behavior_v)
-        )
-        q, k, v = self.project(hidden_states, offsets)
-        attn = self.attend(q, k, v, position_embeddings, mask, cache)
-        # Rows with no lower-level key carry no information: exactly zero, not an average over masked keys.
-        attn = attn * has_key[..., None].to(attn.dtype)
-        return self.o_proj(attn) * F.silu(self.gate_proj(hidden_states))
+        cos, sin = position_embeddings
+        # Keys / values of every token.
+        k = self.k_proj(hidden_states) + self.behavior_k(behavior)
+        v = self.v_proj(hidden_states) + self.behavior_v(behavior)
+        k = self.k_norm(k.view(batch, length, -1, self.head_dim)).transpose(1, 2)
+        v = v.view(batch, length, -1, self.head_dim).transpose(1, 2)
+        k = k * cos[:, None] + rotate_half(k) * sin[:, None]
+        if cache is not None:
+            k, v = cache.update(k, v, self.cache_index)
+        # Queries, output and gate of the rows that have a lower-level key only.
+        h_rows, n_rows = rows.gather(hidden_states), rows.index.shape[1]
+        if n_rows == 0:  # no token of this batch has a lower-level key
+            return torch.zeros_like(hidden_states)
+        q = self.q_proj(h_rows) + self.behavior_q(rows.gather(behavior))
+        q = self.q_norm(q.view(batch, n_rows, self.n_heads, self.head_dim)).transpose(1, 2)
+        q = q * rows.gather(cos)[:, None] + rotate_half(q) * rows.gather(sin)[:, None]
+        dropout_p = self.attention_dropout if self.training else 0.0
+        attn = grouped_query_attention(q, k, v, rows.mask, dropout_p)
+        out = self.o_proj(attn) * F.silu(self.gate_proj(h_rows))
+        return rows.scatter(out, length)
 
 
 # --------------------------------------------------------------------------------------------- layers
@@ -275,15 +338,14 @@ class GamerDecoderLayer(nn.Module):
         self.mlp = SlotExpertFFN(
             config.num_slots, hidden + extra, config.intermediate_size, hidden, config.hidden_act, config.expert_impl
         )
-        self.dropout = nn.Dropout(config.resid_dropout)
+        self.dropout = Dropout(config.resid_dropout)
 
     def forward(
         self,
         hidden_states: torch.Tensor,
         position_embeddings: tuple[torch.Tensor, torch.Tensor],
         self_mask: torch.Tensor,
-        cross_mask: torch.Tensor,
-        cross_has_key: torch.Tensor,
+        cross_rows: CrossLevelRows | None,
         routing: SlotRouting,
         behavior: torch.LongTensor,
         injection_index: torch.LongTensor,
@@ -293,15 +355,15 @@ class GamerDecoderLayer(nn.Module):
         hidden_states = hidden_states + self.dropout(attn)
 
         if self.cross_attn is not None:
-            cross = self.cross_attn(
-                self.cross_layernorm(hidden_states), behavior, position_embeddings, cross_mask, cross_has_key, cache
-            )
+            cross = self.cross_attn(self.cross_layernorm(hidden_states), behavior, position_embeddings, cross_rows, cache)
             hidden_states = hidden_states + self.dropout(cross)
 
         ffn_input = self.post_attention_layernorm(hidden_states)
-        if self.behavior_embed is not None:
-            ffn_input = torch.cat([ffn_input, self.behavior_embed(injection_index).to(ffn_input.dtype)], dim=-1)
-        hidden_states = hidden_states + self.dropout(self.mlp(ffn_input, routing))
+        if self.behavior_embed is not None:  # FFN of [h, behavior_embed(injection_index)], as a table lookup
+            ffn_output = self.mlp(ffn_input, routing, self.behavior_embed.weight, injection_index)
+        else:
+            ffn_output = self.mlp(ffn_input, routing)
+        hidden_states = hidden_states + self.dropout(ffn_output)
         return hidden_states
 
 
@@ -360,6 +422,7 @@ class GamerModel(GamerPreTrainedModel):
             position_ids = position_ids_from_mask(attention_mask, query_length, past_length, input_ids.device)
         key_level = cache.update_levels(level) if cache is not None else level
         self_mask, cross_mask, cross_has_key = build_attention_masks(attention_mask, level, key_level, past_length)
+        cross_rows = CrossLevelRows.pack(cross_mask, cross_has_key) if self.config.cross_layers else None
 
         routing = SlotRouting.from_slots(slot, self.config.num_slots)
         # Behavior injection on code tokens only (index 0 = none), as the reference's behavior_index.
@@ -374,8 +437,7 @@ class GamerModel(GamerPreTrainedModel):
                 hidden_states,
                 position_embeddings,
                 self_mask,
-                cross_mask,
-                cross_has_key,
+                cross_rows,
                 routing,
                 behavior,
                 injection_index,
