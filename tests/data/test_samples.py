@@ -387,3 +387,14 @@ def test_windows_mode_covers_the_whole_training_prefix_without_overlap():
     assert samples.loss_on_context
     last = training_samples(sequences, BEHAVIORS, protocol="last_event", mode="user", max_history=1)
     assert samples.events.item[last.context_start[0]:last.target_stop[0]].tolist() == windows[0]
+
+
+def test_auto_mode_is_windows_for_decoders_and_event_for_encoder_decoders():
+    kw = dict(protocol="last_event", max_history=2)
+    for encoder_decoder, explicit in ((False, "windows"), (True, "event")):
+        auto, _ = make_datasets(TWO_USERS, BEHAVIORS, CODES, VOCAB, mode="auto", encoder_decoder=encoder_decoder, **kw)
+        same, _ = make_datasets(TWO_USERS, BEHAVIORS, CODES, VOCAB, mode=explicit, encoder_decoder=encoder_decoder, **kw)
+        assert len(auto) == len(same)
+        assert as_lists(batch_of(auto)) == as_lists(batch_of(same))
+    tiger, _ = make_datasets(TWO_USERS, BEHAVIORS, CODES, VOCAB, mode="auto", encoder_decoder=True, **kw)
+    assert len(tiger) == 5  # one sample per training event with a history (see the event-mode test above)

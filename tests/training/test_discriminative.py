@@ -11,6 +11,7 @@ from seqrec_pipeline.models.discriminative import build_discriminative
 from seqrec_pipeline.training.discriminative import (
     fit_discriminative,
     rank_discriminative,
+    sequence_samples,
     training_samples,
     validation_metric,
 )
@@ -84,3 +85,32 @@ def test_rank_and_fit_on_a_tiny_catalog():
                                  on_epoch=lambda e, m: seen.append((e, m)))
     assert [e for e, _ in seen] == [1, 2, 3] and "valid/ndcg@10" in seen[0][1]
     assert 1 <= summary["best_epoch"] <= 3 and np.isfinite(summary["history"][-1]["train/loss"])
+
+
+def test_sequence_windows_cover_each_training_target_once():
+    s = sequence_samples(_sequences(), "last_event", max_history=2)
+    # user 0 training prefix = items 10..15 (valid = 6): windows of 3 events, newest first, targets 11..15
+    # user 1 has one training event (no target); user 2 is outside the protocol
+    assert s.items.tolist() == [[14, 15, 16], [12, 13, 14], [0, 11, 12]]  # item + 1, right-aligned
+    assert s.behaviors.tolist() == [[3, 1, 2], [2, 1, 3], [0, 1, 2]]
+    targets = sorted(int(row[t]) - 1 for row in s.items for t in range(1, row.shape[0]) if row[t - 1] > 0)
+    assert targets == [11, 12, 13, 14, 15]  # each training event i >= 1 exactly once, no valid/test event
+
+
+@pytest.mark.parametrize("name", ["sasrec", "gru4rec"])
+def test_sequence_loss_equals_the_per_sample_loss_of_every_prefix(name):
+    """Per-position training is the same objective as one sample per target with its window as history."""
+    torch.manual_seed(0)
+    model = build_discriminative(name, n_items=40, n_behaviors=3, max_len=4).eval()
+    windows = torch.tensor([[0, 0, 3, 7, 9], [1, 2, 3, 4, 5]])
+    losses = []
+    for row in windows:
+        for t in range(1, 5):
+            if row[t - 1] == 0:
+                continue
+            history = torch.cat([torch.zeros(4 - t, dtype=torch.long), row[:t]])[None]
+            losses.append(torch.nn.functional.cross_entropy(model.score(history), row[t:t + 1] - 1))
+    with torch.no_grad():
+        assert model.sequence_loss(windows).item() == pytest.approx(torch.stack(losses).mean().item(), rel=1e-5)
+    with pytest.raises(NotImplementedError, match="sample_mode=event"):
+        build_discriminative("bert4rec", n_items=40, n_behaviors=3, max_len=4).sequence_loss(windows)

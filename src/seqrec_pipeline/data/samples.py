@@ -565,14 +565,21 @@ def make_datasets(
     vocab: TokenVocab,
     *,
     protocol: str,
-    mode: Mode = "user",
+    mode: Mode | Literal["auto"] = "user",
     max_history: int = 50,
     augment: int = 0,
     augment_mode: AugmentMode = "static",
     seed: int = 42,
     encoder_decoder: bool = False,
 ) -> tuple[SampleDataset, SampleDataset]:
-    """(train, valid) datasets for a model (``encoder_decoder=True`` for ``tiger``)."""
+    """(train, valid) datasets for a model (``encoder_decoder=True`` for ``tiger``).
+
+    ``mode="auto"``: ``windows`` for decoder-only models (every code of every event carries loss) and
+    ``event`` for encoder-decoders, whose sample has a single target (windows would give them one target
+    per 51 events).
+    """
+    if mode == "auto":
+        mode = "event" if encoder_decoder else "windows"
     if augment_mode not in AUGMENT_MODES:
         raise ValueError(f"unknown augment_mode {augment_mode!r}; choose one of {list(AUGMENT_MODES)}")
     if augment < 0:

@@ -2,6 +2,7 @@
 
 - :func:`training_samples`: one next-event sample per training target event of every protocol user
   (positions before the user's validation point), as right-aligned int tensors (index + 1, 0 = padding);
+  :func:`sequence_samples`: the same events as windows for per-position training (SASRec, GRU4Rec);
 - :func:`fit_discriminative`: a plain PyTorch loop (AdamW, seeded shuffling, tqdm) with validation
   NDCG@10 of the target behavior on the validation window after every epoch, early stopping and the
   best ``state_dict`` restored;
@@ -101,6 +102,46 @@ def training_samples(sequences: pl.DataFrame, protocol: str, max_history: int) -
     )
 
 
+@dataclass
+class SequenceSamples:
+    """Right-aligned windows of consecutive training events (item / behavior index + 1, 0 = padding) for
+    per-position next-item training (:meth:`SequentialRecommender.sequence_loss`)."""
+
+    items: torch.Tensor  # int64 [N, W + 1]
+    behaviors: torch.Tensor  # int64 [N, W + 1]
+
+    def __len__(self) -> int:
+        return int(self.items.shape[0])
+
+    def batch(self, idx: torch.Tensor, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+        return {"sequence_items": self.items[idx].to(device), "sequence_behaviors": self.behaviors[idx].to(device)}
+
+
+def sequence_samples(sequences: pl.DataFrame, protocol: str, max_history: int) -> SequenceSamples:
+    """Each protocol user's training prefix (positions < ``<protocol>_valid``) cut into windows of
+    ``max_history + 1`` events, newest first, so every training event i >= 1 is the target of exactly one
+    position, with at most ``max_history`` earlier events of its window as history.  Unlike
+    :func:`training_samples` a target also sees the earlier events of its own session (per-position
+    training cannot stop at a session start); validation and test events are never included."""
+    valid_col = f"{protocol}_valid"
+    if valid_col not in sequences.columns:
+        raise InputError(f"unknown split.protocol '{protocol}'; choose last_event or last_session")
+    users = sequences.filter(pl.col(valid_col) >= 2)
+    lengths = users[valid_col].to_numpy().astype(np.int64)
+    prefix = users.select(pl.col("item", "behavior").list.head(pl.col(valid_col))).explode("item", "behavior")
+    flat_items = prefix["item"].to_numpy().astype(np.int64)
+    flat_behaviors = prefix["behavior"].to_numpy().astype(np.int64)
+    width = max(int(max_history), 1)
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    n_windows = -(-(lengths - 1) // width)  # ceil((targets) / width)
+    user = np.repeat(np.arange(len(lengths)), n_windows)
+    rank = np.arange(len(user)) - np.repeat(np.cumsum(n_windows) - n_windows, n_windows)
+    end = offsets[user] + lengths[user] - rank * width
+    start = np.maximum(offsets[user], end - width - 1)
+    items, behaviors = _windows(flat_items, flat_behaviors, start, end, width + 1)
+    return SequenceSamples(items=torch.from_numpy(items), behaviors=torch.from_numpy(behaviors))
+
+
 def eval_tensors(data: EvalSet, max_history: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-user histories of an :class:`EvalSet` as right-aligned [n_users, H] tensors (+1, 0 = padding)."""
     lengths = np.array([len(h) for h in data.histories], dtype=np.int64)
@@ -148,7 +189,7 @@ def validation_metric(sequences: pl.DataFrame, protocol: str, max_history: int, 
     return metric
 
 
-def fit_discriminative(model: SequentialRecommender, samples: Samples,
+def fit_discriminative(model: SequentialRecommender, samples: Samples | SequenceSamples,
                        validate: Callable[[SequentialRecommender], dict] | None, *, epochs: int = 10,
                        batch_size: int = 256, lr: float = 1e-3, weight_decay: float = 0.0, patience: int = 3,
                        seed: int = 42, device: str | None = None, select_metric: str = "valid/ndcg@10",

@@ -100,7 +100,7 @@ def fit_decoder(sequences: pl.DataFrame, behaviors: pl.DataFrame, codes: np.ndar
         result = launch_training(
             output_dir / "job", sequences, behaviors, codes, vocab,
             model={"name": model_name, "preset": preset, "overrides": dict(model_overrides or {})},
-            samples={"protocol": protocol, "mode": train_params.get("sample_mode", "windows"),
+            samples={"protocol": protocol, "mode": train_params.get("sample_mode", "auto"),
                      "max_history": max_history, "augment": augment,
                      "augment_mode": train_params.get("augment_mode", "static"), "seed": seed},
             train=config, launcher=train_params.get("launcher", "auto"),
@@ -115,7 +115,7 @@ def fit_decoder(sequences: pl.DataFrame, behaviors: pl.DataFrame, codes: np.ndar
     elif launch == "in_process":
         model = build_model(model_name, vocab, preset, **(model_overrides or {}))
         train_set, valid_set = make_datasets(
-            sequences, behaviors, codes, vocab, protocol=protocol, mode=train_params.get("sample_mode", "windows"),
+            sequences, behaviors, codes, vocab, protocol=protocol, mode=train_params.get("sample_mode", "auto"),
             max_history=max_history, augment=augment, augment_mode=train_params.get("augment_mode", "static"),
             seed=seed, encoder_decoder=model_name == "tiger",
         )

@@ -47,6 +47,9 @@ class SequentialRecommender(nn.Module):
     name: ClassVar[str] = "base"
     #: True when the scores depend on ``target_behavior``.
     behavior_aware: ClassVar[bool] = False
+    #: True for causal next-item models whose ``encode(items) -> [B, S, H]`` can be trained at every
+    #: position at once (:meth:`sequence_loss`, the SASRec / GRU4Rec papers' training).
+    supports_sequence_loss: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -116,10 +119,25 @@ class SequentialRecommender(nn.Module):
         return self.head(self(items, behaviors, target_behavior), target_behavior)
 
     def loss(self, batch: Mapping[str, Tensor]) -> Tensor:
-        """Training loss of one batch (see module docstring for the keys)."""
+        """Training loss of one batch (see module docstring for the keys; ``sequence_items`` -> :meth:`sequence_loss`)."""
+        if "sequence_items" in batch:
+            return self.sequence_loss(batch["sequence_items"])
         target_behavior = self.resolve_target_behavior(batch.get("target_behavior"), batch["items"])
         logits = self.score(batch["items"], batch.get("behaviors"), target_behavior)
         return self.ranking_loss(logits, batch["target_item"], batch.get("negative_item"))
+
+    def sequence_loss(self, windows: Tensor) -> Tensor:
+        """Next-item loss at every position of right-aligned event windows ``[B, W + 1]`` (item + 1, 0 = pad):
+        inputs ``windows[:, :-1]``, targets ``windows[:, 1:]``; one forward gives W training targets."""
+        if not self.supports_sequence_loss:
+            raise NotImplementedError(f"{self.name} is not trained per position; use rec.sample_mode=event")
+        inputs, targets = windows[:, :-1].long(), windows[:, 1:].long()
+        inputs, _ = self.prepare(inputs, None)  # right-aligned windows stay aligned with their targets
+        targets = targets[:, -inputs.shape[1] :]
+        keep = inputs != 0  # a real input's next event is real too (rows are right-aligned)
+        hidden = self.encode(inputs)[keep]
+        behavior = torch.full((hidden.shape[0],), self.default_target_behavior, device=hidden.device)
+        return self.ranking_loss(self.head(hidden, behavior), targets[keep] - 1)
 
     # ------------------------------------------------------------------ helpers
     def prepare(self, items: Tensor, behaviors: Tensor | None) -> tuple[Tensor, Tensor]:

@@ -21,6 +21,7 @@ from .layers import init_weights, left_align, undo_left_align
 
 class GRU4Rec(SequentialRecommender):
     name = "gru4rec"
+    supports_sequence_loss = True
 
     def __init__(
         self,

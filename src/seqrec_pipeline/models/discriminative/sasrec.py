@@ -6,7 +6,8 @@ items are scored by a dot product with the shared item embeddings.
 
 Simplifications / choices:
 - Trained per sample (history -> next target, full-catalog CE) like the reference's ``smb_dis``
-  samples, not with a loss at every position; ``encode`` still exposes every position.
+  samples by default; ``rec.sample_mode=sequence`` trains with a loss at every position (the paper's
+  way, :meth:`~.base.SequentialRecommender.sequence_loss`).
 - Positions are counted from the first real event of a row (not from column 0), so padding never
   shifts them and a prefix sees exactly the positions it has inside a longer row.
 - Behaviors and ``target_behavior`` are ignored (single-behavior baseline).
@@ -22,6 +23,7 @@ from .layers import TransformerBlock, attention_mask, init_weights, positions_fr
 
 class SASRec(SequentialRecommender):
     name = "sasrec"
+    supports_sequence_loss = True
 
     def __init__(
         self,

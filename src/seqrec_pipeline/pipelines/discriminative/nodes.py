@@ -15,6 +15,7 @@ from seqrec_pipeline.training.discriminative import (
     checkpoint,
     fit_discriminative,
     rank_discriminative,
+    sequence_samples,
     training_samples,
     validation_metric,
 )
@@ -39,10 +40,19 @@ def train_and_evaluate_discriminative(sequences: pl.DataFrame, items: pl.DataFra
                                    default_target_behavior=target, **overrides)
     except ValueError as exc:  # unknown model name or option: a user mistake, not a crash
         raise InputError(f"{exc} (smb_rec: set model=<name>, options under rec.models.<name>)") from exc
-    samples = training_samples(sequences, protocol, int(max_history))
+    sample_mode = str(rec.get("sample_mode", "event"))
+    if sample_mode == "sequence":
+        if not net.supports_sequence_loss:
+            raise InputError(f"rec.sample_mode=sequence trains next-item models at every position; {model} is "
+                             "not one (sasrec, gru4rec are); use rec.sample_mode=event")
+        samples = sequence_samples(sequences, protocol, int(max_history))
+    elif sample_mode == "event":
+        samples = training_samples(sequences, protocol, int(max_history))
+    else:
+        raise InputError(f"unknown rec.sample_mode '{sample_mode}'; choose event or sequence")
     batch_size = int(rec.get("batch_size", 256))
-    log.info("smb_rec %s on %s (%s): %d training samples, %d parameters", model, dataset, protocol, len(samples),
-             sum(p.numel() for p in net.parameters()))
+    log.info("smb_rec %s on %s (%s): %d training samples (%s), %d parameters", model, dataset, protocol,
+             len(samples), sample_mode, sum(p.numel() for p in net.parameters()))
     validate = validation_metric(sequences, protocol, int(max_history), target, batch_size=batch_size)
     summary = fit_discriminative(
         net, samples, validate, epochs=int(rec.get("epochs", 10)), batch_size=batch_size,
