@@ -46,7 +46,9 @@ class TrackingHooks:
         if isinstance(pipeline_name, (list, tuple)):
             pipeline_name = "+".join(pipeline_name) or "__default__"
         parts = [str(pipeline_name), str(params.get("dataset", ""))]
-        parts += [str(params[k]) for k in ("model", "tokenizer") if params.get(k)]
+        # rule and discriminative baselines use no semantic IDs: no tokenizer in their names
+        keys = ("model",) if str(pipeline_name) in ("smb_rule", "smb_rec") else ("model", "tokenizer")
+        parts += [str(params[k]) for k in keys if params.get(k)]
         mlflow.set_tag("mlflow.runName", " · ".join(p for p in parts if p))
         commit = git_commit()
         mlflow.set_tags({"git_commit": commit, "pipeline": str(pipeline_name)})
