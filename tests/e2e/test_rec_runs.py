@@ -54,3 +54,11 @@ def test_smb_rec_trains_evaluates_and_tracks(project):
     bad = project.run("run", "--pipeline=smb_rec", "--params=dataset=retail_ci,model=gamer")
     assert bad.returncode == 2 and "unknown discriminative model 'gamer'" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+    # per-position training for next-item models; a clear refusal for the others
+    _ok(project.run("run", "--pipeline=smb_rec",
+                    "--params=dataset=retail_ci,model=gru4rec,rec.sample_mode=sequence,rec.epochs=1"))
+    seq = json.loads((project.path / "data/08_reporting/retail_ci/smb_rec/gru4rec/metrics.json").read_text())
+    assert seq["model"] == "gru4rec" and seq["n_test"] == report["n_test"]
+    bad = project.run("run", "--pipeline=smb_rec", "--params=dataset=retail_ci,model=bert4rec,rec.sample_mode=sequence")
+    assert bad.returncode == 2 and "bert4rec is not one" in bad.stderr and "Traceback" not in bad.stderr
