@@ -5,7 +5,8 @@ history, then feed tokens) and the encoder-decoder ``tiger`` (encode the history
 with ``<bos>``, then feed decoder tokens).  A :class:`DecodeState` is a batch of decoding *rows*; rows are
 gathered (expanded to beams, reordered, shared across behaviors) with :meth:`ModelStepper.select`, which
 uses ``Cache.reorder_cache`` (an ``index_select`` on every cache layer, so it accepts repeated indices and
-a new row count).  Every call stays on the device.
+a new row count) and then keeps the cache in preallocated buffers (``kv_buffer.py``), so later steps append
+in place and beam reorders move only the generated positions.  Every call stays on the device.
 
 :func:`level_log_probs` turns next-token logits into the log-probabilities of one code level (or of the
 behavior tokens), with the two switches gamer-notes §9 item 17 asks to make explicit: ``temperature`` and
@@ -23,6 +24,7 @@ from transformers.modeling_outputs import BaseModelOutput
 from ..errors import InputError
 from ..models.generative.factory import vocab_of
 from ..vocab import BOS, TokenVocab
+from .kv_buffer import buffer_cache, reorder_tail
 from .prompts import PromptBatch
 
 
@@ -62,6 +64,7 @@ class DecodeState:
     source: torch.Tensor  # [R] prompt row (within the prefilled batch) each decoding row descends from
     encoder_states: torch.Tensor | None = None  # tiger: [B, S, H] of the prefilled batch
     encoder_rows: torch.Tensor | None = None  # tiger: encoder_states[source], kept while R is unchanged
+    buffered: bool = False  # cache layers are BufferedLayers (after the first select)
 
     @property
     def n_rows(self) -> int:
@@ -103,7 +106,11 @@ class ModelStepper:
         if the row count is unchanged too, tiger keeps its gathered encoder states instead of gathering again.
         """
         keep_encoder_rows = same_sources and rows.shape[0] == state.n_rows
-        state.cache.reorder_cache(rows)
+        if not (keep_encoder_rows and reorder_tail(state.cache, rows)):
+            state.cache.reorder_cache(rows)
+            if not state.buffered:  # the rows now decode: room for one item block, history shared per user
+                buffer_cache(state.cache, extra=self.vocab.block_size + 1)
+                state.buffered = True
         state.attention_mask = state.attention_mask.index_select(0, rows)
         state.source = state.source.index_select(0, rows)
         if state.encoder_states is not None and not keep_encoder_rows:
