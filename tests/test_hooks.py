@@ -31,7 +31,9 @@ def test_run_name(tracking_uri, pipeline, expected):
     params = {"dataset": "retailrocket", "model": model, "tokenizer": "rqkmeans", "seed": 42}
     mlflow.set_tracking_uri(tracking_uri)
     try:
-        with mlflow.start_run() as run:
+        # an explicit experiment of this store: other tests may have left another store's experiment active
+        experiment = mlflow.set_experiment("hooks")
+        with mlflow.start_run(experiment_id=experiment.experiment_id) as run:
             TrackingHooks().before_pipeline_run(
                 {"pipeline_names": [pipeline]}, SimpleNamespace(nodes=[]), _Catalog(parameters=params)
             )
