@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from seqrec_pipeline.errors import InputError
-from seqrec_pipeline.training.fit import run_fingerprint, should_resume
+from seqrec_pipeline.training.fit import begin_run, run_fingerprint, should_resume
 from seqrec_pipeline.vocab import TokenVocab
 
 VOCAB = TokenVocab(("view", "buy"), (4, 4))
@@ -32,3 +32,16 @@ def test_auto_resume_only_continues_the_same_configuration(tmp_path):
     assert should_resume(tmp_path, _fp(lr=0.1), "auto") is False
     assert not (tmp_path / "last").exists()
     assert (tmp_path / f"last.interrupted-{_fp()}").is_dir()  # kept aside, not deleted
+
+
+def test_a_fresh_run_never_resumes_from_a_finished_runs_checkpoint(tmp_path):
+    """Run A finished (last + done); run B (other settings) starts and is killed before its first checkpoint;
+    rerunning B must start fresh, not continue from A's checkpoint."""
+    (tmp_path / "last").mkdir()
+    (tmp_path / "done.json").write_text("{}")
+    (tmp_path / "fingerprint.txt").write_text(_fp())
+    assert begin_run(tmp_path, _fp(sample_mode="event"), "auto") is False  # B starts fresh ...
+    assert not (tmp_path / "last").exists() and not (tmp_path / "done.json").exists()  # ... without A's checkpoint
+    assert begin_run(tmp_path, _fp(sample_mode="event"), "auto") is False  # B killed early: nothing to resume
+    (tmp_path / "last").mkdir()  # B's own first checkpoint, then killed
+    assert begin_run(tmp_path, _fp(sample_mode="event", epochs=20), "auto") is True

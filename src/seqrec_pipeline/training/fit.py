@@ -61,6 +61,20 @@ def should_resume(output_dir: Path, fingerprint: str, resume: str | bool) -> boo
     return bool(resume) and last.exists()
 
 
+def begin_run(output_dir: Path, fingerprint: str, resume: str | bool) -> bool:
+    """Decide whether to resume (:func:`should_resume`), then mark ``output_dir`` as holding an unfinished run
+    of ``fingerprint``.  Starting fresh deletes the ``last`` checkpoint of a finished run, so that an
+    interruption of this run can never be continued from that older checkpoint."""
+    output_dir = Path(output_dir)
+    resuming = should_resume(output_dir, fingerprint, resume)
+    (output_dir / "done.json").unlink(missing_ok=True)
+    if not resuming:
+        shutil.rmtree(output_dir / "last", ignore_errors=True)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "fingerprint.txt").write_text(fingerprint)
+    return resuming
+
+
 def fit_decoder(sequences: pl.DataFrame, behaviors: pl.DataFrame, codes: np.ndarray, vocab: TokenVocab, *,
                 model_name: str, preset: str, model_overrides: dict, protocol: str, max_history: int,
                 augment: int, train_params: dict, eval_params: dict, seed: int, output_dir: str | Path,
@@ -71,12 +85,9 @@ def fit_decoder(sequences: pl.DataFrame, behaviors: pl.DataFrame, codes: np.ndar
     done = output_dir / "done.json"
     fingerprint = run_fingerprint(codes, vocab, model_name, preset, model_overrides, protocol, max_history, augment,
                                   train_params, seed)
-    resume = should_resume(output_dir, fingerprint, train_params.get("resume", "auto"))
+    resume = begin_run(output_dir, fingerprint, train_params.get("resume", "auto"))
     if resume:
         log.info("resuming the interrupted run in %s", output_dir)
-    done.unlink(missing_ok=True)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "fingerprint.txt").write_text(fingerprint)
     select_ndcg = train_params.get("select_metric", "ndcg@10") != "loss"
     levels = behaviors.sort("behavior_idx")["level"].to_numpy().astype(np.int64)
     target = int(behaviors.filter(pl.col("is_target"))["behavior_idx"][0])
