@@ -85,6 +85,9 @@ def test_rank_and_fit_on_a_tiny_catalog():
                                  on_epoch=lambda e, m: seen.append((e, m)))
     assert [e for e, _ in seen] == [1, 2, 3] and "valid/ndcg@10" in seen[0][1]
     assert 1 <= summary["best_epoch"] <= 3 and np.isfinite(summary["history"][-1]["train/loss"])
+    # the best epoch is the first one with the highest validation NDCG@10, and its value is reported
+    ndcg = [h["valid/ndcg@10"] for h in summary["history"]]
+    assert summary["best_epoch"] == 1 + ndcg.index(max(ndcg)) and summary["best_value"] == max(ndcg)
 
 
 def test_sequence_windows_cover_each_training_target_once():
