@@ -114,19 +114,29 @@ def _level_sizes(n_levels: int, codebook_size: int | Sequence[int]) -> list[int]
     return sizes
 
 
-def _assign(target: np.ndarray, centroids: np.ndarray, chunk: int = 2048) -> np.ndarray:
+def _assign(
+    target: np.ndarray, centroids: np.ndarray, shift_codes: np.ndarray | None = None, chunk: int = 2048
+) -> np.ndarray:
     """Exact nearest centroid (L2) of every row of ``target``: argmin_j ||c_j||² - 2 t·c_j.
 
-    One BLAS GEMM per chunk of rows into a reused buffer (same answers as faiss' ``IndexFlatL2``, about
-    15% faster for a single neighbour because nothing but the argmin is kept).
+    With ``shift_codes`` the rows are ``target + centroids[shift_codes]`` (a level's own target rebuilt chunk
+    by chunk from the residual, never at full size).  One BLAS GEMM per chunk of rows into reused buffers
+    (same answers as faiss' ``IndexFlatL2``, about 15% faster for a single neighbour because nothing but the
+    argmin is kept).
     """
+    n = len(target)
     centroids_t = np.ascontiguousarray(centroids.T)
     norms = np.einsum("ij,ij->i", centroids, centroids)
-    out = np.empty(len(target), dtype=np.int64)
-    buffer = np.empty((min(chunk, len(target)), len(centroids)), dtype=np.float32)
-    for start in range(0, len(target), chunk):
+    out = np.empty(n, dtype=np.int64)
+    scores_buffer = np.empty((min(chunk, n), len(centroids)), dtype=np.float32)
+    rows_buffer = np.empty((min(chunk, n), target.shape[1]), dtype=np.float32) if shift_codes is not None else None
+    for start in range(0, n, chunk):
         rows = target[start : start + chunk]
-        scores = buffer[: len(rows)]
+        if rows_buffer is not None:
+            shifted = rows_buffer[: len(rows)]
+            np.take(centroids, shift_codes[start : start + chunk], axis=0, out=shifted, mode="clip")
+            rows = np.add(shifted, rows, out=shifted)
+        scores = scores_buffer[: len(rows)]
         np.matmul(rows, centroids_t, out=scores)
         scores *= -2.0
         scores += norms
@@ -134,22 +144,26 @@ def _assign(target: np.ndarray, centroids: np.ndarray, chunk: int = 2048) -> np.
     return out
 
 
-def _update_centroids(target: np.ndarray, assign: np.ndarray, centroids: np.ndarray) -> np.ndarray:
-    """Mean of ``target`` per code; codes without items keep their centroid.
+def _code_sums(x: np.ndarray, codes: np.ndarray, k: int) -> np.ndarray:
+    """Sum of the rows of ``x`` per code ``[k, dim]``: a sparse one-hot ``[k, n]`` product (one sequential
+    pass over the items, deterministic)."""
+    n = len(codes)
+    onehot = scipy.sparse.csr_matrix((np.ones(n, dtype=np.float32), (codes, np.arange(n))), shape=(k, n))
+    return np.asarray(onehot @ x)
 
-    The per-code sums are a sparse one-hot ``[k, n]`` times ``target`` product (one
-    sequential pass over the items, deterministic).
-    """
-    k, n = len(centroids), len(assign)
-    onehot = scipy.sparse.csr_matrix(
-        (np.ones(n, dtype=np.float32), (assign, np.arange(n))), shape=(k, n)
-    )
-    sums = np.asarray(onehot @ target)
-    counts = np.bincount(assign, minlength=k)
+
+def _means(sums: np.ndarray, codes: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """Per-code means from per-code ``sums``; codes without items keep their centroid."""
+    counts = np.bincount(codes, minlength=len(centroids))
     used = counts > 0
     out = centroids.copy()
     out[used] = (sums[used] / counts[used, None]).astype(np.float32)
     return out
+
+
+def _update_centroids(target: np.ndarray, assign: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """Mean of ``target`` per code; codes without items keep their centroid."""
+    return _means(_code_sums(target, assign, len(centroids)), assign, centroids)
 
 
 def _refine_level(
@@ -159,38 +173,22 @@ def _refine_level(
 
     The level's target is ``t = residual + centroids[codes]`` (x minus the other levels).  Re-assign every
     item to its nearest centroid of t, then set each centroid to the mean of its items' t.  Never
-    increases the total error.  Done in row chunks so t is never materialised at full size: the means
-    follow from ``sum_i t_i = sum_i residual_i + (new-code x old-code counts) @ old centroids``.
+    increases the total error.  t is never materialised at full size: the assignment rebuilds it per
+    chunk, and the means follow from ``sum_i t_i = sum_i residual_i + (new-code x old-code counts) @ old
+    centroids``.
 
     Returns the new codes and centroids.
     """
-    n, k = len(residual), len(centroids)
-    centroids_t = np.ascontiguousarray(centroids.T)
-    norms = np.einsum("ij,ij->i", centroids, centroids)
-    new = np.empty_like(codes)
-    target = np.empty((min(chunk, n), residual.shape[1]), dtype=np.float32)
-    scores = np.empty((min(chunk, n), k), dtype=np.float32)
-    for start in range(0, n, chunk):
-        rows = slice(start, start + chunk)
-        t, sc = target[: len(codes[rows])], scores[: len(codes[rows])]
-        np.take(centroids, codes[rows], axis=0, out=t, mode="clip")
-        t += residual[rows]
-        np.matmul(t, centroids_t, out=sc)
-        sc *= -2.0
-        sc += norms
-        new[rows] = sc.argmin(axis=1)
-    counts = np.bincount(new, minlength=k)
-    onehot = scipy.sparse.csr_matrix((np.ones(n, dtype=np.float32), (new, np.arange(n))), shape=(k, n))
+    k = len(centroids)
+    new = _assign(residual, centroids, shift_codes=codes, chunk=chunk)
     moved = np.bincount(new * k + codes, minlength=k * k).reshape(k, k).astype(np.float32)
-    sums = np.asarray(onehot @ residual) + moved @ centroids
-    updated = centroids.copy()
-    used = counts > 0
-    updated[used] = (sums[used] / counts[used, None]).astype(np.float32)
-    for start in range(0, n, chunk):  # residual += old centroid - new centroid
+    updated = _means(_code_sums(residual, new, k) + moved @ centroids, new, centroids)
+    chosen = np.empty((min(chunk, len(residual)), residual.shape[1]), dtype=np.float32)
+    for start in range(0, len(residual), chunk):  # residual += old centroid - new centroid
         rows = slice(start, start + chunk)
-        t = target[: len(codes[rows])]
-        residual[rows] += np.take(centroids, codes[rows], axis=0, out=t, mode="clip")
-        residual[rows] -= np.take(updated, new[rows], axis=0, out=t, mode="clip")
+        c = chosen[: len(codes[rows])]
+        residual[rows] += np.take(centroids, codes[rows], axis=0, out=c, mode="clip")
+        residual[rows] -= np.take(updated, new[rows], axis=0, out=c, mode="clip")
     return new, updated
 
 
