@@ -114,7 +114,7 @@ class SequenceSamples:
         return int(self.items.shape[0])
 
     def batch(self, idx: torch.Tensor, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
-        return {"sequence_items": self.items[idx].to(device), "sequence_behaviors": self.behaviors[idx].to(device)}
+        return {"sequence_items": self.items[idx].to(device)}  # behaviors: no per-position model uses them
 
 
 def sequence_samples(sequences: pl.DataFrame, protocol: str, max_history: int) -> SequenceSamples:

@@ -201,6 +201,12 @@ class CrossLevelRows:
         return out.scatter(1, self.index[..., None].expand_as(rows), rows)
 
 
+def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """RoPE on one of q / k ``[B, heads, L, D]`` (``apply_rotary_pos_emb`` rotates q and k together, but the
+    cross-level queries are a gathered subset of the keys' positions)."""
+    return x * cos[:, None] + rotate_half(x) * sin[:, None]
+
+
 def grouped_query_attention(
     query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor, dropout_p: float
 ) -> torch.Tensor:
@@ -296,7 +302,7 @@ class CrossLevelAttention(GamerSelfAttention):
         v = self.v_proj(hidden_states) + self.behavior_v(behavior)
         k = self.k_norm(k.view(batch, length, -1, self.head_dim)).transpose(1, 2)
         v = v.view(batch, length, -1, self.head_dim).transpose(1, 2)
-        k = k * cos[:, None] + rotate_half(k) * sin[:, None]
+        k = rope(k, cos, sin)
         if cache is not None:
             k, v = cache.update(k, v, self.cache_index)
         # Queries, output and gate of the rows that have a lower-level key only.
@@ -305,7 +311,7 @@ class CrossLevelAttention(GamerSelfAttention):
             return torch.zeros_like(hidden_states)
         q = self.q_proj(h_rows) + self.behavior_q(rows.gather(behavior))
         q = self.q_norm(q.view(batch, n_rows, self.n_heads, self.head_dim)).transpose(1, 2)
-        q = q * rows.gather(cos)[:, None] + rotate_half(q) * rows.gather(sin)[:, None]
+        q = rope(q, rows.gather(cos), rows.gather(sin))
         dropout_p = self.attention_dropout if self.training else 0.0
         attn = grouped_query_attention(q, k, v, rows.mask, dropout_p)
         out = self.o_proj(attn) * F.silu(self.gate_proj(h_rows))
