@@ -10,7 +10,7 @@ import polars as pl
 from seqrec_pipeline.errors import InputError
 from seqrec_pipeline.evaluation import eval_set, metrics_report
 from seqrec_pipeline.models.discriminative import build_discriminative
-from seqrec_pipeline.pipelines.evaluation.nodes import _outputs
+from seqrec_pipeline.pipelines.evaluation.nodes import evaluation_outputs
 from seqrec_pipeline.training.discriminative import (
     checkpoint,
     fit_discriminative,
@@ -69,4 +69,4 @@ def train_and_evaluate_discriminative(sequences: pl.DataFrame, items: pl.DataFra
     report = metrics_report(dataset=dataset, pipeline="smb_rec", model=model, tokenizer=None, protocol=protocol,
                             n_users=data.n_users, n_items=items.height, data=data, items=ranked,
                             behavior_names=names, ks=ks)
-    return (*_outputs(report, data, ranked, names), checkpoint(net, summary))
+    return (*evaluation_outputs(report, data, ranked, names), checkpoint(net, summary))

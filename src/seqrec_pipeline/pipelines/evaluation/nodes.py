@@ -23,7 +23,7 @@ from seqrec_pipeline.vocab import TokenVocab
 log = logging.getLogger(__name__)
 
 
-def _outputs(report: dict, data, items, names: list[str], scores=None):
+def evaluation_outputs(report: dict, data, items, names: list[str], scores=None):
     merged = report["metrics"]["merged"]
     log.info("%s on %s (%s, %d samples): %s", report["model"], report["dataset"], report["protocol"],
              report["n_test"], ", ".join(f"{k} {v:.4f}" for k, v in merged.items() if k.endswith("@10")))
@@ -52,7 +52,7 @@ def evaluate_decoder(decoder_model, sequences: pl.DataFrame, items: pl.DataFrame
     report = metrics_report(dataset=dataset, pipeline=pipeline_name, model=model, tokenizer=tokenizer,
                             protocol=protocol, n_users=data.n_users, n_items=items.height, data=data, items=ranked,
                             behavior_names=names, ks=ks, behavior_accuracy=accuracy)
-    return _outputs(report, data, ranked, names, scores)
+    return evaluation_outputs(report, data, ranked, names, scores)
 
 
 def evaluate_rule(sequences: pl.DataFrame, items: pl.DataFrame, behaviors: pl.DataFrame, protocol: str,
@@ -64,4 +64,4 @@ def evaluate_rule(sequences: pl.DataFrame, items: pl.DataFrame, behaviors: pl.Da
     report = metrics_report(dataset=dataset, pipeline="smb_rule", model=model, tokenizer=None, protocol=protocol,
                             n_users=data.n_users, n_items=items.height, data=data, items=ranked,
                             behavior_names=names, ks=ks)
-    return _outputs(report, data, ranked, names)
+    return evaluation_outputs(report, data, ranked, names)
