@@ -16,6 +16,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+import scipy.sparse
 import polars as pl
 import torch
 
@@ -194,14 +195,13 @@ def rank_rule(rule: str, sequences: pl.DataFrame, data: EvalSet, n_items: int, p
     pairs = nxt.group_by("item", "next").len()
     last = np.array([h[-1, 0] if len(h) else -1 for h in data.histories])
     src = last[data.sample_user]
+    counts = scipy.sparse.csr_matrix(
+        (pairs["len"].to_numpy().astype(np.float64), (pairs["item"].to_numpy(), pairs["next"].to_numpy())),
+        shape=(n_items, n_items),
+    )
     scores = overall[None, :].repeat(n, 0) * 1e-9
-    table = pairs.filter(pl.col("item").is_in(np.unique(src[src >= 0]).tolist()))
-    lookup = {}
-    for item, nxt_item, count in table.iter_rows():
-        lookup.setdefault(item, []).append((nxt_item, count))
-    for i, s in enumerate(src):
-        for nxt_item, count in lookup.get(int(s), ()):
-            scores[i, nxt_item] += count
+    has_last = src >= 0
+    scores[has_last] += counts[src[has_last]].toarray()
     return _top(scores, top_k)
 
 
