@@ -7,7 +7,8 @@ looked up per beam per step after scanning back to the last last-level code -- a
 evaluated behavior (each expands the history to 20 beams before its prefill).
 
 Ours: :func:`seqrec_pipeline.decoding.beam_search` in fixed-behavior mode: one history prefill per user,
-shared by all behaviors, trie masks from tensors, no callback.
+shared by all behaviors and (qwen3) attended once per query for all its beams, trie masks from tensors,
+no callback.
 
 Both use the reference's scoring so the lists can match: full-vocabulary log-softmax, no temperature, and
 ``length_penalty=0`` for ``generate`` (every hypothesis has 4 new tokens, so any length penalty leaves the

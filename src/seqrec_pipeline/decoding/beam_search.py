@@ -191,7 +191,8 @@ def beam_search(
                     logits, N_SPECIAL, N_SPECIAL + n_cols, allowed.expand(n, -1), renormalize, search.temperature
                 )
                 scores, behavior = behavior_logp.topk(min(beam_size, n_cols), dim=1)  # [n, k_b]
-                stepper.select(state, torch.arange(n, device=device).repeat_interleave(scores.shape[1]))
+                stepper.select(state, torch.arange(n, device=device).repeat_interleave(scores.shape[1]),
+                               same_sources=True)  # one block of k_b rows per user: the history stays shared
                 behavior = behavior.view(-1)
                 logits = search.feed_behavior(state, behavior)
                 nodes = index.roots(search.catalog_of[behavior])

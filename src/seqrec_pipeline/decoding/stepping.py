@@ -6,7 +6,9 @@ with ``<bos>``, then feed decoder tokens).  A :class:`DecodeState` is a batch of
 gathered (expanded to beams, reordered, shared across behaviors) with :meth:`ModelStepper.select`, which
 uses ``Cache.reorder_cache`` (an ``index_select`` on every cache layer, so it accepts repeated indices and
 a new row count) and then keeps the cache in preallocated buffers (``kv_buffer.py``), so later steps append
-in place and beam reorders move only the generated positions.  Every call stays on the device.
+in place and beam reorders move only the generated positions.  For ``qwen3`` (transformers' attention
+backends) the history is not even expanded to the beams: it stays once per query and attention reads it
+once for all of the query's beams (``shared_prefix.py``).  Every call stays on the device.
 
 :func:`level_log_probs` turns next-token logits into the log-probabilities of one code level (or of the
 behavior tokens), with the two switches gamer-notes §9 item 17 asks to make explicit: ``temperature`` and
@@ -18,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from transformers import PreTrainedModel
+from transformers import PreTrainedModel, Qwen3ForCausalLM
 from transformers.modeling_outputs import BaseModelOutput
 
 from ..errors import InputError
@@ -26,6 +28,7 @@ from ..models.generative.factory import vocab_of
 from ..vocab import BOS, TokenVocab
 from .kv_buffer import buffer_cache, reorder_tail
 from .prompts import PromptBatch
+from .shared_prefix import select_shared, shared_prefix_backend, to_shared_prefix
 
 
 def resolve_temperature(model: PreTrainedModel, temperature: float | None) -> float:
@@ -79,6 +82,8 @@ class ModelStepper:
         self.vocab: TokenVocab = vocab_of(model)
         self.is_encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
         self.device = next(model.parameters()).device
+        # gamer (its own attention and cache) and tiger keep per-row buffered caches
+        self.shared_prefix = isinstance(model, Qwen3ForCausalLM)
 
     def prefill(self, prompts: PromptBatch) -> tuple[DecodeState, torch.Tensor]:
         """Run the history once; returns the state and the next-token logits ``[B, V]`` after it."""
@@ -102,11 +107,18 @@ class ModelStepper:
     def select(self, state: DecodeState, rows: torch.Tensor, same_sources: bool = False) -> None:
         """Keep rows ``rows`` (any length, repeats allowed) of the state, in that order, in place.
 
-        ``same_sources=True`` promises that every row stays inside its user's block of rows (a beam reorder);
-        if the row count is unchanged too, tiger keeps its gathered encoder states instead of gathering again.
+        ``same_sources=True`` promises a beam expansion or reorder: the new rows are grouped by the current
+        blocks of rows (one block per query), the same number for every block, each from its own block.  Then
+        qwen3 keeps the history shared per query, and if the row count is unchanged, tiger keeps its gathered
+        encoder states instead of gathering again.
         """
         keep_encoder_rows = same_sources and rows.shape[0] == state.n_rows
-        if not (keep_encoder_rows and reorder_tail(state.cache, rows)):
+        if self.shared_prefix:
+            if not state.buffered:  # the prefilled history becomes the shared part, room for one item block
+                to_shared_prefix(state.cache, state.attention_mask, capacity=self.vocab.block_size + 1)
+                state.buffered = True
+            select_shared(state.cache, rows, same_sources)
+        elif not (keep_encoder_rows and reorder_tail(state.cache, rows)):
             state.cache.reorder_cache(rows)
             if not state.buffered:  # the rows now decode: room for one item block, history shared per user
                 buffer_cache(state.cache, extra=self.vocab.block_size + 1)
@@ -130,15 +142,13 @@ class ModelStepper:
             )
         else:
             state.attention_mask = torch.cat([state.attention_mask, state.attention_mask.new_ones(tokens.shape)], 1)
-            out = self.model(
-                input_ids=tokens,
-                attention_mask=state.attention_mask,
-                slot=slot,
-                behavior=behavior,
-                level=level,
-                cache=state.cache,
-                use_cache=True,
-            )
+            inputs = dict(input_ids=tokens, attention_mask=state.attention_mask, slot=slot, behavior=behavior,
+                          level=level, cache=state.cache, use_cache=True)
+            if self.shared_prefix and state.buffered:
+                with shared_prefix_backend(self.model):
+                    out = self.model(**inputs, shared_prefix=state.cache)
+            else:
+                out = self.model(**inputs)
         state.cache = out.cache
         return out.logits
 
