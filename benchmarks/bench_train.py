@@ -13,6 +13,8 @@
    on ``h`` plus a per-(slot, behavior) table lookup (same function).  Reports ``batched_experts_speedup``
    (target >= 2).
 
+Both models train with the trainer's optimizer, torch's fused AdamW (``--no-fused-adamw``: the per-tensor
+loop, whose cost grows with gamer's 3.7x larger parameter count: five slot experts per FFN).
 Both comparisons interleave their two contenders (A B A B ...) so load from other processes hits both,
 warm up first, and report medians over repeats.
 
@@ -143,7 +145,8 @@ def bench_train_step(args, device: torch.device, dtype: torch.dtype, mix: str) -
     for name in ("gamer", "qwen3"):
         torch.manual_seed(0)
         model = build_model(name, vocab, preset=args.preset).to(device=device, dtype=dtype).train()
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
+        # The trainer's optimizer (conf/base/deepspeed/*.json: "torch_adam": true, "fused": true).
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01, fused=args.fused_adamw)
         steps[name], models[name] = train_step_fn(model, batch, optimizer), model
 
     timings = time_interleaved(steps, device, args.warmup, args.repeats, args.inner)
@@ -268,6 +271,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--inner", type=int, default=1, help="calls per timed repeat")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--profile", action="store_true", help="add the top ops of one step of each model")
+    parser.add_argument("--no-fused-adamw", dest="fused_adamw", action="store_false",
+                        help="torch's per-tensor AdamW loop instead of the fused kernel the trainer uses")
     parser.add_argument("--skip", choices=["train", "experts"], action="append", default=[])
     parser.add_argument(
         "--behavior-mixes", nargs="+", choices=sorted(BEHAVIOR_MIXES), default=["taobao", "uniform"],

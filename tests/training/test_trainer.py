@@ -37,6 +37,7 @@ def test_deepspeed_config_files_and_auto_fields(tmp_path):
     gpu = load_deepspeed_config(REPO / "conf" / "base" / "deepspeed" / "gpu.json")
     for ds in (cpu, gpu):
         assert ds["optimizer"]["type"] == "AdamW" and ds["optimizer"]["params"]["torch_adam"] is True
+        assert ds["optimizer"]["params"]["fused"] is True  # torch's fused AdamW kernel (CPU and CUDA)
         assert ds["gradient_clipping"] > 0 and "zero_optimization" in ds and "scheduler" not in ds
     assert gpu["bf16"]["enabled"] and not cpu["bf16"]["enabled"]
     if not torch.cuda.is_available():

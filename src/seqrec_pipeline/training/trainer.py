@@ -16,8 +16,10 @@
   it).  The JSON files have no ``scheduler`` block on purpose: DeepSpeed's ``WarmupCosineLR`` runs its
   first two optimizer steps at lr 0 and cannot disable warmup.  A ``scheduler`` block in a user config is
   honoured instead (DeepSpeed's own scheduler, ``"auto"`` step counts filled);
-- AdamW with ``"torch_adam": true`` (DeepSpeed's fused CPU Adam JIT-compiles for minutes); biases and
-  norm scales get no weight decay (the HF Trainer's split, as in the reference);
+- AdamW with ``"torch_adam": true, "fused": true``: torch's fused AdamW (DeepSpeed's own CPU Adam JIT-compiles
+  for minutes; torch's default per-tensor loop took 132 ms per step on gamer's 21 M paper-size parameters on
+  one core, the fused kernel 14 ms); biases and norm scales get no weight decay (the HF Trainer's split, as in
+  the reference);
 - epoch loop over a seeded, sort-free, rank-sharded order (``EpochSampler``; padded to whole optimizer
   steps so an epoch always ends on an accumulation boundary), tqdm bar on rank 0;
 - every ``log_every`` optimizer steps ``on_log(step, {"train/loss", "train/lr", "train/samples_per_s",
@@ -150,7 +152,7 @@ def resolve_deepspeed_config(
         raise ValueError("set train_micro_batch_size_per_gpu / gradient_accumulation_steps (TrainConfig or JSON)")
     if ds.get("zero_optimization", {}).get("stage", 0) >= 3:
         raise ValueError("ZeRO stage 3 is not supported by this trainer; use stage 0, 1 or 2")
-    optimizer = ds.setdefault("optimizer", {"type": "AdamW", "params": {"torch_adam": True}})
+    optimizer = ds.setdefault("optimizer", {"type": "AdamW", "params": {"torch_adam": True, "fused": True}})
     params = optimizer.setdefault("params", {})
     for key, value in (("lr", config.lr), ("weight_decay", config.weight_decay)):
         if params.get(key, "auto") == "auto":
@@ -384,6 +386,9 @@ def train(
         model=model, model_parameters=parameter_groups(model, config.weight_decay), config=ds_config,
         lr_scheduler=scheduler,
     )  # fmt: skip
+    basic = getattr(engine.optimizer, "optimizer", engine.optimizer)  # ZeRO / bf16 wrappers hold the torch one
+    log.info("optimizer %s (fused: %s), ZeRO stage %d", type(basic).__name__,
+             basic.defaults.get("fused") if hasattr(basic, "defaults") else None, engine.zero_optimization_stage())
     encoder_decoder = is_encoder_decoder(model)
 
     sampler = EpochSampler(train_data, seed=config.seed, rank=dist.rank, world_size=dist.world_size,

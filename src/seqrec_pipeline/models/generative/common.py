@@ -71,14 +71,22 @@ def drop_metadata(kwargs: dict) -> dict:
     return {key: value for key, value in kwargs.items() if key not in unused}
 
 
+def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
+    """``F.dropout`` whose CPU mask is drawn as ``uniform >= p``: the same distribution, but CPU
+    ``bernoulli_`` (what ``F.dropout`` and SDPA's math path use) is 2-3x slower than ``rand`` + compare.
+    Other devices keep the fused ``F.dropout``."""
+    if not training or p == 0.0:
+        return x
+    if x.device.type != "cpu" or p >= 1.0:
+        return F.dropout(x, p, True)
+    return x * (torch.rand_like(x) >= p).to(x.dtype).mul_(1.0 / (1.0 - p))
+
+
 class Dropout(torch.nn.Dropout):
-    """``nn.Dropout`` whose CPU mask is drawn as ``uniform >= p``: the same distribution, but CPU
-    ``bernoulli_`` (what ``F.dropout`` uses) is 2-3x slower than ``rand`` + compare.  Other devices keep
-    the fused ``F.dropout``.  Same ``p`` / ``training`` semantics and no parameters (checkpoints unchanged)."""
+    """``nn.Dropout`` with :func:`dropout`'s CPU mask.  Same ``p`` / ``training`` semantics and no parameters
+    (checkpoints unchanged)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0.0:
-            return x
-        if x.device.type != "cpu" or self.p >= 1.0:
-            return F.dropout(x, self.p, True, self.inplace)
-        return x * (torch.rand_like(x) >= self.p) * (1.0 / (1.0 - self.p))
+        if self.inplace and x.device.type != "cpu":
+            return F.dropout(x, self.p, self.training, True)
+        return dropout(x, self.p, self.training)
