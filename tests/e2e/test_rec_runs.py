@@ -55,10 +55,12 @@ def test_smb_rec_trains_evaluates_and_tracks(project):
     assert bad.returncode == 2 and "unknown discriminative model 'gamer'" in bad.stderr
     assert "Traceback" not in bad.stderr
 
-    # per-position training for next-item models; a clear refusal for the others
-    _ok(project.run("run", "--pipeline=smb_rec",
-                    "--params=dataset=retail_ci,model=gru4rec,rec.sample_mode=sequence,rec.epochs=1"))
-    seq = json.loads((project.path / "data/08_reporting/retail_ci/smb_rec/gru4rec/metrics.json").read_text())
-    assert seq["model"] == "gru4rec" and seq["n_test"] == report["n_test"]
-    bad = project.run("run", "--pipeline=smb_rec", "--params=dataset=retail_ci,model=bert4rec,rec.sample_mode=sequence")
-    assert bad.returncode == 2 and "bert4rec is not one" in bad.stderr and "Traceback" not in bad.stderr
+    # windows (the default) train next-item and cloze models alike; one sample per event on request;
+    # a clear message for an unknown mode
+    for model, mode in (("gru4rec", "event"), ("bert4rec", "sequence")):
+        _ok(project.run("run", "--pipeline=smb_rec",
+                        f"--params=dataset=retail_ci,model={model},rec.sample_mode={mode},rec.epochs=1"))
+        seq = json.loads((project.path / f"data/08_reporting/retail_ci/smb_rec/{model}/metrics.json").read_text())
+        assert seq["model"] == model and seq["n_test"] == report["n_test"]
+    bad = project.run("run", "--pipeline=smb_rec", "--params=dataset=retail_ci,model=bert4rec,rec.sample_mode=windows")
+    assert bad.returncode == 2 and "unknown rec.sample_mode 'windows'" in bad.stderr and "Traceback" not in bad.stderr

@@ -10,6 +10,7 @@ from seqrec_pipeline.evaluation import eval_set
 from seqrec_pipeline.models.discriminative import build_discriminative
 from seqrec_pipeline.training.discriminative import (
     fit_discriminative,
+    length_bucketed_batches,
     rank_discriminative,
     sequence_samples,
     training_samples,
@@ -115,5 +116,50 @@ def test_sequence_loss_equals_the_per_sample_loss_of_every_prefix(name):
             losses.append(torch.nn.functional.cross_entropy(model.score(history), row[t:t + 1] - 1))
     with torch.no_grad():
         assert model.sequence_loss(windows).item() == pytest.approx(torch.stack(losses).mean().item(), rel=1e-5)
-    with pytest.raises(NotImplementedError, match="sample_mode=event"):
-        build_discriminative("bert4rec", n_items=40, n_behaviors=3, max_len=4).sequence_loss(windows)
+
+
+@pytest.mark.parametrize("name", ["bert4rec", "mbht", "mbstr", "pbat"])
+def test_cloze_window_loss_equals_the_appended_target_loss(name):
+    """A window's newest event plays the appended target: same sequence, same mask draw, same loss."""
+    torch.manual_seed(0)
+    model = build_discriminative(name, n_items=40, n_behaviors=3, max_len=4).eval()
+    windows = torch.tensor([[0, 0, 3, 7, 9], [1, 2, 3, 4, 5], [6, 6, 6, 6, 6]])
+    behaviors = torch.tensor([[0, 0, 1, 2, 3], [1, 1, 2, 1, 3], [1, 2, 1, 2, 2]])
+    event_batch = {"items": windows[:, :-1], "behaviors": behaviors[:, :-1],
+                   "target_item": windows[:, -1] - 1, "target_behavior": behaviors[:, -1] - 1}
+    with torch.no_grad():
+        window_loss = model.sequence_loss(windows, behaviors, torch.Generator().manual_seed(3))
+        event_loss = model.loss(event_batch, torch.Generator().manual_seed(3))
+        other_draw = model.sequence_loss(windows, behaviors, torch.Generator().manual_seed(4))
+    assert torch.isfinite(window_loss) and window_loss.item() == pytest.approx(event_loss.item(), rel=1e-6)
+    assert other_draw.item() != pytest.approx(window_loss.item(), rel=1e-6)  # the mask is random
+    # windows longer than max_len + 1 keep their newest max_len + 1 events
+    longer = torch.cat([torch.tensor([[0, 0], [11, 12], [13, 13]]), windows], dim=1)
+    with torch.no_grad():
+        assert model.sequence_loss(longer, torch.cat([torch.ones(3, 2, dtype=torch.long), behaviors], 1),
+                                   torch.Generator().manual_seed(3)).item() == pytest.approx(window_loss.item(), rel=1e-6)
+
+
+def test_length_bucketed_batches_cover_every_row_once_and_group_similar_lengths():
+    lengths = torch.randint(1, 51, (1000,), generator=torch.Generator().manual_seed(0))
+    batches = length_bucketed_batches(lengths, 32, torch.Generator().manual_seed(1), bucket=8)
+    assert sorted(torch.cat(batches).tolist()) == list(range(1000))
+    assert max(len(b) for b in batches) == 32
+    spread = np.mean([int(lengths[b].max() - lengths[b].min()) for b in batches])
+    assert spread < 10  # sorted within runs of 8 batches: a batch spans ~50/8 lengths, not ~50
+    again = length_bucketed_batches(lengths, 32, torch.Generator().manual_seed(1), bucket=8)
+    assert all(torch.equal(a, b) for a, b in zip(batches, again))  # seeded
+
+
+def test_batches_drop_leading_padding_columns_without_changing_the_loss():
+    s = training_samples(_sequences(), "last_event", max_history=10)
+    idx = torch.tensor([0, 1])
+    batch = s.batch(idx)
+    assert batch["items"].shape[1] == int(s.lengths[idx].max()) < s.items.shape[1]
+    model = build_discriminative("sasrec", n_items=40, n_behaviors=3, max_len=10).eval()
+    full = {"items": s.items[idx], "behaviors": s.behaviors[idx], "target_item": s.target_item[idx],
+            "target_behavior": s.target_behavior[idx]}
+    with torch.no_grad():
+        assert model.loss(batch).item() == pytest.approx(model.loss(full).item(), rel=1e-5)
+    windows = sequence_samples(_sequences(), "last_event", max_history=10)
+    assert windows.batch(torch.tensor([0]))["sequence_items"].tolist() == [[11, 12, 13, 14, 15, 16]]

@@ -2,8 +2,9 @@
 
 - :func:`training_samples`: one next-event sample per training target event of every protocol user
   (positions before the user's validation point), as right-aligned int tensors (index + 1, 0 = padding);
-  :func:`sequence_samples`: the same events as windows for per-position training (SASRec, GRU4Rec);
-- :func:`fit_discriminative`: a plain PyTorch loop (AdamW, seeded shuffling, tqdm) with validation
+  :func:`sequence_samples`: the same events as windows for per-position training (next-item models at
+  every position, cloze models at the masked positions);
+- :func:`fit_discriminative`: a plain PyTorch loop (AdamW, seeded length-bucketed batches, tqdm) with validation
   NDCG@10 of the target behavior on the validation window after every epoch, early stopping and the
   best ``state_dict`` restored;
 - :func:`rank_discriminative`: full-catalog top-k for every sample of an :class:`EvalSet`, with the
@@ -47,13 +48,34 @@ class Samples:
     user_idx: torch.Tensor  # int64 [N]
     position: torch.Tensor  # int64 [N], position of the target in the user's sequence
 
+    def __post_init__(self) -> None:
+        self.lengths = (self.items != 0).sum(1)  # real history events per row
+
     def __len__(self) -> int:
         return int(self.target_item.shape[0])
 
     def batch(self, idx: torch.Tensor, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
-        return {"items": self.items[idx].to(device), "behaviors": self.behaviors[idx].to(device),
+        width = _batch_width(self.lengths, idx)  # rows are right-aligned: leading columns are padding
+        return {"items": self.items[idx, -width:].to(device), "behaviors": self.behaviors[idx, -width:].to(device),
                 "target_item": self.target_item[idx].to(device),
                 "target_behavior": self.target_behavior[idx].to(device)}
+
+
+def _batch_width(lengths: torch.Tensor, idx: torch.Tensor) -> int:
+    """Columns a batch of right-aligned rows needs: its longest row (the models are padding-invariant)."""
+    return max(int(lengths[idx].max()), 1) if len(idx) else 1
+
+
+def length_bucketed_batches(lengths: torch.Tensor, batch_size: int, generator: torch.Generator,
+                            bucket: int = 64) -> list[torch.Tensor]:
+    """Seeded random batches of similar-length rows: shuffle, sort each run of ``bucket`` batches by length,
+    cut it into batches, shuffle the batches. With padding trimmed per batch (``batch``) a step costs its
+    longest row instead of the full width (retailrocket windows: 36 % of the cells are padding)."""
+    order = torch.randperm(len(lengths), generator=generator)
+    batches: list[torch.Tensor] = []
+    for part in order.split(batch_size * bucket):
+        batches.extend(part[torch.argsort(lengths[part], stable=True)].split(batch_size))
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
 
 
 def _windows(flat_items: np.ndarray, flat_behaviors: np.ndarray, start: np.ndarray, end: np.ndarray,
@@ -105,16 +127,22 @@ def training_samples(sequences: pl.DataFrame, protocol: str, max_history: int) -
 @dataclass
 class SequenceSamples:
     """Right-aligned windows of consecutive training events (item / behavior index + 1, 0 = padding) for
-    per-position next-item training (:meth:`SequentialRecommender.sequence_loss`)."""
+    per-position training (:meth:`SequentialRecommender.sequence_loss`: next-item models predict every
+    position, cloze models a masked share of it)."""
 
     items: torch.Tensor  # int64 [N, W + 1]
     behaviors: torch.Tensor  # int64 [N, W + 1]
+
+    def __post_init__(self) -> None:
+        self.lengths = (self.items != 0).sum(1)  # real events per window
 
     def __len__(self) -> int:
         return int(self.items.shape[0])
 
     def batch(self, idx: torch.Tensor, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
-        return {"sequence_items": self.items[idx].to(device)}  # behaviors: no per-position model uses them
+        width = _batch_width(self.lengths, idx)
+        return {"sequence_items": self.items[idx, -width:].to(device),
+                "sequence_behaviors": self.behaviors[idx, -width:].to(device)}
 
 
 def sequence_samples(sequences: pl.DataFrame, protocol: str, max_history: int) -> SequenceSamples:
@@ -207,12 +235,11 @@ def fit_discriminative(model: SequentialRecommender, samples: Samples | Sequence
     for epoch in range(1, epochs + 1):
         model.train()
         t0 = time.perf_counter()
-        order = torch.randperm(len(samples), generator=generator)
         total, batches = 0.0, 0
-        bar = tqdm(range(0, len(samples), batch_size), desc=f"epoch {epoch}/{epochs}", disable=not progress,
-                   leave=False, mininterval=2.0)
-        for lo in bar:
-            loss = model.loss(samples.batch(order[lo:lo + batch_size], device))
+        bar = tqdm(length_bucketed_batches(samples.lengths, batch_size, generator), desc=f"epoch {epoch}/{epochs}",
+                   disable=not progress, leave=False, mininterval=2.0)
+        for idx in bar:
+            loss = model.loss(samples.batch(idx, device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

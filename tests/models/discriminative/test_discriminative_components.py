@@ -12,6 +12,7 @@ from seqrec_pipeline.models.discriminative.layers import (
     right_align,
     undo_left_align,
 )
+from seqrec_pipeline.models.discriminative import build_discriminative
 from seqrec_pipeline.models.discriminative.mbht import SequenceHypergraph, pool_windows
 from seqrec_pipeline.models.discriminative.pbat import FusedBehaviorAttention, positive, sagp3
 
@@ -97,3 +98,16 @@ def test_pbat_pairwise_distances_match_per_pair_gaussians():
                     w2 = (Qm - Km) ** 2 + (Qc.sqrt() - Kc.sqrt()) ** 2
                     naive[b, :, i, j] = w2.view(heads, d).sum(-1)
     torch.testing.assert_close(fast, naive)
+
+
+def test_initial_output_heads_are_not_vanishing():
+    """MB-STR's expert head starts as the identity (the plain dot-product head), and GRU4Rec's logits start
+    at a usable scale: tiny initial logits made both train too slowly to leave popularity on retailrocket."""
+    torch.manual_seed(0)
+    mbstr = build_discriminative("mbstr", n_items=50, n_behaviors=3, max_len=8)
+    rep = torch.randn(16, 64)
+    mixed = mbstr.moe_head(rep, torch.randint(0, 3, (16,)))
+    assert torch.nn.functional.cosine_similarity(mixed, rep, dim=-1).min() > 0.9
+    gru = build_discriminative("gru4rec", n_items=50, n_behaviors=1, max_len=8)
+    logits = gru.score(torch.randint(1, 51, (32, 8)))
+    assert logits.std() > 0.01

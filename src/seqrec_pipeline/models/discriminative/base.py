@@ -47,8 +47,9 @@ class SequentialRecommender(nn.Module):
     name: ClassVar[str] = "base"
     #: True when the scores depend on ``target_behavior``.
     behavior_aware: ClassVar[bool] = False
-    #: True for causal next-item models whose ``encode(items) -> [B, S, H]`` can be trained at every
-    #: position at once (:meth:`sequence_loss`, the SASRec / GRU4Rec papers' training).
+    #: True when :meth:`sequence_loss` trains on event windows: causal next-item models whose
+    #: ``encode(items) -> [B, S, H]`` predicts every position at once (the SASRec / GRU4Rec papers'
+    #: training) and every cloze model (masked positions of the window).
     supports_sequence_loss: ClassVar[bool] = False
 
     def __init__(
@@ -121,14 +122,15 @@ class SequentialRecommender(nn.Module):
     def loss(self, batch: Mapping[str, Tensor]) -> Tensor:
         """Training loss of one batch (see module docstring for the keys; ``sequence_items`` -> :meth:`sequence_loss`)."""
         if "sequence_items" in batch:
-            return self.sequence_loss(batch["sequence_items"])
+            return self.sequence_loss(batch["sequence_items"], batch.get("sequence_behaviors"))
         target_behavior = self.resolve_target_behavior(batch.get("target_behavior"), batch["items"])
         logits = self.score(batch["items"], batch.get("behaviors"), target_behavior)
         return self.ranking_loss(logits, batch["target_item"], batch.get("negative_item"))
 
-    def sequence_loss(self, windows: Tensor) -> Tensor:
+    def sequence_loss(self, windows: Tensor, behaviors: Tensor | None = None) -> Tensor:
         """Next-item loss at every position of right-aligned event windows ``[B, W + 1]`` (item + 1, 0 = pad):
-        inputs ``windows[:, :-1]``, targets ``windows[:, 1:]``; one forward gives W training targets."""
+        inputs ``windows[:, :-1]``, targets ``windows[:, 1:]``; one forward gives W training targets.
+        ``behaviors`` is accepted for the common signature and ignored (next-item models are single-behavior)."""
         if not self.supports_sequence_loss:
             raise NotImplementedError(f"{self.name} is not trained per position; use rec.sample_mode=event")
         inputs, targets = windows[:, :-1].long(), windows[:, 1:].long()
@@ -140,8 +142,8 @@ class SequentialRecommender(nn.Module):
         return self.ranking_loss(self.head(hidden, behavior), targets[keep] - 1)
 
     # ------------------------------------------------------------------ helpers
-    def prepare(self, items: Tensor, behaviors: Tensor | None) -> tuple[Tensor, Tensor]:
-        """Right-align, keep the ``max_len`` most recent events, default behaviors to index 0."""
+    def prepare(self, items: Tensor, behaviors: Tensor | None, length: int | None = None) -> tuple[Tensor, Tensor]:
+        """Right-align, keep the ``length`` (default ``max_len``) most recent events, default behaviors to index 0."""
         if items.dim() != 2:
             raise ValueError(f"items must be [B, S], got shape {tuple(items.shape)}")
         if behaviors is None:
@@ -149,7 +151,8 @@ class SequentialRecommender(nn.Module):
         elif behaviors.shape != items.shape:
             raise ValueError(f"behaviors {tuple(behaviors.shape)} != items {tuple(items.shape)}")
         items, behaviors = right_align(items.long(), behaviors.long())
-        return items[:, -self.max_len :], behaviors[:, -self.max_len :]
+        length = length or self.max_len
+        return items[:, -length:], behaviors[:, -length:]
 
     def resolve_target_behavior(self, target_behavior: Tensor | int | None, items: Tensor) -> Tensor:
         """-> int64 [B] of 0-based behavior indices (``None`` -> ``default_target_behavior``)."""
@@ -177,7 +180,12 @@ class ClozeRecommender(SequentialRecommender):
 
     Subclasses implement ``encode(seq_items, seq_behaviors) -> [B, S', D]`` on right-aligned
     sequences that may contain ``mask_token``; ``head`` maps rows of it to catalog logits.
+    Two sample layouts train the same cloze objective: one history + appended target per event
+    (:meth:`loss`), or a window of consecutive events whose newest event plays the target
+    (:meth:`sequence_loss`, BERT4Rec's own training: one forward trains ~``mask_ratio`` of the window).
     """
+
+    supports_sequence_loss = True
 
     def __init__(
         self,
@@ -215,6 +223,8 @@ class ClozeRecommender(SequentialRecommender):
         return self.encode(seq_items, seq_behaviors)[:, -1]
 
     def loss(self, batch: Mapping[str, Tensor], generator: torch.Generator | None = None) -> Tensor:
+        if "sequence_items" in batch:
+            return self.sequence_loss(batch["sequence_items"], batch.get("sequence_behaviors"), generator)
         seq_items, seq_behaviors = self.append_target(batch)
         mask = self.sample_mask(seq_items, generator)
         logits, labels = self.masked_logits(seq_items, seq_behaviors, mask)
@@ -227,6 +237,16 @@ class ClozeRecommender(SequentialRecommender):
             is_target[:, -1] = True
             negatives[is_target[mask]] = batch["negative_item"].long().to(labels.device)
         return self.ranking_loss(logits, labels, negatives)
+
+    def sequence_loss(self, windows: Tensor, behaviors: Tensor | None = None,
+                      generator: torch.Generator | None = None) -> Tensor:
+        """Cloze loss on right-aligned event windows ``[B, W + 1]`` (item / behavior index + 1, 0 = pad;
+        the ``max_len + 1`` newest events are kept): the newest event is masked like an appended target,
+        history events with probability ``mask_ratio`` (not in ``ft_ratio`` rows), each keeping its behavior."""
+        seq_items, seq_behaviors = self.prepare(windows, behaviors, length=self.max_len + 1)
+        mask = self.sample_mask(seq_items, generator)
+        logits, labels = self.masked_logits(seq_items, seq_behaviors, mask)
+        return self.ranking_loss(logits, labels)
 
     def append_target(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
         """History (right-aligned, <= max_len) followed by the target event: [B, S'+1]."""

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import SequentialRecommender
-from .layers import init_weights, left_align, undo_left_align
+from .layers import left_align, undo_left_align
 
 
 class GRU4Rec(SequentialRecommender):
@@ -44,7 +44,12 @@ class GRU4Rec(SequentialRecommender):
         self.emb_dropout = nn.Dropout(dropout)
         self.gru = nn.GRU(embedding_size, hidden_size, n_layers, bias=False, batch_first=True)
         self.dense = nn.Linear(hidden_size, embedding_size)
-        self.apply(init_weights)
+        # RecBole's initialisation: xavier-normal item embeddings, xavier-uniform GRU weights, torch's default
+        # for the output projection.  BERT-style N(0, 0.02) everywhere made the initial logits ~0.02x as large
+        # and training at lr 1e-3 barely moved (retailrocket: loss 8.65 -> 8.43 in 10 epochs, below popularity).
+        nn.init.xavier_normal_(self.item_embedding.weight)
+        with torch.no_grad():
+            self.item_embedding.weight[0].zero_()
         for weight in self.gru.parameters():
             nn.init.xavier_uniform_(weight)
 

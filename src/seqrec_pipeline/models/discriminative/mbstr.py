@@ -22,7 +22,8 @@ Simplifications / choices:
 - No absolute positions, like the reference: order enters only through the relative bias, which
   is padding-invariant by construction.
 - Basis matrices start at the identity (plus noise) rather than the reference's unit-variance
-  random matrices, so initial attention is ordinary dot-product attention.
+  random matrices, so initial attention is ordinary dot-product attention; the prediction head's
+  linear experts start at the identity too, so the initial head is the plain dot product.
 - Padding (behavior 0) has its own, unused projection row; padding keys are masked anyway.
 """
 
@@ -102,9 +103,13 @@ class BehaviorMoEHead(nn.Module):
 
     def __init__(self, hidden: int, n_behaviors: int, n_shared: int, n_specific: int):
         super().__init__()
-        self.shared = nn.Parameter(torch.randn(n_shared, hidden, hidden) * 0.02)
+        # Experts start at the identity (plus noise), so the head starts as the plain dot product: with
+        # N(0, 0.02) experts the initial logits were ~0.02x as large and training barely moved (retailrocket:
+        # loss 8.2 -> 6.7 in 37 epochs, below popularity).
+        eye = torch.eye(hidden)
+        self.shared = nn.Parameter(eye + torch.randn(n_shared, hidden, hidden) * 0.02)
         self.shared_bias = nn.Parameter(torch.zeros(n_shared, hidden))
-        self.specific = nn.Parameter(torch.randn(n_behaviors, n_specific, hidden, hidden) * 0.02)
+        self.specific = nn.Parameter(eye + torch.randn(n_behaviors, n_specific, hidden, hidden) * 0.02)
         self.specific_bias = nn.Parameter(torch.zeros(n_behaviors, n_specific, hidden))
         self.gate = nn.Parameter(torch.randn(n_behaviors, hidden, n_shared + n_specific) * 0.02)
 

@@ -43,8 +43,8 @@ def train_and_evaluate_discriminative(sequences: pl.DataFrame, items: pl.DataFra
     sample_mode = str(rec.get("sample_mode", "event"))
     if sample_mode == "sequence":
         if not net.supports_sequence_loss:
-            raise InputError(f"rec.sample_mode=sequence trains next-item models at every position; {model} is "
-                             "not one (sasrec, gru4rec are); use rec.sample_mode=event")
+            raise InputError(f"rec.sample_mode=sequence trains on event windows; {model} does not support it "
+                             "(it has no sequence_loss); use rec.sample_mode=event")
         samples = sequence_samples(sequences, protocol, int(max_history))
     elif sample_mode == "event":
         samples = training_samples(sequences, protocol, int(max_history))
