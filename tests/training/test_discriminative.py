@@ -163,3 +163,17 @@ def test_batches_drop_leading_padding_columns_without_changing_the_loss():
         assert model.loss(batch).item() == pytest.approx(model.loss(full).item(), rel=1e-5)
     windows = sequence_samples(_sequences(), "last_event", max_history=10)
     assert windows.batch(torch.tensor([0]))["sequence_items"].tolist() == [[11, 12, 13, 14, 15, 16]]
+
+
+def test_early_stopping_waits_for_min_epochs():
+    """A constant validation metric stops after `patience` epochs, but not before `min_epochs`."""
+    seq = _sequences()
+    samples = training_samples(seq, "last_event", 5)
+    runs = {}
+    for min_epochs in (0, 4):
+        model = build_discriminative("sasrec", n_items=40, n_behaviors=3, max_len=5)
+        summary = fit_discriminative(model, samples, lambda m: {"valid/ndcg@10": 0.5}, epochs=6, batch_size=2,
+                                     patience=1, min_epochs=min_epochs, device="cpu", progress=False)
+        runs[min_epochs] = summary["epochs_run"]
+        assert summary["best_epoch"] == 1
+    assert runs == {0: 2, 4: 4}

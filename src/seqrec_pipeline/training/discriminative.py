@@ -220,9 +220,12 @@ def validation_metric(sequences: pl.DataFrame, protocol: str, max_history: int, 
 def fit_discriminative(model: SequentialRecommender, samples: Samples | SequenceSamples,
                        validate: Callable[[SequentialRecommender], dict] | None, *, epochs: int = 10,
                        batch_size: int = 256, lr: float = 1e-3, weight_decay: float = 0.0, patience: int = 3,
-                       seed: int = 42, device: str | None = None, select_metric: str = "valid/ndcg@10",
+                       min_epochs: int = 0, seed: int = 42, device: str | None = None, select_metric: str = "valid/ndcg@10",
                        on_epoch: Callable[[int, dict], None] | None = None, progress: bool = True) -> dict:
-    """Train in place; the best epoch's weights (by ``select_metric``) are loaded back. Returns a summary."""
+    """Train in place; the best epoch's weights (by ``select_metric``) are loaded back. Returns a summary.
+
+    Early stopping: after ``patience`` epochs without improvement, but never before ``min_epochs`` (cloze models
+    such as BERT4Rec sit on a plateau for their first ~25 epochs on retailrocket windows before improving)."""
     if len(samples) == 0:
         raise InputError("no training samples: every protocol user lacks a training event with a history; "
                          "check the dataset filters or use split.protocol=last_event")
@@ -259,7 +262,7 @@ def fit_discriminative(model: SequentialRecommender, samples: Samples | Sequence
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         else:
             bad_epochs += 1
-            if bad_epochs >= patience:
+            if bad_epochs >= patience and epoch >= min_epochs:
                 log.info("early stop after epoch %d (best %s %.4f at epoch %d)", epoch, select_metric, best_value,
                          best_epoch)
                 break

@@ -57,8 +57,8 @@ def train_and_evaluate_discriminative(sequences: pl.DataFrame, items: pl.DataFra
     summary = fit_discriminative(
         net, samples, validate, epochs=int(rec.get("epochs", 10)), batch_size=batch_size,
         lr=float(rec.get("lr", 1e-3)), weight_decay=float(rec.get("weight_decay", 0.0)),
-        patience=int(rec.get("patience", 3)), seed=int(seed), device=rec.get("device"), on_epoch=_log_epoch,
-        progress=bool(rec.get("progress", True)),
+        patience=int(rec.get("patience", 3)), min_epochs=int(rec.get("min_epochs", 0)), seed=int(seed),
+        device=rec.get("device"), on_epoch=_log_epoch, progress=bool(rec.get("progress", True)),
     )
     if mlflow.active_run() is not None:
         mlflow.log_params({"rec.n_parameters": summary["n_parameters"], "rec.best_epoch": summary["best_epoch"],
