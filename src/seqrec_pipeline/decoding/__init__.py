@@ -7,7 +7,8 @@ No Kedro here: the evaluation nodes call this API.
 - :func:`build_prompts` / :class:`PromptBatch` -- left-padded history prompts with ``slot`` / ``behavior`` /
   ``level`` metadata.
 - :func:`beam_search` -- vectorized constrained beam search for ``qwen3`` / ``gamer`` / ``tiger`` in
-  ``fixed_behavior``, ``behavior_item`` or ``single`` mode; one history prefill per user, shared by behaviors.
+  ``fixed_behavior``, ``behavior_item`` or ``single`` mode; one history prefill per user, shared by behaviors
+  (for ``qwen3`` also shared by the beams inside attention: ``shared_prefix.py``).
 - :func:`score_catalog` / :func:`exact_topk` -- log-probability of every catalog item (the test oracle).
 
 Scores are summed log-probabilities; ``renormalize`` (default False = full-vocabulary log-softmax, as the
