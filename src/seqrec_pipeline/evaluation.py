@@ -16,8 +16,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-import scipy.sparse
 import polars as pl
+import scipy.sparse
 import torch
 
 from seqrec_pipeline.decoding import PrefixIndex, beam_search, build_prompts

@@ -177,3 +177,16 @@ def test_early_stopping_waits_for_min_epochs():
         runs[min_epochs] = summary["epochs_run"]
         assert summary["best_epoch"] == 1
     assert runs == {0: 2, 4: 4}
+
+
+def test_smb_rec_fallbacks_are_the_shipped_parameters():
+    """The node's fallbacks for a partial user `rec:` block are exactly conf/base/parameters.yml's values."""
+    from pathlib import Path
+
+    import yaml
+
+    from seqrec_pipeline.pipelines.discriminative.nodes import REC_DEFAULTS
+
+    shipped = yaml.safe_load((Path(__file__).parents[2] / "conf/base/parameters.yml").read_text())["rec"]
+    shipped.pop("models")
+    assert REC_DEFAULTS == shipped

@@ -22,6 +22,10 @@ from seqrec_pipeline.training.discriminative import (
 
 log = logging.getLogger(__name__)
 
+# Fallbacks for keys missing from a user's own ``rec:`` block: the values of conf/base/parameters.yml.
+REC_DEFAULTS = {"sample_mode": "sequence", "batch_size": 32, "epochs": 200, "lr": 1e-3, "weight_decay": 0.0,
+                "patience": 15, "min_epochs": 30, "device": None, "progress": True}
+
 
 def _log_epoch(epoch: int, metrics: dict) -> None:
     if mlflow.active_run() is not None:
@@ -31,7 +35,7 @@ def _log_epoch(epoch: int, metrics: dict) -> None:
 def train_and_evaluate_discriminative(sequences: pl.DataFrame, items: pl.DataFrame, behaviors: pl.DataFrame,
                                       protocol: str, max_history: int, eval_params: dict, dataset: str, model: str,
                                       seed: int, rec: dict):
-    rec = rec or {}
+    rec = {**REC_DEFAULTS, **(rec or {})}
     names = behaviors.sort("behavior_idx")["behavior"].to_list()
     target = int(behaviors.filter(pl.col("is_target"))["behavior_idx"][0])
     overrides = dict(((rec.get("models") or {}).get(str(model).lower()) or {}))
@@ -40,7 +44,7 @@ def train_and_evaluate_discriminative(sequences: pl.DataFrame, items: pl.DataFra
                                    default_target_behavior=target, **overrides)
     except ValueError as exc:  # unknown model name or option: a user mistake, not a crash
         raise InputError(f"{exc} (smb_rec: set model=<name>, options under rec.models.<name>)") from exc
-    sample_mode = str(rec.get("sample_mode", "event"))
+    sample_mode = str(rec["sample_mode"])
     if sample_mode == "sequence":
         if not net.supports_sequence_loss:
             raise InputError(f"rec.sample_mode=sequence trains on event windows; {model} does not support it "
@@ -50,15 +54,14 @@ def train_and_evaluate_discriminative(sequences: pl.DataFrame, items: pl.DataFra
         samples = training_samples(sequences, protocol, int(max_history))
     else:
         raise InputError(f"unknown rec.sample_mode '{sample_mode}'; choose event or sequence")
-    batch_size = int(rec.get("batch_size", 256))
+    batch_size = int(rec["batch_size"])
     log.info("smb_rec %s on %s (%s): %d training samples (%s), %d parameters", model, dataset, protocol,
              len(samples), sample_mode, sum(p.numel() for p in net.parameters()))
     validate = validation_metric(sequences, protocol, int(max_history), target, batch_size=batch_size)
     summary = fit_discriminative(
-        net, samples, validate, epochs=int(rec.get("epochs", 10)), batch_size=batch_size,
-        lr=float(rec.get("lr", 1e-3)), weight_decay=float(rec.get("weight_decay", 0.0)),
-        patience=int(rec.get("patience", 3)), min_epochs=int(rec.get("min_epochs", 0)), seed=int(seed),
-        device=rec.get("device"), on_epoch=_log_epoch, progress=bool(rec.get("progress", True)),
+        net, samples, validate, epochs=int(rec["epochs"]), batch_size=batch_size, lr=float(rec["lr"]),
+        weight_decay=float(rec["weight_decay"]), patience=int(rec["patience"]), min_epochs=int(rec["min_epochs"]),
+        seed=int(seed), device=rec["device"], on_epoch=_log_epoch, progress=bool(rec["progress"]),
     )
     if mlflow.active_run() is not None:
         mlflow.log_params({"rec.n_parameters": summary["n_parameters"], "rec.best_epoch": summary["best_epoch"],
