@@ -19,4 +19,4 @@ def build_sequences(events: pl.DataFrame, item_text: pl.DataFrame, behavior_leve
 def dataset_report(sequences: pl.DataFrame, items: pl.DataFrame, behaviors: pl.DataFrame, ingest_report: dict,
                    preprocess_stats: dict, dataset: str):
     report = build_report(dataset, sequences, items, behaviors, ingest_report, preprocess_stats)
-    return report, report_figure(report, sequences), report_metrics(report)
+    return report, report_figure(report, sequences, items), report_metrics(report)
