@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 from kedro.framework.cli.project import run as _kedro_run
@@ -33,3 +34,29 @@ def cli():
 
 
 cli.add_command(run)
+
+
+@click.command(cls=_FriendlyCommand, name="compare")
+@click.option("--dataset", default=None, help="dataset name (default: conf/base/globals.yml `dataset`)")
+@click.option("--k", "k", default=10, show_default=True, help="cutoff of the NDCG / HR columns")
+@click.option("--reporting-dir", default="data/08_reporting", show_default=True, type=click.Path())
+def compare(dataset, k, reporting_dir):
+    """Table of every evaluated run of a dataset (one per protocol), best merged NDCG@k first.
+
+    Also written to <reporting-dir>/<dataset>/comparison.md.
+    """
+    from seqrec_pipeline.comparison import collect_metrics, markdown_tables
+
+    if dataset is None:
+        import yaml
+
+        dataset = yaml.safe_load(Path("conf/base/globals.yml").read_text())["dataset"]
+    text = markdown_tables(collect_metrics(reporting_dir, dataset, k), dataset)
+    out = Path(reporting_dir) / dataset / "comparison.md"
+    tmp = out.with_suffix(".md.tmp")
+    tmp.write_text(text)
+    tmp.replace(out)
+    click.echo(text + f"\nwritten to {out}")
+
+
+cli.add_command(compare)

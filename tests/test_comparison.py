@@ -1,0 +1,58 @@
+"""`kedro compare`: every metrics.json of a dataset in one table per protocol, best first."""
+
+import json
+
+from click.testing import CliRunner
+
+from seqrec_pipeline.cli import compare
+from seqrec_pipeline.comparison import collect_metrics, markdown_tables
+
+
+def _write(root, pipeline, variant, model, tokenizer, protocol, ndcg, by_behavior, accuracy=None):
+    metrics = lambda v: {f"{m}@{k}": v for m in ("hit", "recall", "ndcg", "mrr") for k in (1, 5, 10)}
+    report = {"dataset": "shop", "pipeline": pipeline, "model": model, "tokenizer": tokenizer, "protocol": protocol,
+              "n_users": 3, "n_items": 9, "n_test": 4,
+              "metrics": {"merged": metrics(ndcg), "by_behavior": {b: metrics(v) for b, v in by_behavior.items()}},
+              "behavior_accuracy": accuracy}
+    path = root / "shop" / pipeline / variant / "metrics.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(report))
+
+
+def _reports(tmp_path):
+    _write(tmp_path, "smb_rule", "recent", "recent", None, "last_session", 0.2, {"view": 0.1, "buy": 0.4})
+    _write(tmp_path, "smb_decoder", "gamer-rqkmeans", "gamer", "rqkmeans", "last_session", 0.3, {"view": 0.25})
+    _write(tmp_path, "mb_decoder", "gamer-rqkmeans", "gamer", "rqkmeans", "last_event", 0.05, {"buy": 0.05}, 0.7)
+    return tmp_path
+
+
+def test_collect_sorts_within_protocol_and_keeps_every_behavior(tmp_path):
+    frame = collect_metrics(_reports(tmp_path), "shop")
+    assert frame["protocol"].to_list() == ["last_event", "last_session", "last_session"]
+    assert frame["model"].to_list() == ["gamer", "gamer", "recent"]  # 0.3 before 0.2 in last_session
+    assert frame["ndcg@10"].to_list() == [0.05, 0.3, 0.2]
+    assert frame["buy ndcg@10"].to_list() == [0.05, None, 0.4]  # gamer had no buy samples: missing, not 0
+    assert frame["behavior_accuracy"].to_list() == [0.7, None, None]
+
+
+def test_markdown_one_table_per_protocol(tmp_path):
+    text = markdown_tables(collect_metrics(_reports(tmp_path), "shop", k=5), "shop")
+    assert text.count("### shop · ") == 2
+    session = text.split("### shop · last_session")[1]
+    lines = [line for line in session.splitlines() if line.startswith("| ")]
+    assert lines[0] == "| pipeline | model | tokenizer | n_test | ndcg@5 | hit@5 | view ndcg@5 | buy ndcg@5 | measured |"
+    assert lines[1].startswith("| smb_decoder | gamer | rqkmeans | 4 | 0.3000 | 0.3000 | 0.2500 | – |")
+    assert lines[2].startswith("| smb_rule | recent | – | 4 | 0.2000 | 0.2000 | 0.1000 | 0.4000 |")
+    assert "behavior_accuracy" in text.split("### shop · last_session")[0]  # only the last_event table has it
+
+
+def test_cli_writes_the_table_and_explains_a_missing_dataset(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(compare, ["--dataset", "shop", "--reporting-dir", str(_reports(tmp_path))])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "shop" / "comparison.md").read_text() in result.output
+    result = runner.invoke(compare, ["--dataset", "other", "--reporting-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "no metrics.json under" in result.output and "kedro run --pipeline=smb_rule" in result.output
+    result = runner.invoke(compare, ["--dataset", "shop", "--k", "20", "--reporting-dir", str(tmp_path)])
+    assert result.exit_code == 2 and "no ndcg@20" in result.output
