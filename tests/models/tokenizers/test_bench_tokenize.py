@@ -1,0 +1,30 @@
+"""The tokenizer benchmark runs end to end on tiny settings and reports the documented keys."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+BENCHMARK = Path(__file__).resolve().parents[3] / "benchmarks" / "bench_tokenize.py"
+
+
+def test_benchmark_writes_ratio_and_seed_check(tmp_path):
+    spec = importlib.util.spec_from_file_location("bench_tokenize", BENCHMARK)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "tokenize.json"
+    bench.main(["--n", "700", "--dim", "8", "--rqvae-epochs", "0", "--check-seeds", "3",
+                "--scientific-emb", str(tmp_path / "absent.npy"), "--out", str(out)])
+    report = json.loads(out.read_text())
+    random = report["datasets"]["random"]
+    assert report["datasets"]["scientific"] is None and report["rqvae"] is None
+    assert report["ratio"] == random["baseline"]["seconds"] / random["ours"]["seconds"]
+    assert random["ours"]["unique_ratio"] <= 1.0 and random["ours"]["reconstruction_mse"] > 0
+    (check,) = random["seed_check"]
+    assert check["seed"] == 3
+    for name in ("ours", "more_refinement"):
+        assert check[f"{name}_ratio"] == check["baseline_seconds"] / check[f"{name}_seconds"]
+        assert check[f"{name}_error_le_baseline"] == (check[f"{name}_mse"] <= check["baseline_mse"])
+    assert check["ours_mse"] != random["ours"]["reconstruction_mse"]  # other data, other draws
+    assert random["ratio_more_refinement"] == random["baseline"]["seconds"] / random["ours_more_refinement"]["seconds"]
