@@ -30,7 +30,7 @@ def collect_metrics(reporting_dir: str | Path, dataset: str, k: int = 10) -> pl.
             f"no metrics.json under {root}; evaluate a model first, e.g. "
             f"`kedro run --pipeline=smb_rule --params=\"dataset={dataset},model=recent\"`"
         )
-    rows, behaviors = [], []
+    rows, behavior_lists = [], []
     for path in files:
         report = json.loads(path.read_text())
         merged = report["metrics"]["merged"]
@@ -51,10 +51,10 @@ def collect_metrics(reporting_dir: str | Path, dataset: str, k: int = 10) -> pl.
         }
         for behavior, values in report["metrics"]["by_behavior"].items():
             row[f"{behavior} ndcg@{k}"] = values[f"ndcg@{k}"]
-        behaviors.append(list(report["metrics"]["by_behavior"]))
+        behavior_lists.append(list(report["metrics"]["by_behavior"]))
         rows.append(row)
     # behavior columns in dataset order: that of the run with the most behaviors, then any others
-    behaviors = list(dict.fromkeys(b for names in sorted(behaviors, key=len, reverse=True) for b in names))
+    behaviors = list(dict.fromkeys(b for names in sorted(behavior_lists, key=len, reverse=True) for b in names))
     columns = ["protocol", "pipeline", "variant", "model", "tokenizer", "n_test", f"ndcg@{k}", f"hit@{k}",
                *[f"{b} ndcg@{k}" for b in behaviors], "behavior_accuracy", "measured"]
     frame = pl.DataFrame([{c: r.get(c) for c in columns} for r in rows], schema_overrides={
