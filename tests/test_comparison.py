@@ -2,6 +2,8 @@
 
 import json
 
+import numpy as np
+import polars as pl
 from click.testing import CliRunner
 
 from seqrec_pipeline.cli import compare
@@ -56,3 +58,36 @@ def test_cli_writes_the_table_and_explains_a_missing_dataset(tmp_path):
     assert "no metrics.json under" in result.output and "kedro run --pipeline=smb_rule" in result.output
     result = runner.invoke(compare, ["--dataset", "shop", "--k", "20", "--reporting-dir", str(tmp_path)])
     assert result.exit_code == 2 and "no ndcg@20" in result.output
+
+
+def _predictions(root, pipeline, variant, items, targets, users=None):
+    path = root / "07_model_output" / "shop" / pipeline / variant / "predictions.parquet" / "2026-01-01T00.00.00.000Z"
+    path.mkdir(parents=True)
+    users = users or list(range(len(items)))
+    pl.DataFrame({"user_idx": users, "behavior_idx": [0] * len(items), "items": items, "targets": targets},
+                 schema_overrides={"user_idx": pl.Int32, "behavior_idx": pl.Int8}).write_parquet(
+        path / "predictions.parquet")
+
+
+def test_intervals_and_paired_difference_by_hand(tmp_path):
+    reporting = tmp_path / "08_reporting"
+    targets = [[1], [2], [3], [4]]
+    # best: hits at rank 1 for samples 0 and 1 -> per-sample NDCG [1, 1, 0, 0]
+    _write(reporting, "smb_rule", "recent", "recent", None, "last_session", 0.5, {"buy": 0.5})
+    _predictions(tmp_path, "smb_rule", "recent", [[1, 9], [2, 9], [9, 8], [9, 8]], targets)
+    # other: a hit at rank 1 for sample 0 only -> [1, 0, 0, 0]; paired differences [0, -1, 0, 0]
+    _write(reporting, "smb_rec", "sasrec", "sasrec", None, "last_session", 0.25, {"buy": 0.25})
+    _predictions(tmp_path, "smb_rec", "sasrec", [[1, 9], [9, 8], [9, 8], [9, 8]], targets)
+    # predictions that do not reproduce the metrics (another run): no intervals
+    _write(reporting, "smb_rule", "popularity", "popularity", None, "last_session", 0.1, {"buy": 0.1})
+    _predictions(tmp_path, "smb_rule", "popularity", [[9], [9], [9], [9]], targets)
+    frame = collect_metrics(reporting, "shop", k=10)
+    rows = {r["model"]: r for r in frame.iter_rows(named=True)}
+    z = 1.959964
+    assert abs(rows["recent"]["±95%"] - z * np.std([1, 1, 0, 0], ddof=1) / 2) < 1e-9
+    assert rows["recent"]["Δ vs best"] is None
+    assert abs(rows["sasrec"]["Δ vs best"] + 0.25) < 1e-12
+    assert abs(rows["sasrec"]["Δ ±95%"] - z * np.std([0, -1, 0, 0], ddof=1) / 2) < 1e-9
+    assert rows["popularity"]["±95%"] is None and rows["popularity"]["Δ vs best"] is None
+    text = markdown_tables(frame, "shop")
+    assert "| smb_rec | sasrec | – | 4 | 0.2500 | 0.4900 | -0.2500 | 0.4900 |" in text
