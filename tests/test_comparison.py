@@ -7,7 +7,11 @@ import polars as pl
 from click.testing import CliRunner
 
 from seqrec_pipeline.cli import compare
-from seqrec_pipeline.comparison import collect_metrics, markdown_tables
+from seqrec_pipeline.comparison import (
+    collect_metrics,
+    comparison_figure,
+    markdown_tables,
+)
 
 
 def _write(root, pipeline, variant, model, tokenizer, protocol, ndcg, by_behavior, accuracy=None):
@@ -53,6 +57,7 @@ def test_cli_writes_the_table_and_explains_a_missing_dataset(tmp_path):
     result = runner.invoke(compare, ["--dataset", "shop", "--reporting-dir", str(_reports(tmp_path))])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "shop" / "comparison.md").read_text() in result.output
+    assert (tmp_path / "shop" / "comparison.png").stat().st_size > 0
     result = runner.invoke(compare, ["--dataset", "other", "--reporting-dir", str(tmp_path)])
     assert result.exit_code == 2
     assert "no metrics.json under" in result.output and "kedro run --pipeline=smb_rule" in result.output
@@ -91,3 +96,11 @@ def test_intervals_and_paired_difference_by_hand(tmp_path):
     assert rows["popularity"]["±95%"] is None and rows["popularity"]["Δ vs best"] is None
     text = markdown_tables(frame, "shop")
     assert "| smb_rec | sasrec | – | 4 | 0.2500 | 0.4900 | -0.2500 | 0.4900 |" in text
+
+
+def test_figure_has_one_panel_per_protocol_and_a_bar_per_run(tmp_path):
+    frame = collect_metrics(_reports(tmp_path), "shop")
+    fig = comparison_figure(frame, "shop")
+    bars = {ax.get_title(): [p.get_width() for p in ax.patches] for ax in fig.axes}
+    assert bars == {"shop · last_event · 4 test samples": [0.05],
+                    "shop · last_session · 4 test samples": [0.2, 0.3]}  # best on top = drawn last

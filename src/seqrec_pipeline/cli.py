@@ -43,20 +43,28 @@ cli.add_command(run)
 def compare(dataset, k, reporting_dir):
     """Table of every evaluated run of a dataset (one per protocol), best merged NDCG@k first.
 
-    Also written to <reporting-dir>/<dataset>/comparison.md.
+    Also written to <reporting-dir>/<dataset>/comparison.md, with a bar chart in comparison.png.
     """
-    from seqrec_pipeline.comparison import collect_metrics, markdown_tables
+    from seqrec_pipeline.comparison import (
+        collect_metrics,
+        comparison_figure,
+        markdown_tables,
+    )
 
     if dataset is None:
         import yaml
 
         dataset = yaml.safe_load(Path("conf/base/globals.yml").read_text())["dataset"]
-    text = markdown_tables(collect_metrics(reporting_dir, dataset, k), dataset)
+    frame = collect_metrics(reporting_dir, dataset, k)
+    text = markdown_tables(frame, dataset)
     out = Path(reporting_dir) / dataset / "comparison.md"
     tmp = out.with_suffix(".md.tmp")
     tmp.write_text(text)
     tmp.replace(out)
-    click.echo(text + f"\nwritten to {out}")
+    png = out.with_suffix(".png")
+    comparison_figure(frame, dataset, k).savefig(png.with_suffix(".tmp.png"), dpi=100)
+    png.with_suffix(".tmp.png").replace(png)
+    click.echo(text + f"\nwritten to {out} and {png.name}")
 
 
 cli.add_command(compare)

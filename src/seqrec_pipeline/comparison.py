@@ -45,8 +45,9 @@ def per_sample_ndcg(predictions: pl.DataFrame, k: int) -> pl.DataFrame:
     return predictions.select(KEYS).with_columns(ndcg=pl.Series(values))
 
 
-def _interval(values: np.ndarray) -> float:
-    return float(Z95 * values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else float("nan")
+def _interval(values: np.ndarray) -> float | None:
+    """Half-width of the normal 95 % interval of the mean (None for fewer than two samples)."""
+    return float(Z95 * values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else None
 
 
 def collect_metrics(reporting_dir: str | Path, dataset: str, k: int = 10,
@@ -152,3 +153,27 @@ def markdown_tables(frame: pl.DataFrame, dataset: str) -> str:
             lines.append("| " + " | ".join(cells) + " |")
         out.append("\n".join(lines))
     return "\n\n".join(out) + "\n"
+
+
+def comparison_figure(frame: pl.DataFrame, dataset: str, k: int = 10):
+    """Horizontal bars of the merged NDCG@k per run with its 95 % interval, one panel per protocol."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: written, never shown
+    import matplotlib.pyplot as plt
+
+    groups = [(protocol, part) for (protocol,), part in frame.group_by("protocol", maintain_order=True)]
+    colors = {"smb_rule": "#8c8c8c", "smb_rec": "#4c72b0"}  # generative pipelines: red
+    fig, axes = plt.subplots(1, len(groups), figsize=(7 * len(groups), 0.42 * max(g.height for _, g in groups) + 1.6),
+                             squeeze=False, constrained_layout=True)
+    for ax, (protocol, part) in zip(axes[0], groups):
+        part = part.reverse()  # best on top
+        labels = [f"{m}" + (f" ({t})" if t else "") + f" · {p}" for m, t, p in
+                  zip(part["model"], part["tokenizer"], part["pipeline"])]
+        errors = part["±95%"].fill_null(0.0).to_numpy()
+        ax.barh(labels, part[f"ndcg@{k}"].to_numpy(), xerr=errors, capsize=3,
+                color=[colors.get(p, "#c44e52") for p in part["pipeline"]])
+        ax.set_xlabel(f"merged NDCG@{k} (bars: 95 % interval over samples)")
+        ax.set_title(f"{dataset} · {protocol} · {part['n_test'][0]:,} test samples")
+        ax.grid(axis="x", alpha=0.3)
+    return fig
