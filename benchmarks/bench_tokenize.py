@@ -1,6 +1,6 @@
 """Benchmark the semantic-ID tokenizers against the reference's method, in one process.
 
-    python benchmarks/bench_tokenize.py [--n 100000] [--dim 384] [--threads 1]
+    python benchmarks/bench_tokenize.py [--n 100000] [--dim 384] [--threads 1] [--check-seeds 1 2]
         [--out data/08_reporting/benchmarks/tokenize.json] [--scientific-emb PATH.npy]
 
 1. RQ-KMeans, 3 levels x 256 codes, on N random unit vectors (headline) and on the
@@ -17,6 +17,9 @@
    collision-aware last level, the reference its Sinkhorn rounds on the last level
    (gamer-notes §3.4).  ``ratio_plain_last_level`` compares the k-means parts alone.
    Both sides run on ``--threads`` threads (default 1: the machine is shared).
+   ``--check-seeds`` repeats the random-vector comparison (ours with the default settings and with one more
+   refinement sweep, and the baseline) on new data for each extra seed: the error margin is ~1e-4, the size
+   of seed-to-seed noise.
 2. Scientific collisions: unique ratio and error with and without the collision-aware
    last level (``balance_last_level``).
 3. RQ-VAE (default config): a short training run on the random data; items/s over the
