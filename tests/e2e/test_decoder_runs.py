@@ -46,6 +46,7 @@ def test_smb_decoder_trains_evaluates_and_tracks(project):
 
     model = load_model(project.latest("data/06_models/retail_ci/gamer-cid/model"))
     assert model.config.model_type == "seqrec_gamer"
+    assert model.config.seqrec_protocol == "last_session"  # the split it was trained on travels with it
 
     run = project.mlflow("select r.run_uuid from runs r join experiments e on r.experiment_id = e.experiment_id "
                          "where e.name = 'retail_ci' and r.status = 'FINISHED'")[0][0]
@@ -76,6 +77,10 @@ def test_mb_decoder_and_single_behavior_decoder_use_last_event(project):
     assert report["protocol"] == "last_event" and report["pipeline"] == "mb_decoder"
     assert report["n_users"] == report["n_test"] == int((seq["last_event_test"] >= 0).sum())  # one target each
     assert 0.0 <= report["behavior_accuracy"] <= 1.0  # behavior-item decoding: the model picks the behavior
+    # the newest qwen3-cid model is now a last_event one: the session-wise evaluation refuses it
+    bad = project.run("run", "--pipeline=evaluate", "--params=dataset=retail_ci,tokenizer=cid,model=qwen3")
+    assert bad.returncode == 2 and "trained on the last_event split" in bad.stderr
+    assert "kedro run --pipeline=smb_decoder" in bad.stderr
 
     _ok(project.run("run", "--pipeline=decoder",
                     "--params=dataset=taobao_single,tokenizer=rqkmeans,model=tiger,train.epochs=1,eval.beam_size=10"))

@@ -18,9 +18,24 @@ from seqrec_pipeline.evaluation import (
     rank_rule,
     to_device,
 )
+from seqrec_pipeline.errors import InputError
 from seqrec_pipeline.vocab import TokenVocab
 
 log = logging.getLogger(__name__)
+
+
+def check_trained_protocol(decoder_model, protocol: str, dataset: str, model: str, tokenizer: str) -> None:
+    """Refuse a model trained on another split than the one evaluated (models saved before the split was
+    recorded pass)."""
+    trained = getattr(decoder_model.config, "seqrec_protocol", None)
+    if trained is not None and trained != protocol:
+        pipeline = "smb_decoder" if protocol == "last_session" else "mb_decoder"
+        raise InputError(
+            f"the newest {model}-{tokenizer} model of {dataset} was trained on the {trained} split, but this "
+            f"evaluation uses {protocol} (smb_decoder and mb_decoder/decoder share data/06_models/{dataset}/"
+            f"{model}-{tokenizer}/model). Train it for this split first: `kedro run --pipeline={pipeline} "
+            f"--params=\"dataset={dataset},model={model},tokenizer={tokenizer}\"`"
+        )
 
 
 def evaluation_outputs(report: dict, data, items, names: list[str], scores=None):
@@ -33,6 +48,7 @@ def evaluation_outputs(report: dict, data, items, names: list[str], scores=None)
 def evaluate_decoder(decoder_model, sequences: pl.DataFrame, items: pl.DataFrame, behaviors: pl.DataFrame,
                      sid_table: pl.DataFrame, sid_vocab: dict, protocol: str, max_history: int, eval_params: dict,
                      dataset: str, model: str, tokenizer: str, *, pipeline_name: str):
+    check_trained_protocol(decoder_model, protocol, dataset, model, tokenizer)
     vocab = TokenVocab.from_dict(sid_vocab)
     codes = sid_table.drop("item_idx").to_numpy()
     levels = behaviors.sort("behavior_idx")["level"].to_numpy().astype(np.int64)

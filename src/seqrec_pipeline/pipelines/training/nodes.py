@@ -26,6 +26,9 @@ def train_decoder(sequences: pl.DataFrame, behaviors: pl.DataFrame, sid_table: p
         augment=augment, train_params=train, eval_params=eval_params, seed=seed, output_dir=output_dir,
         on_log=_log, on_epoch=lambda epoch, m: _log(epoch, {f"epoch/{k}": v for k, v in m.items() if k != "epoch"}),
     )
+    # smb_decoder and mb_decoder/decoder store the same model/tokenizer under one versioned path; the split
+    # travels in config.json so an evaluation on another split refuses the model (evaluation nodes)
+    best.config.seqrec_protocol = protocol
     if mlflow.active_run() is not None:
         mlflow.log_dict(best.config.to_dict(), "model/config.json")
         mlflow.log_params({"model.n_parameters": summary["n_parameters"], "model.best_epoch": summary["best_epoch"]})
