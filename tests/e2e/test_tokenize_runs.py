@@ -44,3 +44,6 @@ def test_tokenize_pipeline_writes_one_table_per_tokenizer(project):
     assert len(runs) == 2
     metrics = dict(project.mlflow("select key, value from metrics where run_uuid = ?", runs[0][0]))
     assert 0 < metrics["sid/unique_ratio"] <= 1 and metrics["embed/n_cf"] == items.height
+    stats = json.loads((project.path / "data/05_model_input/retail_ci/rqkmeans/sid_stats.json").read_text())
+    tags = dict(project.mlflow("select key, value from tags where run_uuid = ?", runs[0][0]))
+    assert tags["sid/precision"] == stats["precision"] in ("bf16", "fp32")  # what "auto" resolved to

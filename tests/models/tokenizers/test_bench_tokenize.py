@@ -23,8 +23,11 @@ def test_benchmark_writes_ratio_and_seed_check(tmp_path):
     assert random["ours"]["unique_ratio"] <= 1.0 and random["ours"]["reconstruction_mse"] > 0
     (check,) = random["seed_check"]
     assert check["seed"] == 3
-    for name in ("ours", "more_refinement"):
+    for name in ("ours", "fp32"):
         assert check[f"{name}_ratio"] == check["baseline_seconds"] / check[f"{name}_seconds"]
         assert check[f"{name}_error_le_baseline"] == (check[f"{name}_mse"] <= check["baseline_mse"])
     assert check["ours_mse"] != random["ours"]["reconstruction_mse"]  # other data, other draws
-    assert random["ratio_more_refinement"] == random["baseline"]["seconds"] / random["ours_more_refinement"]["seconds"]
+    for name in ("fp32", "previous_settings"):
+        assert random[f"ratio_{name}"] == random["baseline"]["seconds"] / random[f"ours_{name}"]["seconds"]
+    assert random["ours_fp32"]["precision_used"] == "fp32"
+    assert random["ours"]["precision_used"] in ("bf16", "fp32")

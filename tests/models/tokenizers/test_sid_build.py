@@ -33,6 +33,16 @@ def test_rqkmeans_collisions_get_a_disambiguation_level(emb):
     assert sid.level_sizes[-1] == sid.stats["max_group_size"] > 1
 
 
+def test_rqkmeans_parameters_reach_the_method_and_unknown_ones_stop(emb):
+    ids = [str(i) for i in range(300)]
+    sid = build_sid("rqkmeans", emb, ids, {"levels": 2, "codebook_size": 8, "precision": "fp32", "refine_iters": 0},
+                    seed=0)
+    assert sid.stats["precision"] == "fp32" and len(sid.stats["level_mse"]) == 2
+    unknown = r"unknown tokenizers.rqkmeans parameter\(s\) \['niter'\]; valid: .*full_iters"
+    with pytest.raises(InputError, match=unknown):
+        build_sid("rqkmeans", emb, ids, {"levels": 2, "niter": 12}, seed=0)
+
+
 def test_given_index_file(tmp_path):
     path = tmp_path / "D.index.json"
     path.write_text(json.dumps({"7": ["<a_1>", "<b_2>"], "9": ["<a_1>", "<b_2>"], "5": ["<a_0>", "<b_3>"]}))

@@ -1,3 +1,4 @@
+import importlib
 import warnings
 
 import numpy as np
@@ -31,8 +32,9 @@ def _residual_mse(x, codes):
 
 def test_recovers_hierarchy_and_beats_random_codes():
     x, labels = _hierarchical()
-    # refine_iters=0: greedy centroids are per-level means, which _residual_mse recomputes
-    res = rqkmeans(x, n_levels=2, codebook_size=[6, 5], seed=0, niter=25, init="kmeans++", refine_iters=0)
+    # faiss on all items, no refinement: greedy centroids are per-level means, which _residual_mse recomputes
+    res = rqkmeans(x, n_levels=2, codebook_size=[6, 5], seed=0, sample_iters=25, sample_points_per_centroid=10**6,
+                   full_iters=0, init="kmeans++", refine_iters=0)
     # every true top cluster maps to one level-0 code and vice versa
     pairs = np.unique(np.stack([labels[:, 0], res.codes[:, 0]], 1), axis=0)
     assert len(pairs) == 6
@@ -46,11 +48,13 @@ def test_recovers_hierarchy_and_beats_random_codes():
     assert err == pytest.approx(res.reconstruction_mse, rel=1e-4)
 
 
-def test_deterministic_for_seed():
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_deterministic_for_seed(precision):
     x, _ = _hierarchical(seed=1)
-    a = rqkmeans(x, n_levels=3, codebook_size=16, seed=7)
-    b = rqkmeans(x, n_levels=3, codebook_size=16, seed=7)
-    c = rqkmeans(x, n_levels=3, codebook_size=16, seed=8)
+    a = rqkmeans(x, n_levels=3, codebook_size=16, seed=7, precision=precision)
+    b = rqkmeans(x, n_levels=3, codebook_size=16, seed=7, precision=precision)
+    c = rqkmeans(x, n_levels=3, codebook_size=16, seed=8, precision=precision)
+    assert a.precision == precision
     assert a.codes.tobytes() == b.codes.tobytes()
     assert all(p.tobytes() == q.tobytes() for p, q in zip(a.centroids, b.centroids))
     assert a.level_mse == b.level_mse
@@ -178,7 +182,7 @@ def test_spread_last_level_moves_to_the_nearest_free_code():
 def test_refinement_never_increases_error():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(2000, 16)).astype(np.float32)
-    kw = dict(n_levels=3, codebook_size=16, seed=0, niter=5, balance_last_level=False)
+    kw = dict(n_levels=3, codebook_size=16, seed=0, sample_iters=5, full_iters=0, balance_last_level=False)
     greedy = rqkmeans(x, refine_iters=0, **kw)
     refined = rqkmeans(x, refine_iters=3, **kw)
     assert refined.reconstruction_mse <= greedy.reconstruction_mse * (1 + 1e-6)
@@ -209,3 +213,67 @@ def test_chunked_refine_step_equals_reassign_and_mean():
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
     np.testing.assert_array_equal(got[6], centroids[6])
     np.testing.assert_allclose(residual, target - got[got_codes], rtol=1e-4, atol=1e-5)  # updated in place
+
+
+# --- the sample / full-data / precision steps ---
+
+
+def test_bf16_assignment_matches_exact_despite_a_large_offset():
+    """Scores are computed on data and centroids shifted by the data mean, so a common offset of 1000 (which
+    bfloat16's 8-bit mantissa could not resolve around) does not change the nearest centroid."""
+    import torch
+
+    from seqrec_pipeline.models.tokenizers.rqkmeans import _assign, _assign_bf16
+
+    rng = np.random.default_rng(0)
+    centers = rng.normal(0, 1.0, (10, 16)).astype(np.float32)
+    labels = rng.integers(0, 10, 3000)
+    x = (1000.0 + centers[labels] + rng.normal(0, 0.05, (3000, 16))).astype(np.float32)
+    centroids = (1000.0 + centers).astype(np.float32)
+    shift = x.mean(0)
+    got = _assign_bf16(torch.from_numpy(x - shift).bfloat16(), centroids, shift, chunk=256)
+    assert got.tolist() == labels.tolist()
+    assert got.tolist() == _assign(x, centroids).tolist()
+    unshifted = _assign_bf16(torch.from_numpy(x).bfloat16(), centroids, np.zeros(16, np.float32))
+    assert (unshifted != labels).mean() > 0.5  # what the shift is for
+
+
+def test_precisions_reach_the_same_quality():
+    x, labels = _hierarchical()
+    # the full-data iterations do the work here: one faiss iteration, no refinement
+    kw = dict(n_levels=2, codebook_size=[6, 5], seed=0, init="kmeans++", sample_iters=1, full_iters=24,
+              refine_iters=0)
+    bf16 = rqkmeans(x, precision="bf16", **kw)
+    fp32 = rqkmeans(x, precision="fp32", **kw)
+    for res in (bf16, fp32):
+        assert len(np.unique(np.stack([labels[:, 0], res.codes[:, 0]], 1), axis=0)) == 6
+    assert (bf16.codes == fp32.codes).mean() > 0.99
+    assert bf16.reconstruction_mse == pytest.approx(fp32.reconstruction_mse, rel=0.01)
+
+
+def test_auto_precision_follows_the_cpu(monkeypatch):
+    module = importlib.import_module("seqrec_pipeline.models.tokenizers.rqkmeans")
+
+    x, _ = _hierarchical(seed=3)
+    for native, expected in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(module, "native_bf16", lambda native=native: native)
+        assert rqkmeans(x, n_levels=2, codebook_size=4, seed=0).precision == expected
+    with pytest.raises(InputError, match=r"precision must be one of \['auto', 'bf16', 'fp32'\], got 'fp16'"):
+        rqkmeans(x, n_levels=2, codebook_size=4, precision="fp16")
+    for name in ("sample_iters", "sample_points_per_centroid"):
+        with pytest.raises(InputError, match=f"{name} must be >= 1, got 0"):
+            rqkmeans(x, n_levels=2, codebook_size=4, **{name: 0})
+
+
+def test_sampled_first_step_still_codes_every_item():
+    """faiss fits on a seeded sample of k * sample_points_per_centroid items; every item is coded after it."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(3000, 8)).astype(np.float32)
+    kw = dict(n_levels=2, codebook_size=8, seed=1, sample_points_per_centroid=16, full_iters=2)
+    a, b = rqkmeans(x, **kw), rqkmeans(x, **kw)
+    assert a.codes.tobytes() == b.codes.tobytes()
+    assert [len(np.unique(a.codes[:, level])) for level in range(2)] == [8, 8]
+    err = ((x - a.reconstruct()) ** 2).sum(1).mean()
+    assert err == pytest.approx(a.reconstruction_mse, rel=1e-4)
+    whole = rqkmeans(x, **(kw | {"sample_points_per_centroid": 10**6}))
+    assert whole.reconstruction_mse != a.reconstruction_mse  # the sample size is used

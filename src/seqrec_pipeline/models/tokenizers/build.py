@@ -16,6 +16,9 @@ from seqrec_pipeline.models.tokenizers.rqvae import train_rqvae
 from seqrec_pipeline.models.tokenizers.simple import cid, parse_index, rid
 
 METHODS = ("rqkmeans", "rqvae", "cid", "rid", "given")
+# rqkmeans() keyword per `tokenizers.rqkmeans` parameter (levels -> n_levels; seed comes from `seed`)
+RQKMEANS_PARAMS = ("levels", "codebook_size", "sample_iters", "sample_points_per_centroid", "full_iters",
+                   "precision", "init", "refine_iters", "balance_last_level", "n_threads")
 
 
 @dataclass
@@ -33,15 +36,18 @@ def build_sid(method: str, embeddings: np.ndarray | None, item_ids: Sequence[str
         raise InputError(f"unknown tokenizer '{method}'; choose one of {list(METHODS)}")
     n_items = len(item_ids)
     model: Any
+    extra: dict = {}
     if method == "rqkmeans":
+        unknown = sorted(set(params) - set(RQKMEANS_PARAMS))
+        if unknown:
+            raise InputError(f"unknown tokenizers.rqkmeans parameter(s) {unknown}; valid: {list(RQKMEANS_PARAMS)}")
+        kwargs = {key: params[key] for key in RQKMEANS_PARAMS[2:] if key in params}
         result = rqkmeans(check_finite(embeddings), int(params.get("levels", 3)), params.get("codebook_size", 256),
-                          seed=seed, niter=int(params.get("niter", 12)),
-                          max_points_per_centroid=params.get("max_points_per_centroid"),
-                          refine_iters=int(params.get("refine_iters", 2)),
-                          balance_last_level=bool(params.get("balance_last_level", True)),
-                          n_threads=params.get("n_threads", 1))
+                          seed=seed, **{"n_threads": 1} | kwargs)
         codes, sizes = result.codes, result.level_sizes
-        model = {"method": method, "centroids": result.centroids, "level_mse": result.level_mse}
+        model = {"method": method, "centroids": result.centroids, "level_mse": result.level_mse,
+                 "precision": result.precision}
+        extra = {"precision": result.precision, "level_mse": result.level_mse}
     elif method == "rqvae":
         trained = train_rqvae(check_finite(embeddings), dict(params), seed=seed, on_epoch=on_epoch)
         codes, sizes = trained.model.encode(embeddings), tuple(trained.model.config.codebook_sizes)
@@ -63,4 +69,4 @@ def build_sid(method: str, embeddings: np.ndarray | None, item_ids: Sequence[str
         sizes, model = infer_level_sizes(codes), {"method": method, "file": str(index_file)}
     table, stats = resolve_collisions(codes, sizes)
     check_bijection(table, stats["level_sizes"])
-    return SIDResult(table, tuple(stats["level_sizes"]), stats | {"method": method}, model)
+    return SIDResult(table, tuple(stats["level_sizes"]), stats | {"method": method} | extra, model)

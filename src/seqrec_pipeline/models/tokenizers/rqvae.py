@@ -286,8 +286,8 @@ def _kmeans_init(model: RQVAE, x: torch.Tensor, seed: int, niter: int) -> None:
     z = torch.cat([model.encoder(x[i : i + 8192] * model.input_scale) for i in range(0, len(x), 8192)])
     sizes = model.config.codebook_sizes
     # Codebooks larger than the catalog keep their random init beyond the first n_items rows.
-    result = rqkmeans(z.cpu().numpy(), len(sizes), sizes, seed=seed, niter=niter,
-                      max_points_per_centroid=256, refine_iters=0, balance_last_level=False)
+    result = rqkmeans(z.cpu().numpy(), len(sizes), sizes, seed=seed, sample_iters=niter, sample_points_per_centroid=256,
+                      full_iters=0, refine_iters=0, balance_last_level=False)
     for cb, centroids in zip(model.quantizer.codebooks, result.centroids):
         cb.data[: len(centroids)] = torch.from_numpy(centroids).to(cb.device)
 

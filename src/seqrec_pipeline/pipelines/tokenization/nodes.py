@@ -37,6 +37,11 @@ def tokenize(item_embeddings: np.ndarray, items: pl.DataFrame, behaviors: pl.Dat
         tokenizer, len(table), len(sid.level_sizes), list(sid.level_sizes), stats["unique_ratio"],
         stats["max_group_size"], stats["n_disambiguation_codes"],
     )
+    if "precision" in stats:  # rqkmeans: "auto" resolves per CPU, so say what ran
+        log.info("rqkmeans full-data Lloyd iterations ran in %s; reconstruction error %.5f", stats["precision"],
+                 stats["level_mse"][-1])
+        if mlflow.active_run() is not None:
+            mlflow.set_tag("sid/precision", stats["precision"])
     flat = {"unique_ratio": stats["unique_ratio"], "max_group_size": stats["max_group_size"],
             "n_colliding_items": stats["n_colliding_items"], "n_levels": len(sid.level_sizes),
             "n_disambiguation_codes": stats["n_disambiguation_codes"], "vocab_size": vocab.size}
