@@ -276,10 +276,6 @@ def _refine_level(
     return new, updated
 
 
-def _mse(residual: np.ndarray) -> float:
-    return float(np.einsum("ij,ij->i", residual, residual, dtype=np.float64).mean())
-
-
 def _row_groups(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Group id of every row of a non-negative int table, and the size of each group.
 
