@@ -16,9 +16,11 @@ from seqrec_pipeline.models.tokenizers.rqvae import train_rqvae
 from seqrec_pipeline.models.tokenizers.simple import cid, parse_index, rid
 
 METHODS = ("rqkmeans", "rqvae", "cid", "rid", "given")
-# rqkmeans() keyword per `tokenizers.rqkmeans` parameter (levels -> n_levels; seed comes from `seed`)
-RQKMEANS_PARAMS = ("levels", "codebook_size", "sample_iters", "sample_points_per_centroid", "full_iters",
-                   "precision", "init", "refine_iters", "balance_last_level", "n_threads")
+# `tokenizers.rqkmeans` parameters: levels and codebook_size are rqkmeans()'s positional arguments, the rest
+# its keywords of the same name (the seed comes from the global `seed`)
+RQKMEANS_KEYWORDS = ("sample_iters", "sample_points_per_centroid", "full_iters", "precision", "init",
+                     "refine_iters", "balance_last_level", "n_threads")
+RQKMEANS_PARAMS = ("levels", "codebook_size", *RQKMEANS_KEYWORDS)
 
 
 @dataclass
@@ -41,9 +43,9 @@ def build_sid(method: str, embeddings: np.ndarray | None, item_ids: Sequence[str
         unknown = sorted(set(params) - set(RQKMEANS_PARAMS))
         if unknown:
             raise InputError(f"unknown tokenizers.rqkmeans parameter(s) {unknown}; valid: {list(RQKMEANS_PARAMS)}")
-        kwargs = {key: params[key] for key in RQKMEANS_PARAMS[2:] if key in params}
+        keywords = {"n_threads": 1} | {key: params[key] for key in RQKMEANS_KEYWORDS if key in params}
         result = rqkmeans(check_finite(embeddings), int(params.get("levels", 3)), params.get("codebook_size", 256),
-                          seed=seed, **{"n_threads": 1} | kwargs)
+                          seed=seed, **keywords)
         codes, sizes = result.codes, result.level_sizes
         model = {"method": method, "centroids": result.centroids, "level_mse": result.level_mse,
                  "precision": result.precision}

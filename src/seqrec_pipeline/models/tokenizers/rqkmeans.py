@@ -216,11 +216,16 @@ def _lloyd(
         rows = torch.empty(target.shape, dtype=torch.bfloat16)
         for start in range(0, len(target), chunk):  # no full-size fp32 temporary
             rows[start : start + chunk] = torch.from_numpy(target[start : start + chunk] - shift)
+
+        def nearest(c: np.ndarray) -> np.ndarray:
+            return _assign_bf16(rows, c, shift, chunk)
+    else:
+
+        def nearest(c: np.ndarray) -> np.ndarray:
+            return _assign(target, c, chunk=chunk)
+
     for _ in range(iters):
-        if precision == "bf16":
-            assign = _assign_bf16(rows, centroids, shift, chunk)
-        else:
-            assign = _assign(target, centroids, chunk=chunk)
+        assign = nearest(centroids)
         centroids = _update_centroids(target, assign, centroids)
     return centroids, assign
 
