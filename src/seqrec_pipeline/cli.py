@@ -1,9 +1,8 @@
-"""Project CLI: Kedro's own `kedro run`, but user mistakes print a message, not a traceback."""
+"""Project CLI: Kedro's own `kedro run`, but user mistakes print a message, not a traceback; `kedro compare`."""
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import click
 from kedro.framework.cli.project import run as _kedro_run
@@ -37,34 +36,24 @@ cli.add_command(run)
 
 
 @click.command(cls=_FriendlyCommand, name="compare")
-@click.option("--dataset", default=None, help="dataset name (default: conf/base/globals.yml `dataset`)")
+@click.option("--dataset", default=None, help="dataset name (default: the project's `dataset` parameter)")
 @click.option("--k", "k", default=10, show_default=True, help="cutoff of the NDCG / HR columns")
-@click.option("--reporting-dir", default="data/08_reporting", show_default=True, type=click.Path())
-def compare(dataset, k, reporting_dir):
+@click.option("--env", "-e", default=None, help="Kedro configuration environment")
+def compare(dataset, k, env):
     """Table of every evaluated run of a dataset (one per protocol), best merged NDCG@k first.
 
-    Also written to <reporting-dir>/<dataset>/comparison.md, with a bar chart in comparison.png.
+    Runs the `compare` pipeline: the table goes to data/08_reporting/<dataset>/comparison.md, a chart to
+    comparison.png (paths from the catalog); the table is printed too.
     """
-    from seqrec_pipeline.comparison import (
-        collect_metrics,
-        comparison_figure,
-        markdown_tables,
-    )
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
 
-    if dataset is None:
-        import yaml
-
-        dataset = yaml.safe_load(Path("conf/base/globals.yml").read_text())["dataset"]
-    frame = collect_metrics(reporting_dir, dataset, k)
-    text = markdown_tables(frame, dataset)
-    out = Path(reporting_dir) / dataset / "comparison.md"
-    tmp = out.with_suffix(".md.tmp")
-    tmp.write_text(text)
-    tmp.replace(out)
-    png = out.with_suffix(".png")
-    comparison_figure(frame, dataset, k).savefig(png.with_suffix(".tmp.png"), dpi=100)
-    png.with_suffix(".tmp.png").replace(png)
-    click.echo(text + f"\nwritten to {out} and {png.name}")
+    metadata = bootstrap_project(".")
+    params = {"compare": {"k": k}} | ({"dataset": dataset} if dataset else {})
+    with KedroSession.create(project_path=metadata.project_path, env=env, runtime_params=params) as session:
+        session.run(pipeline_names=["compare"])
+        catalog = session.load_context().catalog
+        click.echo(catalog.load("compare.comparison"))
 
 
 cli.add_command(compare)

@@ -9,6 +9,8 @@ from typing import Any
 import mlflow
 from kedro.framework.hooks import hook_impl
 
+from seqrec_pipeline.params import check_parameters
+
 log = logging.getLogger(__name__)
 
 
@@ -36,15 +38,26 @@ def flatten(params: dict, prefix: str = "") -> dict:
     return flat
 
 
+def pipeline_name_of(run_params: dict[str, Any]) -> str:
+    name = run_params.get("pipeline_names") or run_params.get("pipeline_name") or "__default__"
+    if isinstance(name, (list, tuple)):
+        name = "+".join(name) or "__default__"
+    return str(name)
+
+
+class ParameterHooks:
+    @hook_impl(tryfirst=True)  # before anything runs or an MLflow run starts
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
+        check_parameters(catalog.load("parameters"), pipeline_name_of(run_params))
+
+
 class TrackingHooks:
     @hook_impl(trylast=True)  # after kedro-mlflow has started the run
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
         if mlflow.active_run() is None:
             return
         params = catalog.load("parameters") if "parameters" in catalog else {}
-        pipeline_name = run_params.get("pipeline_names") or run_params.get("pipeline_name") or "__default__"
-        if isinstance(pipeline_name, (list, tuple)):
-            pipeline_name = "+".join(pipeline_name) or "__default__"
+        pipeline_name = pipeline_name_of(run_params)
         parts = [str(pipeline_name), str(params.get("dataset", ""))]
         # rule and discriminative baselines use no semantic IDs: no tokenizer in their names
         keys = ("model",) if str(pipeline_name) in ("smb_rule", "smb_rec") else ("model", "tokenizer")

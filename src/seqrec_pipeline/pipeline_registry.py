@@ -1,11 +1,19 @@
-"""Project pipelines (SPEC §7)."""
+"""Project pipelines: each stage brings what it needs, so one command works on a fresh clone."""
 
 from __future__ import annotations
 
 from kedro.pipeline import Pipeline, pipeline
 
-from seqrec_pipeline.pipelines import discriminative
-from seqrec_pipeline.pipelines import embedding, evaluation, ingestion, preprocessing, tokenization, training
+from seqrec_pipeline.pipelines import (
+    discriminative,
+    embedding,
+    evaluation,
+    ingestion,
+    preprocessing,
+    reporting,
+    tokenization,
+    training,
+)
 
 
 def _with_protocol(pipe: Pipeline, protocol: str) -> Pipeline:
@@ -13,24 +21,30 @@ def _with_protocol(pipe: Pipeline, protocol: str) -> Pipeline:
     return pipeline(pipe, parameters={"params:split.protocol": f"params:protocols.{protocol}"})
 
 
+def _evaluated(name: str) -> Pipeline:
+    """Ranking of the stored model's test samples and their report, under the namespace ``name``."""
+    return evaluation.create_pipeline(name) + reporting.create_pipeline(
+        name, generative=True, behavior_accuracy=name == "mb_decoder")
+
+
 def register_pipelines() -> dict[str, Pipeline]:
     data = ingestion.create_pipeline() + preprocessing.create_pipeline()
     features = data + embedding.create_pipeline() + tokenization.create_pipeline()
     trained = features + training.create_pipeline()
-    smb_decoder = trained + evaluation.create_pipeline("smb_decoder")
+    smb_decoder = trained + _evaluated("smb_decoder")
     return {
         "ingest": ingestion.create_pipeline(),
-        # each stage pipeline brings what it needs from raw files, so one command works on a fresh clone;
         # `--namespaces=<stage>` runs only that stage's nodes on the stored upstream artifacts
         "preprocess": data,
         "embed": data + embedding.create_pipeline(),
         "tokenize": features,
         "train": trained,
-        "evaluate": evaluation.create_pipeline("smb_decoder"),  # the stored model only
+        "evaluate": _evaluated("smb_decoder"),  # the stored model only
         "smb_decoder": smb_decoder,
-        "mb_decoder": _with_protocol(trained + evaluation.create_pipeline("mb_decoder"), "last_event"),
-        "decoder": _with_protocol(trained + evaluation.create_pipeline("decoder"), "last_event"),
-        "smb_rule": data + evaluation.create_rule_pipeline(),
-        "smb_rec": data + discriminative.create_pipeline(),
+        "mb_decoder": _with_protocol(trained + _evaluated("mb_decoder"), "last_event"),
+        "decoder": _with_protocol(trained + _evaluated("decoder"), "last_event"),
+        "smb_rule": data + evaluation.create_rule_pipeline() + reporting.create_pipeline("smb_rule", generative=False),
+        "smb_rec": data + discriminative.create_pipeline() + reporting.create_pipeline("smb_rec", generative=False),
+        "compare": reporting.create_compare_pipeline(),
         "__default__": smb_decoder,
     }

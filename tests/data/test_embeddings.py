@@ -2,7 +2,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from seqrec_pipeline.data.embeddings import cf_embeddings, clean_text, embed_items, item_texts, train_prefix_lengths
+from seqrec_pipeline.data.embeddings import cf_embeddings, clean_text, embed_items, item_texts
 from seqrec_pipeline.data.preprocess import build_primary
 from seqrec_pipeline.dataset_spec import FilterSpec
 from seqrec_pipeline.errors import InputError
@@ -47,8 +47,6 @@ def test_collaborative_vectors_ignore_validation_and_test_events():
     changed = _log(np.random.default_rng(0), [[int(x) for x in rng.integers(0, 12, 3)] for _ in range(30)])
     a, b = _primary(base), _primary(changed)
     assert a.items["item_id"].to_list() == b.items["item_id"].to_list()
-    prefix = train_prefix_lengths(a.sequences)
-    assert (prefix == a.sequences["last_session_valid"].to_numpy()).all()
     va, vb = (cf_embeddings(p.sequences, p.items.height, 8, seed=1) for p in (a, b))
     assert va.shape == (12, 8)
     np.testing.assert_allclose(np.abs(va), np.abs(vb), atol=1e-6)  # SVD factors are defined up to sign

@@ -7,7 +7,6 @@ from hypothesis import strategies as st
 from seqrec_pipeline.data.preprocess import build_primary, k_core
 from seqrec_pipeline.dataset_spec import FilterSpec
 from seqrec_pipeline.errors import InputError
-from seqrec_pipeline.evaluation import eval_set
 
 LEVELS = {"view": 0, "cart": 1, "buy": 2}
 NO_FILTER = FilterSpec(min_user_events=1, min_item_events=1, min_sessions=3)
@@ -57,9 +56,6 @@ def test_users_with_few_sessions_are_out_of_last_session_only():
     assert seq["n_sessions"].to_list() == [4, 1]
     assert seq["last_session_test"].to_list() == [3, -1]
     assert seq["last_event_test"].to_list() == [3, 3]
-    assert eval_set(seq, "last_session", "test", 50).user_idx.tolist() == [0]
-    with pytest.raises(InputError, match="unknown split.protocol"):
-        eval_set(seq, "random", "test", 50)
 
 
 def test_k_core_iterates_to_a_fixed_point():

@@ -12,14 +12,12 @@ from torch.utils.data import DataLoader
 
 from seqrec_pipeline.data.samples import (
     EpochSampler,
-    EventBuffer,
     augment_copies,
-    behavior_arrays,
     identity_collate,
     make_datasets,
-    prefix_buffer,
     training_samples,
 )
+from seqrec_pipeline.splits import BehaviorTable, EventBuffer, training_prefix
 from seqrec_pipeline.vocab import TokenVocab
 
 # Behavior index order differs from level order on purpose, so a level/index mix-up shows.
@@ -214,8 +212,9 @@ def per_copy(buffer: EventBuffer) -> list[np.ndarray]:
 
 
 def copies_by_user(seed: int, augment: int = 4) -> EventBuffer:
-    events, _ = prefix_buffer(augmentation_users(), "last_event", "valid")
-    level, is_target = behavior_arrays(AUG_BEHAVIORS)
+    events = training_prefix(augmentation_users(), "last_event")
+    table = BehaviorTable.from_table(AUG_BEHAVIORS)
+    level, is_target = table.levels, table.is_target
     return augment_copies(events, level, is_target, augment, np.random.default_rng(seed))
 
 
@@ -243,8 +242,9 @@ def test_augmentation_never_drops_target_events_and_is_seeded():
             assert kept_buys.tolist() in ([4, 10], [21])  # every training buy of the user, always
     # 12 buys: the r/(level+1) rule would drop floor(12 r / 3) = k of them if buys were not protected
     behaviors = [2, 0] * 12 + [0, 0]
-    events, _ = prefix_buffer(sequences_frame([(list(range(26)), behaviors, list(range(26)))]), "last_event", "valid")
-    level, is_target = behavior_arrays(AUG_BEHAVIORS)
+    events = training_prefix(sequences_frame([(list(range(26)), behaviors, list(range(26)))]), "last_event")
+    table = BehaviorTable.from_table(AUG_BEHAVIORS)
+    level, is_target = table.levels, table.is_target
     copies = augment_copies(events, level, is_target, 4, np.random.default_rng(0))
     assert [int((behaviors == 2).sum()) for behaviors in per_copy(copies)] == [12] * 4
     assert [int((behaviors == 0).sum()) for behaviors in per_copy(copies)] == [9, 6, 3, 0]
@@ -254,9 +254,10 @@ def test_augmentation_never_drops_target_events_and_is_seeded():
 
 
 def test_augmentation_draws_uniformly_without_replacement():
-    events, _ = prefix_buffer(augmentation_users(), "last_event", "valid")
+    events = training_prefix(augmentation_users(), "last_event")
     events = events.select(events.sequence_of_event() == 0).drop_short(1)  # user 0 only
-    level, is_target = behavior_arrays(AUG_BEHAVIORS)
+    table = BehaviorTable.from_table(AUG_BEHAVIORS)
+    level, is_target = table.levels, table.is_target
     kept = np.zeros(16)
     n_draws = 400
     rng = np.random.default_rng(0)

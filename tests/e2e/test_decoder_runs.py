@@ -7,7 +7,7 @@ import polars as pl
 from seqrec_pipeline.models.generative import load_model
 
 SPEC_KEYS = {"dataset", "pipeline", "model", "tokenizer", "protocol", "n_users", "n_items", "n_test", "metrics",
-             "behavior_accuracy"}
+             "behavior_accuracy", "measured"}
 
 
 def _ok(result):
@@ -66,7 +66,7 @@ def test_smb_rule_baseline_writes_its_own_metrics(project):
     assert report["tokenizer"] is None and report["model"] == "popularity"
     assert report["metrics"]["merged"]["hit@10"] > 0  # popular items do get bought/viewed
     bad = project.run("run", "--pipeline=smb_rule", "--params=dataset=retail_ci,model=gamer")
-    assert bad.returncode == 2 and "unknown rule model 'gamer'" in bad.stderr
+    assert bad.returncode == 2 and "unknown model 'gamer' for pipeline smb_rule" in bad.stderr
 
 
 def test_mb_decoder_and_single_behavior_decoder_use_last_event(project):

@@ -1,14 +1,13 @@
 """End-to-end `kedro run` of smb_rec (a discriminative baseline) on a real slice, checked through its outputs."""
 
 import json
-import pickle
 
 import polars as pl
 
-from seqrec_pipeline.models.discriminative import build_discriminative
+from seqrec_pipeline.io.rec_model import RecModelDataset
 
 SPEC_KEYS = {"dataset", "pipeline", "model", "tokenizer", "protocol", "n_users", "n_items", "n_test", "metrics",
-             "behavior_accuracy"}
+             "behavior_accuracy", "measured"}
 
 
 def _ok(result):
@@ -37,11 +36,11 @@ def test_smb_rec_trains_evaluates_and_tracks(project):
         assert all(0 <= i < items.height for i in ranked)
     assert (project.path / "data/08_reporting/retail_ci/smb_rec/sasrec/metrics.png").stat().st_size > 10_000
 
-    with open(project.latest("data/06_models/retail_ci/rec-sasrec/model.pkl"), "rb") as f:
-        ckpt = pickle.load(f)
-    model = build_discriminative(**ckpt["config"])
-    model.load_state_dict(ckpt["state_dict"])
-    assert model.n_items == items.height and 1 <= ckpt["summary"]["best_epoch"] <= 2
+    model_dir = project.latest("data/06_models/retail_ci/rec-sasrec/model")
+    assert sorted(p.name for p in model_dir.iterdir()) == ["config.json", "model.safetensors"]  # no pickle
+    model = RecModelDataset(str(model_dir)).load()
+    summary = json.loads((project.path / "data/06_models/retail_ci/rec-sasrec/train_summary.json").read_text())
+    assert model.n_items == items.height and 1 <= summary["best_epoch"] <= 2
 
     run = project.mlflow("select r.run_uuid from runs r join experiments e on r.experiment_id = e.experiment_id "
                          "where e.name = 'retail_ci' and r.status = 'FINISHED'")[0][0]
@@ -49,10 +48,10 @@ def test_smb_rec_trains_evaluates_and_tracks(project):
     assert abs(metrics["test/merged/ndcg_at_10"] - merged["ndcg@10"]) < 1e-9
     assert "epoch/valid/ndcg_at_10" in metrics and "epoch/train/loss" in metrics
     steps = project.mlflow("select count(*) from metrics where run_uuid = ? and key = 'epoch/valid/ndcg_at_10'", run)
-    assert steps[0][0] == ckpt["summary"]["epochs_run"]
+    assert steps[0][0] == summary["epochs_run"]
 
     bad = project.run("run", "--pipeline=smb_rec", "--params=dataset=retail_ci,model=gamer")
-    assert bad.returncode == 2 and "unknown discriminative model 'gamer'" in bad.stderr
+    assert bad.returncode == 2 and "unknown model 'gamer' for pipeline smb_rec" in bad.stderr
     assert "Traceback" not in bad.stderr
 
     # windows (the default) train next-item and cloze models alike; one sample per event on request;
@@ -63,4 +62,12 @@ def test_smb_rec_trains_evaluates_and_tracks(project):
         seq = json.loads((project.path / f"data/08_reporting/retail_ci/smb_rec/{model}/metrics.json").read_text())
         assert seq["model"] == model and seq["n_test"] == report["n_test"]
     bad = project.run("run", "--pipeline=smb_rec", "--params=dataset=retail_ci,model=bert4rec,rec.sample_mode=windows")
-    assert bad.returncode == 2 and "unknown rec.sample_mode 'windows'" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad.returncode == 2 and "'rec.sample_mode': Input should be 'sequence' or 'event'" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+    # every evaluated run of the dataset in one table (paths from the catalog)
+    result = project.run("compare", "--dataset", "retail_ci")
+    _ok(result)
+    assert "### retail_ci · last_session (3 runs)" in result.stdout and "| sasrec |" in result.stdout
+    assert (project.path / "data/08_reporting/retail_ci/comparison.md").read_text().strip() in result.stdout
+    assert (project.path / "data/08_reporting/retail_ci/comparison.png").stat().st_size > 0

@@ -6,15 +6,14 @@ import pytest
 import torch
 
 from seqrec_pipeline.errors import InputError
-from seqrec_pipeline.evaluation import eval_set
 from seqrec_pipeline.models.discriminative import build_discriminative
+from seqrec_pipeline.ranking import rank_discriminative, validation_metric
+from seqrec_pipeline.splits import eval_set
 from seqrec_pipeline.training.discriminative import (
     fit_discriminative,
     length_bucketed_batches,
-    rank_discriminative,
     sequence_samples,
     training_samples,
-    validation_metric,
 )
 
 
@@ -76,7 +75,7 @@ def test_rank_and_fit_on_a_tiny_catalog():
     seq = _sequences()
     model = build_discriminative("sasrec", n_items=40, n_behaviors=3, max_len=5, default_target_behavior=2)
     data = eval_set(seq, "last_event", "test", 5)
-    top = rank_discriminative(model, data, top_k=10, batch_size=1)
+    top = rank_discriminative(model, data, top_k=10, batch_size=1).items
     assert top.shape == (len(data.targets), 10)
     assert all(len(set(r)) == 10 and r.min() >= 0 and r.max() < 40 for r in top)
     seen = []
@@ -177,16 +176,3 @@ def test_early_stopping_waits_for_min_epochs():
         runs[min_epochs] = summary["epochs_run"]
         assert summary["best_epoch"] == 1
     assert runs == {0: 2, 4: 4}
-
-
-def test_smb_rec_fallbacks_are_the_shipped_parameters():
-    """The node's fallbacks for a partial user `rec:` block are exactly conf/base/parameters.yml's values."""
-    from pathlib import Path
-
-    import yaml
-
-    from seqrec_pipeline.pipelines.discriminative.nodes import REC_DEFAULTS
-
-    shipped = yaml.safe_load((Path(__file__).parents[2] / "conf/base/parameters.yml").read_text())["rec"]
-    shipped.pop("models")
-    assert REC_DEFAULTS == shipped

@@ -32,8 +32,9 @@ def test_child_env_drops_rendezvous_variables():
 
 def test_launched_job_trains_and_writes_the_result(sequences, tmp_path):
     """torchrun with one CPU process (the multi-GPU code path without GPUs); rank 0 writes the result."""
-    train = TrainConfig(output_dir=str(tmp_path / "model"), epochs=2, lr=1e-2, micro_batch_size=16, log_every=1,
-                        deepspeed_config=str(CPU_CONFIG), progress=False)  # fmt: skip
+    train = TrainConfig(output_dir=str(tmp_path / "model"), epochs=2, lr=1e-2, weight_decay=0.01, warmup_ratio=0.1,
+                        patience=3, seed=42, micro_batch_size=16, log_every=1, deepspeed_config=str(CPU_CONFIG),
+                        progress=False)  # fmt: skip
     result = launch_training(
         tmp_path / "job", sequences, BEHAVIORS, CODES, VOCAB,
         model={"name": "qwen3", "preset": "cpu-small", "overrides": TINY["qwen3"]},

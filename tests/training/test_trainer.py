@@ -23,7 +23,8 @@ def datasets(sequences, *, encoder_decoder=False, **kwargs):
 
 def config(tmp_path, **overrides) -> TrainConfig:
     fields = dict(output_dir=str(tmp_path / "run"), epochs=2, lr=1e-2, micro_batch_size=8, warmup_ratio=0.0,
-                  deepspeed_config=str(CPU_CONFIG), progress=False, log_every=1, seed=0)  # fmt: skip
+                  weight_decay=0.01, patience=3, deepspeed_config=str(CPU_CONFIG), progress=False, log_every=1,
+                  seed=0)  # fmt: skip
     return TrainConfig(**(fields | overrides))
 
 
@@ -43,8 +44,7 @@ def test_deepspeed_config_files_and_auto_fields(tmp_path):
     if not torch.cuda.is_available():
         assert load_deepspeed_config(None) == cpu  # the default follows the accelerator
 
-    cfg = TrainConfig(output_dir=str(tmp_path), epochs=3, lr=3e-3, weight_decay=0.05, micro_batch_size=4,
-                      gradient_accumulation_steps=2)  # fmt: skip
+    cfg = config(tmp_path, epochs=3, lr=3e-3, weight_decay=0.05, micro_batch_size=4, gradient_accumulation_steps=2)
     ds, steps_per_epoch, total = resolve_deepspeed_config(cpu, cfg, n_train=50, world_size=1)
     assert ds["optimizer"]["params"]["lr"] == 3e-3 and ds["optimizer"]["params"]["weight_decay"] == 0.05
     assert ds["train_micro_batch_size_per_gpu"] == 4 and ds["gradient_accumulation_steps"] == 2

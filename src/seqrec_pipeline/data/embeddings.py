@@ -22,6 +22,7 @@ import scipy.sparse as sp
 from scipy.sparse.linalg import svds
 
 from seqrec_pipeline.errors import InputError
+from seqrec_pipeline.splits import PROTOCOLS, training_lengths
 
 log = logging.getLogger(__name__)
 
@@ -87,20 +88,13 @@ def encode_texts(texts: list[str], encoder: str, batch_size: int, device: str | 
     return vectors.astype(np.float32)
 
 
-def train_prefix_lengths(sequences: pl.DataFrame) -> np.ndarray:
-    """Per user, how many leading events are training data under every split protocol."""
-    cuts = [pl.when(pl.col(c) >= 0).then(pl.col(c)).otherwise(pl.col("n_events"))
-            for c in ("last_event_valid", "last_session_valid")]
-    return sequences.select(pl.min_horizontal(cuts)).to_series().to_numpy()
-
-
 def cf_embeddings(sequences: pl.DataFrame, n_items: int, dim: int, seed: int) -> np.ndarray:
     """Item factors of the (binary) user-item matrix of training events, L2-normalized.
 
     Items without training events get a zero vector (their codes are then told apart by
     the collision level).
     """
-    prefix = train_prefix_lengths(sequences)
+    prefix = training_lengths(sequences, PROTOCOLS)  # training data under every protocol
     lengths = sequences["n_events"].to_numpy()
     starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
     position = np.arange(lengths.sum()) - starts

@@ -27,9 +27,6 @@ from seqrec_pipeline.schemas import ITEMS, SEQUENCES, USERS, check_contract
 
 log = logging.getLogger(__name__)
 
-PROTOCOLS = ("last_event", "last_session")
-
-
 @dataclass
 class Primary:
     sequences: pl.DataFrame

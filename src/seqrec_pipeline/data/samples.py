@@ -68,7 +68,13 @@ import polars as pl
 import torch
 from torch.utils.data import Dataset
 
-from seqrec_pipeline.data.preprocess import PROTOCOLS
+from seqrec_pipeline.splits import (
+    BehaviorTable,
+    EventBuffer,
+    check_protocol,
+    training_prefix,
+    validation_prefix,
+)
 from seqrec_pipeline.vocab import BOS, EOS, N_SPECIAL, PAD, TokenVocab
 
 IGNORE_INDEX = -100  # = models.generative.IGNORE_INDEX; not imported, so data code never loads transformers
@@ -86,57 +92,6 @@ SHUFFLE_STREAM, AUGMENT_STREAM = 0, 1
 # ----------------------------------------------------------------------------------------------------------
 # Event buffers and sample sets
 # ----------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class EventBuffer:
-    """Sequences of events stored flat: sequence ``s`` is ``[offsets[s], offsets[s+1])``."""
-
-    item: np.ndarray  # int32 [n_events]
-    behavior: np.ndarray  # int8 [n_events]
-    session: np.ndarray  # int32 [n_events], non-decreasing within a sequence
-    offsets: np.ndarray  # int64 [n_sequences + 1]
-    user: np.ndarray  # int32 [n_sequences], user_idx each sequence comes from
-
-    @property
-    def n_sequences(self) -> int:
-        return len(self.user)
-
-    @property
-    def lengths(self) -> np.ndarray:
-        return np.diff(self.offsets)
-
-    def sequence_of_event(self) -> np.ndarray:
-        return np.repeat(np.arange(self.n_sequences, dtype=np.int64), self.lengths)
-
-    def position_in_sequence(self) -> np.ndarray:
-        return np.arange(len(self.item), dtype=np.int64) - np.repeat(self.offsets[:-1], self.lengths)
-
-    def select(self, keep: np.ndarray) -> EventBuffer:
-        """Keep a subset of events (a boolean mask over events); empty sequences stay, with length 0."""
-        counts = np.bincount(self.sequence_of_event()[keep], minlength=self.n_sequences)
-        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        return EventBuffer(self.item[keep], self.behavior[keep], self.session[keep], offsets, self.user)
-
-    def drop_short(self, min_events: int) -> EventBuffer:
-        long_enough = self.lengths >= min_events
-        if long_enough.all():
-            return self
-        buffer = self.select(np.repeat(long_enough, self.lengths))
-        offsets = np.concatenate([[0], np.cumsum(buffer.lengths[long_enough])]).astype(np.int64)
-        return EventBuffer(buffer.item, buffer.behavior, buffer.session, offsets, self.user[long_enough])
-
-    @staticmethod
-    def concat(buffers: Sequence[EventBuffer]) -> EventBuffer:
-        shifts = np.cumsum([0] + [len(b.item) for b in buffers[:-1]])
-        offsets = np.concatenate([[0]] + [b.offsets[1:] + s for b, s in zip(buffers, shifts, strict=True)])
-        return EventBuffer(
-            np.concatenate([b.item for b in buffers]),
-            np.concatenate([b.behavior for b in buffers]),
-            np.concatenate([b.session for b in buffers]),
-            offsets.astype(np.int64),
-            np.concatenate([b.user for b in buffers]),
-        )
 
 
 @dataclass(frozen=True)
@@ -165,59 +120,6 @@ class SampleSet:
 # ----------------------------------------------------------------------------------------------------------
 # From the `sequences` table
 # ----------------------------------------------------------------------------------------------------------
-
-
-def _split_columns(protocol: str) -> tuple[str, str]:
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown protocol {protocol!r}; choose one of {list(PROTOCOLS)}")
-    return f"{protocol}_valid", f"{protocol}_test"
-
-
-def prefix_buffer(
-    sequences: pl.DataFrame, protocol: str, stop: Literal["valid", "test"]
-) -> tuple[EventBuffer, np.ndarray]:
-    """Each protocol user's events at positions ``< valid`` (or ``< test``) as one flat buffer.
-
-    Returns the buffer and each sequence's ``valid`` split point (its training length).  Only these
-    positions are ever copied out of the table, which is what keeps later events out of the samples.
-    """
-    valid_col, test_col = _split_columns(protocol)
-    users = sequences.filter(pl.col(test_col) >= 0)
-    if users.is_empty():
-        empty = np.zeros(0, dtype=np.int64)
-        return EventBuffer(empty.astype(np.int32), empty.astype(np.int8), empty.astype(np.int32),
-                           np.zeros(1, np.int64), empty.astype(np.int32)), empty  # fmt: skip
-    lengths = users["n_events"].to_numpy().astype(np.int64)
-    valid = users[valid_col].to_numpy().astype(np.int64)
-    cut = valid if stop == "valid" else users[test_col].to_numpy().astype(np.int64)
-    if (valid < 0).any() or (cut > lengths).any() or (users[test_col].to_numpy() <= valid).any():
-        raise ValueError(f"inconsistent {protocol} split points (need 0 <= valid < test <= n_events)")
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    position = np.arange(lengths.sum()) - np.repeat(starts, lengths)
-    keep = position < np.repeat(cut, lengths)
-    flat = users.select(pl.col("item").explode(), pl.col("behavior").explode(), pl.col("session").explode())
-    offsets = np.concatenate([[0], np.cumsum(cut)]).astype(np.int64)
-    buffer = EventBuffer(
-        flat["item"].to_numpy()[keep].astype(np.int32),
-        flat["behavior"].to_numpy()[keep].astype(np.int8),
-        flat["session"].to_numpy()[keep].astype(np.int32),
-        offsets,
-        users["user_idx"].to_numpy().astype(np.int32),
-    )
-    return buffer, valid
-
-
-def behavior_arrays(behaviors: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """(level, is_target) indexed by behavior_idx."""
-    table = behaviors.sort("behavior_idx")
-    if not np.array_equal(table["behavior_idx"].to_numpy(), np.arange(table.height)):
-        raise ValueError("behavior_idx must be 0..B-1")
-    level = table["level"].to_numpy().astype(np.int64)
-    if "is_target" in table.columns:
-        is_target = table["is_target"].to_numpy().astype(bool)
-    else:
-        is_target = level == level.max()
-    return level, is_target
 
 
 def augment_copies(
@@ -252,21 +154,11 @@ def augment_copies(
     return EventBuffer.concat(copies)
 
 
-def _session_starts(events: EventBuffer) -> np.ndarray:
-    """Flat position of the first event of each event's session (within its sequence)."""
-    n = len(events.item)
-    position = np.arange(n, dtype=np.int64)
-    new = np.ones(n, dtype=bool)
-    new[1:] = events.session[1:] != events.session[:-1]
-    new[events.offsets[:-1][events.lengths > 0]] = True  # a sequence start always starts a session
-    return np.maximum.accumulate(np.where(new, position, 0))
-
-
 def window_samples(events: EventBuffer, protocol: str, mode: str, max_history: int) -> SampleSet:
     """Sample windows over every sequence of ``events`` (see the module doc for the modes)."""
     if mode not in MODES:
         raise ValueError(f"unknown sample mode {mode!r}; choose one of {list(MODES)}")
-    _split_columns(protocol)
+    check_protocol(protocol)
     if max_history < 1:
         raise ValueError(f"max_history must be >= 1, got {max_history}")
     lengths = events.lengths
@@ -285,12 +177,8 @@ def window_samples(events: EventBuffer, protocol: str, mode: str, max_history: i
         return SampleSet(events, start, stop - 1, stop - 1, stop, events.user[seq], loss_on_context=True)
     seq = events.sequence_of_event()
     target = np.flatnonzero(events.position_in_sequence() >= 1)
-    if protocol == "last_event":
-        context_stop = target
-    else:
-        context_stop = _session_starts(events)[target]
-    context_start = np.maximum(events.offsets[:-1][seq[target]], context_stop - max_history)
-    return SampleSet(events, context_start, context_stop, target, target + 1, events.user[seq[target]],
+    start, stop = events.history_windows(protocol, max_history)
+    return SampleSet(events, start[target], stop[target], target, target + 1, events.user[seq[target]],
                      loss_on_context=False)  # fmt: skip
 
 
@@ -306,10 +194,10 @@ def training_samples(
     epoch: int = 0,
 ) -> SampleSet:
     """Training samples (positions ``< valid`` only) with ``augment`` thinned copies drawn for ``epoch``."""
-    events, _ = prefix_buffer(sequences, protocol, "valid")
-    events = events.drop_short(1)
+    events = training_prefix(sequences, protocol).drop_short(1)
     if augment:
-        level, is_target = behavior_arrays(behaviors)
+        table = BehaviorTable.from_table(behaviors)
+        level, is_target = table.levels, table.is_target
         rng = np.random.default_rng((seed, epoch, AUGMENT_STREAM))
         events = EventBuffer.concat([events, augment_copies(events, level, is_target, augment, rng)])
     return window_samples(events, protocol, mode, max_history)
@@ -318,7 +206,7 @@ def training_samples(
 def validation_samples(sequences: pl.DataFrame, *, protocol: str, max_history: int = 50) -> SampleSet:
     """One sample per validation target (positions ``[valid, test)``), history = last ``max_history``
     events before ``valid``; loss on the target only."""
-    events, valid = prefix_buffer(sequences, protocol, "test")
+    events, valid = validation_prefix(sequences, protocol)
     n_targets = events.lengths - valid
     sample_seq = np.repeat(np.arange(events.n_sequences), n_targets)
     context_stop = events.offsets[:-1][sample_seq] + valid[sample_seq]
@@ -554,8 +442,7 @@ class EpochSampler(torch.utils.data.Sampler[int]):
 def make_collator(
     codes: np.ndarray, vocab: TokenVocab, behaviors: pl.DataFrame, *, encoder_decoder: bool = False
 ) -> TokenCollator:
-    level, _ = behavior_arrays(behaviors)
-    return TokenCollator(codes, vocab, level, encoder_decoder=encoder_decoder)
+    return TokenCollator(codes, vocab, BehaviorTable.from_table(behaviors).levels, encoder_decoder=encoder_decoder)
 
 
 def make_datasets(
@@ -600,18 +487,14 @@ __all__ = [
     "AUGMENT_MODES",
     "IGNORE_INDEX",
     "MODES",
-    "PROTOCOLS",
     "EpochSampler",
-    "EventBuffer",
     "SampleDataset",
     "SampleSet",
     "TokenCollator",
     "augment_copies",
-    "behavior_arrays",
     "identity_collate",
     "make_collator",
     "make_datasets",
-    "prefix_buffer",
     "training_samples",
     "validation_samples",
     "window_samples",

@@ -1,19 +1,12 @@
-"""Training and ranking of the discriminative baselines on the stored splits (no Kedro).
+"""Training of the discriminative baselines on the stored splits (no Kedro).
 
-- :func:`training_samples`: one next-event sample per training target event of every protocol user
-  (positions before the user's validation point), as right-aligned int tensors (index + 1, 0 = padding);
+- :func:`training_samples`: one next-event sample per training event of every protocol user with a
+  non-empty history (``splits``' history rule), as right-aligned int tensors (index + 1, 0 = padding);
   :func:`sequence_samples`: the same events as windows for per-position training (next-item models at
   every position, cloze models at the masked positions);
 - :func:`fit_discriminative`: a plain PyTorch loop (AdamW, seeded length-bucketed batches, tqdm) with validation
-  NDCG@10 of the target behavior on the validation window after every epoch, early stopping and the
-  best ``state_dict`` restored;
-- :func:`rank_discriminative`: full-catalog top-k for every sample of an :class:`EvalSet`, with the
-  sample's behavior as the requested target behavior.
-
-History semantics follow the evaluation (``evaluation.eval_set``): for ``last_session`` a target event
-sees the events before *its session's* start, for ``last_event`` the events before it; either way at
-most ``max_history`` of the most recent ones. Samples with an empty history are dropped (the first
-event, or the whole first session for ``last_session``).
+  NDCG@10 of the target behavior on the validation window after every epoch
+  (``ranking.discriminative.validation_metric``), early stopping and the best ``state_dict`` restored.
 """
 
 from __future__ import annotations
@@ -30,9 +23,10 @@ import torch
 from tqdm.auto import tqdm
 
 from seqrec_pipeline.errors import InputError
-from seqrec_pipeline.evaluation import EvalSet, eval_set
-from seqrec_pipeline.metrics import metrics_by_behavior
-from seqrec_pipeline.models.discriminative import SequentialRecommender, topk_items
+from seqrec_pipeline.models.discriminative import SequentialRecommender, build_discriminative
+from seqrec_pipeline.params import RecParams
+from seqrec_pipeline.ranking.discriminative import right_aligned, validation_metric
+from seqrec_pipeline.splits import BehaviorTable, training_prefix
 
 log = logging.getLogger(__name__)
 
@@ -78,49 +72,19 @@ def length_bucketed_batches(lengths: torch.Tensor, batch_size: int, generator: t
     return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
 
 
-def _windows(flat_items: np.ndarray, flat_behaviors: np.ndarray, start: np.ndarray, end: np.ndarray,
-             width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Rows ``flat[start:end]`` (keeping the last ``width``) right-aligned into [N, width], +1, 0 = padding."""
-    width = max(int(width), 1)
-    idx = end[:, None] - width + np.arange(width)[None, :]
-    keep = idx >= np.maximum(start, end - width)[:, None]
-    idx = np.where(keep, idx, 0)
-    if len(flat_items) == 0:
-        zeros = np.zeros(idx.shape, np.int64)
-        return zeros, zeros.copy()
-    items = np.where(keep, flat_items[idx].astype(np.int64) + 1, 0)
-    behaviors = np.where(keep, flat_behaviors[idx].astype(np.int64) + 1, 0)
-    return items, behaviors
-
-
 def training_samples(sequences: pl.DataFrame, protocol: str, max_history: int) -> Samples:
-    """One sample per training event i >= 1 (position < the user's ``<protocol>_valid``) with a
-    non-empty history: the events before i's session start (``last_session``) or before i
-    (``last_event``), truncated to the ``max_history`` most recent."""
-    valid_col = f"{protocol}_valid"
-    if valid_col not in sequences.columns:
-        raise InputError(f"unknown split.protocol '{protocol}'; choose last_event or last_session")
-    users = sequences.filter(pl.col(valid_col) >= 0).select("user_idx", "item", "behavior", "session", valid_col)
-    events = (
-        users.with_columns(pl.int_range(pl.len()).alias("row"))
-        .explode("item", "behavior", "session")
-        .with_columns(pl.int_range(pl.len()).over("row").alias("pos"))
-        .filter(pl.col("pos") < pl.col(valid_col))  # validation / test events never enter training
-        .with_columns(pl.col("pos").min().over("row", "session").alias("session_start"))
-    )
-    flat_items = events["item"].to_numpy().astype(np.int64)
-    flat_behaviors = events["behavior"].to_numpy().astype(np.int64)
-    offset = np.arange(events.height, dtype=np.int64) - events["pos"].to_numpy().astype(np.int64)  # user's row 0
-    pos = events["pos"].to_numpy().astype(np.int64)
-    cut = events["session_start"].to_numpy().astype(np.int64) if protocol == "last_session" else pos
-    keep = cut >= 1  # i >= 1 and a non-empty history
-    start, end = offset[keep], offset[keep] + cut[keep]
-    items, behaviors = _windows(flat_items, flat_behaviors, start, end, max_history)
+    """One sample per training event with a non-empty history (``splits``: the history rule of the
+    protocol, at most ``max_history`` events; targets without history are dropped)."""
+    events = training_prefix(sequences, protocol)
+    start, stop = events.history_windows(protocol, max_history)
+    keep = np.flatnonzero(stop > np.repeat(events.offsets[:-1], events.lengths))
+    flat_items, flat_behaviors = events.item.astype(np.int64), events.behavior.astype(np.int64)
+    items, behaviors = right_aligned(flat_items, flat_behaviors, start[keep], stop[keep], max_history)
     return Samples(
         items=torch.from_numpy(items), behaviors=torch.from_numpy(behaviors),
         target_item=torch.from_numpy(flat_items[keep]), target_behavior=torch.from_numpy(flat_behaviors[keep]),
-        user_idx=torch.from_numpy(events["user_idx"].to_numpy().astype(np.int64)[keep]),
-        position=torch.from_numpy(pos[keep]),
+        user_idx=torch.from_numpy(events.user[events.sequence_of_event()[keep]].astype(np.int64)),
+        position=torch.from_numpy(events.position_in_sequence()[keep]),
     )
 
 
@@ -151,70 +115,18 @@ def sequence_samples(sequences: pl.DataFrame, protocol: str, max_history: int) -
     position, with at most ``max_history`` earlier events of its window as history.  Unlike
     :func:`training_samples` a target also sees the earlier events of its own session (per-position
     training cannot stop at a session start); validation and test events are never included."""
-    valid_col = f"{protocol}_valid"
-    if valid_col not in sequences.columns:
-        raise InputError(f"unknown split.protocol '{protocol}'; choose last_event or last_session")
-    users = sequences.filter(pl.col(valid_col) >= 2)
-    lengths = users[valid_col].to_numpy().astype(np.int64)
-    prefix = users.select(pl.col("item", "behavior").list.head(pl.col(valid_col))).explode("item", "behavior")
-    flat_items = prefix["item"].to_numpy().astype(np.int64)
-    flat_behaviors = prefix["behavior"].to_numpy().astype(np.int64)
+    events = training_prefix(sequences, protocol).drop_short(2)
+    lengths = events.lengths
+    flat_items, flat_behaviors = events.item.astype(np.int64), events.behavior.astype(np.int64)
     width = max(int(max_history), 1)
-    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    offsets = events.offsets[:-1]
     n_windows = -(-(lengths - 1) // width)  # ceil((targets) / width)
     user = np.repeat(np.arange(len(lengths)), n_windows)
     rank = np.arange(len(user)) - np.repeat(np.cumsum(n_windows) - n_windows, n_windows)
     end = offsets[user] + lengths[user] - rank * width
     start = np.maximum(offsets[user], end - width - 1)
-    items, behaviors = _windows(flat_items, flat_behaviors, start, end, width + 1)
+    items, behaviors = right_aligned(flat_items, flat_behaviors, start, end, width + 1)
     return SequenceSamples(items=torch.from_numpy(items), behaviors=torch.from_numpy(behaviors))
-
-
-def eval_tensors(data: EvalSet, max_history: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-user histories of an :class:`EvalSet` as right-aligned [n_users, H] tensors (+1, 0 = padding)."""
-    lengths = np.array([len(h) for h in data.histories], dtype=np.int64)
-    flat = np.concatenate([h.reshape(-1, 2) for h in data.histories] or [np.zeros((0, 2), np.int64)], axis=0)
-    end = np.cumsum(lengths)
-    items, behaviors = _windows(flat[:, 0], flat[:, 1], end - lengths, end, max_history)
-    return torch.from_numpy(items), torch.from_numpy(behaviors)
-
-
-@torch.no_grad()
-def rank_discriminative(model: SequentialRecommender, data: EvalSet, top_k: int, batch_size: int = 256,
-                        max_history: int | None = None) -> np.ndarray:
-    """Full-catalog top-k items [n_samples, top_k] (-1 = nothing), one row per (user, behavior) sample,
-    scored with ``target_behavior`` = the sample's behavior."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    n = len(data.sample_user)
-    out = np.full((n, top_k), -1, dtype=np.int64)
-    hist_items, hist_behaviors = eval_tensors(data, max_history or model.max_len)
-    users = torch.from_numpy(data.sample_user.astype(np.int64))
-    target = torch.from_numpy(data.sample_behavior.astype(np.int64))
-    for lo in range(0, n, batch_size):
-        rows = users[lo:lo + batch_size]
-        logits = model.score(hist_items[rows].to(device), hist_behaviors[rows].to(device),
-                             target[lo:lo + batch_size].to(device))
-        _, top = topk_items(logits.float(), top_k)
-        out[lo:lo + len(rows), : top.shape[1]] = top.cpu().numpy()
-    model.train(was_training)
-    return out
-
-
-def validation_metric(sequences: pl.DataFrame, protocol: str, max_history: int, target_behavior: int,
-                      k: int = 10, batch_size: int = 256) -> Callable[[SequentialRecommender], dict]:
-    """NDCG@k / HR@k of the target behavior on the validation window."""
-    data = eval_set(sequences, protocol, "valid", max_history, behaviors=[target_behavior])
-
-    def metric(model: SequentialRecommender) -> dict:
-        if not len(data.targets):
-            return {f"valid/ndcg@{k}": 0.0, f"valid/hit@{k}": 0.0}
-        items = rank_discriminative(model, data, k, batch_size, max_history)
-        merged = metrics_by_behavior(items, data.targets, data.sample_behavior, ks=(k,))["merged"]
-        return {f"valid/ndcg@{k}": merged[f"ndcg@{k}"], f"valid/hit@{k}": merged[f"hit@{k}"]}
-
-    return metric
 
 
 def fit_discriminative(model: SequentialRecommender, samples: Samples | SequenceSamples,
@@ -274,8 +186,30 @@ def fit_discriminative(model: SequentialRecommender, samples: Samples | Sequence
             "n_parameters": int(sum(p.numel() for p in model.parameters())), "history": history}
 
 
-def checkpoint(model: SequentialRecommender, summary: dict | None = None) -> dict:
-    """Picklable ``{"config", "state_dict", "summary"}``; rebuild with ``build_discriminative(**config)``."""
-    return {"config": copy.deepcopy(model.config),
-            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            "summary": summary or {}}
+def train_recommender(sequences: pl.DataFrame, n_items: int, behaviors: pl.DataFrame, model: str, protocol: str,
+                      max_history: int, seed: int, rec: RecParams,
+                      on_epoch: Callable[[int, dict], None] | None = None) -> tuple[SequentialRecommender, dict]:
+    """Build the discriminative baseline ``model`` (``rec.models.<model>`` overrides its reference sizes),
+    train it on the training prefixes and return it with the training summary."""
+    table = BehaviorTable.from_table(behaviors)
+    try:
+        net = build_discriminative(model, n_items, len(table), max_history, default_target_behavior=table.target,
+                                   **rec.models.get(model.lower(), {}))
+    except ValueError as exc:  # unknown model name or option: a user mistake, not a crash
+        raise InputError(f"{exc} (smb_rec: set model=<name>, options under rec.models.<name>)") from exc
+    if rec.sample_mode == "sequence":
+        if not net.supports_sequence_loss:
+            raise InputError(f"rec.sample_mode=sequence trains on event windows; {model} does not support it "
+                             "(it has no sequence_loss); use rec.sample_mode=event")
+        samples = sequence_samples(sequences, protocol, max_history)
+    else:
+        samples = training_samples(sequences, protocol, max_history)
+    log.info("smb_rec %s (%s): %d training samples (%s), %d parameters", model, protocol, len(samples),
+             rec.sample_mode, sum(p.numel() for p in net.parameters()))
+    validate = validation_metric(sequences, protocol, max_history, table.target, batch_size=rec.batch_size)
+    summary = fit_discriminative(
+        net, samples, validate, epochs=rec.epochs, batch_size=rec.batch_size, lr=rec.lr,
+        weight_decay=rec.weight_decay, patience=rec.patience, min_epochs=rec.min_epochs, seed=seed,
+        device=rec.device, on_epoch=on_epoch, progress=rec.progress,
+    )
+    return net, summary

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 from typing import Any, Callable
@@ -14,9 +16,11 @@ import polars as pl
 import torch
 
 from seqrec_pipeline.data.samples import make_datasets
-from seqrec_pipeline.evaluation import validation_ndcg
-from seqrec_pipeline.models.generative import build_model, load_model
 from seqrec_pipeline.errors import InputError
+from seqrec_pipeline.models.generative import build_model, load_model
+from seqrec_pipeline.params import TrainingSettings
+from seqrec_pipeline.ranking.generative import validation_ndcg
+from seqrec_pipeline.splits import BehaviorTable
 from seqrec_pipeline.training.launch import launch_training
 from seqrec_pipeline.training.trainer import JsonlLogger, TrainConfig, train
 from seqrec_pipeline.vocab import TokenVocab
@@ -28,81 +32,117 @@ log = logging.getLogger(__name__)
 RESUMABLE_CHANGES = ("epochs", "patience", "resume", "log_every", "launch", "launcher")
 
 
-def run_fingerprint(codes: np.ndarray, vocab: TokenVocab, model_name: str, preset: str, overrides: dict,
-                    protocol: str, max_history: int, augment: int, train_params: dict, seed: int) -> str:
-    """What a checkpoint depends on: an interrupted run is only continued under the same fingerprint."""
-    settings = {
-        "model": model_name, "preset": preset, "overrides": overrides or {}, "vocab": vocab.to_dict(),
-        "codes": hashlib.sha256(np.ascontiguousarray(codes, dtype=np.int64).tobytes()).hexdigest(),
-        "protocol": protocol, "max_history": max_history, "augment": augment, "seed": seed,
-        "train": {k: v for k, v in sorted(train_params.items()) if k not in RESUMABLE_CHANGES},
-    }
-    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+def run_fingerprint(sequences: pl.DataFrame, codes: np.ndarray, vocab: TokenVocab, settings: TrainingSettings) -> str:
+    """What a checkpoint depends on: the data, the SID table and the settings (except those that may change
+    when an interrupted run is continued).  It names the run's working directory."""
+    train = {k: v for k, v in sorted(settings.train.model_dump().items()) if k not in RESUMABLE_CHANGES}
+    described = settings.model_dump() | {"train": train, "vocab": vocab.to_dict()}
+    digest = hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode())
+    digest.update(np.ascontiguousarray(codes, dtype=np.int64).tobytes())
+    digest.update(sequences.hash_rows(seed=0).to_numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
-def should_resume(output_dir: Path, fingerprint: str, resume: str | bool) -> bool:
-    """auto: continue an interrupted run of the same configuration; an interrupted run of another
-    configuration is moved aside (kept, never overwritten) and training starts fresh."""
-    last, done = output_dir / "last", output_dir / "done.json"
-    stored = (output_dir / "fingerprint.txt").read_text() if (output_dir / "fingerprint.txt").exists() else None
-    interrupted = last.exists() and not done.exists()
-    if resume == "auto":
-        if interrupted and stored != fingerprint:
-            aside = output_dir / f"last.interrupted-{stored or 'unknown'}"
-            log.warning("an interrupted run with another configuration is in %s; keeping it as %s and starting "
-                        "fresh", last, aside)
-            shutil.rmtree(aside, ignore_errors=True)
-            last.rename(aside)
-            return False
-        return interrupted
-    if resume and stored != fingerprint:
-        raise InputError(f"train.resume=true but {output_dir} holds a run of another configuration "
-                         f"({stored} != {fingerprint}); use train.resume=auto or false to start fresh")
-    return bool(resume) and last.exists()
+class RunDirectory:
+    """The working directory of one training configuration: ``<work_dir>/<fingerprint>/``.
+
+    It holds the resumable checkpoint (``last/``), the best model (``best/``), the training log and
+    ``settings.json``; an exclusive lock on its ``lock`` file is held while a process trains in it, so two
+    runs of the same configuration at once are refused, and runs of other configurations never share state.
+    The lock is an OS file lock: it is released when the process ends, even if it is killed.
+    """
+
+    def __init__(self, work_dir: str | Path, fingerprint: str):
+        self.path = Path(work_dir) / fingerprint
+        self._handle = None
+
+    def __enter__(self) -> RunDirectory:
+        self.path.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path / "lock", "a+")  # noqa: SIM115 - held for the run
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip() or "another process"
+            handle.close()
+            raise InputError(f"a training of this exact configuration is already running in {self.path} "
+                             f"({owner}); wait for it to finish, or change a setting (e.g. seed) to train another "
+                             "model at the same time") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        self._handle = handle
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._handle is not None:
+            fcntl.flock(self._handle, fcntl.LOCK_UN)
+            self._handle.close()
+            self._handle = None
+
+    def begin(self, resume: str | bool) -> bool:
+        """Whether to continue this configuration's interrupted run: ``auto`` continues one that did not
+        finish; ``True`` continues whatever checkpoint there is; ``False`` starts fresh.  Starting fresh
+        deletes the old checkpoint, so an early interruption can never resume from it later."""
+        last, done = self.path / "last", self.path / "done.json"
+        if resume == "auto":
+            resuming = last.is_dir() and not done.exists()
+        else:
+            resuming = bool(resume) and last.is_dir()
+            if resume and not resuming:
+                log.warning("train.resume=true but %s holds no checkpoint: starting fresh", self.path)
+        done.unlink(missing_ok=True)
+        if not resuming:
+            shutil.rmtree(last, ignore_errors=True)
+        return resuming
+
+    def finish(self, best_epoch: int) -> None:
+        (self.path / "done.json").write_text(json.dumps({"best_epoch": best_epoch}))
 
 
-def begin_run(output_dir: Path, fingerprint: str, resume: str | bool) -> bool:
-    """Decide whether to resume (:func:`should_resume`), then mark ``output_dir`` as holding an unfinished run
-    of ``fingerprint``.  Starting fresh deletes the ``last`` checkpoint of a finished run, so that an
-    interruption of this run can never be continued from that older checkpoint."""
-    output_dir = Path(output_dir)
-    resuming = should_resume(output_dir, fingerprint, resume)
-    (output_dir / "done.json").unlink(missing_ok=True)
-    if not resuming:
-        shutil.rmtree(output_dir / "last", ignore_errors=True)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "fingerprint.txt").write_text(fingerprint)
-    return resuming
+def fit_decoder(sequences: pl.DataFrame, behaviors: pl.DataFrame, codes: np.ndarray, vocab: TokenVocab,
+                settings: TrainingSettings, work_dir: str | Path, *, on_log: Callable | None = None,
+                on_epoch: Callable | None = None) -> tuple[Any, dict]:
+    """Build, train (DeepSpeed engine, early stopping) and return the best model and the run summary.
 
-
-def fit_decoder(sequences: pl.DataFrame, behaviors: pl.DataFrame, codes: np.ndarray, vocab: TokenVocab, *,
-                model_name: str, preset: str, model_overrides: dict, protocol: str, max_history: int,
-                augment: int, train_params: dict, eval_params: dict, seed: int, output_dir: str | Path,
-                on_log: Callable | None = None, on_epoch: Callable | None = None) -> tuple[Any, dict]:
-    """Build, train (DeepSpeed engine, early stopping) and return the best model and the run summary."""
+    ``work_dir`` holds one subdirectory per configuration (:class:`RunDirectory`)."""
+    train_params, seed = settings.train, settings.seed
     torch.manual_seed(seed)
-    output_dir = Path(output_dir)
-    done = output_dir / "done.json"
-    fingerprint = run_fingerprint(codes, vocab, model_name, preset, model_overrides, protocol, max_history, augment,
-                                  train_params, seed)
-    resume = begin_run(output_dir, fingerprint, train_params.get("resume", "auto"))
-    if resume:
-        log.info("resuming the interrupted run in %s", output_dir)
-    select_ndcg = train_params.get("select_metric", "ndcg@10") != "loss"
-    levels = behaviors.sort("behavior_idx")["level"].to_numpy().astype(np.int64)
-    target = int(behaviors.filter(pl.col("is_target"))["behavior_idx"][0])
-    metric_kwargs = {"target_behavior": target, "protocol": protocol, "max_history": max_history,
-                     "beam_size": int(eval_params.get("beam_size", 20))}
+    with RunDirectory(work_dir, run_fingerprint(sequences, codes, vocab, settings)) as run_dir:
+        (run_dir.path / "settings.json").write_text(settings.model_dump_json(indent=2))
+        resume = run_dir.begin(train_params.resume)
+        if resume:
+            log.info("resuming the interrupted run in %s", run_dir.path)
+        result, n_train, n_valid, launch = _train(sequences, behaviors, codes, vocab, settings, run_dir.path, resume,
+                                                  on_log, on_epoch)
+        best = load_model(result["best_dir"])
+        run_dir.finish(result["best_epoch"])
+    summary = {k: v for k, v in result.items() if k != "history"} | {
+        "n_train_samples": n_train, "n_valid_samples": n_valid, "history": result["history"], "launch": launch,
+        "n_parameters": int(sum(p.numel() for p in best.parameters())), "model": settings.model.name,
+        "preset": settings.model.preset, "run_dir": str(run_dir.path),
+    }
+    return best, summary
+
+
+def _train(sequences, behaviors, codes, vocab, settings: TrainingSettings, output_dir: Path, resume: bool,
+           on_log, on_epoch):
+    train_params, seed, spec = settings.train, settings.seed, settings.model
+    select_ndcg = train_params.select_metric != "loss"
+    table = BehaviorTable.from_table(behaviors)
+    metric_kwargs = {"target_behavior": table.target, "protocol": settings.protocol,
+                     "max_history": settings.max_history, "beam_size": settings.beam_size}
     config = TrainConfig(
-        output_dir=str(output_dir), epochs=int(train_params.get("epochs", 10)), lr=float(train_params.get("lr", 1e-3)),
-        weight_decay=float(train_params.get("weight_decay", 0.01)),
-        warmup_ratio=float(train_params.get("warmup_ratio", 0.1)),
-        micro_batch_size=int(train_params.get("batch_size", 64)), patience=int(train_params.get("patience", 3)),
-        seed=seed, log_every=int(train_params.get("log_every", 10)),
-        deepspeed_config=train_params.get("deepspeed_config"), resume=resume,
+        output_dir=str(output_dir), epochs=train_params.epochs, lr=train_params.lr,
+        weight_decay=train_params.weight_decay, warmup_ratio=train_params.warmup_ratio,
+        micro_batch_size=train_params.batch_size, patience=train_params.patience, seed=seed,
+        log_every=train_params.log_every, deepspeed_config=train_params.deepspeed_config, resume=resume,
         metric_name="valid/ndcg@10" if select_ndcg else None,
     )
-    launch = train_params.get("launch", "auto")
+    samples = {"protocol": settings.protocol, "mode": train_params.sample_mode, "max_history": settings.max_history,
+               "augment": settings.augment, "augment_mode": train_params.augment_mode, "seed": seed}
+    launch = train_params.launch
     if launch == "auto":
         launch = "subprocess" if torch.cuda.device_count() > 1 else "in_process"
     if launch == "subprocess":
@@ -110,36 +150,19 @@ def fit_decoder(sequences: pl.DataFrame, behaviors: pl.DataFrame, codes: np.ndar
         # rank 0 writes the result and a JSONL log that is replayed into the callbacks here
         result = launch_training(
             output_dir / "job", sequences, behaviors, codes, vocab,
-            model={"name": model_name, "preset": preset, "overrides": dict(model_overrides or {})},
-            samples={"protocol": protocol, "mode": train_params.get("sample_mode", "auto"),
-                     "max_history": max_history, "augment": augment,
-                     "augment_mode": train_params.get("augment_mode", "static"), "seed": seed},
-            train=config, launcher=train_params.get("launcher", "auto"),
-            validation_metric={"factory": "seqrec_pipeline.evaluation:validation_ndcg_for_job",
+            model={"name": spec.name, "preset": spec.preset, "overrides": dict(spec.overrides)},
+            samples=samples, train=config, launcher=train_params.launcher,
+            validation_metric={"factory": "seqrec_pipeline.ranking.generative:validation_ndcg_for_job",
                                "kwargs": metric_kwargs} if select_ndcg else None,
         )
         for record in JsonlLogger.read(result["log_path"]):
             callback = on_log if record["kind"] == "step" else on_epoch
             if callback is not None:
                 callback(record.get("step", record.get("epoch")), record["metrics"])
-        n_train, n_valid = result.get("n_train_samples"), result.get("n_valid_samples")
-    elif launch == "in_process":
-        model = build_model(model_name, vocab, preset, **(model_overrides or {}))
-        train_set, valid_set = make_datasets(
-            sequences, behaviors, codes, vocab, protocol=protocol, mode=train_params.get("sample_mode", "auto"),
-            max_history=max_history, augment=augment, augment_mode=train_params.get("augment_mode", "static"),
-            seed=seed, encoder_decoder=model_name == "tiger",
-        )
-        metric_fn = validation_ndcg(sequences, codes, vocab, levels, **metric_kwargs) if select_ndcg else None
-        result = train(model, train_set, valid_set, config, on_log=on_log, on_epoch=on_epoch,
-                       validation_metric=metric_fn)
-        n_train, n_valid = len(train_set), len(valid_set)
-    else:
-        raise InputError(f"unknown train.launch '{launch}'; choose auto, in_process or subprocess")
-    best = load_model(result["best_dir"])
-    summary = {k: v for k, v in result.items() if k != "history"} | {
-        "n_train_samples": n_train, "n_valid_samples": n_valid, "history": result["history"], "launch": launch,
-        "n_parameters": int(sum(p.numel() for p in best.parameters())), "model": model_name, "preset": preset,
-    }
-    done.write_text(json.dumps({"best_epoch": result["best_epoch"]}))
-    return best, summary
+        return result, result.get("n_train_samples"), result.get("n_valid_samples"), launch
+    model = build_model(spec.name, vocab, spec.preset, **spec.overrides)
+    train_set, valid_set = make_datasets(sequences, behaviors, codes, vocab, encoder_decoder=spec.name == "tiger",
+                                         **samples)
+    metric_fn = validation_ndcg(sequences, codes, vocab, table.levels, **metric_kwargs) if select_ndcg else None
+    result = train(model, train_set, valid_set, config, on_log=on_log, on_epoch=on_epoch, validation_metric=metric_fn)
+    return result, len(train_set), len(valid_set), launch

@@ -9,7 +9,8 @@ node writes its inputs and a job file, starts the launcher (``deepspeed`` or ``t
                     model={"name": "gamer", "preset": "cpu-small", "overrides": {}},
                     samples={"protocol": "last_session", "mode": "user", "max_history": 50,
                              "augment": 4, "augment_mode": "static", "seed": 42},
-                    train=TrainConfig(output_dir="data/06_models/ds/gamer", epochs=200))
+                    train=TrainConfig(output_dir="work/gamer", epochs=200, lr=5e-4, weight_decay=0.01,
+                                      warmup_ratio=0.1, patience=20, seed=42, log_every=30))
     JsonlLogger.read(result["log_path"])   # step / epoch curves for MLflow
 
 Job file (JSON)::

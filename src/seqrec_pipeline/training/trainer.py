@@ -82,17 +82,18 @@ class TrainConfig:
     """Training settings; every field is JSON-serializable (the launcher passes them in a job file)."""
 
     output_dir: str
-    epochs: int = 200
-    lr: float = 5e-4
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
+    # the values of a run come from the ``train:`` parameters (conf/base/parameters.yml)
+    epochs: int
+    lr: float
+    weight_decay: float
+    warmup_ratio: float
+    patience: int  # epochs without improvement of the metric before stopping
+    seed: int
+    log_every: int  # optimizer steps between on_log calls
     min_lr_ratio: float = 0.0
     micro_batch_size: int | None = None  # per device; None: the JSON's train_micro_batch_size_per_gpu
     gradient_accumulation_steps: int | None = None  # None: the JSON's
     eval_batch_size: int | None = None  # None: 2 x micro batch
-    patience: int = 20  # epochs without improvement of the metric before stopping
-    seed: int = 42
-    log_every: int = 30  # optimizer steps between on_log calls
     deepspeed_config: str | dict | None = None  # path or dict; None: conf/base/deepspeed/{cpu,gpu}.json
     resume: bool = False  # continue from <output_dir>/last if it exists
     metric_name: str | None = None  # key of the selection metric; None: "valid/neg_loss" or "valid/metric"

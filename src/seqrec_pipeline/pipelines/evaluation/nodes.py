@@ -1,83 +1,65 @@
-"""Evaluation nodes: rank the test samples (beam search or a rule), write metrics, predictions, plot."""
+"""Evaluation nodes: rank the test samples (beam search or a rule) into a predictions table; report it."""
 
 from __future__ import annotations
 
-import logging
-
-import numpy as np
 import polars as pl
 
-from seqrec_pipeline.evaluation import (
-    eval_set,
-    metrics_figure,
-    metrics_report,
-    mlflow_metrics,
-    next_behavior_accuracy,
-    predictions_table,
-    rank_generative,
-    rank_rule,
-    to_device,
-)
 from seqrec_pipeline.errors import InputError
+from seqrec_pipeline.params import EvalParams, validate
+from seqrec_pipeline.ranking import next_behavior_accuracy, rank_generative, rank_rule
+from seqrec_pipeline.ranking.generative import prepare_model
+from seqrec_pipeline.reporting.evaluation import predictions_table
+from seqrec_pipeline.splits import BehaviorTable, eval_set
 from seqrec_pipeline.vocab import TokenVocab
 
-log = logging.getLogger(__name__)
 
-
-def check_trained_protocol(decoder_model, protocol: str, dataset: str, model: str, tokenizer: str) -> None:
+def check_trained_protocol(decoder_model, protocol: str) -> None:
     """Refuse a model trained on another split than the one evaluated (models saved before the split was
     recorded pass)."""
     trained = getattr(decoder_model.config, "seqrec_protocol", None)
     if trained is not None and trained != protocol:
         pipeline = "smb_decoder" if protocol == "last_session" else "mb_decoder"
         raise InputError(
-            f"the newest {model}-{tokenizer} model of {dataset} was trained on the {trained} split, but this "
-            f"evaluation uses {protocol} (smb_decoder and mb_decoder/decoder share data/06_models/{dataset}/"
-            f"{model}-{tokenizer}/model). Train it for this split first: `kedro run --pipeline={pipeline} "
-            f"--params=\"dataset={dataset},model={model},tokenizer={tokenizer}\"`"
+            f"the newest stored model of this dataset/model/tokenizer was trained on the {trained} split, but this "
+            f"evaluation uses {protocol} (smb_decoder and mb_decoder/decoder store their models under one path). "
+            f"Train it for this split first: `kedro run --pipeline={pipeline}` with the same "
+            "dataset, model and tokenizer parameters"
         )
 
 
-def evaluation_outputs(report: dict, data, items, names: list[str], scores=None):
-    merged = report["metrics"]["merged"]
-    log.info("%s on %s (%s, %d samples): %s", report["model"], report["dataset"], report["protocol"],
-             report["n_test"], ", ".join(f"{k} {v:.4f}" for k, v in merged.items() if k.endswith("@10")))
-    return report, predictions_table(data, items, scores), metrics_figure(report, data, names), mlflow_metrics(report)
-
-
-def evaluate_decoder(decoder_model, sequences: pl.DataFrame, items: pl.DataFrame, behaviors: pl.DataFrame,
-                     sid_table: pl.DataFrame, sid_vocab: dict, protocol: str, max_history: int, eval_params: dict,
-                     dataset: str, model: str, tokenizer: str, *, pipeline_name: str):
-    check_trained_protocol(decoder_model, protocol, dataset, model, tokenizer)
-    vocab = TokenVocab.from_dict(sid_vocab)
+def _decoder_inputs(decoder_model, behaviors, sid_table, sid_vocab, protocol, eval_params):
+    check_trained_protocol(decoder_model, protocol)
+    params = validate(EvalParams, eval_params, prefix="eval.")
+    net = prepare_model(decoder_model, params.device)
     codes = sid_table.drop("item_idx").to_numpy()
-    levels = behaviors.sort("behavior_idx")["level"].to_numpy().astype(np.int64)
-    ks = list(eval_params.get("topk", [1, 5, 10]))
-    data = eval_set(sequences, protocol, "test", max_history)
-    net = to_device(decoder_model, eval_params.get("device"))
-    ranked, scores = rank_generative(net, data, codes, vocab, levels, beam_size=int(eval_params.get("beam_size", 20)),
-                                     top_k=max(ks), batch_size=int(eval_params.get("batch_size", 16)),
-                                     renormalize=bool(eval_params.get("renormalize", False)),
-                                     temperature=eval_params.get("temperature"))
-    names = behaviors.sort("behavior_idx")["behavior"].to_list()
-    accuracy = None
-    if pipeline_name == "mb_decoder":  # also let the model choose the behavior: next-behavior accuracy
-        accuracy = next_behavior_accuracy(net, data, codes, vocab, levels, beam_size=int(eval_params.get("beam_size", 20)),
-                                          batch_size=int(eval_params.get("batch_size", 16)),
-                                          temperature=eval_params.get("temperature"))
-    report = metrics_report(dataset=dataset, pipeline=pipeline_name, model=model, tokenizer=tokenizer,
-                            protocol=protocol, n_users=data.n_users, n_items=items.height, data=data, items=ranked,
-                            behavior_names=names, ks=ks, behavior_accuracy=accuracy)
-    return evaluation_outputs(report, data, ranked, names, scores)
+    return net, codes, TokenVocab.from_dict(sid_vocab), BehaviorTable.from_table(behaviors).levels, params
 
 
-def evaluate_rule(sequences: pl.DataFrame, items: pl.DataFrame, behaviors: pl.DataFrame, protocol: str,
-                  max_history: int, eval_params: dict, dataset: str, model: str):
-    ks = list(eval_params.get("topk", [1, 5, 10]))
+def rank_decoder(decoder_model, sequences: pl.DataFrame, behaviors: pl.DataFrame, sid_table: pl.DataFrame,
+                 sid_vocab: dict, protocol: str, max_history: int, eval_params: dict) -> pl.DataFrame:
+    net, codes, vocab, levels, params = _decoder_inputs(decoder_model, behaviors, sid_table, sid_vocab, protocol,
+                                                        eval_params)
     data = eval_set(sequences, protocol, "test", max_history)
-    ranked = rank_rule(model, sequences, data, items.height, protocol, max(ks))
-    names = behaviors.sort("behavior_idx")["behavior"].to_list()
-    report = metrics_report(dataset=dataset, pipeline="smb_rule", model=model, tokenizer=None, protocol=protocol,
-                            n_users=data.n_users, n_items=items.height, data=data, items=ranked,
-                            behavior_names=names, ks=ks)
-    return evaluation_outputs(report, data, ranked, names)
+    ranking = rank_generative(net, data, codes, vocab, levels, beam_size=params.beam_size, top_k=params.k,
+                              batch_size=params.batch_size, renormalize=params.renormalize,
+                              temperature=params.temperature)
+    return predictions_table(data, ranking)
+
+
+def decoder_behavior_accuracy(decoder_model, sequences: pl.DataFrame, behaviors: pl.DataFrame,
+                              sid_table: pl.DataFrame, sid_vocab: dict, protocol: str, max_history: int,
+                              eval_params: dict) -> dict:
+    """Behavior-item mode (the model also generates the behavior token): next-behavior accuracy."""
+    net, codes, vocab, levels, params = _decoder_inputs(decoder_model, behaviors, sid_table, sid_vocab, protocol,
+                                                        eval_params)
+    data = eval_set(sequences, protocol, "test", max_history)
+    return {"behavior_accuracy": next_behavior_accuracy(net, data, codes, vocab, levels, beam_size=params.beam_size,
+                                                        batch_size=params.batch_size,
+                                                        temperature=params.temperature)}
+
+
+def rank_with_rule(sequences: pl.DataFrame, items: pl.DataFrame, model: str, protocol: str, max_history: int,
+                   eval_params: dict) -> pl.DataFrame:
+    params = validate(EvalParams, eval_params, prefix="eval.")
+    data = eval_set(sequences, protocol, "test", max_history)
+    return predictions_table(data, rank_rule(model, sequences, data, items.height, protocol, params.k))

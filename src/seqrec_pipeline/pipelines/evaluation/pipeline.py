@@ -1,39 +1,29 @@
-"""Evaluation pipelines, namespaced by the end-to-end pipeline they belong to.
-
-Outputs are ``<pipeline>.metrics`` etc.; catalog factories place them under
-``data/08_reporting/<dataset>/<pipeline>/<variant>/`` (variant = ``<model>-<tokenizer>``, or ``<model>`` for rules).
-"""
-
-from functools import partial, update_wrapper
+"""Ranking of the test samples, namespaced by the end-to-end pipeline it belongs to: ``<pipeline>.predictions``
+(one ranked list per (user, behavior) sample), reported by the ``reporting`` pipeline under the same namespace.
+Catalog factories place the outputs under ``data/0{7,8}_*/<dataset>/<pipeline>/<variant>/`` (variant =
+``<model>-<tokenizer>``, or ``<model>`` for the baselines)."""
 
 from kedro.pipeline import Pipeline, node, pipeline
 
-from .nodes import evaluate_decoder, evaluate_rule
+from .nodes import decoder_behavior_accuracy, rank_decoder, rank_with_rule
 
-OUTPUTS = ["metrics", "predictions", "metrics_plot", "test_metrics"]
-DATA = ["sequences", "items", "behaviors"]
-PARAMS = ["params:split.protocol", "params:max_history", "params:eval", "params:dataset", "params:model"]
-
-
-def _named(func, **kwargs):
-    return update_wrapper(partial(func, **kwargs), func)
+RANK = ["params:split.protocol", "params:max_history", "params:eval"]
 
 
 def create_pipeline(pipeline_name: str, **kwargs) -> Pipeline:
-    return pipeline(
-        [node(_named(evaluate_decoder, pipeline_name=pipeline_name),
-              ["decoder_model", *DATA, "sid_table", "sid_vocab", *PARAMS, "params:tokenizer"],
-              OUTPUTS, name="evaluate_decoder")],
-        namespace=pipeline_name,
-        inputs={"decoder_model", *DATA, "sid_table", "sid_vocab"},
-        parameters={*PARAMS, "params:tokenizer"},
-    )
+    decoder = ["decoder_model", "sequences", "behaviors", "sid_table", "sid_vocab", *RANK]
+    nodes = [node(rank_decoder, decoder, "predictions", name="rank_decoder")]
+    if pipeline_name == "mb_decoder":  # also let the model choose the behavior: next-behavior accuracy
+        nodes.append(node(decoder_behavior_accuracy, decoder, "behavior_accuracy", name="behavior_accuracy"))
+    return pipeline(nodes, namespace=pipeline_name,
+                    inputs={"decoder_model", "sequences", "behaviors", "sid_table", "sid_vocab"},
+                    parameters=set(RANK))
 
 
 def create_rule_pipeline(**kwargs) -> Pipeline:
     return pipeline(
-        [node(evaluate_rule, [*DATA, *PARAMS], OUTPUTS, name="evaluate_rule")],
+        [node(rank_with_rule, ["sequences", "items", "params:model", *RANK], "predictions", name="rank_rule")],
         namespace="smb_rule",
-        inputs=set(DATA),
-        parameters=set(PARAMS),
+        inputs={"sequences", "items"},
+        parameters={*RANK, "params:model"},
     )

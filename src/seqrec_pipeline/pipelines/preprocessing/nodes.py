@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 
 from seqrec_pipeline.data.preprocess import build_primary
-from seqrec_pipeline.data.report import build_report, report_figure, report_metrics
+from seqrec_pipeline.reporting.dataset import build_report, report_figure, report_metrics
 from seqrec_pipeline.dataset_spec import resolve_dataset
 
 

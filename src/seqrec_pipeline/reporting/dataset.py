@@ -17,6 +17,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import polars as pl
 
+from seqrec_pipeline.splits import protocol_users, seen_before, split_columns
+
 
 def _summary(values: np.ndarray) -> dict:
     if values.size == 0:
@@ -36,28 +38,27 @@ def session_lengths(sequences: pl.DataFrame) -> np.ndarray:
 
 
 def repeat_shares(sequences: pl.DataFrame, behaviors: pl.DataFrame) -> dict:
-    """Share of events whose item occurs in an earlier session of the same user, per behavior and part.
+    """Share of events whose item occurs in an earlier session of the same user (``splits``' repeat rule with
+    the ``last_session`` history), per behavior and part.
 
     Only users of the ``last_session`` split count.  Parts: ``train`` = events of the training prefix outside
     the user's first session (the first has no history), ``valid`` / ``test`` = the validation / test session.
     Returns ``{part: {behavior: {"events": n, "repeat_share": s}}}`` (``s`` is None without events).
     """
     names = dict(zip(behaviors["behavior_idx"].to_list(), behaviors["behavior"].to_list()))
+    valid_col, test_col = split_columns("last_session")
     events = (
-        sequences.filter(pl.col("last_session_test") >= 0)
-        .select("user_idx", "item", "behavior", "session", "last_session_valid", "last_session_test",
+        protocol_users(sequences, "last_session")
+        .select("user_idx", "item", "behavior", "session", valid_col, test_col,
                 pos=pl.int_ranges(pl.col("item").list.len()))
         .explode("item", "behavior", "session", "pos")
+        .with_columns(session_start=pl.col("pos").min().over("user_idx", "session"))
         .with_columns(
-            first_session=pl.col("session").min().over("user_idx", "item"),
-            user_first=pl.col("session").min().over("user_idx"),
-        )
-        .with_columns(
-            part=pl.when(pl.col("pos") >= pl.col("last_session_test")).then(pl.lit("test"))
-            .when(pl.col("pos") >= pl.col("last_session_valid")).then(pl.lit("valid"))
-            .when(pl.col("session") > pl.col("user_first")).then(pl.lit("train"))
+            part=pl.when(pl.col("pos") >= pl.col(test_col)).then(pl.lit("test"))
+            .when(pl.col("pos") >= pl.col(valid_col)).then(pl.lit("valid"))
+            .when(pl.col("session_start") > 0).then(pl.lit("train"))
             .otherwise(None),
-            repeat=pl.col("first_session") < pl.col("session"),
+            repeat=seen_before(pl.col("session_start"), user="user_idx"),
         )
         .drop_nulls("part")
         .group_by("part", "behavior")
@@ -79,7 +80,7 @@ def build_report(dataset: str, sequences: pl.DataFrame, items: pl.DataFrame, beh
     sessions_per_user = sequences["n_sessions"].to_numpy()
     timestamps = sequences["timestamp"].explode()
     n_users, n_items, n_events = sequences.height, items.height, int(events_per_user.sum())
-    ls = sequences.filter(pl.col("last_session_test") >= 0)
+    ls = protocol_users(sequences, "last_session")
     return {
         "dataset": dataset,
         "n_users": n_users,
@@ -97,7 +98,7 @@ def build_report(dataset: str, sequences: pl.DataFrame, items: pl.DataFrame, beh
         "events_per_session": _summary(session_lengths(sequences)),
         "events_per_item": _summary(items["n_events"].to_numpy()),
         "splits": {
-            "last_event": {"users": int((sequences["last_event_test"] >= 0).sum())},
+            "last_event": {"users": protocol_users(sequences, "last_event").height},
             "last_session": {
                 "users": ls.height,
                 "test_targets": int((ls["n_events"] - ls["last_session_test"]).sum()),

@@ -1,7 +1,7 @@
 """Dataset report: repeat shares counted by hand, and the figure renders every panel."""
 
 from seqrec_pipeline.data.preprocess import build_primary
-from seqrec_pipeline.data.report import build_report, repeat_shares, report_figure
+from seqrec_pipeline.reporting.dataset import build_report, repeat_shares, report_figure
 from tests.data.test_preprocess import LEVELS, NO_FILTER, events
 
 HOUR = 3600

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from seqrec_pipeline.errors import InputError
-from seqrec_pipeline.metrics import (
+from seqrec_pipeline.ranking.metrics import (
     behavior_accuracy,
     behavior_item_ids,
     metrics_by_behavior,

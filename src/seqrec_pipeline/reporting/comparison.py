@@ -1,47 +1,60 @@
-"""Compare every evaluated run of a dataset: one table from the metrics.json files in 08_reporting.
+"""Compare every evaluated run of a dataset: one table per split protocol, best merged NDCG@k first.
 
-Each pipeline run writes ``data/08_reporting/<dataset>/<pipeline>/<variant>/metrics.json`` (SPEC §6); this
-module gathers them into one table per split protocol (metrics of ``last_session`` and ``last_event`` runs
-are not comparable), sorted by merged NDCG@k, with one column per behavior.  ``kedro compare`` prints it
-and writes it as Markdown next to the runs; MLflow keeps the full history of every run.
+Each evaluation writes ``metrics.json`` and a predictions table per ``<pipeline>/<variant>``; the catalog hands
+all of a dataset's to :func:`compare_runs` (``evaluated_runs`` / ``evaluated_predictions``, partitioned
+datasets).  Metrics of ``last_session`` and ``last_event`` runs are not comparable, hence one table per
+protocol, with one column per behavior.  ``kedro compare`` prints it; MLflow keeps the history of every run.
 
-Where a run's predictions table (07_model_output, with the targets) is there and reproduces its merged
-NDCG@k, the table also gives how sure the numbers are: a 95 % interval half-width of the merged NDCG@k
-(normal approximation over samples) and, for every run but the best of its protocol, the paired difference
-to the best run over the same (user, behavior) samples with its 95 % interval.  Test sets of a few hundred
-samples make differences of a few hundredths of NDCG noise; the paired interval says which ones are not.
+Where a run's latest predictions table reproduces its merged NDCG@k, the table also gives how sure the
+numbers are: a 95 % interval half-width of the merged NDCG@k (normal approximation over samples) and, for
+every run but the best of its protocol, the paired difference to the best run over the same (user, behavior)
+samples with its 95 % interval.  Test sets of a few hundred samples make differences of a few hundredths of
+NDCG noise; the paired interval says which ones are not.  A run whose files cannot be read is skipped with a
+warning.
 """
 
 from __future__ import annotations
 
-import json
-from datetime import UTC, datetime
-from pathlib import Path
+import logging
+import math
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import polars as pl
 
 from seqrec_pipeline.errors import InputError
-from seqrec_pipeline.metrics import per_sample_metrics
+from seqrec_pipeline.ranking.metrics import per_sample_metrics
+
+log = logging.getLogger(__name__)
 
 Z95 = 1.959964  # two-sided 95 % normal quantile
 KEYS = ["user_idx", "behavior_idx"]
 
 
-def _latest_predictions(model_output_dir: Path, dataset: str, pipeline: str, variant: str) -> Path | None:
-    versions = sorted((model_output_dir / dataset / pipeline / variant / "predictions.parquet").glob(
-        "*/predictions.parquet"))
-    return versions[-1] if versions else None
+def _load(value: Any) -> Any:
+    return value() if callable(value) else value
+
+
+def latest_predictions(predictions: Mapping[str, Any]) -> dict[str, Any]:
+    """``<pipeline>/<variant>`` -> the loader of its newest predictions version, from partition ids
+    ``<pipeline>/<variant>/predictions.parquet/<version>/``."""
+    latest: dict[str, tuple[str, Any]] = {}
+    for partition, loader in predictions.items():
+        parts = partition.strip("/").split("/")
+        if len(parts) < 2:
+            continue
+        key, version = "/".join(parts[:2]), "/".join(parts[2:])
+        if key not in latest or version > latest[key][0]:
+            latest[key] = (version, loader)
+    return {key: loader for key, (_, loader) in latest.items()}
 
 
 def per_sample_ndcg(predictions: pl.DataFrame, k: int) -> pl.DataFrame:
     """``user_idx, behavior_idx, ndcg`` per sample of a predictions table (``items`` ranked, ``targets``)."""
-    lists = predictions["items"]
-    width = max(int(lists.list.len().max() or 0), 1)
-    # ranked lists -> [n, width] in rank order, -1 for empty slots (pad_targets would sort them)
-    items = lists.list.concat(pl.lit([-1] * width, dtype=pl.List(pl.Int64))).list.head(width)
-    items = np.stack(items.to_numpy()) if len(items) else np.empty((0, width), dtype=np.int64)
-    values = per_sample_metrics(items, predictions["targets"].to_list(), ks=(k,))[f"ndcg@{k}"]
+    from seqrec_pipeline.reporting.evaluation import ranked_items
+
+    values = per_sample_metrics(ranked_items(predictions), predictions["targets"].to_list(), ks=(k,))[f"ndcg@{k}"]
     return predictions.select(KEYS).with_columns(ndcg=pl.Series(values))
 
 
@@ -50,49 +63,48 @@ def _interval(values: np.ndarray) -> float | None:
     return float(Z95 * values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else None
 
 
-def collect_metrics(reporting_dir: str | Path, dataset: str, k: int = 10,
-                    model_output_dir: str | Path | None = None) -> pl.DataFrame:
-    """One row per ``<dataset>/<pipeline>/<variant>/metrics.json`` under ``reporting_dir``.
+def collect_metrics(runs: Mapping[str, Any], predictions: Mapping[str, Any], k: int = 10) -> pl.DataFrame:
+    """One row per evaluated run (``runs``: ``<pipeline>/<variant>`` -> its metrics.json or a loader of it).
 
     Columns: protocol, pipeline, variant, model, tokenizer, n_test, ``ndcg@k`` / ``hit@k`` (merged),
     ``±95%`` (interval half-width of the merged NDCG@k), ``Δ vs best`` / ``Δ ±95%`` (paired difference to
-    the best run of the protocol), ``<behavior> ndcg@k`` per behavior, behavior_accuracy, measured (UTC time
-    the file was written).  The interval columns are null where the predictions are missing, do not
-    reproduce the merged NDCG@k (written by another run), or cover other samples than the best run's.
-    ``model_output_dir`` defaults to ``07_model_output`` next to ``reporting_dir``.
+    the best run of the protocol), ``<behavior> ndcg@k`` per behavior, behavior_accuracy, measured (UTC time of
+    the evaluation).  The interval columns are null where the predictions are missing, do not reproduce the
+    merged NDCG@k (written by another run), or cover other samples than the best run's.
     """
-    model_output_dir = Path(model_output_dir) if model_output_dir else Path(reporting_dir).parent / "07_model_output"
-    root = Path(reporting_dir) / dataset
-    files = sorted(root.glob("*/*/metrics.json"))
-    if not files:
-        raise InputError(
-            f"no metrics.json under {root}; evaluate a model first, e.g. "
-            f"`kedro run --pipeline=smb_rule --params=\"dataset={dataset},model=recent\"`"
-        )
+    newest = latest_predictions(predictions)
     rows, behavior_lists, samples = [], [], []
-    for path in files:
-        report = json.loads(path.read_text())
-        merged = report["metrics"]["merged"]
-        if f"ndcg@{k}" not in merged:
-            raise InputError(f"{path} has no ndcg@{k}; choose k among its cutoffs "
-                             f"{sorted({int(m.split('@')[1]) for m in merged})}")
-        row = {
-            "protocol": report["protocol"],
-            "pipeline": report["pipeline"],
-            "variant": path.parent.name,
-            "model": report["model"],
-            "tokenizer": report["tokenizer"],
-            "n_test": report["n_test"],
-            f"ndcg@{k}": merged[f"ndcg@{k}"],
-            f"hit@{k}": merged[f"hit@{k}"],
-            "behavior_accuracy": report.get("behavior_accuracy"),
-            "measured": datetime.fromtimestamp(path.stat().st_mtime, tz=UTC).strftime("%Y-%m-%d %H:%M"),
-        }
-        for behavior, values in report["metrics"]["by_behavior"].items():
-            row[f"{behavior} ndcg@{k}"] = values[f"ndcg@{k}"]
+    for partition in sorted(runs):
+        key = partition.strip("/")
+        try:
+            report = _load(runs[partition])
+            merged = report["metrics"]["merged"]
+            value = merged[f"ndcg@{k}"]
+            if not isinstance(value, int | float) or math.isnan(value):
+                raise ValueError(f"ndcg@{k} is {value!r}")
+            row = {
+                "protocol": report["protocol"], "pipeline": report["pipeline"], "variant": key.split("/")[-1],
+                "model": report["model"], "tokenizer": report["tokenizer"], "n_test": report["n_test"],
+                f"ndcg@{k}": value, f"hit@{k}": merged[f"hit@{k}"],
+                "behavior_accuracy": report.get("behavior_accuracy"), "measured": report.get("measured"),
+            }
+            for behavior, values in report["metrics"]["by_behavior"].items():
+                row[f"{behavior} ndcg@{k}"] = values[f"ndcg@{k}"]
+        except KeyError as exc:
+            if str(exc).strip("'") == f"ndcg@{k}" and "merged" in locals():
+                cutoffs = sorted({int(m.split("@")[1]) for m in merged})
+                raise InputError(f"run {key} has no ndcg@{k}; choose k among its cutoffs {cutoffs}") from None
+            log.warning("skipping run %s: its metrics.json lacks %s", key, exc)
+            continue
+        except Exception as exc:  # an unreadable file must not hide the other runs
+            log.warning("skipping run %s: its metrics.json cannot be read (%s)", key, exc)
+            continue
         behavior_lists.append(list(report["metrics"]["by_behavior"]))
         rows.append(row)
-        samples.append(_samples(model_output_dir, dataset, report, path.parent.name, merged[f"ndcg@{k}"], k))
+        samples.append(_samples(newest.get(key), report, key, value, k))
+    if not rows:
+        raise InputError("no readable evaluated run for this dataset; evaluate a model first, e.g. "
+                         "`kedro run --pipeline=smb_rule --params=\"model=recent\"`")
     # behavior columns in dataset order: that of the run with the most behaviors, then any others
     behaviors = list(dict.fromkeys(b for names in sorted(behavior_lists, key=len, reverse=True) for b in names))
     _paired_to_best(rows, samples, f"ndcg@{k}")
@@ -100,17 +112,19 @@ def collect_metrics(reporting_dir: str | Path, dataset: str, k: int = 10,
                "Δ ±95%", f"hit@{k}", *[f"{b} ndcg@{k}" for b in behaviors], "behavior_accuracy", "measured"]
     floats = ["±95%", "Δ vs best", "Δ ±95%", "behavior_accuracy", *[f"{b} ndcg@{k}" for b in behaviors]]
     frame = pl.DataFrame([{c: r.get(c) for c in columns} for r in rows],
-                         schema_overrides={"tokenizer": pl.Utf8, **{c: pl.Float64 for c in floats}})
+                         schema_overrides={"tokenizer": pl.Utf8, "measured": pl.Utf8, **{c: pl.Float64 for c in floats}})
     return frame.sort(["protocol", f"ndcg@{k}"], descending=[False, True])
 
 
-def _samples(model_output_dir: Path, dataset: str, report: dict, variant: str, merged: float,
-             k: int) -> pl.DataFrame | None:
+def _samples(loader: Any, report: dict, key: str, merged: float, k: int) -> pl.DataFrame | None:
     """Per-sample NDCG@k of a run, or None when its predictions are absent or belong to another run."""
-    path = _latest_predictions(model_output_dir, dataset, report["pipeline"], variant)
-    if path is None:
+    if loader is None:
         return None
-    table = per_sample_ndcg(pl.read_parquet(path, columns=[*KEYS, "items", "targets"]), k)
+    try:
+        table = per_sample_ndcg(_load(loader).select([*KEYS, "items", "targets"]), k)
+    except Exception as exc:
+        log.warning("run %s: its predictions cannot be read (%s); no interval for it", key, exc)
+        return None
     if table.height != report["n_test"] or abs(float(table["ndcg"].mean()) - merged) > 1e-9:
         return None
     return table
@@ -177,3 +191,9 @@ def comparison_figure(frame: pl.DataFrame, dataset: str, k: int = 10):
         ax.set_title(f"{dataset} · {protocol} · {part['n_test'][0]:,} test samples")
         ax.grid(axis="x", alpha=0.3)
     return fig
+
+
+def compare_runs(runs: Mapping[str, Any], predictions: Mapping[str, Any], dataset: str, k: int = 10):
+    """(Markdown tables, chart) of every evaluated run of ``dataset``."""
+    frame = collect_metrics(runs, predictions, k)
+    return markdown_tables(frame, dataset), comparison_figure(frame, dataset, k)

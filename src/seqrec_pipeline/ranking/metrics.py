@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from .errors import InputError
+from seqrec_pipeline.errors import InputError
 
 DEFAULT_KS: tuple[int, ...] = (1, 5, 10)
 METRICS: tuple[str, ...] = ("hit", "recall", "ndcg", "mrr")

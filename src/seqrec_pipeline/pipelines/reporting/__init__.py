@@ -1,0 +1,3 @@
+from .pipeline import create_compare_pipeline, create_pipeline
+
+__all__ = ["create_compare_pipeline", "create_pipeline"]

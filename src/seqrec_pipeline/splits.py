@@ -1,0 +1,308 @@
+"""The split protocols and every rule that reads them: behavior table, training prefixes, history windows,
+evaluation sets.  Nothing else in the project reads the stored split points.
+
+``preprocess`` stores, per user of ``sequences``, positions into the user's time-ordered event list:
+``<protocol>_valid`` and ``<protocol>_test`` (-1 = the user is outside that protocol).  The rules, written
+once here (``docs/design.md#splits``):
+
+- **protocol users**: ``test >= 0``.  ``last_event`` needs 3 events (valid = n-2, test = n-1);
+  ``last_session`` needs ``min_sessions`` sessions (valid / test = first position of the second-to-last /
+  last session).
+- **target window** of a split: ``valid`` = positions ``[valid, test)``, ``test`` = ``[test, n_events)``.
+- **training prefix** of a protocol user: positions ``< valid``.  Users outside the protocol have no targets,
+  so all their events may serve as training data: ``users="all"`` adds them (rules, item embeddings),
+  ``users="protocol"`` leaves them out.
+- **history** of a target event at position p: the events before p (``last_event``) or before the first
+  event of p's session (``last_session``), at most ``max_history`` of them, the most recent kept.  An
+  evaluation sample's history is everything before its window, which is the same rule (the window is one
+  event or one session).  Evaluation histories are never empty (a protocol user has at least one event
+  before ``valid``); training targets with an empty history (the first event, or the first session) are
+  kept or dropped by the caller through ``min_history``.
+- **repeat target**: a target item that occurs anywhere in the user's events before the target window
+  (the whole history, not only the ``max_history`` window a model sees); the other targets are
+  **explore** targets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Literal
+
+import numpy as np
+import polars as pl
+
+from seqrec_pipeline.errors import InputError
+
+PROTOCOLS = ("last_event", "last_session")
+SPLITS = ("valid", "test")
+
+Users = Literal["protocol", "all"]
+
+
+def check_protocol(protocol: str) -> str:
+    if protocol not in PROTOCOLS:
+        raise InputError(f"unknown split.protocol '{protocol}'; choose one of {list(PROTOCOLS)}")
+    return protocol
+
+
+def split_columns(protocol: str) -> tuple[str, str]:
+    check_protocol(protocol)
+    return f"{protocol}_valid", f"{protocol}_test"
+
+
+def protocol_users(sequences: pl.DataFrame, protocol: str) -> pl.DataFrame:
+    """The rows of ``sequences`` whose users take part in ``protocol``."""
+    return sequences.filter(pl.col(split_columns(protocol)[1]) >= 0)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Behaviors
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BehaviorTable:
+    """The ``behaviors`` table of ``preprocess`` indexed by behavior_idx: names, levels and the target."""
+
+    names: tuple[str, ...]
+    levels: np.ndarray  # int64 [n_behaviors]; higher = stronger intent
+    is_target: np.ndarray  # bool [n_behaviors]; exactly one True
+
+    @classmethod
+    def from_table(cls, behaviors: pl.DataFrame) -> BehaviorTable:
+        table = behaviors.sort("behavior_idx")
+        if not np.array_equal(table["behavior_idx"].to_numpy(), np.arange(table.height)):
+            raise ValueError("behavior_idx must be 0..B-1")
+        levels = table["level"].to_numpy().astype(np.int64)
+        is_target = (table["is_target"].to_numpy().astype(bool) if "is_target" in table.columns
+                     else levels == levels.max())
+        return cls(tuple(table["behavior"].to_list()), levels, is_target)
+
+    @property
+    def target(self) -> int:
+        """behavior_idx of the target behavior (the top level)."""
+        return int(np.flatnonzero(self.is_target)[0])
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Flat events and training prefixes
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EventBuffer:
+    """Sequences of events stored flat: sequence ``s`` is ``[offsets[s], offsets[s+1])``."""
+
+    item: np.ndarray  # int32 [n_events]
+    behavior: np.ndarray  # int8 [n_events]
+    session: np.ndarray  # int32 [n_events], non-decreasing within a sequence
+    offsets: np.ndarray  # int64 [n_sequences + 1]
+    user: np.ndarray  # int32 [n_sequences], user_idx each sequence comes from
+
+    @property
+    def n_sequences(self) -> int:
+        return len(self.user)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def sequence_of_event(self) -> np.ndarray:
+        return np.repeat(np.arange(self.n_sequences, dtype=np.int64), self.lengths)
+
+    def position_in_sequence(self) -> np.ndarray:
+        return np.arange(len(self.item), dtype=np.int64) - np.repeat(self.offsets[:-1], self.lengths)
+
+    def select(self, keep: np.ndarray) -> EventBuffer:
+        """Keep a subset of events (a boolean mask over events); empty sequences stay, with length 0."""
+        counts = np.bincount(self.sequence_of_event()[keep], minlength=self.n_sequences)
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        return EventBuffer(self.item[keep], self.behavior[keep], self.session[keep], offsets, self.user)
+
+    def drop_short(self, min_events: int) -> EventBuffer:
+        long_enough = self.lengths >= min_events
+        if long_enough.all():
+            return self
+        buffer = self.select(np.repeat(long_enough, self.lengths))
+        offsets = np.concatenate([[0], np.cumsum(buffer.lengths[long_enough])]).astype(np.int64)
+        return EventBuffer(buffer.item, buffer.behavior, buffer.session, offsets, self.user[long_enough])
+
+    @staticmethod
+    def concat(buffers: Sequence[EventBuffer]) -> EventBuffer:
+        shifts = np.cumsum([0] + [len(b.item) for b in buffers[:-1]])
+        offsets = np.concatenate([[0]] + [b.offsets[1:] + s for b, s in zip(buffers, shifts, strict=True)])
+        return EventBuffer(
+            np.concatenate([b.item for b in buffers]),
+            np.concatenate([b.behavior for b in buffers]),
+            np.concatenate([b.session for b in buffers]),
+            offsets.astype(np.int64),
+            np.concatenate([b.user for b in buffers]),
+        )
+
+    def history_windows(self, protocol: str, max_history: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per event, the flat ``[start, stop)`` of its history: it stops at the event itself
+        (``last_event``) or at the first event of its session (``last_session``) and keeps at most
+        ``max_history`` events of the same sequence."""
+        check_protocol(protocol)
+        position = np.arange(len(self.item), dtype=np.int64)
+        if protocol == "last_event":
+            stop = position
+        else:
+            new = np.ones(len(self.item), dtype=bool)
+            new[1:] = self.session[1:] != self.session[:-1]
+            new[self.offsets[:-1][self.lengths > 0]] = True  # a sequence start always starts a session
+            stop = np.maximum.accumulate(np.where(new, position, 0))
+        start = np.maximum(np.repeat(self.offsets[:-1], self.lengths), stop - max_history)
+        return start, stop
+
+
+def _flat(users: pl.DataFrame, cut: np.ndarray) -> EventBuffer:
+    """The first ``cut[u]`` events of every row of ``users`` as one flat buffer."""
+    lengths = users["n_events"].to_numpy().astype(np.int64)
+    cut = np.asarray(cut, dtype=np.int64)
+    if users.is_empty():
+        empty = np.zeros(0, dtype=np.int64)
+        return EventBuffer(empty.astype(np.int32), empty.astype(np.int8), empty.astype(np.int32),
+                           np.zeros(1, np.int64), empty.astype(np.int32))  # fmt: skip
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    position = np.arange(lengths.sum()) - np.repeat(starts, lengths)
+    keep = position < np.repeat(cut, lengths)
+    flat = users.select(pl.col("item").explode(), pl.col("behavior").explode(), pl.col("session").explode())
+    return EventBuffer(
+        flat["item"].to_numpy()[keep].astype(np.int32),
+        flat["behavior"].to_numpy()[keep].astype(np.int8),
+        flat["session"].to_numpy()[keep].astype(np.int32),
+        np.concatenate([[0], np.cumsum(cut)]).astype(np.int64),
+        users["user_idx"].to_numpy().astype(np.int32),
+    )
+
+
+def training_lengths(sequences: pl.DataFrame, protocols: Sequence[str]) -> np.ndarray:
+    """Per row of ``sequences``, how many leading events are training data under every protocol given
+    (a user outside a protocol contributes all its events to that protocol's training data)."""
+    cuts = [pl.when(pl.col(c) >= 0).then(pl.col(c)).otherwise(pl.col("n_events"))
+            for c in (split_columns(p)[0] for p in protocols)]
+    return sequences.select(pl.min_horizontal(cuts)).to_series().to_numpy().astype(np.int64)
+
+
+def training_prefix(sequences: pl.DataFrame, protocol: str, *, users: Users = "protocol") -> EventBuffer:
+    """The training events (positions before ``valid``) of the protocol users, plus every event of the
+    other users with ``users="all"``, one sequence per user in table order."""
+    if users == "all":
+        return _flat(sequences, training_lengths(sequences, [protocol]))
+    if users != "protocol":
+        raise ValueError(f"users must be 'protocol' or 'all', got {users!r}")
+    members = protocol_users(sequences, protocol)
+    return _flat(members, _checked_points(members, protocol)[0])
+
+
+def _checked_points(members: pl.DataFrame, protocol: str) -> tuple[np.ndarray, np.ndarray]:
+    valid_col, test_col = split_columns(protocol)
+    valid = members[valid_col].to_numpy().astype(np.int64)
+    test = members[test_col].to_numpy().astype(np.int64)
+    if (valid < 0).any() or (test > members["n_events"].to_numpy()).any() or (test <= valid).any():
+        raise ValueError(f"inconsistent {protocol} split points (need 0 <= valid < test <= n_events)")
+    return valid, test
+
+
+def validation_prefix(sequences: pl.DataFrame, protocol: str) -> tuple[EventBuffer, np.ndarray]:
+    """The protocol users' events before ``test`` and each user's ``valid`` point (where the validation
+    targets start in its sequence)."""
+    members = protocol_users(sequences, protocol)
+    valid, test = _checked_points(members, protocol)
+    return _flat(members, test), valid
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Evaluation sets
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class EvalSet:
+    """Users with a target window, their histories, and one sample per (user, behavior present).
+
+    Histories are flat: user ``u``'s window of at most ``max_history`` events (oldest first) is
+    ``history_item[history_offsets[u]:history_offsets[u + 1]]``.  ``repeat`` marks, per sample and target,
+    whether the target item occurs anywhere in the user's events before the window.
+    """
+
+    user_idx: np.ndarray  # [n_users]
+    history_item: np.ndarray  # int64 [n_history_events]
+    history_behavior: np.ndarray  # int64 [n_history_events]
+    history_offsets: np.ndarray  # int64 [n_users + 1]
+    sample_user: np.ndarray  # [n_samples] row into user_idx
+    sample_behavior: np.ndarray  # [n_samples]
+    targets: list[list[int]]  # [n_samples] distinct target items
+    repeat: list[list[bool]]  # [n_samples] per target: the item is in the user's whole history
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_idx)
+
+    @property
+    def n_samples(self) -> int:
+        return len(self.sample_user)
+
+    @cached_property
+    def histories(self) -> list[np.ndarray]:
+        """Per user ``[h, 2]`` (item_idx, behavior_idx), oldest first."""
+        pairs = np.stack([self.history_item, self.history_behavior], 1)
+        return np.split(pairs, self.history_offsets[1:-1])
+
+    @property
+    def history_lengths(self) -> np.ndarray:
+        return np.diff(self.history_offsets)
+
+    def behavior_mask(self, n_behaviors: int) -> np.ndarray:
+        mask = np.zeros((self.n_users, n_behaviors), dtype=bool)
+        mask[self.sample_user, self.sample_behavior] = True
+        return mask
+
+
+def seen_before(start: pl.Expr, user: str = "row") -> pl.Expr:
+    """The repeat rule on exploded events (columns ``user``, ``item``, ``pos``): whether the item occurs in
+    the user's events before position ``start``."""
+    return pl.col("pos").min().over(user, "item") < start
+
+
+def eval_set(sequences: pl.DataFrame, protocol: str, split: str, max_history: int,
+             behaviors: list[int] | None = None) -> EvalSet:
+    """Targets and histories of ``split`` ('valid' or 'test') under ``protocol``; ``behaviors`` keeps only
+    the samples of those behaviors."""
+    if split not in SPLITS:
+        raise InputError(f"unknown split '{split}'; choose one of {list(SPLITS)}")
+    valid_col, test_col = split_columns(protocol)
+    users = protocol_users(sequences, protocol)
+    start = users[valid_col] if split == "valid" else users[test_col]
+    end = users[test_col] if split == "valid" else users["n_events"]
+    users = users.with_columns(start.alias("_start"), end.alias("_end"))
+    window = (
+        users.select("_start", "_end", "item", "behavior", pl.int_range(pl.len()).alias("row"))
+        .explode("item", "behavior")
+        .with_columns(pl.int_range(pl.len()).over("row").alias("pos"))
+    )
+    in_target = (pl.col("pos") >= pl.col("_start")) & (pl.col("pos") < pl.col("_end"))
+    target = window.with_columns(seen_before(pl.col("_start")).alias("repeat")).filter(in_target)
+    if behaviors is not None:
+        target = target.filter(pl.col("behavior").is_in(behaviors))
+    samples = (target.group_by("row", "behavior", maintain_order=True)
+               .agg(pl.col("item", "repeat").filter(pl.col("item").is_first_distinct()))
+               .sort("row", "behavior"))
+    history = window.filter((pl.col("pos") < pl.col("_start")) & (pl.col("pos") >= pl.col("_start") - max_history))
+    counts = np.bincount(history["row"].to_numpy(), minlength=users.height)
+    return EvalSet(
+        user_idx=users["user_idx"].to_numpy(),
+        history_item=history["item"].to_numpy().astype(np.int64),
+        history_behavior=history["behavior"].to_numpy().astype(np.int64),
+        history_offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+        sample_user=samples["row"].to_numpy().astype(np.int64),
+        sample_behavior=samples["behavior"].to_numpy().astype(np.int64),
+        targets=samples["item"].to_list(),
+        repeat=samples["repeat"].to_list(),
+    )
