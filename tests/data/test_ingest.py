@@ -128,3 +128,16 @@ def test_streamed_ingest_falls_back_to_the_careful_parser_on_ragged_lines(tmp_pa
     assert rejected["source_row"].to_list() == [31, 32]
     assert rejected["reason"].to_list() == ["malformed line: expected 4 fields, found 3",
                                             "malformed line: expected 4 fields, found 5"]
+
+
+@pytest.mark.parametrize("content", [b"user_id,item_id,behavior,timestamp\n", b"user_id,item_id,behavior,timestamp", b""])
+def test_header_only_or_empty_csv_is_a_one_line_input_error(tmp_path, content):
+    from seqrec_pipeline.data.ingest import ingest_events
+
+    (tmp_path / "e.csv").write_bytes(content)
+    spec = resolve_dataset("d", {"d": {"path": str(tmp_path), "events": "e.csv", "behaviors": LEVELS}})
+    with pytest.raises(InputError, match=r"e\.csv: no data rows \(the file (holds at most a header|is empty)\)") as err:
+        ingest_events(spec)
+    assert "\n" not in str(err.value)
+    with pytest.raises(InputError, match=r"e\.csv: no data rows"):  # the whole-file reader says the same
+        validate_events(read_events(spec), spec, spec.behavior_levels)

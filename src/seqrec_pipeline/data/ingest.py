@@ -161,6 +161,9 @@ def _fail(rejected: pl.DataFrame) -> None:
 
 
 def _combine(parts: list[tuple[pl.DataFrame, pl.DataFrame]], source: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    if sum(v.height + r.height for v, r in parts) == 0:
+        raise InputError(f"{source}: no data rows (the file holds at most a header). Put the events in it, "
+                         "or point `events:` in the dataset declaration at the right file.")
     valid = pl.concat([v for v, _ in parts], rechunk=False) if len(parts) > 1 else parts[0][0]
     rejected = pl.concat([r for _, r in parts]) if len(parts) > 1 else parts[0][1]
     if valid.height == 0:
@@ -185,6 +188,7 @@ def ingest_events(spec: DatasetSpec, batch_rows: int = 1_000_000):
     parser so that every bad line is reported.
     """
     levels, parts = spec.behavior_levels, []
+    source = spec.events or spec.name  # a header-only file yields no batch to name it
     try:
         for raw in read_event_batches(spec, batch_rows):
             if raw.behavior_levels:  # levels declared by the files themselves (reference layout)

@@ -60,6 +60,9 @@ def _layout(path: Path, sep: str | None, header: bool, column_names: list[str] |
             encoding: str) -> tuple[str, list[str], int]:
     """(separator, column names, lines to skip) of a delimited file."""
     _require(path, "Data file")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: no data rows (the file is empty). Put the data in it, or fix the file name "
+                         "in the dataset declaration.")
     sep = sep or ("\t" if path.suffix in {".tsv", ".inter", ".item"} else ",")
     if header:
         with open(path, encoding=encoding, errors="replace") as fh:
@@ -136,6 +139,8 @@ def _read_clean_csv(path: Path, sep: str, skip: int, names: list[str], wanted: l
     try:
         rows = pl.read_csv(path, has_header=False, skip_rows=skip, columns=keep, separator=sep, infer_schema=False,
                            quote_char='"', schema_overrides=None)
+    except pl.exceptions.NoDataError:  # header only: no rows, which ingestion reports
+        return pl.DataFrame(schema={n: pl.Utf8 for n in wanted} | {"source_row": pl.Int64})
     except (pl.exceptions.ComputeError, pl.exceptions.SchemaError):
         return None
     if rows.width != len(keep):
