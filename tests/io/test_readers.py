@@ -124,3 +124,15 @@ def test_items_table_with_text_fields(tmp_path):
     bad = _spec(tmp_path, events="e.csv", items={"file": "items.tsv", "text_fields": ["name"]})
     with pytest.raises(InputError, match=r"missing item column\(s\) \['name'\]"):
         read_items(bad)
+
+
+def test_utf8_bom_is_not_part_of_the_first_column_name(tmp_path):
+    (tmp_path / "e.csv").write_bytes(b"\xef\xbb\xbfuser,item,behavior,timestamp\n0,3,view,1433221969\n")
+    raw = read_events(_spec(tmp_path, events="e.csv", columns={"user_id": "user", "item_id": "item"},
+                            behaviors={"view": 0}))
+    assert raw.rows.row(0) == ("0", "3", "view", "1433221969", 1)
+    # headerless: the mark is not part of the first value either
+    (tmp_path / "h.csv").write_bytes(b"\xef\xbb\xbf0,3,view,1433221969\n")
+    raw = read_events(_spec(tmp_path, events="h.csv", header=False,
+                            column_names=["user_id", "item_id", "behavior", "timestamp"], behaviors={"view": 0}))
+    assert raw.rows["user_id"].to_list() == ["0"]

@@ -65,7 +65,9 @@ def _layout(path: Path, sep: str | None, header: bool, column_names: list[str] |
                          "in the dataset declaration.")
     sep = sep or ("\t" if path.suffix in {".tsv", ".inter", ".item"} else ",")
     if header:
-        with open(path, encoding=encoding, errors="replace") as fh:
+        utf8 = encoding.replace("-", "").lower() == "utf8"
+        # utf-8-sig drops a byte-order mark, which would otherwise stick to the first column name
+        with open(path, encoding="utf-8-sig" if utf8 else encoding, errors="replace") as fh:
             first = fh.readline().rstrip("\r\n")
         names = list(column_names) if column_names else _clean_header(first.split(sep))
         return sep, names, 1
