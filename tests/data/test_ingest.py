@@ -141,3 +141,18 @@ def test_header_only_or_empty_csv_is_a_one_line_input_error(tmp_path, content):
     assert "\n" not in str(err.value)
     with pytest.raises(InputError, match=r"e\.csv: no data rows"):  # the whole-file reader says the same
         validate_events(read_events(spec), spec, spec.behavior_levels)
+
+
+def test_blank_line_in_a_streamed_file_keeps_row_numbers_true(tmp_path):
+    from seqrec_pipeline.data.ingest import ingest_events
+
+    (tmp_path / "e.csv").write_text("user_id,item_id,behavior,timestamp\n"
+                                    "1,10,view,1433221969\n\n2,11,view,1433221970\n3,12,view,abc\n")
+    spec = resolve_dataset("d", {"d": {"path": str(tmp_path), "events": "e.csv", "behaviors": LEVELS}})
+    events, rejected, _ = ingest_events(spec, batch_rows=2)
+    assert events["source_row"].to_list() == [1, 3]
+    assert sorted(rejected.select("source_row", "reason").rows()) == [(2, "blank line"), (4, "unparseable timestamp")]
+    stats = ingest_stats(events, rejected)
+    assert stats["n_raw"] == 4 == stats["n_valid"] + stats["n_rejected"]
+    with pytest.raises(InputError, match=r"on_invalid=fail: e\.csv row 2: blank line"):
+        ingest_events(spec.model_copy(update={"on_invalid": "fail"}))

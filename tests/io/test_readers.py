@@ -136,3 +136,15 @@ def test_utf8_bom_is_not_part_of_the_first_column_name(tmp_path):
     raw = read_events(_spec(tmp_path, events="h.csv", header=False,
                             column_names=["user_id", "item_id", "behavior", "timestamp"], behaviors={"view": 0}))
     assert raw.rows["user_id"].to_list() == ["0"]
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_blank_lines_are_rejected_and_later_rows_keep_their_numbers(tmp_path, newline):
+    lines = ["a,b,c", "1,2,3", "", "4,5,6", " \t", "7,8", "9,10,11", ""]  # the file ends in a blank line
+    (tmp_path / "e.csv").write_text(newline.join(lines) + newline, newline="")
+    raw = read_table_file(tmp_path / "e.csv")
+    assert raw.rows["a"].to_list() == ["1", "4", "9"]
+    assert raw.rows["source_row"].to_list() == [1, 3, 6]
+    assert raw.unreadable.select("source_row", "reason").rows() == [
+        (2, "blank line"), (4, "blank line"), (5, "malformed line: expected 3 fields, found 2"), (7, "blank line")]
+    assert raw.rows.height + raw.unreadable.height == 7  # every data line of the file, once

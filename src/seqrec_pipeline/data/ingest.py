@@ -15,7 +15,7 @@ import polars as pl
 
 from seqrec_pipeline.dataset_spec import SINGLE_BEHAVIOR, DatasetSpec
 from seqrec_pipeline.errors import InputError
-from seqrec_pipeline.io.readers import RaggedLines, RawTable, read_event_batches, read_events
+from seqrec_pipeline.io.readers import MalformedLines, RawTable, read_event_batches, read_events
 from seqrec_pipeline.schemas import EVENTS, REJECTED, check_contract, raw_events_schema
 
 log = logging.getLogger(__name__)
@@ -184,8 +184,8 @@ def ingest_events(spec: DatasetSpec, batch_rows: int = 1_000_000):
     """Read, type, validate and quarantine a dataset's events batch by batch.
 
     Returns ``(events, rejected, behavior_levels)``.  Streaming keeps only the typed valid events
-    in memory, never the whole log as strings; a file with ragged lines is re-read by the careful
-    parser so that every bad line is reported.
+    in memory, never the whole log as strings; a file with ragged or blank lines is re-read by the
+    careful parser so that every bad line is reported.
     """
     levels, parts = spec.behavior_levels, []
     source = spec.events or spec.name  # a header-only file yields no batch to name it
@@ -198,7 +198,7 @@ def ingest_events(spec: DatasetSpec, batch_rows: int = 1_000_000):
                 spec = spec.model_copy(update={"timestamp_unit": resolve_unit(raw.rows["timestamp"], "auto")})
             parts.append(validate_batch(raw, spec, levels))
             source = raw.source_file
-    except RaggedLines:
+    except MalformedLines:
         raw = read_events(spec)
         parts, source = [validate_batch(raw, spec, levels)], raw.source_file
     events, rejected = _combine(parts, source)
