@@ -156,3 +156,18 @@ def test_blank_line_in_a_streamed_file_keeps_row_numbers_true(tmp_path):
     assert stats["n_raw"] == 4 == stats["n_valid"] + stats["n_rejected"]
     with pytest.raises(InputError, match=r"on_invalid=fail: e\.csv row 2: blank line"):
         ingest_events(spec.model_copy(update={"on_invalid": "fail"}))
+
+
+def test_one_non_utf8_byte_quarantines_its_row_and_the_rest_loads(tmp_path):
+    from seqrec_pipeline.data.ingest import ingest_events
+
+    (tmp_path / "e.csv").write_bytes(b"user_id,item_id,behavior,timestamp\n1,10,view,1433221969\n"
+                                     b"2,1\xff1,view,1433221970\n3,12,buy,1433221971\n")
+    spec = resolve_dataset("d", {"d": {"path": str(tmp_path), "events": "e.csv", "behaviors": LEVELS}})
+    events, rejected, _ = ingest_events(spec)
+    assert events.select("item_id", "source_row").rows() == [("10", 1), ("12", 3)]
+    assert rejected.select("source_file", "source_row", "reason", "raw_line").rows() == [
+        ("e.csv", 2, "invalid UTF-8 at byte 3 of the line (0xff)", "2,1\ufffd1,view,1433221970")]
+    with pytest.raises(InputError, match=r"1 invalid row\(s\) and on_invalid=fail: e\.csv row 2: invalid UTF-8 at "
+                                         r"byte 3 of the line \(0xff\)\..*declare its `encoding:`"):
+        ingest_events(spec.model_copy(update={"on_invalid": "fail"}))

@@ -148,3 +148,24 @@ def test_blank_lines_are_rejected_and_later_rows_keep_their_numbers(tmp_path, ne
     assert raw.unreadable.select("source_row", "reason").rows() == [
         (2, "blank line"), (4, "blank line"), (5, "malformed line: expected 3 fields, found 2"), (7, "blank line")]
     assert raw.rows.height + raw.unreadable.height == 7  # every data line of the file, once
+
+
+def test_lines_that_are_not_utf8_are_rejected_with_the_byte_and_the_rest_is_read(tmp_path):
+    (tmp_path / "e.csv").write_bytes(
+        b"a,b,c\n1,caf\xc3\xa9,3\n4,\xff5,6\n7,8\n9,\xc3,11\n12,13,14\n")  # row 3 is also short
+    raw = read_table_file(tmp_path / "e.csv")
+    assert raw.rows.select("a", "b", "source_row").rows() == [("1", "café", 1), ("12", "13", 5)]
+    assert raw.unreadable.select("source_row", "reason", "raw_line").rows() == [
+        (2, "invalid UTF-8 at byte 2 of the line (0xff)", "4,\ufffd5,6"),
+        (3, "malformed line: expected 3 fields, found 2", "7,8"),
+        (4, "invalid UTF-8 at byte 2 of the line (0xc3)", "9,\ufffd,11"),
+    ]
+
+
+def test_declared_encoding_is_read_by_the_careful_reader(tmp_path):
+    (tmp_path / "e.csv").write_bytes("a,b\n1,café\n2,x,y\n".encode("latin-1"))
+    raw = read_table_file(tmp_path / "e.csv", encoding="latin-1")
+    assert raw.rows.select("b", "source_row").rows() == [("café", 1)]
+    assert raw.unreadable["source_row"].to_list() == [2]
+    with pytest.raises(InputError, match=r"e\.csv: not valid ascii at byte 9 of the file; set `encoding:`"):
+        read_table_file(tmp_path / "e.csv", encoding="ascii")

@@ -154,9 +154,11 @@ def _fail(rejected: pl.DataFrame) -> None:
     examples = "; ".join(
         f"{r['source_file']} row {r['source_row']}: {r['reason']}" for r in rejected.head(5).iter_rows(named=True)
     )
+    encoding = (" If the file is not UTF-8, declare its `encoding:` (e.g. latin-1)."
+                if rejected["reason"].str.starts_with("invalid UTF-8").any() else "")
     raise InputError(
         f"{rejected.height} invalid row(s) and on_invalid=fail: {examples}. Fix the rows, or set "
-        "`on_invalid: quarantine` in the dataset declaration to keep them aside in rejected.parquet."
+        "`on_invalid: quarantine` in the dataset declaration to keep them aside in rejected.parquet." + encoding
     )
 
 
@@ -184,8 +186,8 @@ def ingest_events(spec: DatasetSpec, batch_rows: int = 1_000_000):
     """Read, type, validate and quarantine a dataset's events batch by batch.
 
     Returns ``(events, rejected, behavior_levels)``.  Streaming keeps only the typed valid events
-    in memory, never the whole log as strings; a file with ragged or blank lines is re-read by the
-    careful parser so that every bad line is reported.
+    in memory, never the whole log as strings; a file with ragged, blank or non-UTF-8 lines is re-read
+    by the careful parser so that every bad line is reported.
     """
     levels, parts = spec.behavior_levels, []
     source = spec.events or spec.name  # a header-only file yields no batch to name it

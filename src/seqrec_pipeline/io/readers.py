@@ -81,7 +81,7 @@ def _layout(path: Path, sep: str | None, header: bool, column_names: list[str] |
 
 def read_delimited(path: Path, sep: str | None, header: bool, column_names: list[str] | None, encoding: str,
                    only: list[str] | None = None) -> RawTable:
-    """csv/tsv with every field as a string; ragged and blank lines are reported, not dropped."""
+    """csv/tsv with every field as a string; ragged, blank and non-UTF-8 lines are reported, not dropped."""
     sep, names, skip = _layout(path, sep, header, column_names, encoding)
 
     wanted = [n for n in names if n in only] if only else list(names)
@@ -103,9 +103,6 @@ def _file_bytes(path: Path, encoding: str) -> np.ndarray:
     if not _is_utf8(encoding):
         try:
             data = data.decode(encoding).encode("utf-8")
-        except LookupError:
-            raise InputError(f"{path}: unknown encoding {encoding!r}; set `encoding:` to a Python codec name "
-                             "(e.g. utf8, latin-1, gbk).") from None
         except UnicodeDecodeError as exc:
             raise InputError(f"{path}: not valid {encoding} at byte {exc.start} of the file; set `encoding:` to "
                              "the file's real encoding.") from None
@@ -124,8 +121,9 @@ def _read_careful(path: Path, sep: str, skip: int, names: list[str], wanted: lis
                   encoding: str) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Rows and rejects of a file the fast reader refused, every data line numbered as it is in the file.
 
-    Blank lines are found on the bytes and rejected; the other lines go to pyarrow, whose single-threaded
-    parser names the ragged ones.  Line bookkeeping is vectorized over the bytes.
+    Blank lines and lines that are not valid UTF-8 are found on the bytes and rejected; the other lines go
+    to pyarrow, whose single-threaded parser names the ragged ones.  Line bookkeeping is vectorized over
+    the bytes.
     """
     data = _file_bytes(path, encoding)
     starts, ends = _lines(data)
@@ -133,7 +131,10 @@ def _read_careful(path: Path, sep: str, skip: int, names: list[str], wanted: lis
     blank = np.zeros(starts.size, dtype=bool)
     if starts.size:
         blank = (row >= 1) & (np.maximum.reduceat(~np.isin(data, BLANK_BYTES), starts) == 0)
+    not_utf8, utf8_reasons, utf8_lines = _invalid_utf8(data, starts, ends, row >= 1) if _is_utf8(encoding) else (
+        np.array([], dtype=np.int64), [], [])  # a transcoded file is valid UTF-8
     keep = (row >= 1) & ~blank
+    keep[not_utf8] = False
     table, bad = None, []
     if keep.any():
         if keep.all():
@@ -157,8 +158,29 @@ def _read_careful(path: Path, sep: str, skip: int, names: list[str], wanted: lis
         _rejects(path, kept_rows[bad_at], [f"malformed line: expected {len(names)} fields, found {b[2]}" for b in bad],
                  [b[1] for b in bad]),
         _rejects(path, row[blank], "blank line", ""),
+        _rejects(path, row[not_utf8], utf8_reasons, utf8_lines),
     ]).sort("source_row")
     return rows, unreadable
+
+
+def _invalid_utf8(data: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+                  candidates: np.ndarray) -> tuple[np.ndarray, list[str], list[str]]:
+    """Indices, reasons and raw text of the candidate lines that are not valid UTF-8.
+
+    Only lines with a byte >= 0x80 can be invalid, so only those are decoded (event logs are mostly ASCII).
+    """
+    at, reasons, texts = [], [], []
+    if not starts.size:
+        return np.array(at, dtype=np.int64), reasons, texts
+    for i in np.flatnonzero(candidates & (np.maximum.reduceat(data, starts) >= 0x80)):
+        line = data[starts[i]:ends[i]].tobytes()
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            at.append(i)
+            reasons.append(f"invalid UTF-8 at byte {exc.start} of the line (0x{line[exc.start]:02x})")
+            texts.append(line.decode("utf-8", "replace").rstrip("\r\n"))
+    return np.array(at, dtype=np.int64), reasons, texts
 
 
 def _parse_text(text: np.ndarray, sep: str, names: list[str], wanted: list[str], use_threads: bool):
@@ -191,11 +213,11 @@ def _rejects(path: Path, source_rows: np.ndarray, reason: str | list[str], raw_l
 
 
 def _read_clean_csv(path: Path, sep: str, skip: int, names: list[str], wanted: list[str]) -> pl.DataFrame | None:
-    """polars' multi-threaded reader for the usual case of a file without ragged or blank lines.
+    """polars' multi-threaded reader for the usual case of a clean UTF-8 file.
 
-    Returns None when a line has too many fields (polars refuses) or too few (the last
-    field comes back null, as it does for a blank line): the careful reader then reports
-    exactly which lines.
+    Returns None when a line has too many fields or is not valid UTF-8 (polars refuses) or has
+    too few (the last field comes back null, as it does for a blank line): the careful reader
+    then reports exactly which lines.
     """
     last = names[-1]
     keep = [i for i, n in enumerate(names) if n in wanted or n == last]
@@ -288,7 +310,7 @@ def read_events(spec: DatasetSpec) -> RawTable:
 
 
 class MalformedLines(Exception):
-    """A streamed file turned out to have lines the fast reader cannot type or number (ragged, blank)."""
+    """A streamed file turned out to have lines the fast reader cannot read or number (ragged, blank, not UTF-8)."""
 
 
 def read_event_batches(spec: DatasetSpec, batch_rows: int = 1_000_000) -> Iterator[RawTable]:
@@ -296,7 +318,7 @@ def read_event_batches(spec: DatasetSpec, batch_rows: int = 1_000_000) -> Iterat
 
     Clean UTF-8 delimited files are streamed; everything else (parquet, JSON lines, the reference
     layout, order-only logs that need whole user logs, other encodings) comes as one batch.  A
-    streamed file with ragged or blank lines raises :class:`MalformedLines`: read it with
+    streamed file with ragged, blank or non-UTF-8 lines raises :class:`MalformedLines`: read it with
     :func:`read_events`, whose careful parser reports every bad line.
     """
     path = spec.raw_dir / spec.events if spec.events else None
