@@ -171,3 +171,16 @@ def test_one_non_utf8_byte_quarantines_its_row_and_the_rest_loads(tmp_path):
     with pytest.raises(InputError, match=r"1 invalid row\(s\) and on_invalid=fail: e\.csv row 2: invalid UTF-8 at "
                                          r"byte 3 of the line \(0xff\)\..*declare its `encoding:`"):
         ingest_events(spec.model_copy(update={"on_invalid": "fail"}))
+
+
+def test_missing_value_spellings_are_missing_ids_not_real_ones(tmp_path):
+    text = ("user_id,item_id,behavior,timestamp\n"
+            "NaN,10,view,1433221969\nnan,11,view,1433221969\n1,null,view,1433221969\n1,None,view,1433221969\n"
+            "1,,view,1433221969\n NULL ,12,view,1433221969\n2,13,view,1433221969\n")
+    valid, rejected = _ingest(tmp_path, text)
+    assert valid.select("user_id", "item_id").rows() == [("2", "13")]
+    assert dict(rejected.select("source_row", "reason").rows()) == {
+        1: "missing user_id", 2: "missing user_id", 3: "missing item_id", 4: "missing item_id", 5: "missing item_id",
+        6: "missing user_id"}
+    assert rejected.filter(pl.col("source_row") == 1)["user_id"][0] == "NaN"  # the raw value is kept
+

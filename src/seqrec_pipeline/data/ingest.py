@@ -27,6 +27,10 @@ ISO_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S%.f",
 ISO_TZ_FORMATS = ("%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%d %H:%M:%S%z", "%Y-%m-%dT%H:%M:%S%.f%z")
 
 
+# spellings of "no value" that pandas, SQL exports and str(None) leave in id columns; never real ids
+MISSING_IDS = ["", "nan", "NaN", "NAN", "null", "NULL", "Null", "none", "None", "NONE", "<NA>"]
+
+
 def _strip(values: pl.Series) -> pl.Series:
     """Trim surrounding whitespace, without copying 10M strings when there is none (the usual case)."""
     return values.str.strip_chars() if values.str.contains(r"^\s|\s$").any() else values
@@ -76,6 +80,9 @@ def _typed(rows: pl.DataFrame, spec: DatasetSpec) -> pl.DataFrame:
         _strip(rows["item_id"]),
         behavior.cast(pl.Utf8).alias("behavior"),
         parse_timestamps(rows["timestamp"], spec.timestamp_unit).alias("timestamp"),
+    )
+    typed = typed.with_columns(
+        pl.when(pl.col(c).is_in(MISSING_IDS)).then(None).otherwise(pl.col(c)).alias(c) for c in ("user_id", "item_id")
     )
     if "session_id" not in typed.columns:
         typed = typed.with_columns(pl.lit(None, dtype=pl.Utf8).alias("session_id"))
