@@ -184,3 +184,13 @@ def test_missing_value_spellings_are_missing_ids_not_real_ones(tmp_path):
         6: "missing user_id"}
     assert rejected.filter(pl.col("source_row") == 1)["user_id"][0] == "NaN"  # the raw value is kept
 
+
+def test_parquet_float_nan_ids_are_missing_and_whole_floats_are_plain_ids(tmp_path):
+    from seqrec_pipeline.data.ingest import ingest_events
+
+    pl.DataFrame({"user_id": [1.0, float("nan"), 2.0], "item_id": ["a", "b", None], "behavior": ["view"] * 3,
+                  "timestamp": [1433221969] * 3}).write_parquet(tmp_path / "e.parquet")
+    spec = resolve_dataset("d", {"d": {"path": str(tmp_path), "events": "e.parquet", "behaviors": LEVELS}})
+    events, rejected, _ = ingest_events(spec)
+    assert events.select("user_id", "item_id", "source_row").rows() == [("1", "a", 1)]
+    assert rejected.select("source_row", "reason").rows() == [(2, "missing user_id"), (3, "missing item_id")]

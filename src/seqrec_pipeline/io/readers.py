@@ -245,7 +245,11 @@ def read_table_file(path: Path, sep=None, header=True, column_names=None, encodi
         return read_delimited(path, sep, header, column_names, encoding, only)
     if suffix == ".parquet":
         rows = pl.read_parquet(path)
-        rows = rows.with_columns(pl.all().cast(pl.Utf8)).with_columns(
+        # pandas stores integer ids that have a gap as floats: NaN is no value, and 7.0 is the id 7
+        floats = [c for c, t in rows.schema.items() if t.is_float()]
+        rows = rows.with_columns(pl.col(floats).fill_nan(None))
+        whole = [c for c in floats if ((rows[c] % 1 == 0) & (rows[c].abs() < 2**53)).all()]
+        rows = rows.with_columns(pl.col(whole).cast(pl.Int64)).with_columns(pl.all().cast(pl.Utf8)).with_columns(
             pl.int_range(1, rows.height + 1, dtype=pl.Int64).alias("source_row")
         )
         return RawTable(rows, empty_rejects(), path.name)
