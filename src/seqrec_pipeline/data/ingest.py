@@ -89,7 +89,17 @@ def _typed(rows: pl.DataFrame, spec: DatasetSpec) -> pl.DataFrame:
     return typed.select("user_id", "item_id", "behavior", "timestamp", "session_id", "source_row")
 
 
-def _reasons(failure_cases: pl.DataFrame, raw: pl.DataFrame, levels: dict[str, int], window) -> pl.DataFrame:
+def _time_range(spec: DatasetSpec, raw: RawTable) -> tuple[tuple[int, int] | None, str]:
+    """The range timestamps must fall in (declared time_window, else plausible_time) and the reason if not."""
+    window = spec.window_seconds()
+    if window:
+        return window, f"timestamp outside time_window {list(window)}"
+    if spec.plausible_time is False or spec.timestamp_unit == "order" or raw.times_are_positions:
+        return None, ""
+    return spec.plausible_seconds(), f"implausible timestamp (outside plausible_time {list(spec.plausible_time)})"
+
+
+def _reasons(failure_cases: pl.DataFrame, raw: pl.DataFrame, levels: dict[str, int], outside: str) -> pl.DataFrame:
     """pandera failure cases -> one readable reason per failing row index."""
     fc = failure_cases.filter(pl.col("index").is_not_null()).select("index", "column", "check")
     declared = ", ".join(levels)
@@ -106,7 +116,7 @@ def _reasons(failure_cases: pl.DataFrame, raw: pl.DataFrame, levels: dict[str, i
         .when(check.str.starts_with("isin"))
         .then(pl.lit(f"unknown behavior (declared: {declared})"))
         .when(check.str.starts_with("in_range"))
-        .then(pl.lit(f"timestamp outside time_window {list(window) if window else ''}"))
+        .then(pl.lit(outside))
         .otherwise(col + pl.lit(": failed ") + check)
     )
     return (
@@ -120,8 +130,8 @@ def validate_batch(raw: RawTable, spec: DatasetSpec, levels: dict[str, int]) -> 
     """Valid events and rejected rows (reader rejects + schema failures) of one batch of raw rows."""
     rows = raw.rows
     typed = _typed(rows, spec)
-    window = spec.window_seconds()
-    schema = raw_events_schema(list(levels), window)
+    time_range, outside = _time_range(spec, raw)
+    schema = raw_events_schema(list(levels), time_range)
     try:
         schema.validate(typed, lazy=True)
         bad = pl.DataFrame(schema={"index": pl.Int32, "reason": pl.Utf8})
@@ -132,7 +142,7 @@ def validate_batch(raw: RawTable, spec: DatasetSpec, levels: dict[str, int]) -> 
                 f"{raw.source_file}: table does not match the events contract: "
                 f"{structural.select('column', 'check').unique().rows()}"
             ) from None
-        bad = _reasons(exc.failure_cases, rows, levels, window)
+        bad = _reasons(exc.failure_cases, rows, levels, outside)
     if bad.height:
         is_bad = pl.int_range(typed.height, dtype=pl.Int32, eager=True).is_in(bad["index"].implode())
         bad_rows = rows.with_row_index("index").filter(is_bad)  # only the (few) bad rows are copied
@@ -179,7 +189,7 @@ def _combine(parts: list[tuple[pl.DataFrame, pl.DataFrame]], source: str) -> tup
         top = rejected.group_by("reason").len().sort("len", descending=True).head(3).rows()
         raise InputError(
             f"{source}: no valid events ({rejected.height} rows, all rejected; top reasons {top}). "
-            "Check the column mapping, the declared behaviors and the time_window."
+            "Check the column mapping, the declared behaviors and the time_window / plausible_time."
         )
     return check_contract(EVENTS, valid), check_contract(REJECTED, rejected)
 

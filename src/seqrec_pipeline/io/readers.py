@@ -39,6 +39,7 @@ class RawTable:
     source_file: str
     behavior_levels: dict[str, int] | None = None  # declared by the files themselves (gamer_json)
     file_columns: list[str] | None = None  # every column of the file (``rows`` may hold fewer)
+    times_are_positions: bool = False  # order-only log: the timestamps are positions in the user's log
 
 
 def empty_rejects() -> pl.DataFrame:
@@ -310,7 +311,7 @@ def read_events(spec: DatasetSpec) -> RawTable:
     rows = raw.rows.select([pl.col(src).alias(dst) for src, dst in rename.items()] + ["source_row"])
     if spec.timestamp_unit == "order":
         rows = _order_as_time(rows)
-    return RawTable(rows, raw.unreadable, raw.source_file)
+    return RawTable(rows, raw.unreadable, raw.source_file, times_are_positions=spec.timestamp_unit == "order")
 
 
 class MalformedLines(Exception):
@@ -414,7 +415,8 @@ def read_gamer_json(spec: DatasetSpec) -> RawTable:
     level_file = d / f"{prefix}.behavior_level.json"
     if kind != "single" and not spec.behaviors:
         levels = {str(k): int(v) for k, v in _load_json(level_file).items()}
-    return RawTable(rows, empty_rejects(), parts["item_id"].name, behavior_levels=levels)
+    return RawTable(rows, empty_rejects(), parts["item_id"].name, behavior_levels=levels,
+                    times_are_positions=kind != "SMB")
 
 
 # ----------------------------------------------------------------------------- items
