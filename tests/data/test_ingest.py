@@ -236,3 +236,20 @@ def test_order_positions_are_not_held_to_plausible_time(tmp_path):
     events, rejected, _ = ingest_events(spec)
     assert events["timestamp"].to_list() == [0, 1, 2, 0] and rejected.height == 0
 
+
+@pytest.mark.parametrize("name, folder, n_raw, rejected_by_reason", [
+    ("retailrocket", "retailrocket", 97381, {}),
+    ("taobao", "taobao_head", 84476, {"timestamp outside time_window [1511539200, 1512316799]": 35,
+                                      "malformed line: expected 5 fields, found 4": 1}),
+    ("scientific", "scientific", 58492, {}),  # order only: no plausible-time check
+])
+def test_built_in_declarations_ingest_their_real_data(shared_data, name, folder, n_raw, rejected_by_reason):
+    import yaml
+
+    from seqrec_pipeline.data.ingest import ingest_events
+    from tests.conftest import REPO
+
+    declared = yaml.safe_load((REPO / "conf/base/parameters_datasets.yml").read_text())["datasets"][name]
+    spec = resolve_dataset(name, {name: declared | {"path": str(shared_data / folder)}})
+    stats = ingest_stats(*ingest_events(spec)[:2])
+    assert stats["n_raw"] == n_raw and stats["rejected_by_reason"] == rejected_by_reason
