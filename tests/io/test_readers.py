@@ -169,3 +169,21 @@ def test_declared_encoding_is_read_by_the_careful_reader(tmp_path):
     assert raw.unreadable["source_row"].to_list() == [2]
     with pytest.raises(InputError, match=r"e\.csv: not valid ascii at byte 9 of the file; set `encoding:`"):
         read_table_file(tmp_path / "e.csv", encoding="ascii")
+
+
+@pytest.mark.parametrize("name, sep, hint", [
+    ("e.csv", ";", r"""The file looks ';'-separated: set `sep: ";"` in the dataset declaration\."""),
+    ("e.csv", "\t", r"""The file looks '\\t'-separated: set `sep: "\\t"` in the dataset declaration\."""),
+    ("e.csv", "|", r"""The file looks '\|'-separated: set `sep: "\|"` in the dataset declaration\."""),
+    ("e.tsv", ",", r"""The file looks ','-separated: set `sep: ","` in the dataset declaration\."""),
+])
+def test_wrong_separator_is_named_in_the_missing_column_message(tmp_path, name, sep, hint):
+    from seqrec_pipeline.data.ingest import ingest_events
+
+    (tmp_path / name).write_text(sep.join(["user", "item", "timestamp"]) + "\n" + sep.join(["1", "2", "3"]) + "\n")
+    spec = _spec(tmp_path, events=name, columns={"user_id": "user", "item_id": "item"})
+    with pytest.raises(InputError, match=r"missing required column\(s\) user_id \(column 'user'\).*; the file has "
+                                         r"\['.*'\]\. " + hint + "$"):
+        read_events(spec)
+    with pytest.raises(InputError, match=hint):  # the streamed reader says the same
+        ingest_events(spec)

@@ -61,6 +61,16 @@ def _clean_header(names: list[str]) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- delimited text
+def _default_sep(path: Path) -> str:
+    return "\t" if path.suffix in {".tsv", ".inter", ".item"} else ","
+
+
+def _header_line(path: Path, encoding: str) -> str:
+    # utf-8-sig drops a byte-order mark, which would otherwise stick to the first column name
+    with open(path, encoding="utf-8-sig" if _is_utf8(encoding) else encoding, errors="replace") as fh:
+        return fh.readline().rstrip("\r\n")
+
+
 def _layout(path: Path, sep: str | None, header: bool, column_names: list[str] | None,
             encoding: str) -> tuple[str, list[str], int]:
     """(separator, column names, lines to skip) of a delimited file."""
@@ -68,12 +78,9 @@ def _layout(path: Path, sep: str | None, header: bool, column_names: list[str] |
     if path.stat().st_size == 0:
         raise InputError(f"{path}: no data rows (the file is empty). Put the data in it, or fix the file name "
                          "in the dataset declaration.")
-    sep = sep or ("\t" if path.suffix in {".tsv", ".inter", ".item"} else ",")
+    sep = sep or _default_sep(path)
     if header:
-        # utf-8-sig drops a byte-order mark, which would otherwise stick to the first column name
-        with open(path, encoding="utf-8-sig" if _is_utf8(encoding) else encoding, errors="replace") as fh:
-            first = fh.readline().rstrip("\r\n")
-        names = list(column_names) if column_names else _clean_header(first.split(sep))
+        names = list(column_names) if column_names else _clean_header(_header_line(path, encoding).split(sep))
         return sep, names, 1
     if not column_names:
         raise InputError(f"{path}: a headerless file needs `column_names` in the dataset declaration.")
@@ -290,11 +297,22 @@ def _canonical(spec: DatasetSpec, file_columns: list[str], path: Path) -> dict[s
     present = set(file_columns) - {"source_row"}
     missing = [f"{c} (column '{spec.column(c)}')" for c in required if spec.column(c) not in present]
     if missing:
-        raise InputError(
-            f"{path}: missing required column(s) {', '.join(missing)}; the file has {sorted(present)}. "
-            "Map them with `columns: {canonical: file_column}` in the dataset declaration."
-        )
+        fix = _separator_hint(spec, path, [spec.column(c) for c in required]) or (
+            "Map them with `columns: {canonical: file_column}` in the dataset declaration.")
+        raise InputError(f"{path}: missing required column(s) {', '.join(missing)}; the file has {sorted(present)}. "
+                         + fix)
     return {spec.column(c): c for c in CANONICAL if spec.column(c) in present}
+
+
+def _separator_hint(spec: DatasetSpec, path: Path, wanted: list[str]) -> str:
+    """The fix when the header, split by another usual separator, has every wanted column."""
+    if not spec.header or spec.column_names or path.suffix.lower() not in TEXT_SUFFIXES:
+        return ""
+    first, sep = _header_line(path, spec.encoding), spec.sep or _default_sep(path)
+    for other in (",", ";", "\t", "|"):
+        if other != sep and other in first and set(wanted) <= set(_clean_header(first.split(other))):
+            return f"The file looks {other!r}-separated: set `sep: {json.dumps(other)}` in the dataset declaration."
+    return ""
 
 
 CANONICAL = ("user_id", "item_id", "behavior", "timestamp", "session_id")
