@@ -3,8 +3,9 @@
 Every reader returns all fields as strings (typing and validation happen in
 ``data/ingest.py`` against the pandera schemas) plus a ``source_row`` column
 (1-based data row, header excluded) so any rejected row can be found again in
-the file.  Rows the reader itself cannot parse (truncated or over-long lines,
-malformed JSON lines) are returned separately with a reason: never dropped.
+the file.  Rows the reader itself cannot parse (truncated or over-long lines, blank
+lines, lines that are not valid UTF-8, malformed JSON lines) are returned separately with
+a reason: never dropped.
 """
 
 from __future__ import annotations
@@ -145,9 +146,7 @@ def _read_careful(path: Path, sep: str, skip: int, names: list[str], wanted: lis
     keep[not_utf8] = False
     table, bad = None, []
     if keep.any():
-        if keep.all():
-            text = data
-        elif np.array_equal(keep, row >= 1):  # only the header is left out: no copy
+        if np.array_equal(keep, row >= 1):  # only the header (if any) is left out: no copy
             text = data[starts[skip]:]
         else:
             text = data[np.repeat(keep, ends - starts)]
