@@ -44,3 +44,18 @@ def test_time_window_is_utc_with_offsets_and_whole_end_day():
     assert end == 1512345599  # 2017-12-03 23:59:59 UTC
     with pytest.raises(InputError, match="time_window"):
         resolve_dataset("x", {"x": {"events": "e.csv", "time_window": ["2017-12-03", "2017-11-25"]}})
+
+
+def test_plausible_time_defaults_to_1990_until_tomorrow_and_can_be_widened_or_turned_off():
+    import time
+
+    start, end = resolve_dataset("x", {"x": {"events": "e.csv"}}).plausible_seconds()
+    assert start == 631152000  # 1990-01-01 UTC
+    assert 86400 - 60 < end - time.time() <= 86400
+    wide = resolve_dataset("x", {"x": {"events": "e.csv", "plausible_time": ["1970-01-01", "2100-01-01"]}})
+    assert wide.plausible_seconds() == (0, 4102531199)
+    assert resolve_dataset("x", {"x": {"events": "e.csv", "plausible_time": False}}).plausible_seconds() is None
+    with pytest.raises(InputError, match=r"plausible_time end 1980-01-01 is before start 1990-01-01"):
+        resolve_dataset("x", {"x": {"events": "e.csv", "plausible_time": ["1990-01-01", "1980-01-01"]}})
+    with pytest.raises(InputError, match=r"plausible_time: Value error, give \[start, end\] .* or false"):
+        resolve_dataset("x", {"x": {"events": "e.csv", "plausible_time": True}})

@@ -74,6 +74,14 @@ class DatasetSpec(_Strict):
     )
     timestamp_unit: Literal["auto", "s", "ms", "iso", "order"] = "auto"
     time_window: tuple[str, str] | None = Field(None, description="inclusive [start, end] ISO dates/times, UTC")
+    plausible_time: tuple[str, str] | Literal[False] = Field(
+        ("1990-01-01", "now"),
+        description="inclusive [start, end] of believable event times, ISO dates/times (UTC unless an offset is "
+        "given); 'now' is the time of the run plus one day. Rows outside are rejected as 'implausible timestamp'. "
+        "Widen it for older logs (e.g. ['1970-01-01', 'now']) or set `false` to turn the check off. Not applied "
+        "when a time_window is declared (the window is checked instead) nor with timestamp_unit 'order' "
+        "(positions, not times).",
+    )
     session_gap_minutes: float = Field(30.0, gt=0)
     items: ItemsSpec | None = None
     filters: FilterSpec = Field(default_factory=FilterSpec)
@@ -88,6 +96,13 @@ class DatasetSpec(_Strict):
             raise ValueError(f"unknown canonical column(s) {sorted(unknown)}; allowed: {list(CANONICAL_COLUMNS)}")
         return value
 
+    @field_validator("plausible_time", mode="before")
+    @classmethod
+    def _plausible_shape(cls, value):
+        if value is False or (isinstance(value, list | tuple) and len(value) == 2):
+            return value
+        raise ValueError("give [start, end] ISO dates/times (end may be 'now'), or false to turn the check off")
+
     @model_validator(mode="after")
     def _consistent(self) -> "DatasetSpec":
         if self.format == "events" and not self.events:
@@ -100,8 +115,8 @@ class DatasetSpec(_Strict):
                     f"exactly one behavior must hold the top level {top} (the target behavior), got {at_top}; "
                     "give the target behavior a strictly higher level"
                 )
-        if self.time_window is not None:
-            self.window_seconds()  # parse early
+        self.window_seconds()  # parse early
+        self.plausible_seconds()
         return self
 
     # ----------------------------------------------------------------- derived
@@ -127,19 +142,26 @@ class DatasetSpec(_Strict):
         return self.columns.get(canonical, canonical)
 
     def window_seconds(self) -> tuple[int, int] | None:
-        if self.time_window is None:
-            return None
-        try:
-            start, end = (_parse_bound(v, is_end=i == 1) for i, v in enumerate(self.time_window))
-        except ValueError as exc:
-            raise ValueError(f"time_window {list(self.time_window)}: {exc}") from None
-        if end < start:
-            raise ValueError(f"time_window end {self.time_window[1]} is before start {self.time_window[0]}")
-        return start, end
+        return None if self.time_window is None else _bounds("time_window", self.time_window)
+
+    def plausible_seconds(self) -> tuple[int, int] | None:
+        return None if self.plausible_time is False else _bounds("plausible_time", self.plausible_time)
+
+
+def _bounds(field: str, values: tuple[str, str]) -> tuple[int, int]:
+    try:
+        start, end = (_parse_bound(v, is_end=i == 1) for i, v in enumerate(values))
+    except ValueError as exc:
+        raise ValueError(f"{field} {list(values)}: {exc}") from None
+    if end < start:
+        raise ValueError(f"{field} end {values[1]} is before start {values[0]}")
+    return start, end
 
 
 def _parse_bound(value: str, is_end: bool) -> int:
     text = str(value)
+    if text == "now":  # a day of slack for clocks and time zones
+        return int(datetime.now(timezone.utc).timestamp()) + 86400
     ts = datetime.fromisoformat(text)
     if ts.tzinfo is None:
         ts = ts.replace(tzinfo=timezone.utc)

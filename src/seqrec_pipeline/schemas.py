@@ -1,7 +1,7 @@
 """pandera schemas for every table that crosses a stage boundary.
 
 Raw events are validated against a schema built from the dataset declaration
-(declared behaviors, time window); the failure cases of that validation decide
+(declared behaviors, time window or plausible time range); the failure cases of that validation decide
 which rows are quarantined and why.  The other schemas are the contracts of the
 stage outputs and are checked when a stage writes them.
 """
@@ -12,9 +12,9 @@ import pandera.polars as pa
 import polars as pl
 
 
-def raw_events_schema(behaviors: list[str], window: tuple[int, int] | None) -> pa.DataFrameSchema:
+def raw_events_schema(behaviors: list[str], time_range: tuple[int, int] | None) -> pa.DataFrameSchema:
     """Typed raw events: every failing row is quarantined with the failed check as reason."""
-    time_checks = [pa.Check.in_range(window[0], window[1])] if window else []
+    time_checks = [pa.Check.in_range(time_range[0], time_range[1])] if time_range else []
     return pa.DataFrameSchema(
         {
             "user_id": pa.Column(pl.Utf8, pa.Check.str_length(min_value=1), nullable=False),

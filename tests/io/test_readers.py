@@ -124,3 +124,66 @@ def test_items_table_with_text_fields(tmp_path):
     bad = _spec(tmp_path, events="e.csv", items={"file": "items.tsv", "text_fields": ["name"]})
     with pytest.raises(InputError, match=r"missing item column\(s\) \['name'\]"):
         read_items(bad)
+
+
+def test_utf8_bom_is_not_part_of_the_first_column_name(tmp_path):
+    (tmp_path / "e.csv").write_bytes(b"\xef\xbb\xbfuser,item,behavior,timestamp\n0,3,view,1433221969\n")
+    raw = read_events(_spec(tmp_path, events="e.csv", columns={"user_id": "user", "item_id": "item"},
+                            behaviors={"view": 0}))
+    assert raw.rows.row(0) == ("0", "3", "view", "1433221969", 1)
+    # headerless: the mark is not part of the first value either
+    (tmp_path / "h.csv").write_bytes(b"\xef\xbb\xbf0,3,view,1433221969\n")
+    raw = read_events(_spec(tmp_path, events="h.csv", header=False,
+                            column_names=["user_id", "item_id", "behavior", "timestamp"], behaviors={"view": 0}))
+    assert raw.rows["user_id"].to_list() == ["0"]
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_blank_lines_are_rejected_and_later_rows_keep_their_numbers(tmp_path, newline):
+    lines = ["a,b,c", "1,2,3", "", "4,5,6", " \t", "7,8", "9,10,11", ""]  # the file ends in a blank line
+    (tmp_path / "e.csv").write_text(newline.join(lines) + newline, newline="")
+    raw = read_table_file(tmp_path / "e.csv")
+    assert raw.rows["a"].to_list() == ["1", "4", "9"]
+    assert raw.rows["source_row"].to_list() == [1, 3, 6]
+    assert raw.unreadable.select("source_row", "reason").rows() == [
+        (2, "blank line"), (4, "blank line"), (5, "malformed line: expected 3 fields, found 2"), (7, "blank line")]
+    assert raw.rows.height + raw.unreadable.height == 7  # every data line of the file, once
+
+
+def test_lines_that_are_not_utf8_are_rejected_with_the_byte_and_the_rest_is_read(tmp_path):
+    (tmp_path / "e.csv").write_bytes(
+        b"a,b,c\n1,caf\xc3\xa9,3\n4,\xff5,6\n7,8\n9,\xc3,11\n12,13,14\n")  # row 3 is also short
+    raw = read_table_file(tmp_path / "e.csv")
+    assert raw.rows.select("a", "b", "source_row").rows() == [("1", "café", 1), ("12", "13", 5)]
+    assert raw.unreadable.select("source_row", "reason", "raw_line").rows() == [
+        (2, "invalid UTF-8 at byte 2 of the line (0xff)", "4,\ufffd5,6"),
+        (3, "malformed line: expected 3 fields, found 2", "7,8"),
+        (4, "invalid UTF-8 at byte 2 of the line (0xc3)", "9,\ufffd,11"),
+    ]
+
+
+def test_declared_encoding_is_read_by_the_careful_reader(tmp_path):
+    (tmp_path / "e.csv").write_bytes("a,b\n1,café\n2,x,y\n".encode("latin-1"))
+    raw = read_table_file(tmp_path / "e.csv", encoding="latin-1")
+    assert raw.rows.select("b", "source_row").rows() == [("café", 1)]
+    assert raw.unreadable["source_row"].to_list() == [2]
+    with pytest.raises(InputError, match=r"e\.csv: not valid ascii at byte 9 of the file; set `encoding:`"):
+        read_table_file(tmp_path / "e.csv", encoding="ascii")
+
+
+@pytest.mark.parametrize("name, sep, hint", [
+    ("e.csv", ";", r"""The file looks ';'-separated: set `sep: ";"` in the dataset declaration\."""),
+    ("e.csv", "\t", r"""The file looks '\\t'-separated: set `sep: "\\t"` in the dataset declaration\."""),
+    ("e.csv", "|", r"""The file looks '\|'-separated: set `sep: "\|"` in the dataset declaration\."""),
+    ("e.tsv", ",", r"""The file looks ','-separated: set `sep: ","` in the dataset declaration\."""),
+])
+def test_wrong_separator_is_named_in_the_missing_column_message(tmp_path, name, sep, hint):
+    from seqrec_pipeline.data.ingest import ingest_events
+
+    (tmp_path / name).write_text(sep.join(["user", "item", "timestamp"]) + "\n" + sep.join(["1", "2", "3"]) + "\n")
+    spec = _spec(tmp_path, events=name, columns={"user_id": "user", "item_id": "item"})
+    with pytest.raises(InputError, match=r"missing required column\(s\) user_id \(column 'user'\).*; the file has "
+                                         r"\['.*'\]\. " + hint + "$"):
+        read_events(spec)
+    with pytest.raises(InputError, match=hint):  # the streamed reader says the same
+        ingest_events(spec)

@@ -15,7 +15,7 @@ import polars as pl
 
 from seqrec_pipeline.dataset_spec import SINGLE_BEHAVIOR, DatasetSpec
 from seqrec_pipeline.errors import InputError
-from seqrec_pipeline.io.readers import RaggedLines, RawTable, read_event_batches, read_events
+from seqrec_pipeline.io.readers import MalformedLines, RawTable, read_event_batches, read_events
 from seqrec_pipeline.schemas import EVENTS, REJECTED, check_contract, raw_events_schema
 
 log = logging.getLogger(__name__)
@@ -25,6 +25,10 @@ RAW_FIELDS = ("user_id", "item_id", "behavior", "timestamp")
 ISO_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f",
                "%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S%.fZ", "%Y-%m-%d %H:%M", "%Y-%m-%d")
 ISO_TZ_FORMATS = ("%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%d %H:%M:%S%z", "%Y-%m-%dT%H:%M:%S%.f%z")
+
+
+# spellings of "no value" that pandas, SQL exports and str(None) leave in id columns; never real ids
+MISSING_IDS = ["", "nan", "NaN", "NAN", "null", "NULL", "Null", "none", "None", "NONE", "<NA>"]
 
 
 def _strip(values: pl.Series) -> pl.Series:
@@ -77,12 +81,25 @@ def _typed(rows: pl.DataFrame, spec: DatasetSpec) -> pl.DataFrame:
         behavior.cast(pl.Utf8).alias("behavior"),
         parse_timestamps(rows["timestamp"], spec.timestamp_unit).alias("timestamp"),
     )
+    typed = typed.with_columns(
+        pl.when(pl.col(c).is_in(MISSING_IDS)).then(None).otherwise(pl.col(c)).alias(c) for c in ("user_id", "item_id")
+    )
     if "session_id" not in typed.columns:
         typed = typed.with_columns(pl.lit(None, dtype=pl.Utf8).alias("session_id"))
     return typed.select("user_id", "item_id", "behavior", "timestamp", "session_id", "source_row")
 
 
-def _reasons(failure_cases: pl.DataFrame, raw: pl.DataFrame, levels: dict[str, int], window) -> pl.DataFrame:
+def _time_range(spec: DatasetSpec, raw: RawTable) -> tuple[tuple[int, int] | None, str]:
+    """The range timestamps must fall in (declared time_window, else plausible_time) and the reason if not."""
+    window = spec.window_seconds()
+    if window:
+        return window, f"timestamp outside time_window {list(window)}"
+    if spec.plausible_time is False or spec.timestamp_unit == "order" or raw.times_are_positions:
+        return None, ""
+    return spec.plausible_seconds(), f"implausible timestamp (outside plausible_time {list(spec.plausible_time)})"
+
+
+def _reasons(failure_cases: pl.DataFrame, raw: pl.DataFrame, levels: dict[str, int], outside: str) -> pl.DataFrame:
     """pandera failure cases -> one readable reason per failing row index."""
     fc = failure_cases.filter(pl.col("index").is_not_null()).select("index", "column", "check")
     declared = ", ".join(levels)
@@ -99,7 +116,7 @@ def _reasons(failure_cases: pl.DataFrame, raw: pl.DataFrame, levels: dict[str, i
         .when(check.str.starts_with("isin"))
         .then(pl.lit(f"unknown behavior (declared: {declared})"))
         .when(check.str.starts_with("in_range"))
-        .then(pl.lit(f"timestamp outside time_window {list(window) if window else ''}"))
+        .then(pl.lit(outside))
         .otherwise(col + pl.lit(": failed ") + check)
     )
     return (
@@ -113,8 +130,8 @@ def validate_batch(raw: RawTable, spec: DatasetSpec, levels: dict[str, int]) -> 
     """Valid events and rejected rows (reader rejects + schema failures) of one batch of raw rows."""
     rows = raw.rows
     typed = _typed(rows, spec)
-    window = spec.window_seconds()
-    schema = raw_events_schema(list(levels), window)
+    time_range, outside = _time_range(spec, raw)
+    schema = raw_events_schema(list(levels), time_range)
     try:
         schema.validate(typed, lazy=True)
         bad = pl.DataFrame(schema={"index": pl.Int32, "reason": pl.Utf8})
@@ -125,7 +142,7 @@ def validate_batch(raw: RawTable, spec: DatasetSpec, levels: dict[str, int]) -> 
                 f"{raw.source_file}: table does not match the events contract: "
                 f"{structural.select('column', 'check').unique().rows()}"
             ) from None
-        bad = _reasons(exc.failure_cases, rows, levels, window)
+        bad = _reasons(exc.failure_cases, rows, levels, outside)
     if bad.height:
         is_bad = pl.int_range(typed.height, dtype=pl.Int32, eager=True).is_in(bad["index"].implode())
         bad_rows = rows.with_row_index("index").filter(is_bad)  # only the (few) bad rows are copied
@@ -154,20 +171,25 @@ def _fail(rejected: pl.DataFrame) -> None:
     examples = "; ".join(
         f"{r['source_file']} row {r['source_row']}: {r['reason']}" for r in rejected.head(5).iter_rows(named=True)
     )
+    encoding = (" If the file is not UTF-8, declare its `encoding:` (e.g. latin-1)."
+                if rejected["reason"].str.starts_with("invalid UTF-8").any() else "")
     raise InputError(
         f"{rejected.height} invalid row(s) and on_invalid=fail: {examples}. Fix the rows, or set "
-        "`on_invalid: quarantine` in the dataset declaration to keep them aside in rejected.parquet."
+        "`on_invalid: quarantine` in the dataset declaration to keep them aside in rejected.parquet." + encoding
     )
 
 
 def _combine(parts: list[tuple[pl.DataFrame, pl.DataFrame]], source: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    if sum(v.height + r.height for v, r in parts) == 0:
+        raise InputError(f"{source}: no data rows (the file holds at most a header). Put the events in it, "
+                         "or point `events:` in the dataset declaration at the right file.")
     valid = pl.concat([v for v, _ in parts], rechunk=False) if len(parts) > 1 else parts[0][0]
     rejected = pl.concat([r for _, r in parts]) if len(parts) > 1 else parts[0][1]
     if valid.height == 0:
         top = rejected.group_by("reason").len().sort("len", descending=True).head(3).rows()
         raise InputError(
             f"{source}: no valid events ({rejected.height} rows, all rejected; top reasons {top}). "
-            "Check the column mapping, the declared behaviors and the time_window."
+            "Check the column mapping, the declared behaviors and the time_window / plausible_time."
         )
     return check_contract(EVENTS, valid), check_contract(REJECTED, rejected)
 
@@ -181,10 +203,11 @@ def ingest_events(spec: DatasetSpec, batch_rows: int = 1_000_000):
     """Read, type, validate and quarantine a dataset's events batch by batch.
 
     Returns ``(events, rejected, behavior_levels)``.  Streaming keeps only the typed valid events
-    in memory, never the whole log as strings; a file with ragged lines is re-read by the careful
-    parser so that every bad line is reported.
+    in memory, never the whole log as strings; a file with ragged, blank or non-UTF-8 lines is re-read
+    by the careful parser so that every bad line is reported.
     """
     levels, parts = spec.behavior_levels, []
+    source = spec.events or spec.name  # a header-only file yields no batch to name it
     try:
         for raw in read_event_batches(spec, batch_rows):
             if raw.behavior_levels:  # levels declared by the files themselves (reference layout)
@@ -194,7 +217,7 @@ def ingest_events(spec: DatasetSpec, batch_rows: int = 1_000_000):
                 spec = spec.model_copy(update={"timestamp_unit": resolve_unit(raw.rows["timestamp"], "auto")})
             parts.append(validate_batch(raw, spec, levels))
             source = raw.source_file
-    except RaggedLines:
+    except MalformedLines:
         raw = read_events(spec)
         parts, source = [validate_batch(raw, spec, levels)], raw.source_file
     events, rejected = _combine(parts, source)

@@ -3,13 +3,15 @@
 Every reader returns all fields as strings (typing and validation happen in
 ``data/ingest.py`` against the pandera schemas) plus a ``source_row`` column
 (1-based data row, header excluded) so any rejected row can be found again in
-the file.  Rows the reader itself cannot parse (truncated or over-long lines,
-malformed JSON lines) are returned separately with a reason: never dropped.
+the file.  Rows the reader itself cannot parse (truncated or over-long lines, blank
+lines, lines that are not valid UTF-8, malformed JSON lines) are returned separately with
+a reason: never dropped.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +24,10 @@ import pyarrow.csv as pacsv
 from seqrec_pipeline.dataset_spec import DatasetSpec, ItemsSpec
 from seqrec_pipeline.errors import InputError
 
+log = logging.getLogger(__name__)
+
 TEXT_SUFFIXES = {".csv", ".tsv", ".txt", ".inter", ".item", ".dat"}
+BLANK_BYTES = np.array([ord(c) for c in " \t\r\n"], dtype=np.uint8)  # a line of only these is blank
 REJECT_COLUMNS = {"source_file": pl.Utf8, "source_row": pl.Int64, "reason": pl.Utf8, "raw_line": pl.Utf8}
 
 
@@ -35,6 +40,7 @@ class RawTable:
     source_file: str
     behavior_levels: dict[str, int] | None = None  # declared by the files themselves (gamer_json)
     file_columns: list[str] | None = None  # every column of the file (``rows`` may hold fewer)
+    times_are_positions: bool = False  # order-only log: the timestamps are positions in the user's log
 
 
 def empty_rejects() -> pl.DataFrame:
@@ -56,15 +62,26 @@ def _clean_header(names: list[str]) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- delimited text
+def _default_sep(path: Path) -> str:
+    return "\t" if path.suffix in {".tsv", ".inter", ".item"} else ","
+
+
+def _header_line(path: Path, encoding: str) -> str:
+    # utf-8-sig drops a byte-order mark, which would otherwise stick to the first column name
+    with open(path, encoding="utf-8-sig" if _is_utf8(encoding) else encoding, errors="replace") as fh:
+        return fh.readline().rstrip("\r\n")
+
+
 def _layout(path: Path, sep: str | None, header: bool, column_names: list[str] | None,
             encoding: str) -> tuple[str, list[str], int]:
     """(separator, column names, lines to skip) of a delimited file."""
     _require(path, "Data file")
-    sep = sep or ("\t" if path.suffix in {".tsv", ".inter", ".item"} else ",")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: no data rows (the file is empty). Put the data in it, or fix the file name "
+                         "in the dataset declaration.")
+    sep = sep or _default_sep(path)
     if header:
-        with open(path, encoding=encoding, errors="replace") as fh:
-            first = fh.readline().rstrip("\r\n")
-        names = list(column_names) if column_names else _clean_header(first.split(sep))
+        names = list(column_names) if column_names else _clean_header(_header_line(path, encoding).split(sep))
         return sep, names, 1
     if not column_names:
         raise InputError(f"{path}: a headerless file needs `column_names` in the dataset declaration.")
@@ -73,69 +90,149 @@ def _layout(path: Path, sep: str | None, header: bool, column_names: list[str] |
 
 def read_delimited(path: Path, sep: str | None, header: bool, column_names: list[str] | None, encoding: str,
                    only: list[str] | None = None) -> RawTable:
-    """csv/tsv with every field as a string; ragged lines are reported, not dropped."""
+    """csv/tsv with every field as a string; ragged, blank and non-UTF-8 lines are reported, not dropped."""
     sep, names, skip = _layout(path, sep, header, column_names, encoding)
 
     wanted = [n for n in names if n in only] if only else list(names)
-    if encoding.replace("-", "").lower() == "utf8":
+    if _is_utf8(encoding):
         fast = _read_clean_csv(path, sep, skip, names, wanted)
         if fast is not None:
             return RawTable(fast, empty_rejects(), path.name, file_columns=names)
-
-    def read(use_threads: bool):
-        bad: list[tuple[int | None, str, int]] = []
-
-        def on_invalid(row):
-            bad.append((row.number, row.text, row.actual_columns))
-            return "skip"
-
-        table = pacsv.read_csv(
-            path,
-            read_options=pacsv.ReadOptions(
-                column_names=names, skip_rows=skip, encoding=encoding, use_threads=use_threads, block_size=1 << 24
-            ),
-            parse_options=pacsv.ParseOptions(delimiter=sep, invalid_row_handler=on_invalid),
-            convert_options=pacsv.ConvertOptions(
-                column_types={n: pa.string() for n in names}, strings_can_be_null=True, quoted_strings_can_be_null=True,
-                include_columns=wanted,
-            ),
-        )
-        return table, bad
-
-    table, bad = read(use_threads=True)
-    if bad:  # line numbers are only known to the single-threaded parser; this path is rare
-        table, bad = read(use_threads=False)
-    rows = pl.from_arrow(table)
-    n_lines = rows.height + len(bad)
-    bad_rows = np.array([(b[0] or 0) - skip for b in bad], dtype=np.int64)  # physical line -> data row
-    all_rows = np.arange(1, n_lines + 1, dtype=np.int64)
-    good_rows = np.setdiff1d(all_rows, bad_rows, assume_unique=True) if bad else all_rows
-    if len(good_rows) != rows.height:  # blank lines skipped by the parser make numbering approximate
-        good_rows = np.arange(1, rows.height + 1, dtype=np.int64)
-    rows = rows.with_columns(pl.Series("source_row", good_rows[: rows.height]))
-    unreadable = pl.DataFrame(
-        {
-            "source_file": [path.name] * len(bad),
-            "source_row": bad_rows.tolist(),
-            "reason": [f"malformed line: expected {len(names)} fields, found {b[2]}" for b in bad],
-            "raw_line": [b[1] for b in bad],
-        },
-        schema=REJECT_COLUMNS,
-    )
+    rows, unreadable = _read_careful(path, sep, skip, names, wanted, encoding)
     return RawTable(rows, unreadable, path.name, file_columns=names)
 
 
-def _read_clean_csv(path: Path, sep: str, skip: int, names: list[str], wanted: list[str]) -> pl.DataFrame | None:
-    """polars' multi-threaded reader for the usual case of a file without ragged lines.
+def _is_utf8(encoding: str) -> bool:
+    return encoding.replace("-", "").lower() == "utf8"
 
-    Returns None when a line has too many fields (polars refuses) or too few (the last
-    field comes back null): the careful reader then reports exactly which lines.
+
+def _file_bytes(path: Path, encoding: str) -> np.ndarray:
+    """The file as UTF-8 bytes, without a byte-order mark."""
+    data = path.read_bytes()
+    if not _is_utf8(encoding):
+        try:
+            data = data.decode(encoding).encode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InputError(f"{path}: not valid {encoding} at byte {exc.start} of the file; set `encoding:` to "
+                             "the file's real encoding.") from None
+    return np.frombuffer(data, dtype=np.uint8, offset=3 if data[:3] == b"\xef\xbb\xbf" else 0)
+
+
+def _lines(data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(start, end) byte offsets of every line (end: one past its newline, or the end of the data)."""
+    starts = np.concatenate(([0], np.flatnonzero(data == ord("\n")) + 1))
+    if starts[-1] == data.size:  # the final newline ends the last line; nothing follows it
+        starts = starts[:-1]
+    return starts, np.append(starts[1:], data.size).astype(np.int64)
+
+
+def _read_careful(path: Path, sep: str, skip: int, names: list[str], wanted: list[str],
+                  encoding: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Rows and rejects of a file the fast reader refused, every data line numbered as it is in the file.
+
+    Blank lines and lines that are not valid UTF-8 are found on the bytes and rejected; the other lines go
+    to pyarrow, whose single-threaded parser names the ragged ones.  Line bookkeeping is vectorized over
+    the bytes.
+    """
+    data = _file_bytes(path, encoding)
+    starts, ends = _lines(data)
+    row = np.arange(1 - skip, starts.size + 1 - skip, dtype=np.int64)  # data-row number; header lines < 1
+    blank = np.zeros(starts.size, dtype=bool)
+    if starts.size:
+        blank = (row >= 1) & (np.maximum.reduceat(~np.isin(data, BLANK_BYTES), starts) == 0)
+    not_utf8, utf8_reasons, utf8_lines = _invalid_utf8(data, starts, ends, row >= 1) if _is_utf8(encoding) else (
+        np.array([], dtype=np.int64), [], [])  # a transcoded file is valid UTF-8
+    keep = (row >= 1) & ~blank
+    keep[not_utf8] = False
+    table, bad = None, []
+    if keep.any():
+        if np.array_equal(keep, row >= 1):  # only the header (if any) is left out: no copy
+            text = data[starts[skip]:]
+        else:
+            text = data[np.repeat(keep, ends - starts)]
+        table, bad = _parse_text(text, sep, names, wanted, use_threads=True)
+        if bad:  # line numbers are only known to the single-threaded parser; this path is rare
+            table, bad = _parse_text(text, sep, names, wanted, use_threads=False)
+    rows = pl.from_arrow(table) if table is not None else pl.DataFrame(schema={n: pl.Utf8 for n in wanted})
+    kept_rows = row[keep]
+    bad_at = np.array([b[0] - 1 for b in bad], dtype=np.int64)  # parser line -> position among kept lines
+    good_rows = np.delete(kept_rows, bad_at)
+    if good_rows.size != rows.height:  # a quoted value spanning lines: numbering by position from here on
+        log.warning("%s: a quoted value spans lines; source_row is approximate after such a row", path.name)
+        good_rows = good_rows[: rows.height]
+    rows = rows.with_columns(pl.Series("source_row", good_rows, dtype=pl.Int64))
+    unreadable = pl.concat([
+        _rejects(path, kept_rows[bad_at], [f"malformed line: expected {len(names)} fields, found {b[2]}" for b in bad],
+                 [b[1] for b in bad]),
+        _rejects(path, row[blank], "blank line", ""),
+        _rejects(path, row[not_utf8], utf8_reasons, utf8_lines),
+    ]).sort("source_row")
+    return rows, unreadable
+
+
+def _invalid_utf8(data: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+                  candidates: np.ndarray) -> tuple[np.ndarray, list[str], list[str]]:
+    """Indices, reasons and raw text of the candidate lines that are not valid UTF-8.
+
+    Only lines with a byte >= 0x80 can be invalid, so only those are decoded (event logs are mostly ASCII).
+    """
+    at, reasons, texts = [], [], []
+    if not starts.size:
+        return np.array(at, dtype=np.int64), reasons, texts
+    for i in np.flatnonzero(candidates & (np.maximum.reduceat(data, starts) >= 0x80)):
+        line = data[starts[i]:ends[i]].tobytes()
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            at.append(i)
+            reasons.append(f"invalid UTF-8 at byte {exc.start} of the line (0x{line[exc.start]:02x})")
+            texts.append(line.decode("utf-8", "replace").rstrip("\r\n"))
+    return np.array(at, dtype=np.int64), reasons, texts
+
+
+def _parse_text(text: np.ndarray, sep: str, names: list[str], wanted: list[str], use_threads: bool):
+    bad: list[tuple[int | None, str, int]] = []
+
+    def on_invalid(row):
+        bad.append((row.number, row.text, row.actual_columns))
+        return "skip"
+
+    table = pacsv.read_csv(
+        pa.BufferReader(pa.py_buffer(text)),
+        read_options=pacsv.ReadOptions(column_names=names, use_threads=use_threads, block_size=1 << 24),
+        parse_options=pacsv.ParseOptions(delimiter=sep, invalid_row_handler=on_invalid),
+        convert_options=pacsv.ConvertOptions(
+            column_types={n: pa.string() for n in names}, strings_can_be_null=True, quoted_strings_can_be_null=True,
+            include_columns=wanted,
+        ),
+    )
+    return table, bad
+
+
+def _rejects(path: Path, source_rows: np.ndarray, reason: str | list[str], raw_line: str | list[str]) -> pl.DataFrame:
+    n = len(source_rows)
+    return pl.DataFrame(
+        {"source_file": [path.name] * n, "source_row": source_rows,
+         "reason": reason if isinstance(reason, list) else [reason] * n,
+         "raw_line": raw_line if isinstance(raw_line, list) else [raw_line] * n},
+        schema=REJECT_COLUMNS,
+    )
+
+
+def _read_clean_csv(path: Path, sep: str, skip: int, names: list[str], wanted: list[str]) -> pl.DataFrame | None:
+    """polars' multi-threaded reader for the usual case of a clean UTF-8 file.
+
+    Returns None when a line has too many fields or is not valid UTF-8 (polars refuses) or has
+    too few (the last field comes back null, as it does for a blank line): the careful reader
+    then reports exactly which lines.
     """
     last = names[-1]
     keep = [i for i, n in enumerate(names) if n in wanted or n == last]
     try:
         rows = pl.read_csv(path, has_header=False, skip_rows=skip, columns=keep, separator=sep, infer_schema=False,
                            quote_char='"', schema_overrides=None)
+    except pl.exceptions.NoDataError:  # header only: no rows, which ingestion reports
+        return pl.DataFrame(schema={n: pl.Utf8 for n in wanted} | {"source_row": pl.Int64})
     except (pl.exceptions.ComputeError, pl.exceptions.SchemaError):
         return None
     if rows.width != len(keep):
@@ -155,7 +252,11 @@ def read_table_file(path: Path, sep=None, header=True, column_names=None, encodi
         return read_delimited(path, sep, header, column_names, encoding, only)
     if suffix == ".parquet":
         rows = pl.read_parquet(path)
-        rows = rows.with_columns(pl.all().cast(pl.Utf8)).with_columns(
+        # pandas stores integer ids that have a gap as floats: NaN is no value, and 7.0 is the id 7
+        floats = [c for c, t in rows.schema.items() if t.is_float()]
+        rows = rows.with_columns(pl.col(floats).fill_nan(None))
+        whole = [c for c in floats if ((rows[c] % 1 == 0) & (rows[c].abs() < 2**53)).all()]
+        rows = rows.with_columns(pl.col(whole).cast(pl.Int64)).with_columns(pl.all().cast(pl.Utf8)).with_columns(
             pl.int_range(1, rows.height + 1, dtype=pl.Int64).alias("source_row")
         )
         return RawTable(rows, empty_rejects(), path.name)
@@ -195,11 +296,22 @@ def _canonical(spec: DatasetSpec, file_columns: list[str], path: Path) -> dict[s
     present = set(file_columns) - {"source_row"}
     missing = [f"{c} (column '{spec.column(c)}')" for c in required if spec.column(c) not in present]
     if missing:
-        raise InputError(
-            f"{path}: missing required column(s) {', '.join(missing)}; the file has {sorted(present)}. "
-            "Map them with `columns: {canonical: file_column}` in the dataset declaration."
-        )
+        fix = _separator_hint(spec, path, [spec.column(c) for c in required]) or (
+            "Map them with `columns: {canonical: file_column}` in the dataset declaration.")
+        raise InputError(f"{path}: missing required column(s) {', '.join(missing)}; the file has {sorted(present)}. "
+                         + fix)
     return {spec.column(c): c for c in CANONICAL if spec.column(c) in present}
+
+
+def _separator_hint(spec: DatasetSpec, path: Path, wanted: list[str]) -> str:
+    """The fix when the header, split by another usual separator, has every wanted column."""
+    if not spec.header or spec.column_names or path.suffix.lower() not in TEXT_SUFFIXES:
+        return ""
+    first, sep = _header_line(path, spec.encoding), spec.sep or _default_sep(path)
+    for other in (",", ";", "\t", "|"):
+        if other != sep and other in first and set(wanted) <= set(_clean_header(first.split(other))):
+            return f"The file looks {other!r}-separated: set `sep: {json.dumps(other)}` in the dataset declaration."
+    return ""
 
 
 CANONICAL = ("user_id", "item_id", "behavior", "timestamp", "session_id")
@@ -216,11 +328,11 @@ def read_events(spec: DatasetSpec) -> RawTable:
     rows = raw.rows.select([pl.col(src).alias(dst) for src, dst in rename.items()] + ["source_row"])
     if spec.timestamp_unit == "order":
         rows = _order_as_time(rows)
-    return RawTable(rows, raw.unreadable, raw.source_file)
+    return RawTable(rows, raw.unreadable, raw.source_file, times_are_positions=spec.timestamp_unit == "order")
 
 
-class RaggedLines(Exception):
-    """A streamed file turned out to have lines with the wrong number of fields."""
+class MalformedLines(Exception):
+    """A streamed file turned out to have lines the fast reader cannot read or number (ragged, blank, not UTF-8)."""
 
 
 def read_event_batches(spec: DatasetSpec, batch_rows: int = 1_000_000) -> Iterator[RawTable]:
@@ -228,12 +340,12 @@ def read_event_batches(spec: DatasetSpec, batch_rows: int = 1_000_000) -> Iterat
 
     Clean UTF-8 delimited files are streamed; everything else (parquet, JSON lines, the reference
     layout, order-only logs that need whole user logs, other encodings) comes as one batch.  A
-    streamed file with ragged lines raises :class:`RaggedLines`: read it with :func:`read_events`,
-    whose careful parser reports every bad line.
+    streamed file with ragged, blank or non-UTF-8 lines raises :class:`MalformedLines`: read it with
+    :func:`read_events`, whose careful parser reports every bad line.
     """
     path = spec.raw_dir / spec.events if spec.events else None
     streamable = (spec.format == "events" and spec.timestamp_unit != "order" and path.suffix.lower() in TEXT_SUFFIXES
-                  and spec.encoding.replace("-", "").lower() == "utf8")
+                  and _is_utf8(spec.encoding))
     if not streamable:
         yield read_events(spec)
         return
@@ -246,13 +358,13 @@ def read_event_batches(spec: DatasetSpec, batch_rows: int = 1_000_000) -> Iterat
     try:
         for batch in frame.select(keep).collect_batches(chunk_size=batch_rows):
             if batch[names[-1]].null_count():
-                raise RaggedLines(path)
+                raise MalformedLines(path)
             rows = batch.select([pl.col(src).alias(dst) for src, dst in rename.items()]).with_columns(
                 pl.int_range(offset + 1, offset + batch.height + 1, dtype=pl.Int64).alias("source_row"))
             offset += batch.height
             yield RawTable(rows, empty_rejects(), path.name, file_columns=names)
     except (pl.exceptions.ComputeError, pl.exceptions.SchemaError):
-        raise RaggedLines(path) from None
+        raise MalformedLines(path) from None
 
 
 def _order_as_time(rows: pl.DataFrame) -> pl.DataFrame:
@@ -320,7 +432,8 @@ def read_gamer_json(spec: DatasetSpec) -> RawTable:
     level_file = d / f"{prefix}.behavior_level.json"
     if kind != "single" and not spec.behaviors:
         levels = {str(k): int(v) for k, v in _load_json(level_file).items()}
-    return RawTable(rows, empty_rejects(), parts["item_id"].name, behavior_levels=levels)
+    return RawTable(rows, empty_rejects(), parts["item_id"].name, behavior_levels=levels,
+                    times_are_positions=kind != "SMB")
 
 
 # ----------------------------------------------------------------------------- items
