@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from seqrec_pipeline.errors import InputError
 
 GENERATIVE_MODELS = ("gamer", "qwen3", "tiger")
-RULE_MODELS = ("recent", "popularity", "transitions")
+RULE_MODELS = ("recent", "popularity", "transitions", "tifu")
 DISCRIMINATIVE_MODELS = ("sasrec", "bert4rec", "gru4rec", "mbht", "mbstr", "pbat")
 TOKENIZERS = ("rqkmeans", "rqvae", "cid", "rid", "given")
 # the models a pipeline can run (``model=``)
@@ -136,6 +136,34 @@ class RecParams(Strict):
     models: dict[Literal[DISCRIMINATIVE_MODELS], dict[str, Any]]  # type: ignore[valid-type]
 
 
+class RepeatParams(Strict):
+    """Grids from which the repeat-aware ranking's parameters are chosen on the validation session."""
+
+    day_decays: list[float] = Field(min_length=1)
+    session_decays: list[float] = Field(min_length=1)
+    behavior_weights: list[float] = Field(min_length=1)
+    neighbors: int = Field(ge=0)
+    neighbor_weights: list[float] = Field(min_length=1)
+    gates: list[float] = Field(min_length=1)
+    gate_slopes: list[float] = Field(min_length=1)
+    temperatures: list[float] = Field(min_length=1)
+    candidates: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _ranges(self) -> RepeatParams:
+        checks = {"day_decays": all(0 < v <= 1 for v in self.day_decays),
+                  "session_decays": all(0 < v <= 1 for v in self.session_decays),
+                  "behavior_weights": all(v >= 0 for v in self.behavior_weights),
+                  "neighbor_weights": all(0 <= v < 1 for v in self.neighbor_weights),
+                  "gates": all(0 < v <= 1 for v in self.gates),
+                  "temperatures": all(v > 0 for v in self.temperatures)}
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"out of range: {bad} (decays and gates in (0, 1], weights >= 0, neighbor weights "
+                             "in [0, 1), temperatures > 0)")
+        return self
+
+
 class CompareParams(Strict):
     k: int = Field(ge=1)
 
@@ -159,6 +187,7 @@ class Parameters(Strict):
     eval: EvalParams
     protocols: dict[str, Literal["last_event", "last_session"]]
     rec: RecParams
+    repeat: RepeatParams
     compare: CompareParams
     datasets: dict[str, Any]
 

@@ -24,7 +24,7 @@ def _with_protocol(pipe: Pipeline, protocol: str) -> Pipeline:
 def _evaluated(name: str) -> Pipeline:
     """Ranking of the stored model's test samples and their report, under the namespace ``name``."""
     return evaluation.create_pipeline(name) + reporting.create_pipeline(
-        name, generative=True, behavior_accuracy=name == "mb_decoder")
+        name, generative=True, behavior_accuracy=name == "mb_decoder", repeat_aware=True)
 
 
 def register_pipelines() -> dict[str, Pipeline]:
@@ -44,7 +44,8 @@ def register_pipelines() -> dict[str, Pipeline]:
         "mb_decoder": _with_protocol(trained + _evaluated("mb_decoder"), "last_event"),
         "decoder": _with_protocol(trained + _evaluated("decoder"), "last_event"),
         "smb_rule": data + evaluation.create_rule_pipeline() + reporting.create_pipeline("smb_rule", generative=False),
-        "smb_rec": data + discriminative.create_pipeline() + reporting.create_pipeline("smb_rec", generative=False),
+        "smb_rec": data + discriminative.create_pipeline() + evaluation.create_repeat_pipeline("smb_rec")
+        + reporting.create_pipeline("smb_rec", generative=False, repeat_aware=True),
         "compare": reporting.create_compare_pipeline(),
         "__default__": smb_decoder,
     }

@@ -228,8 +228,11 @@ class EvalSet:
     """Users with a target window, their histories, and one sample per (user, behavior present).
 
     Histories are flat: user ``u``'s window of at most ``max_history`` events (oldest first) is
-    ``history_item[history_offsets[u]:history_offsets[u + 1]]``.  ``repeat`` marks, per sample and target,
-    whether the target item occurs anywhere in the user's events before the window.
+    ``history_item[history_offsets[u]:history_offsets[u + 1]]`` (what a model sees).  The ``past_*`` arrays
+    hold all of the user's events before the window (``past_offsets``), with their time and session, and
+    ``window_time`` the time of the window's first event: what repeat-aware rankers and the repeat rule use.
+    ``repeat`` marks, per sample and target, whether the target item occurs anywhere in the user's past.
+    Times are the events' timestamps (seconds), or their positions when the table has none.
     """
 
     user_idx: np.ndarray  # [n_users]
@@ -240,6 +243,12 @@ class EvalSet:
     sample_behavior: np.ndarray  # [n_samples]
     targets: list[list[int]]  # [n_samples] distinct target items
     repeat: list[list[bool]]  # [n_samples] per target: the item is in the user's whole history
+    past_item: np.ndarray  # int64 [n_past_events], every event before each user's window
+    past_behavior: np.ndarray  # int64 [n_past_events]
+    past_time: np.ndarray  # int64 [n_past_events]
+    past_session: np.ndarray  # int64 [n_past_events]
+    past_offsets: np.ndarray  # int64 [n_users + 1]
+    window_time: np.ndarray  # int64 [n_users]
 
     @property
     def n_users(self) -> int:
@@ -264,6 +273,15 @@ class EvalSet:
         mask[self.sample_user, self.sample_behavior] = True
         return mask
 
+    def in_past(self, items: np.ndarray) -> np.ndarray:
+        """``items [n_samples, K]`` -> whether each item occurs in its sample's user's past (-1 never does)."""
+        items = np.asarray(items, dtype=np.int64)
+        width = np.int64(max(int(self.past_item.max(initial=0)), int(items.max(initial=0))) + 1)
+        past_user = np.repeat(np.arange(self.n_users), np.diff(self.past_offsets))
+        keys = np.unique(past_user * width + self.past_item)
+        found = np.isin(self.sample_user[:, None] * width + items, keys)
+        return found & (items >= 0)
+
 
 def seen_before(start: pl.Expr, user: str = "row") -> pl.Expr:
     """The repeat rule on exploded events (columns ``user``, ``item``, ``pos``): whether the item occurs in
@@ -282,11 +300,16 @@ def eval_set(sequences: pl.DataFrame, protocol: str, split: str, max_history: in
     start = users[valid_col] if split == "valid" else users[test_col]
     end = users[test_col] if split == "valid" else users["n_events"]
     users = users.with_columns(start.alias("_start"), end.alias("_end"))
+    extra = [c for c in ("timestamp", "session") if c in users.columns]
     window = (
-        users.select("_start", "_end", "item", "behavior", pl.int_range(pl.len()).alias("row"))
-        .explode("item", "behavior")
+        users.select("_start", "_end", "item", "behavior", *extra, pl.int_range(pl.len()).alias("row"))
+        .explode("item", "behavior", *extra)
         .with_columns(pl.int_range(pl.len()).over("row").alias("pos"))
     )
+    if "timestamp" not in extra:
+        window = window.with_columns(pl.col("pos").alias("timestamp"))
+    if "session" not in extra:
+        window = window.with_columns(pl.col("pos").alias("session"))
     in_target = (pl.col("pos") >= pl.col("_start")) & (pl.col("pos") < pl.col("_end"))
     target = window.with_columns(seen_before(pl.col("_start")).alias("repeat")).filter(in_target)
     if behaviors is not None:
@@ -294,15 +317,26 @@ def eval_set(sequences: pl.DataFrame, protocol: str, split: str, max_history: in
     samples = (target.group_by("row", "behavior", maintain_order=True)
                .agg(pl.col("item", "repeat").filter(pl.col("item").is_first_distinct()))
                .sort("row", "behavior"))
-    history = window.filter((pl.col("pos") < pl.col("_start")) & (pl.col("pos") >= pl.col("_start") - max_history))
-    counts = np.bincount(history["row"].to_numpy(), minlength=users.height)
+    past = window.filter(pl.col("pos") < pl.col("_start"))
+    history = past.filter(pl.col("pos") >= pl.col("_start") - max_history)
+    window_time = window.filter(pl.col("pos") == pl.col("_start")).sort("row")["timestamp"].to_numpy()
+
+    def offsets(rows: pl.Series) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum(np.bincount(rows.to_numpy(), minlength=users.height))]).astype(np.int64)
+
     return EvalSet(
         user_idx=users["user_idx"].to_numpy(),
         history_item=history["item"].to_numpy().astype(np.int64),
         history_behavior=history["behavior"].to_numpy().astype(np.int64),
-        history_offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+        history_offsets=offsets(history["row"]),
         sample_user=samples["row"].to_numpy().astype(np.int64),
         sample_behavior=samples["behavior"].to_numpy().astype(np.int64),
         targets=samples["item"].to_list(),
         repeat=samples["repeat"].to_list(),
+        past_item=past["item"].to_numpy().astype(np.int64),
+        past_behavior=past["behavior"].to_numpy().astype(np.int64),
+        past_time=past["timestamp"].to_numpy().astype(np.int64),
+        past_session=past["session"].to_numpy().astype(np.int64),
+        past_offsets=offsets(past["row"]),
+        window_time=window_time.astype(np.int64),
     )

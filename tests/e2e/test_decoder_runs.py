@@ -7,7 +7,7 @@ import polars as pl
 from seqrec_pipeline.models.generative import load_model
 
 SPEC_KEYS = {"dataset", "pipeline", "model", "tokenizer", "protocol", "n_users", "n_items", "n_test", "metrics",
-             "behavior_accuracy", "measured"}
+             "behavior_accuracy", "measured", "n_samples", "parts", "history_share"}
 
 
 def _ok(result):
@@ -39,10 +39,22 @@ def test_smb_decoder_trains_evaluates_and_tracks(project):
     assert preds.height == report["n_test"]
     for row in preds.iter_rows(named=True):
         ranked = [i for i in row["items"] if i >= 0]
-        assert len(ranked) == len(set(ranked)) == 10  # every returned item is real and appears once
+        assert len(ranked) == len(set(ranked)) == 10  # the whole beam (eval.beam_size=10), each item once
         assert all(0 <= i < items.height for i in ranked)
         assert row["scores"] == sorted(row["scores"], reverse=True)
     assert (project.path / "data/08_reporting/retail_ci/smb_decoder/gamer-cid/metrics.png").stat().st_size > 10_000
+
+    # the same model with its repeat / explore mixture (fitted on the validation session), reported beside it
+    mixed = json.loads(
+        (project.path / "data/08_reporting/retail_ci/smb_decoder/gamer-cid+repeat/metrics.json").read_text())
+    _check_metrics(mixed, items.height)
+    assert mixed["model"] == "gamer+repeat" and mixed["n_test"] == report["n_test"]
+    head = json.loads(
+        (project.path / "data/08_reporting/retail_ci/smb_decoder/gamer-cid+repeat/repeat_head.json").read_text())
+    assert set(head) == {"scorer", "gate_bias", "gate_slope", "temperature", "validation"}
+    parts = report["parts"]
+    assert parts["repeat"]["n_samples"]["merged"] + parts["explore"]["n_samples"]["merged"] >= report["n_test"]
+    assert 0.0 <= report["history_share"]["merged"] <= 1.0
 
     model = load_model(project.latest("data/06_models/retail_ci/gamer-cid/model"))
     assert model.config.model_type == "seqrec_gamer"
@@ -56,6 +68,9 @@ def test_smb_decoder_trains_evaluates_and_tracks(project):
     assert steps >= 2  # a curve, not a single point
     assert "epoch/valid/ndcg_at_10" in metrics and "epoch/valid/loss" in metrics
     assert {"train/lr", "train/samples_per_s", "train/tokens_per_s"} <= set(metrics)
+    assert {"test/repeat/merged/ndcg_at_10", "test/explore/merged/ndcg_at_10", "test/history_share/merged",
+            "test_repeat/merged/ndcg_at_10"} <= set(metrics)
+    assert abs(metrics["test_repeat/merged/ndcg_at_10"] - mixed["metrics"]["merged"]["ndcg@10"]) < 1e-9
 
 
 def test_smb_rule_baseline_writes_its_own_metrics(project):
@@ -65,6 +80,11 @@ def test_smb_rule_baseline_writes_its_own_metrics(project):
     _check_metrics(report, items.height)
     assert report["tokenizer"] is None and report["model"] == "popularity"
     assert report["metrics"]["merged"]["hit@10"] > 0  # popular items do get bought/viewed
+    # the personal recency-and-frequency rule, fitted on the validation session
+    _ok(project.run("run", "--pipeline=smb_rule", "--params=dataset=retail_ci,model=tifu"))
+    tifu = json.loads((project.path / "data/08_reporting/retail_ci/smb_rule/tifu/metrics.json").read_text())
+    _check_metrics(tifu, items.height)
+    assert tifu["parts"]["repeat"]["merged"]["hit@10"] > 0.5  # history items come back
     bad = project.run("run", "--pipeline=smb_rule", "--params=dataset=retail_ci,model=gamer")
     assert bad.returncode == 2 and "unknown model 'gamer' for pipeline smb_rule" in bad.stderr
 

@@ -7,7 +7,7 @@ import polars as pl
 from seqrec_pipeline.io.rec_model import RecModelDataset
 
 SPEC_KEYS = {"dataset", "pipeline", "model", "tokenizer", "protocol", "n_users", "n_items", "n_test", "metrics",
-             "behavior_accuracy", "measured"}
+             "behavior_accuracy", "measured", "n_samples", "parts", "history_share"}
 
 
 def _ok(result):
@@ -32,7 +32,7 @@ def test_smb_rec_trains_evaluates_and_tracks(project):
     assert preds.height == report["n_test"]
     for row in preds.iter_rows(named=True):
         ranked = row["items"]
-        assert len(ranked) == len(set(ranked)) == 10  # full catalog scoring: always 10 distinct real items
+        assert len(ranked) == len(set(ranked)) == 50  # full catalog scoring: repeat.candidates distinct real items
         assert all(0 <= i < items.height for i in ranked)
     assert (project.path / "data/08_reporting/retail_ci/smb_rec/sasrec/metrics.png").stat().st_size > 10_000
 
@@ -68,6 +68,6 @@ def test_smb_rec_trains_evaluates_and_tracks(project):
     # every evaluated run of the dataset in one table (paths from the catalog)
     result = project.run("compare", "--dataset", "retail_ci")
     _ok(result)
-    assert "### retail_ci · last_session (3 runs)" in result.stdout and "| sasrec |" in result.stdout
+    assert "### retail_ci · last_session (6 runs)" in result.stdout and "| sasrec+repeat |" in result.stdout and "| sasrec |" in result.stdout
     assert (project.path / "data/08_reporting/retail_ci/comparison.md").read_text().strip() in result.stdout
     assert (project.path / "data/08_reporting/retail_ci/comparison.png").stat().st_size > 0

@@ -98,3 +98,23 @@ def test_bad_input_is_rejected():
         ranking_metrics(np.array([[1, 2]]), [[1], [2]])
     with pytest.raises(InputError, match="cutoffs"):
         ranking_metrics(np.array([[1, 2]]), [[1]], ks=(0,))
+
+
+def test_repeat_and_explore_parts_by_hand():
+    from seqrec_pipeline.ranking.metrics import history_share, metrics_by_part
+
+    # sample 0 (behavior 0): targets 5 (repeat) and 7 (explore); list 5 7 -> both parts hit at their rank
+    # sample 1 (behavior 1): target 9 (explore) only, list 8 9; sample 2 (behavior 1): target 4 (repeat), missed
+    predictions = np.array([[5, 7], [8, 9], [1, 2]])
+    parts = metrics_by_part(predictions, [[5, 7], [9], [4]], [[True, False], [False], [True]],
+                            np.array([0, 1, 1]), ks=(2,), behavior_names=["view", "buy"])
+    assert parts["repeat"]["n_samples"] == {"merged": 2, "view": 1, "buy": 1}
+    assert parts["repeat"]["by_behavior"]["view"]["ndcg@2"] == 1.0  # repeat target at rank 1
+    assert parts["repeat"]["merged"]["hit@2"] == 0.5
+    assert parts["explore"]["n_samples"] == {"merged": 2, "view": 1, "buy": 1}
+    # explore target 7 at rank 2 of sample 0: 1/log2(3); target 9 at rank 2 of sample 1: the same
+    assert abs(parts["explore"]["merged"]["ndcg@2"] - 1 / np.log2(3)) < 1e-12
+    none = metrics_by_part(predictions[:1], [[5]], [[True]], np.array([0]), ks=(2,))
+    assert none["explore"] == {"merged": None, "by_behavior": {}, "n_samples": {"merged": 0}}
+    share = history_share(np.array([[True, False, False], [True, True, False]]), np.array([[1, 2, -1], [3, 4, 5]]), 3)
+    assert share.tolist() == [0.5, 2 / 3]  # empty slots do not count

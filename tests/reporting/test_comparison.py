@@ -61,7 +61,8 @@ def test_unreadable_runs_are_skipped_and_no_run_is_a_message():
 def test_latest_predictions_version_per_run():
     parts = {"smb_rule/recent/predictions.parquet/2026-01-01T00.00.00.000Z/": "old",
              "smb_rule/recent/predictions.parquet/2026-02-01T00.00.00.000Z/": "new",
-             "smb_rec/sasrec/predictions.parquet/2026-01-05T00.00.00.000Z/": "only"}
+             "smb_rec/sasrec/predictions.parquet/2026-01-05T00.00.00.000Z/": "only",
+             "smb_rec/sasrec/validation_predictions.parquet/2026-03-05T00.00.00.000Z/validation_": "not a test run"}
     assert latest_predictions(parts) == {"smb_rule/recent": "new", "smb_rec/sasrec": "only"}
 
 

@@ -40,13 +40,14 @@ def eval_tensors(data: EvalSet, max_history: int) -> tuple[torch.Tensor, torch.T
 @torch.no_grad()
 def rank_discriminative(model: SequentialRecommender, data: EvalSet, top_k: int, batch_size: int = 256,
                         max_history: int | None = None) -> Ranking:
-    """Full-catalog top-k items [n_samples, top_k] (-1 = nothing), one row per (user, behavior) sample,
-    scored with ``target_behavior`` = the sample's behavior."""
+    """Full-catalog top-k items [n_samples, top_k] (-1 = nothing) with their log-probabilities (log-softmax over
+    the catalog), one row per (user, behavior) sample, scored with ``target_behavior`` = the sample's behavior."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     n = len(data.sample_user)
     out = np.full((n, top_k), -1, dtype=np.int64)
+    scores = np.full((n, top_k), -np.inf, dtype=np.float32)
     hist_items, hist_behaviors = eval_tensors(data, max_history or model.max_len)
     users = torch.from_numpy(data.sample_user.astype(np.int64))
     target = torch.from_numpy(data.sample_behavior.astype(np.int64))
@@ -54,10 +55,11 @@ def rank_discriminative(model: SequentialRecommender, data: EvalSet, top_k: int,
         rows = users[lo:lo + batch_size]
         logits = model.score(hist_items[rows].to(device), hist_behaviors[rows].to(device),
                              target[lo:lo + batch_size].to(device))
-        _, top = topk_items(logits.float(), top_k)
+        values, top = topk_items(logits.float().log_softmax(-1), top_k)
         out[lo:lo + len(rows), : top.shape[1]] = top.cpu().numpy()
+        scores[lo:lo + len(rows), : top.shape[1]] = values.cpu().numpy()
     model.train(was_training)
-    return Ranking(out)
+    return Ranking(out, scores)
 
 
 def validation_metric(sequences: pl.DataFrame, protocol: str, max_history: int, target_behavior: int,

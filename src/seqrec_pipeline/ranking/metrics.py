@@ -155,3 +155,38 @@ def behavior_item_ids(items: np.ndarray, behaviors: np.ndarray, n_items: int) ->
     predictions can be scored with the metrics above against (behavior, item) targets."""
     items, behaviors = np.asarray(items, dtype=np.int64), np.asarray(behaviors, dtype=np.int64)
     return np.where((items >= 0) & (behaviors >= 0), behaviors * n_items + items, -1)
+
+
+PARTS = ("repeat", "explore")
+
+
+def metrics_by_part(
+    predictions: np.ndarray,
+    targets: Sequence[Sequence[int]],
+    repeat: Sequence[Sequence[bool]],
+    sample_behavior: np.ndarray,
+    ks: Sequence[int] = DEFAULT_KS,
+    behavior_names: Sequence[str] | Mapping[int, str] | None = None,
+) -> dict:
+    """Metrics on the **repeat** targets (items of the user's history) and on the **explore** targets (the
+    others), each as :func:`metrics_by_behavior` over the samples that have at least one target of that part
+    and scored against those targets only (Li et al., SIGIR 2023; the same ranked lists).  A part without
+    samples is ``{"merged": None, "by_behavior": {}, "n_samples": {"merged": 0}}``."""
+    predictions = np.asarray(predictions, dtype=np.int64)
+    sample_behavior = np.asarray(sample_behavior, dtype=np.int64).reshape(-1)
+    out = {}
+    for part, wanted in (("repeat", True), ("explore", False)):
+        kept = [[t for t, r in zip(ts, rs, strict=True) if bool(r) == wanted] for ts, rs in zip(targets, repeat)]
+        rows = np.array([i for i, k in enumerate(kept) if k], dtype=np.int64)
+        if len(rows) == 0:
+            out[part] = {"merged": None, "by_behavior": {}, "n_samples": {"merged": 0}}
+            continue
+        out[part] = metrics_by_behavior(predictions[rows], [kept[i] for i in rows], sample_behavior[rows], ks,
+                                        behavior_names)
+    return out
+
+
+def history_share(in_history: np.ndarray, predictions: np.ndarray, k: int) -> np.ndarray:
+    """Per sample, the share of the (non-empty) top-``k`` items that come from the user's history."""
+    top, real = np.asarray(in_history)[:, :k], np.asarray(predictions)[:, :k] >= 0
+    return np.where(real.any(1), (top & real).sum(1) / np.maximum(real.sum(1), 1), 0.0)

@@ -1,4 +1,5 @@
-"""Rule baselines on the evaluation samples: recent-history repeat, popularity, item transitions.
+"""Rule baselines on the evaluation samples: recent-history repeat, popularity, item transitions, and the
+personal recency-and-frequency rule ``tifu`` (``repeat.py``; its parameters are fitted on the validation set).
 
 Their statistics come from the training events of ``splits.training_prefix(..., users="all")``: the
 protocol users' events before validation plus every event of the users outside the protocol.
@@ -14,8 +15,9 @@ from seqrec_pipeline.errors import InputError
 from seqrec_pipeline.splits import EvalSet, training_prefix
 
 from .core import Ranking, top_k_of_scores
+from .repeat import RepeatInputs, RepeatScorer, tifu_ranking
 
-RULES = ("recent", "popularity", "transitions")
+RULES = ("recent", "popularity", "transitions", "tifu")
 
 
 def recent_items(data: EvalSet, n_items: int, top_k: int) -> np.ndarray:
@@ -34,13 +36,17 @@ def recent_items(data: EvalSet, n_items: int, top_k: int) -> np.ndarray:
     return out
 
 
-def rank_rule(rule: str, sequences: pl.DataFrame, data: EvalSet, n_items: int, protocol: str,
-              top_k: int) -> Ranking:
-    """The ``rule``'s top ``top_k`` items for every sample of ``data``."""
+def rank_rule(rule: str, sequences: pl.DataFrame, data: EvalSet, n_items: int, protocol: str, top_k: int,
+              scorer: RepeatScorer | None = None) -> Ranking:
+    """The ``rule``'s top ``top_k`` items for every sample of ``data``; ``tifu`` needs its fitted ``scorer``
+    (``ranking.repeat.fit_repeat_scorer`` on the validation set)."""
     if rule not in RULES:
         raise InputError(f"unknown rule model '{rule}'; choose one of {list(RULES)}")
     if rule == "recent":  # the reference rule
         return Ranking(recent_items(data, n_items, top_k)[data.sample_user])
+    if rule == "tifu":
+        n_behaviors = len(scorer.behavior_weights)
+        return tifu_ranking(data, RepeatInputs(data, n_behaviors), scorer, n_items, top_k)
     train = training_prefix(sequences, protocol, users="all")
     n_behaviors = int(sequences["behavior"].explode().max()) + 1
     popularity = np.zeros((n_behaviors, n_items), np.float64)

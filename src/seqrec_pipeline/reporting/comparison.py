@@ -42,7 +42,7 @@ def latest_predictions(predictions: Mapping[str, Any]) -> dict[str, Any]:
     latest: dict[str, tuple[str, Any]] = {}
     for partition, loader in predictions.items():
         parts = partition.strip("/").split("/")
-        if len(parts) < 2:
+        if len(parts) < 3 or parts[2] != "predictions.parquet":  # not e.g. validation_predictions.parquet
             continue
         key, version = "/".join(parts[:2]), "/".join(parts[2:])
         if key not in latest or version > latest[key][0]:
@@ -68,7 +68,8 @@ def collect_metrics(runs: Mapping[str, Any], predictions: Mapping[str, Any], k: 
 
     Columns: protocol, pipeline, variant, model, tokenizer, n_test, ``ndcg@k`` / ``hit@k`` (merged),
     ``±95%`` (interval half-width of the merged NDCG@k), ``Δ vs best`` / ``Δ ±95%`` (paired difference to
-    the best run of the protocol), ``<behavior> ndcg@k`` per behavior, behavior_accuracy, measured (UTC time of
+    the best run of the protocol), ``repeat ndcg@k`` / ``explore ndcg@k`` (merged NDCG@k on the repeat / explore
+    targets), ``hist share`` (share of history items in the top-k lists), ``<behavior> ndcg@k`` per behavior, behavior_accuracy, measured (UTC time of
     the evaluation).  The interval columns are null where the predictions are missing, do not reproduce the
     merged NDCG@k (written by another run), or cover other samples than the best run's.
     """
@@ -88,6 +89,10 @@ def collect_metrics(runs: Mapping[str, Any], predictions: Mapping[str, Any], k: 
                 f"ndcg@{k}": value, f"hit@{k}": merged[f"hit@{k}"],
                 "behavior_accuracy": report.get("behavior_accuracy"), "measured": report.get("measured"),
             }
+            for part in ("repeat", "explore"):
+                result = (report.get("parts") or {}).get(part) or {}
+                row[f"{part} ndcg@{k}"] = (result.get("merged") or {}).get(f"ndcg@{k}")
+            row["hist share"] = (report.get("history_share") or {}).get("merged")
             for behavior, values in report["metrics"]["by_behavior"].items():
                 row[f"{behavior} ndcg@{k}"] = values[f"ndcg@{k}"]
         except KeyError as exc:
@@ -108,9 +113,10 @@ def collect_metrics(runs: Mapping[str, Any], predictions: Mapping[str, Any], k: 
     # behavior columns in dataset order: that of the run with the most behaviors, then any others
     behaviors = list(dict.fromkeys(b for names in sorted(behavior_lists, key=len, reverse=True) for b in names))
     _paired_to_best(rows, samples, f"ndcg@{k}")
+    parts = [f"repeat ndcg@{k}", f"explore ndcg@{k}", "hist share"]
     columns = ["protocol", "pipeline", "variant", "model", "tokenizer", "n_test", f"ndcg@{k}", "±95%", "Δ vs best",
-               "Δ ±95%", f"hit@{k}", *[f"{b} ndcg@{k}" for b in behaviors], "behavior_accuracy", "measured"]
-    floats = ["±95%", "Δ vs best", "Δ ±95%", "behavior_accuracy", *[f"{b} ndcg@{k}" for b in behaviors]]
+               "Δ ±95%", f"hit@{k}", *parts, *[f"{b} ndcg@{k}" for b in behaviors], "behavior_accuracy", "measured"]
+    floats = ["±95%", "Δ vs best", "Δ ±95%", "behavior_accuracy", *parts, *[f"{b} ndcg@{k}" for b in behaviors]]
     frame = pl.DataFrame([{c: r.get(c) for c in columns} for r in rows],
                          schema_overrides={"tokenizer": pl.Utf8, "measured": pl.Utf8, **{c: pl.Float64 for c in floats}})
     return frame.sort(["protocol", f"ndcg@{k}"], descending=[False, True])
@@ -157,7 +163,9 @@ def markdown_tables(frame: pl.DataFrame, dataset: str) -> str:
         derived = [m if t is None else f"{m}-{t}" for m, t in zip(part["model"], part["tokenizer"])]
         if part["variant"].to_list() == derived:  # the directory name says nothing the columns don't
             part = part.drop("variant")
-        part = part.drop([c for c in ("±95%", "Δ vs best", "Δ ±95%", "behavior_accuracy") if part[c].is_null().all()])
+        optional = ("±95%", "Δ vs best", "Δ ±95%", "behavior_accuracy", *(c for c in part.columns if " ndcg@" in c
+                                                                          or c == "hist share"))
+        part = part.drop([c for c in dict.fromkeys(optional) if c in part.columns and part[c].is_null().all()])
         header = "| " + " | ".join(part.columns) + " |"
         rule = "|" + "|".join("---:" if part[c].dtype.is_numeric() else "---" for c in part.columns) + "|"
         lines = [f"### {dataset} · {protocol} ({part.height} runs)", "", header, rule]

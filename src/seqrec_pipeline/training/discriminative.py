@@ -192,6 +192,7 @@ def train_recommender(sequences: pl.DataFrame, n_items: int, behaviors: pl.DataF
     """Build the discriminative baseline ``model`` (``rec.models.<model>`` overrides its reference sizes),
     train it on the training prefixes and return it with the training summary."""
     table = BehaviorTable.from_table(behaviors)
+    torch.manual_seed(seed)  # the initial weights come from the seed, not from whatever ran before in the process
     try:
         net = build_discriminative(model, n_items, len(table), max_history, default_target_behavior=table.target,
                                    **rec.models.get(model.lower(), {}))

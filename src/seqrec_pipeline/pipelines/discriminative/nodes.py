@@ -7,7 +7,7 @@ import logging
 import mlflow
 import polars as pl
 
-from seqrec_pipeline.params import EvalParams, RecParams, validate
+from seqrec_pipeline.params import RecParams, RepeatParams, validate
 from seqrec_pipeline.ranking import rank_discriminative
 from seqrec_pipeline.reporting.evaluation import predictions_table
 from seqrec_pipeline.splits import eval_set
@@ -31,10 +31,10 @@ def train_rec(sequences: pl.DataFrame, items: pl.DataFrame, behaviors: pl.DataFr
     return net, summary
 
 
-def rank_rec(rec_model, sequences: pl.DataFrame, protocol: str, max_history: int, eval_params: dict,
-             rec: dict) -> pl.DataFrame:
-    params = validate(EvalParams, eval_params, prefix="eval.")
-    data = eval_set(sequences, protocol, "test", max_history)
-    ranking = rank_discriminative(rec_model, data, params.k, validate(RecParams, rec, prefix="rec.").batch_size,
-                                  max_history)
+def rank_rec(rec_model, sequences: pl.DataFrame, protocol: str, max_history: int, rec: dict, repeat: dict, *,
+             split: str) -> pl.DataFrame:
+    """The model's top candidates (as many as the repeat/explore mixture takes) for every sample of ``split``."""
+    data = eval_set(sequences, protocol, split, max_history)
+    ranking = rank_discriminative(rec_model, data, validate(RepeatParams, repeat, prefix="repeat.").candidates,
+                                  validate(RecParams, rec, prefix="rec.").batch_size, max_history)
     return predictions_table(data, ranking)

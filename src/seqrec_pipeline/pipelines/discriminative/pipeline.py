@@ -5,11 +5,18 @@ Outputs ``smb_rec.<rec_model|rec_summary|predictions>`` (reported by the ``repor
 them under ``data/0{6,7,8}_*/<dataset>/.../<model>/`` (variant = ``<model>``, no tokenizer).
 """
 
+from functools import partial, update_wrapper
+
 from kedro.pipeline import Pipeline, node, pipeline
 
 from .nodes import rank_rec, train_rec
 
 TRAIN = ["params:model", "params:split.protocol", "params:max_history", "params:seed", "params:rec"]
+RANK = ["rec_model", "sequences", "params:split.protocol", "params:max_history", "params:rec", "params:repeat"]
+
+
+def _on(split: str):
+    return update_wrapper(partial(rank_rec, split=split), rank_rec)
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -17,10 +24,10 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             node(train_rec, ["sequences", "items", "behaviors", *TRAIN], ["rec_model", "rec_summary"],
                  name="train_rec"),
-            node(rank_rec, ["rec_model", "sequences", "params:split.protocol", "params:max_history", "params:eval",
-                            "params:rec"], "predictions", name="rank_rec"),
+            node(_on("test"), RANK, "predictions", name="rank_rec"),
+            node(_on("valid"), RANK, "validation_predictions", name="rank_rec_validation"),
         ],
         namespace="smb_rec",
         inputs={"sequences", "items", "behaviors"},
-        parameters={*TRAIN, "params:eval"},
+        parameters={*TRAIN, "params:repeat"},
     )

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import logging
+
+import mlflow
 import polars as pl
 
 from seqrec_pipeline.errors import InputError
-from seqrec_pipeline.params import EvalParams, validate
+from seqrec_pipeline.params import EvalParams, RepeatParams, validate
 from seqrec_pipeline.ranking import next_behavior_accuracy, rank_generative, rank_rule
 from seqrec_pipeline.ranking.generative import prepare_model
-from seqrec_pipeline.reporting.evaluation import predictions_table
+from seqrec_pipeline.ranking.repeat import Mixture, RepeatInputs, fit_repeat_explore, fit_repeat_scorer, mixture_ranking
+from seqrec_pipeline.reporting.evaluation import predictions_table, ranking_from_predictions
 from seqrec_pipeline.splits import BehaviorTable, eval_set
 from seqrec_pipeline.vocab import TokenVocab
+
+log = logging.getLogger(__name__)
 
 
 def check_trained_protocol(decoder_model, protocol: str) -> None:
@@ -36,11 +42,12 @@ def _decoder_inputs(decoder_model, behaviors, sid_table, sid_vocab, protocol, ev
 
 
 def rank_decoder(decoder_model, sequences: pl.DataFrame, behaviors: pl.DataFrame, sid_table: pl.DataFrame,
-                 sid_vocab: dict, protocol: str, max_history: int, eval_params: dict) -> pl.DataFrame:
+                 sid_vocab: dict, protocol: str, max_history: int, eval_params: dict, *, split: str) -> pl.DataFrame:
+    """The beam search's whole beam (best first, with scores) for every sample of ``split``."""
     net, codes, vocab, levels, params = _decoder_inputs(decoder_model, behaviors, sid_table, sid_vocab, protocol,
                                                         eval_params)
-    data = eval_set(sequences, protocol, "test", max_history)
-    ranking = rank_generative(net, data, codes, vocab, levels, beam_size=params.beam_size, top_k=params.k,
+    data = eval_set(sequences, protocol, split, max_history)
+    ranking = rank_generative(net, data, codes, vocab, levels, beam_size=params.beam_size, top_k=params.beam_size,
                               batch_size=params.batch_size, renormalize=params.renormalize,
                               temperature=params.temperature)
     return predictions_table(data, ranking)
@@ -58,8 +65,41 @@ def decoder_behavior_accuracy(decoder_model, sequences: pl.DataFrame, behaviors:
                                                         temperature=params.temperature)}
 
 
-def rank_with_rule(sequences: pl.DataFrame, items: pl.DataFrame, model: str, protocol: str, max_history: int,
-                   eval_params: dict) -> pl.DataFrame:
+def rank_with_rule(sequences: pl.DataFrame, items: pl.DataFrame, behaviors: pl.DataFrame, model: str, protocol: str,
+                   max_history: int, eval_params: dict, repeat: dict) -> pl.DataFrame:
     params = validate(EvalParams, eval_params, prefix="eval.")
     data = eval_set(sequences, protocol, "test", max_history)
-    return predictions_table(data, rank_rule(model, sequences, data, items.height, protocol, params.k))
+    scorer = None
+    if model == "tifu":  # its parameters come from the validation session only
+        grid = validate(RepeatParams, repeat, prefix="repeat.")
+        scorer, value = fit_repeat_scorer(
+            eval_set(sequences, protocol, "valid", max_history), len(behaviors), items.height,
+            day_decays=grid.day_decays, session_decays=grid.session_decays, weights=grid.behavior_weights,
+            neighbors=grid.neighbors, neighbor_weights=grid.neighbor_weights, k=params.k)
+        log.info("tifu fitted on the validation session (NDCG@%d %.4f): %s", params.k, value, scorer.to_dict())
+        if mlflow.active_run() is not None:
+            mlflow.log_dict(scorer.to_dict() | {f"valid_ndcg@{params.k}": value}, "evaluation/tifu.json")
+    return predictions_table(data, rank_rule(model, sequences, data, items.height, protocol, params.k, scorer))
+
+
+def fit_repeat_head(validation_predictions: pl.DataFrame, sequences: pl.DataFrame, items: pl.DataFrame,
+                    behaviors: pl.DataFrame, protocol: str, max_history: int, eval_params: dict, repeat: dict) -> dict:
+    """The repeat / explore mixture over this model, fitted on the validation session's rankings."""
+    params = validate(EvalParams, eval_params, prefix="eval.")
+    grid = validate(RepeatParams, repeat, prefix="repeat.")
+    valid = eval_set(sequences, protocol, "valid", max_history)
+    head = fit_repeat_explore(valid, ranking_from_predictions(validation_predictions, valid), len(behaviors),
+                              items.height, grid, params.k)
+    log.info("repeat/explore head fitted on the validation session: NDCG@%d %.4f (the model alone %.4f)", params.k,
+             head.validation[f"ndcg@{params.k}"], head.validation[f"base_ndcg@{params.k}"])
+    return head.to_dict()
+
+
+def rank_repeat_aware(predictions: pl.DataFrame, repeat_head: dict, sequences: pl.DataFrame, behaviors: pl.DataFrame,
+                      protocol: str, max_history: int, eval_params: dict) -> pl.DataFrame:
+    """The test samples ranked by the repeat / explore mixture over the model's own ranking."""
+    params = validate(EvalParams, eval_params, prefix="eval.")
+    data = eval_set(sequences, protocol, "test", max_history)
+    base = ranking_from_predictions(predictions, data)
+    ranking = mixture_ranking(data, RepeatInputs(data, len(behaviors)), base, Mixture.from_dict(repeat_head), params.k)
+    return predictions_table(data, ranking)

@@ -12,13 +12,14 @@ from seqrec_pipeline.splits import BehaviorTable
 
 def report(predictions: pl.DataFrame, items: pl.DataFrame, behaviors: pl.DataFrame, eval_params: dict, dataset: str,
            model: str, protocol: str, tokenizer: str | None = None, behavior_accuracy: dict | None = None, *,
-           pipeline_name: str):
-    """metrics.json, plot and MLflow metrics of one evaluated run."""
+           pipeline_name: str, variant: str | None = None):
+    """metrics.json, plot and MLflow metrics of one evaluated run; ``variant="repeat"``: the model with its
+    repeat / explore mixture (model ``<model>+repeat``, MLflow metrics under ``test_repeat/``)."""
     params = validate(EvalParams, eval_params, prefix="eval.")
-    run = {"dataset": dataset, "pipeline": pipeline_name, "model": model, "tokenizer": tokenizer,
-           "protocol": protocol, "n_items": items.height}
+    run = {"dataset": dataset, "pipeline": pipeline_name, "model": f"{model}+{variant}" if variant else model,
+           "tokenizer": tokenizer, "protocol": protocol, "n_items": items.height}
     return report_run(predictions, list(BehaviorTable.from_table(behaviors).names), params.topk, run,
-                      **(behavior_accuracy or {}))
+                      prefix=f"test_{variant}" if variant else "test", **(behavior_accuracy or {}))
 
 
 def compare(runs: dict, predictions: dict, dataset: str, k: int):

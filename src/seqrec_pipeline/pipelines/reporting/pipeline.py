@@ -8,17 +8,25 @@ from kedro.pipeline import Pipeline, node, pipeline
 from .nodes import compare, report
 
 
-def create_pipeline(namespace: str, *, generative: bool, behavior_accuracy: bool = False, **kwargs) -> Pipeline:
-    """``<namespace>.predictions`` -> ``<namespace>.metrics`` (metrics.json), ``.metrics_plot``, ``.test_metrics``."""
+def create_pipeline(namespace: str, *, generative: bool, behavior_accuracy: bool = False,
+                    repeat_aware: bool = False, **kwargs) -> Pipeline:
+    """``<namespace>.predictions`` -> ``<namespace>.metrics`` (metrics.json), ``.metrics_plot``, ``.test_metrics``;
+    with ``repeat_aware`` also ``repeat_predictions`` -> ``repeat_metrics``, ... (the model + its repeat /
+    explore mixture, reported as model ``<model>+repeat``)."""
     inputs = {"predictions": "predictions", "items": "items", "behaviors": "behaviors", "eval_params": "params:eval",
               "dataset": "params:dataset", "model": "params:model", "protocol": "params:split.protocol"}
     if generative:
         inputs["tokenizer"] = "params:tokenizer"
     if behavior_accuracy:
         inputs["behavior_accuracy"] = "behavior_accuracy"
-    func = update_wrapper(partial(report, pipeline_name=namespace), report)
+    nodes = [node(update_wrapper(partial(report, pipeline_name=namespace), report), inputs,
+                  ["metrics", "metrics_plot", "test_metrics"], name="report")]
+    if repeat_aware:
+        mixture = update_wrapper(partial(report, pipeline_name=namespace, variant="repeat"), report)
+        nodes.append(node(mixture, inputs | {"predictions": "repeat_predictions"},
+                          ["repeat_metrics", "repeat_metrics_plot", "repeat_test_metrics"], name="report_repeat"))
     return pipeline(
-        [node(func, inputs, ["metrics", "metrics_plot", "test_metrics"], name="report")],
+        nodes,
         namespace=namespace,
         inputs={"items", "behaviors"},
         parameters={p for p in inputs.values() if p.startswith("params:")},

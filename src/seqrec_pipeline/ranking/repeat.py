@@ -1,0 +1,334 @@
+"""Repeat-aware ranking: a personal recency-and-frequency repeat scorer and the repeat / explore mixture.
+
+**Repeat scorer** (TIFU-KNN family: Hu et al., KDD 2020, "Modeling Personalized Item Frequency Information
+for Next-basket Recommendation"; sessions play the role of baskets).  For a query (user, requested behavior
+b) every past event e of the user with item i adds
+
+    W[b, behavior(e)] * day_decay ** age_days(e) * session_decay ** later_in_session(e)
+
+to the score of i, where ``age_days`` is the time from e to the start of the target window and
+``later_in_session`` the number of later events in e's session.  ``W`` lets a buy query weight earlier carts
+more than earlier views; both decays favor what the user did last.  The ``tifu`` rule ranks by these scores,
+optionally blended (weight ``neighbor_weight``) with the mean normalized score vector of the user's
+``neighbors`` most similar users (cosine), which is its only source of new items.
+
+**Repeat / explore mixture** (in the spirit of RepeatNet: Ren et al., AAAI 2019).  For a query q
+
+    P(i | q) = P(repeat | q) * P_repeat(i | q) + (1 - P(repeat | q)) * P_explore(i | q)
+
+- ``P_repeat``: the repeat scores normalized over the user's history items (a distribution over them);
+- ``P_explore``: the base model's distribution over the catalog **minus** the history (its top candidates'
+  scores, softmax with temperature ``tau``), e.g. the constrained beam search of a generative model or the
+  full-catalog softmax of a discriminative one;
+- ``P(repeat | q) = sigmoid(gate_bias[b] + gate_slope[b] * log(total repeat score))``: per requested behavior,
+  and higher when the user's repeat evidence is strong (many, recent, high-intent events).
+
+All parameters are chosen on the **validation** session (targets = its items, history = everything before
+it) by maximizing NDCG@k over small grids (``fit_repeat_scorer``, ``fit_mixture``); test targets are never
+read.  Everything is vectorized over (sample, event) pairs: no per-user or per-beam Python loop.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import scipy.sparse
+
+from seqrec_pipeline.splits import EvalSet
+
+from .core import Ranking
+
+SECONDS_PER_DAY = 86400.0
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Parameters
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RepeatScorer:
+    """The repeat scorer's parameters (see the module docstring)."""
+
+    behavior_weights: list[list[float]]  # [requested behavior][history behavior]
+    day_decay: float = 1.0
+    session_decay: float = 1.0
+    neighbors: int = 0
+    neighbor_weight: float = 0.0
+
+    @classmethod
+    def uniform(cls, n_behaviors: int) -> RepeatScorer:
+        return cls([[1.0] * n_behaviors for _ in range(n_behaviors)])
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Mixture:
+    """The repeat / explore mixture: a repeat scorer and, per requested behavior, the gate and temperature."""
+
+    scorer: RepeatScorer
+    gate_bias: list[float]  # per behavior; +inf = always repeat first
+    gate_slope: list[float]
+    temperature: list[float]
+    validation: dict = field(default_factory=dict)  # what the fit measured (NDCG@k on validation)
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["gate_bias"] = [None if np.isinf(v) else v for v in self.gate_bias]  # JSON has no infinity
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict) -> Mixture:
+        return cls(RepeatScorer(**values["scorer"]), [np.inf if v is None else v for v in values["gate_bias"]],
+                   list(values["gate_slope"]), list(values["temperature"]), dict(values.get("validation", {})))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Pairs of (sample, past event) and the per-(sample, item) repeat features
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RepeatFeatures:
+    """Per (sample, distinct past item) group: decayed event counts by history behavior for every decay setting
+    is too much to keep, so the features are computed for one (day_decay, session_decay) at a time."""
+
+    sample: np.ndarray  # [G] sample of each group
+    item: np.ndarray  # [G]
+    last_time: np.ndarray  # [G] time of the item's latest past event (ties: newer first)
+    by_behavior: np.ndarray  # [G, B] decayed counts per history behavior
+
+
+class RepeatInputs:
+    """The (sample, past event) pairs of an evaluation set, built once; :meth:`features` applies the decays."""
+
+    def __init__(self, data: EvalSet, n_behaviors: int):
+        self.data, self.n_behaviors = data, n_behaviors
+        lengths = np.diff(data.past_offsets)
+        per_sample = lengths[data.sample_user]
+        self.pair_sample = np.repeat(np.arange(data.n_samples), per_sample)
+        first = np.repeat(data.past_offsets[:-1][data.sample_user], per_sample)
+        self.pair_event = first + (np.arange(len(self.pair_sample)) - np.repeat(np.cumsum(per_sample) - per_sample,
+                                                                               per_sample))
+        # per past event: age in days and the number of later events of its session
+        user = np.repeat(np.arange(data.n_users), lengths)
+        age = (data.window_time[user] - data.past_time) / SECONDS_PER_DAY
+        self.age_days = np.maximum(age, 0.0)
+        session_key = user * (int(data.past_session.max(initial=0)) + 1) + data.past_session
+        _, inverse, counts = np.unique(session_key, return_inverse=True, return_counts=True)
+        position = np.arange(len(session_key)) - np.searchsorted(session_key, session_key)  # past is ordered
+        self.later_in_session = counts[inverse] - 1 - position
+        item = data.past_item[self.pair_event]
+        width = np.int64(int(data.past_item.max(initial=0)) + 1)
+        keys, self.group = np.unique(self.pair_sample * width + item, return_inverse=True)
+        self.group_sample, self.group_item = keys // width, keys % width
+        self.group_last_time = np.full(len(keys), np.iinfo(np.int64).min)
+        np.maximum.at(self.group_last_time, self.group, data.past_time[self.pair_event])
+
+    def features(self, day_decay: float, session_decay: float) -> RepeatFeatures:
+        weight = (day_decay ** self.age_days) * (session_decay ** self.later_in_session)
+        behavior = self.data.past_behavior[self.pair_event]
+        counts = np.zeros((len(self.group_sample), self.n_behaviors))
+        np.add.at(counts, (self.group, behavior), weight[self.pair_event])
+        return RepeatFeatures(self.group_sample, self.group_item, self.group_last_time, counts)
+
+
+def repeat_scores(features: RepeatFeatures, data: EvalSet, weights: np.ndarray) -> np.ndarray:
+    """Score of every (sample, past item) group: its decayed counts weighted by the requested behavior's row."""
+    return (features.by_behavior * np.asarray(weights)[data.sample_behavior[features.sample]]).sum(1)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Ranking sparse (sample, item, score) triplets
+# ----------------------------------------------------------------------------------------------------------
+
+
+def top_items(sample: np.ndarray, item: np.ndarray, score: np.ndarray, tiebreak: np.ndarray, n_samples: int,
+              k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best items per sample from triplets (higher score, then higher tiebreak first); items with a
+    score <= 0 are left out.  Returns (items, scores) ``[n_samples, k]`` with -1 / -inf in empty slots."""
+    keep = score > 0
+    sample, item, score, tiebreak = sample[keep], item[keep], score[keep], tiebreak[keep]
+    order = np.lexsort((-tiebreak, -score, sample))
+    sample, item, score = sample[order], item[order], score[order]
+    rank = np.arange(len(sample)) - np.searchsorted(sample, sample)
+    inside = rank < k
+    items = np.full((n_samples, k), -1, dtype=np.int64)
+    scores = np.full((n_samples, k), -np.inf, dtype=np.float32)
+    items[sample[inside], rank[inside]] = item[inside]
+    scores[sample[inside], rank[inside]] = score[inside]
+    return items, scores
+
+
+def _ndcg(items: np.ndarray, targets: list[list[int]], k: int) -> np.ndarray:
+    from .metrics import per_sample_metrics
+
+    return per_sample_metrics(items, targets, ks=(k,))[f"ndcg@{k}"]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The tifu rule
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _neighbor_scores(data: EvalSet, features: RepeatFeatures, n_items: int, neighbors: int):
+    """Per sample, the mean of its ``neighbors`` most similar users' normalized score vectors (cosine over
+    users' behavior-agnostic vectors), as (sample, item, score) triplets."""
+    user = data.sample_user[features.sample]
+    own = scipy.sparse.csr_matrix((features.by_behavior.sum(1), (user, features.item)), shape=(data.n_users, n_items))
+    norms = np.sqrt(own.multiply(own).sum(1)).A.ravel()
+    unit = scipy.sparse.diags(1.0 / np.maximum(norms, 1e-12)) @ own
+    similarity = (unit @ unit.T).toarray()
+    np.fill_diagonal(similarity, -np.inf)
+    k = min(neighbors, max(data.n_users - 1, 1))
+    nearest = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
+    mean = scipy.sparse.csr_matrix(
+        (np.full(nearest.size, 1.0 / k), (np.repeat(np.arange(data.n_users), k), nearest.ravel())),
+        shape=(data.n_users, data.n_users)) @ unit
+    blended = mean[data.sample_user].tocoo()
+    return blended.row.astype(np.int64), blended.col.astype(np.int64), blended.data
+
+
+def tifu_ranking(data: EvalSet, inputs: RepeatInputs, scorer: RepeatScorer, n_items: int, k: int) -> Ranking:
+    """The tifu rule's top ``k`` items: repeat scores normalized per sample, blended with the neighbors'."""
+    features = inputs.features(scorer.day_decay, scorer.session_decay)
+    scores = repeat_scores(features, data, scorer.behavior_weights)
+    total = np.bincount(features.sample, weights=scores, minlength=data.n_samples)
+    own = scores / np.maximum(total[features.sample], 1e-300)
+    if scorer.neighbor_weight <= 0 or scorer.neighbors <= 0:
+        return Ranking(*top_items(features.sample, features.item, own, features.last_time, data.n_samples, k))
+    rows, cols, values = _neighbor_scores(data, features, n_items, scorer.neighbors)
+    width = np.int64(n_items)
+    keys = np.concatenate([features.sample * width + features.item, rows * width + cols])
+    weighted = np.concatenate([(1 - scorer.neighbor_weight) * own, scorer.neighbor_weight * values])
+    tiebreak = np.concatenate([features.last_time, np.full(len(rows), np.iinfo(np.int64).min)])
+    unique, inverse = np.unique(keys, return_inverse=True)
+    summed = np.bincount(inverse, weights=weighted)
+    latest = np.full(len(unique), np.iinfo(np.int64).min)
+    np.maximum.at(latest, inverse, tiebreak)
+    return Ranking(*top_items(unique // width, unique % width, summed, latest, data.n_samples, k))
+
+
+def fit_repeat_scorer(valid: EvalSet, n_behaviors: int, n_items: int, *, day_decays, session_decays, weights,
+                      neighbors: int, neighbor_weights, k: int = 10, sweeps: int = 2) -> tuple[RepeatScorer, float]:
+    """Choose the scorer on the validation set: decays by grid, behavior weights by coordinate descent (each
+    entry over ``weights``, per requested behavior), then the neighbor blend; by merged NDCG@k."""
+    inputs = RepeatInputs(valid, n_behaviors)
+    best = RepeatScorer.uniform(n_behaviors)
+    behavior_of = valid.sample_behavior
+
+    def evaluate(scorer: RepeatScorer) -> np.ndarray:
+        return _ndcg(tifu_ranking(valid, inputs, scorer, n_items, k).items, valid.targets, k)
+
+    for _ in range(sweeps):
+        trials = [(evaluate(RepeatScorer(best.behavior_weights, d, s)).mean(), (d, s))
+                  for d, s in itertools.product(day_decays, session_decays)]
+        best.day_decay, best.session_decay = max(trials, key=lambda t: t[0])[1]
+        for b, h in itertools.product(range(n_behaviors), range(n_behaviors)):
+            if not (behavior_of == b).any():
+                continue
+            results = []
+            for w in weights:
+                matrix = [row[:] for row in best.behavior_weights]
+                matrix[b][h] = float(w)
+                if not any(matrix[b]):
+                    continue
+                ndcg = evaluate(RepeatScorer(matrix, best.day_decay, best.session_decay))
+                results.append((ndcg[behavior_of == b].mean(), -abs(np.log2(max(w, 1e-3))), w))
+            best.behavior_weights[b][h] = float(max(results)[2])  # ties: the weight closest to 1
+    base = evaluate(best).mean()
+    for alpha in neighbor_weights:
+        if alpha > 0 and neighbors > 0:
+            value = evaluate(RepeatScorer(best.behavior_weights, best.day_decay, best.session_decay, neighbors,
+                                          alpha)).mean()
+            if value > base:
+                base, best.neighbors, best.neighbor_weight = value, neighbors, float(alpha)
+    return best, float(base)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The repeat / explore mixture over a base ranker
+# ----------------------------------------------------------------------------------------------------------
+
+
+def explore_candidates(data: EvalSet, base: Ranking) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The base ranking's items outside the user's history as (sample, item, score) triplets."""
+    if base.scores is None:
+        raise ValueError("the repeat/explore mixture needs the base ranker's scores")
+    keep = (base.items >= 0) & ~data.in_past(base.items) & np.isfinite(base.scores)
+    sample = np.broadcast_to(np.arange(len(base.items))[:, None], base.items.shape)
+    return sample[keep], base.items[keep], base.scores[keep].astype(np.float64)
+
+
+def _softmax_per_sample(sample: np.ndarray, values: np.ndarray, n_samples: int) -> np.ndarray:
+    peak = np.full(n_samples, -np.inf)
+    np.maximum.at(peak, sample, values)
+    exp = np.exp(values - peak[sample])
+    return exp / np.bincount(sample, weights=exp, minlength=n_samples)[sample]
+
+
+def mixture_ranking(data: EvalSet, inputs: RepeatInputs, base: Ranking, mixture: Mixture, k: int,
+                    features: RepeatFeatures | None = None) -> Ranking:
+    """The mixture's top ``k`` items: scores are the mixture probabilities ``P(i | q)``."""
+    scorer = mixture.scorer
+    features = features or inputs.features(scorer.day_decay, scorer.session_decay)
+    rep = repeat_scores(features, data, scorer.behavior_weights)
+    total = np.bincount(features.sample, weights=rep, minlength=data.n_samples)
+    p_rep = rep / np.maximum(total[features.sample], 1e-300)
+    behavior = data.sample_behavior
+    bias, slope = np.asarray(mixture.gate_bias, float)[behavior], np.asarray(mixture.gate_slope, float)[behavior]
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        logit = bias + slope * np.log(np.maximum(total, 1e-300))
+        gate = np.where(np.isposinf(bias), 1.0, 1.0 / (1.0 + np.exp(-logit)))
+    gate = np.where(total > 0, gate, 0.0)  # no history item: nothing to repeat
+    e_sample, e_item, e_score = explore_candidates(data, base)
+    tau = np.asarray(mixture.temperature, float)[behavior][e_sample]
+    p_exp = _softmax_per_sample(e_sample, e_score / tau, data.n_samples) if len(e_sample) else e_score
+    has_explore = np.bincount(e_sample, minlength=data.n_samples) > 0
+    gate = np.where(has_explore, gate, np.where(total > 0, 1.0, gate))
+    # an exact gate of 1 still ranks explore items after the history (a vanishing weight, not zero)
+    explore_weight = np.maximum(1.0 - gate, 1e-12)
+    sample = np.concatenate([features.sample, e_sample])
+    item = np.concatenate([features.item, e_item])
+    score = np.concatenate([gate[features.sample] * p_rep, explore_weight[e_sample] * p_exp])
+    tiebreak = np.concatenate([features.last_time, np.full(len(e_sample), np.iinfo(np.int64).min)])
+    return Ranking(*top_items(sample, item, score, tiebreak, data.n_samples, k))
+
+
+def fit_mixture(valid: EvalSet, base: Ranking, scorer: RepeatScorer, n_behaviors: int, *, gates, gate_slopes,
+                temperatures, k: int = 10) -> Mixture:
+    """Choose, per requested behavior, the gate (``P(repeat)`` at unit repeat evidence), its slope and the
+    explore temperature on the validation set, by NDCG@k of that behavior's samples."""
+    inputs = RepeatInputs(valid, n_behaviors)
+    features = inputs.features(scorer.day_decay, scorer.session_decay)
+    logits = [np.inf if g >= 1 else float(np.log(g / (1 - g))) for g in gates]
+    best = {b: (-1.0, np.inf, 0.0, 1.0) for b in range(n_behaviors)}
+    for bias, slope, tau in itertools.product(logits, gate_slopes, temperatures):
+        if np.isinf(bias) and (slope != gate_slopes[0] or tau != temperatures[0]):
+            continue  # always-repeat-first: slope and temperature do not matter
+        mixture = Mixture(scorer, [bias] * n_behaviors, [slope] * n_behaviors, [tau] * n_behaviors)
+        ndcg = _ndcg(mixture_ranking(valid, inputs, base, mixture, k, features).items, valid.targets, k)
+        for b in range(n_behaviors):
+            rows = valid.sample_behavior == b
+            if rows.any() and ndcg[rows].mean() > best[b][0] + 1e-12:
+                best[b] = (float(ndcg[rows].mean()), bias, slope, tau)
+    mixture = Mixture(scorer, [best[b][1] for b in range(n_behaviors)], [best[b][2] for b in range(n_behaviors)],
+                      [best[b][3] for b in range(n_behaviors)])
+    fitted = _ndcg(mixture_ranking(valid, inputs, base, mixture, k, features).items, valid.targets, k).mean()
+    plain = _ndcg(base.items[:, :k], valid.targets, k).mean()
+    mixture.validation = {f"ndcg@{k}": float(fitted), f"base_ndcg@{k}": float(plain), "n_samples": valid.n_samples}
+    return mixture
+
+
+def fit_repeat_explore(valid: EvalSet, base: Ranking, n_behaviors: int, n_items: int, grid, k: int = 10) -> Mixture:
+    """Both steps on the validation set: the repeat scorer (without neighbors: the base model explores), then
+    the gate and temperature over ``base`` (``grid``: the ``repeat`` parameters)."""
+    scorer, _ = fit_repeat_scorer(valid, n_behaviors, n_items, day_decays=grid.day_decays,
+                                  session_decays=grid.session_decays, weights=grid.behavior_weights, neighbors=0,
+                                  neighbor_weights=[0.0], k=k)
+    return fit_mixture(valid, base, scorer, n_behaviors, gates=grid.gates, gate_slopes=grid.gate_slopes,
+                       temperatures=grid.temperatures, k=k)
