@@ -37,6 +37,7 @@ class Strict(BaseModel):
 
 class SplitParams(Strict):
     protocol: Literal["last_session", "last_event"]
+    train_users: Literal["all", "protocol"]
 
 
 class EmbedParams(Strict):
@@ -287,6 +288,7 @@ class TrainingSettings(Strict):
 
     model: ModelSpec
     protocol: Literal["last_session", "last_event"]
+    train_users: Literal["all", "protocol"]
     max_history: int = Field(ge=1)
     augment: int = Field(ge=0)
     seed: int
@@ -294,10 +296,10 @@ class TrainingSettings(Strict):
     beam_size: int = Field(ge=1)  # of the validation beam search (model selection)
 
     @classmethod
-    def from_parameters(cls, *, model: str, model_preset: str, models: dict | None, protocol: str, max_history: int,
-                        augment: int, train: dict, eval: dict, seed: int) -> TrainingSettings:
+    def from_parameters(cls, *, model: str, model_preset: str, models: dict | None, protocol: str, train_users: str,
+                        max_history: int, augment: int, train: dict, eval: dict, seed: int) -> TrainingSettings:
         return validate(cls, {
             "model": {"name": model, "preset": model_preset, "overrides": dict((models or {}).get(model) or {})},
-            "protocol": protocol, "max_history": max_history, "augment": augment, "seed": seed, "train": train,
+            "protocol": protocol, "train_users": train_users, "max_history": max_history, "augment": augment, "seed": seed, "train": train,
             "beam_size": validate(EvalParams, eval, prefix="eval.").beam_size,
         }, "training parameters")

@@ -22,6 +22,7 @@ TRAIN = {"epochs": 8, "batch_size": 32, "lr": 0.002, "weight_decay": 0.01, "warm
 def _fp(codes=CODES, sequences=SEQUENCES, seed=42, **train):
     settings = TrainingSettings.model_validate({
         "model": {"name": "gamer", "preset": "cpu-small", "overrides": {}}, "protocol": "last_session",
+        "train_users": "all",
         "max_history": 50, "augment": 0, "seed": seed, "train": TRAIN | train, "beam_size": 20})
     return run_fingerprint(sequences, codes, VOCAB, settings)
 

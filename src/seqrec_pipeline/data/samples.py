@@ -24,7 +24,7 @@ target" for ``last_event`` (one target) and "everything before the target's sess
 ``last_session``; loss on the target codes only.  Training samples only ever see positions ``< valid``;
 validation samples only positions ``< test``: test events are never loaded by this module.
 
-Users outside the protocol (split point −1) are left out; so are users without a training event
+Users outside the protocol (split point −1) are left out unless ``users="all"``; so are users without a training event
 (``valid == 0``) from the training samples.
 
 Generative augmentation (``augment = A``, gamer-notes §2.5): per training sequence, A extra copies for
@@ -70,6 +70,7 @@ from torch.utils.data import Dataset
 
 from seqrec_pipeline.splits import (
     BehaviorTable,
+    Users,
     EventBuffer,
     check_protocol,
     training_prefix,
@@ -192,9 +193,11 @@ def training_samples(
     augment: int = 0,
     seed: int = 42,
     epoch: int = 0,
+    users: Users = "protocol",
 ) -> SampleSet:
-    """Training samples (positions ``< valid`` only) with ``augment`` thinned copies drawn for ``epoch``."""
-    events = training_prefix(sequences, protocol).drop_short(1)
+    """Training samples (positions ``< valid`` only; with ``users="all"`` also every event of the users outside
+    the protocol) with ``augment`` thinned copies drawn for ``epoch``."""
+    events = training_prefix(sequences, protocol, users=users).drop_short(1)
     if augment:
         table = BehaviorTable.from_table(behaviors)
         level, is_target = table.levels, table.is_target
@@ -458,6 +461,7 @@ def make_datasets(
     augment_mode: AugmentMode = "static",
     seed: int = 42,
     encoder_decoder: bool = False,
+    users: Users = "protocol",
 ) -> tuple[SampleDataset, SampleDataset]:
     """(train, valid) datasets for a model (``encoder_decoder=True`` for ``tiger``).
 
@@ -475,7 +479,7 @@ def make_datasets(
 
     def build(epoch: int) -> SampleSet:
         return training_samples(sequences, behaviors, protocol=protocol, mode=mode, max_history=max_history,
-                                augment=augment, seed=seed, epoch=epoch)  # fmt: skip
+                                augment=augment, seed=seed, epoch=epoch, users=users)  # fmt: skip
 
     per_epoch = augment > 0 and augment_mode == "per_epoch"
     train = SampleDataset(build if per_epoch else build(0), collator)

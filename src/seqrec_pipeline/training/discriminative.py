@@ -26,7 +26,7 @@ from seqrec_pipeline.errors import InputError
 from seqrec_pipeline.models.discriminative import SequentialRecommender, build_discriminative
 from seqrec_pipeline.params import RecParams
 from seqrec_pipeline.ranking.discriminative import right_aligned, validation_metric
-from seqrec_pipeline.splits import BehaviorTable, training_prefix
+from seqrec_pipeline.splits import BehaviorTable, Users, training_prefix
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +72,10 @@ def length_bucketed_batches(lengths: torch.Tensor, batch_size: int, generator: t
     return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
 
 
-def training_samples(sequences: pl.DataFrame, protocol: str, max_history: int) -> Samples:
+def training_samples(sequences: pl.DataFrame, protocol: str, max_history: int, users: Users = "protocol") -> Samples:
     """One sample per training event with a non-empty history (``splits``: the history rule of the
     protocol, at most ``max_history`` events; targets without history are dropped)."""
-    events = training_prefix(sequences, protocol)
+    events = training_prefix(sequences, protocol, users=users)
     start, stop = events.history_windows(protocol, max_history)
     keep = np.flatnonzero(stop > np.repeat(events.offsets[:-1], events.lengths))
     flat_items, flat_behaviors = events.item.astype(np.int64), events.behavior.astype(np.int64)
@@ -109,13 +109,14 @@ class SequenceSamples:
                 "sequence_behaviors": self.behaviors[idx, -width:].to(device)}
 
 
-def sequence_samples(sequences: pl.DataFrame, protocol: str, max_history: int) -> SequenceSamples:
+def sequence_samples(sequences: pl.DataFrame, protocol: str, max_history: int,
+                     users: Users = "protocol") -> SequenceSamples:
     """Each protocol user's training prefix (positions < ``<protocol>_valid``) cut into windows of
     ``max_history + 1`` events, newest first, so every training event i >= 1 is the target of exactly one
     position, with at most ``max_history`` earlier events of its window as history.  Unlike
     :func:`training_samples` a target also sees the earlier events of its own session (per-position
     training cannot stop at a session start); validation and test events are never included."""
-    events = training_prefix(sequences, protocol).drop_short(2)
+    events = training_prefix(sequences, protocol, users=users).drop_short(2)
     lengths = events.lengths
     flat_items, flat_behaviors = events.item.astype(np.int64), events.behavior.astype(np.int64)
     width = max(int(max_history), 1)
@@ -187,7 +188,7 @@ def fit_discriminative(model: SequentialRecommender, samples: Samples | Sequence
 
 
 def train_recommender(sequences: pl.DataFrame, n_items: int, behaviors: pl.DataFrame, model: str, protocol: str,
-                      max_history: int, seed: int, rec: RecParams,
+                      max_history: int, seed: int, rec: RecParams, users: Users = "protocol",
                       on_epoch: Callable[[int, dict], None] | None = None) -> tuple[SequentialRecommender, dict]:
     """Build the discriminative baseline ``model`` (``rec.models.<model>`` overrides its reference sizes),
     train it on the training prefixes and return it with the training summary."""
@@ -202,9 +203,9 @@ def train_recommender(sequences: pl.DataFrame, n_items: int, behaviors: pl.DataF
         if not net.supports_sequence_loss:
             raise InputError(f"rec.sample_mode=sequence trains on event windows; {model} does not support it "
                              "(it has no sequence_loss); use rec.sample_mode=event")
-        samples = sequence_samples(sequences, protocol, max_history)
+        samples = sequence_samples(sequences, protocol, max_history, users)
     else:
-        samples = training_samples(sequences, protocol, max_history)
+        samples = training_samples(sequences, protocol, max_history, users)
     log.info("smb_rec %s (%s): %d training samples (%s), %d parameters", model, protocol, len(samples),
              rec.sample_mode, sum(p.numel() for p in net.parameters()))
     validate = validation_metric(sequences, protocol, max_history, table.target, batch_size=rec.batch_size)

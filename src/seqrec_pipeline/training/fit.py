@@ -141,7 +141,8 @@ def _train(sequences, behaviors, codes, vocab, settings: TrainingSettings, outpu
         metric_name="valid/ndcg@10" if select_ndcg else None,
     )
     samples = {"protocol": settings.protocol, "mode": train_params.sample_mode, "max_history": settings.max_history,
-               "augment": settings.augment, "augment_mode": train_params.augment_mode, "seed": seed}
+               "augment": settings.augment, "augment_mode": train_params.augment_mode, "seed": seed,
+               "users": settings.train_users}
     launch = train_params.launch
     if launch == "auto":
         launch = "subprocess" if torch.cuda.device_count() > 1 else "in_process"

@@ -22,9 +22,9 @@ def _log_epoch(epoch: int, metrics: dict) -> None:
 
 
 def train_rec(sequences: pl.DataFrame, items: pl.DataFrame, behaviors: pl.DataFrame, model: str, protocol: str,
-              max_history: int, seed: int, rec: dict):
+              train_users: str, max_history: int, seed: int, rec: dict):
     net, summary = train_recommender(sequences, items.height, behaviors, model, protocol, max_history, seed,
-                                     validate(RecParams, rec, prefix="rec."), on_epoch=_log_epoch)
+                                     validate(RecParams, rec, prefix="rec."), train_users, on_epoch=_log_epoch)
     if mlflow.active_run() is not None:
         mlflow.log_params({"rec.n_parameters": summary["n_parameters"], "rec.best_epoch": summary["best_epoch"],
                            "rec.n_train_samples": summary["n_train_samples"]})

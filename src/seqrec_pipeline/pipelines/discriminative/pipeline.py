@@ -11,7 +11,8 @@ from kedro.pipeline import Pipeline, node, pipeline
 
 from .nodes import rank_rec, train_rec
 
-TRAIN = ["params:model", "params:split.protocol", "params:max_history", "params:seed", "params:rec"]
+TRAIN = ["params:model", "params:split.protocol", "params:split.train_users", "params:max_history", "params:seed",
+         "params:rec"]
 RANK = ["rec_model", "sequences", "params:split.protocol", "params:max_history", "params:rec", "params:repeat"]
 
 

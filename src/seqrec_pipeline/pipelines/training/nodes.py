@@ -17,11 +17,12 @@ def _log(step: int, metrics: dict) -> None:
         mlflow.log_metrics({k.replace("@", "_at_"): float(v) for k, v in metrics.items()}, step=step)
 
 
-def training_settings(model: str, model_preset: str, models: dict, protocol: str, max_history: int, augment: int,
-                      train: dict, eval: dict, seed: int) -> dict:
+def training_settings(model: str, model_preset: str, models: dict, protocol: str, train_users: str, max_history: int,
+                      augment: int, train: dict, eval: dict, seed: int) -> dict:
     return TrainingSettings.from_parameters(model=model, model_preset=model_preset, models=models,
-                                            protocol=protocol, max_history=max_history, augment=augment,
-                                            train=train, eval=eval, seed=seed).model_dump()
+                                            protocol=protocol, train_users=train_users,
+                                            max_history=max_history, augment=augment, train=train, eval=eval,
+                                            seed=seed).model_dump()
 
 
 def train_decoder(sequences: pl.DataFrame, behaviors: pl.DataFrame, sid_table: pl.DataFrame, sid_vocab: dict,

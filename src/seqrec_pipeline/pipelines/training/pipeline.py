@@ -2,7 +2,7 @@ from kedro.pipeline import Pipeline, node, pipeline
 
 from .nodes import train_decoder, training_settings
 
-SETTINGS = ["params:model", "params:model_preset", "params:models", "params:split.protocol", "params:max_history",
+SETTINGS = ["params:model", "params:model_preset", "params:models", "params:split.protocol", "params:split.train_users", "params:max_history",
             "params:augment", "params:train", "params:eval", "params:seed"]
 
 
