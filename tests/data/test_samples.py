@@ -399,3 +399,18 @@ def test_auto_mode_is_windows_for_decoders_and_event_for_encoder_decoders():
         assert as_lists(batch_of(auto)) == as_lists(batch_of(same))
     tiger, _ = make_datasets(TWO_USERS, BEHAVIORS, CODES, VOCAB, mode="auto", encoder_decoder=True, **kw)
     assert len(tiger) == 5  # one sample per training event with a history (see the event-mode test above)
+
+
+def test_users_outside_the_protocol_add_training_only_samples():
+    # user 2 has one session: outside last_session, so it has no validation or test samples
+    users = sequences_frame([*[(i, b, s) for i, b, s in [
+        ([0, 1, 2, 3, 4, 5], [1, 0, 1, 2, 1, 0], [0, 0, 1, 1, 2, 3]),
+        ([5, 4, 3, 2, 1], [1, 1, 2, 0, 2], [0, 1, 1, 2, 2])]], ([1, 2, 0], [0, 0, 1], [0, 0, 0])])
+    protocol = training_samples(users, BEHAVIORS, protocol="last_session", mode="windows", max_history=5)
+    everyone = training_samples(users, BEHAVIORS, protocol="last_session", mode="windows", max_history=5,
+                                users="all")
+    assert sorted(set(protocol.user.tolist())) == [0, 1] and sorted(set(everyone.user.tolist())) == [0, 1, 2]
+    added = everyone.user == 2
+    assert everyone.events.item[everyone.context_start[added][0]:everyone.target_stop[added][0]].tolist() == [1, 2, 0]
+    _, valid = make_datasets(users, BEHAVIORS, CODES, VOCAB, protocol="last_session", max_history=2, users="all")
+    assert 2 not in valid.samples.user.tolist()  # validation stays the protocol's

@@ -1,0 +1,93 @@
+"""Repeat-aware ranking (ranking/repeat.py): the repeat scorer by hand, the mixture at its extremes, and that
+nothing from the test window reaches the fitted parameters."""
+
+import numpy as np
+import polars as pl
+
+from seqrec_pipeline.params import load_parameters
+from seqrec_pipeline.ranking import Ranking
+from seqrec_pipeline.ranking.repeat import (
+    Mixture,
+    RepeatInputs,
+    RepeatScorer,
+    fit_repeat_explore,
+    fit_repeat_scorer,
+    mixture_ranking,
+    tifu_ranking,
+)
+from seqrec_pipeline.splits import eval_set
+
+DAY = 86400
+
+
+def sequences(test_items=(3, 9)) -> pl.DataFrame:
+    """user 0, behaviors view 0 / buy 1:
+    session 0 (day 0): 1 view, 2 view, 3 view | session 1 (day 2): 2 view, 4 buy | session 2 (day 3): valid 2 buy
+    | session 3 (day 4): test = ``test_items`` viewed."""
+    items = [1, 2, 3, 2, 4, 2, *test_items]
+    behaviors = [0, 0, 0, 0, 1, 1] + [0] * len(test_items)
+    times = [0, 60, 120, 2 * DAY, 2 * DAY + 60, 3 * DAY] + [4 * DAY + 60 * i for i in range(len(test_items))]
+    sessions = [0, 0, 0, 1, 1, 2] + [3] * len(test_items)
+    return pl.DataFrame(
+        {"user_idx": [0], "item": [items], "behavior": [behaviors], "timestamp": [times], "session": [sessions],
+         "n_events": [len(items)], "last_session_valid": [5], "last_session_test": [6],
+         "last_event_valid": [len(items) - 2], "last_event_test": [len(items) - 1]},
+        schema_overrides={"item": pl.List(pl.Int32), "behavior": pl.List(pl.Int8), "session": pl.List(pl.Int32),
+                          "timestamp": pl.List(pl.Int64)},
+    )
+
+
+def test_repeat_scores_by_hand():
+    data = eval_set(sequences(), "last_session", "test", max_history=50)  # one sample: views, targets 3 and 9
+    assert data.targets == [[3, 9]] and data.repeat == [[True, False]]
+    inputs = RepeatInputs(data, 2)
+    scorer = RepeatScorer([[1.0, 4.0], [1.0, 1.0]], day_decay=0.5, session_decay=0.5)
+    features = inputs.features(scorer.day_decay, scorer.session_decay)
+    scores = dict(zip(features.item.tolist(), (features.by_behavior @ np.array([1.0, 4.0])).tolist()))
+    # ages (days to the window at day 4): item 1 ~4, 2 ~4 and 2 and 1 (buy), 3 ~4, 4 (buy) ~2;
+    # later events in the same session: 1 -> 2, 2 -> 1 / 1 / 0, 3 -> 0, 4 -> 0
+    age = lambda t: (4 * DAY - t) / DAY
+    expected = {
+        1: 0.5 ** age(0) * 0.5 ** 2,
+        2: 0.5 ** age(60) * 0.5 + 0.5 ** age(2 * DAY) * 0.5 + 4 * 0.5 ** age(3 * DAY),
+        3: 0.5 ** age(120),
+        4: 4 * 0.5 ** age(2 * DAY + 60),
+    }
+    assert scores.keys() == expected.keys()
+    for item, value in expected.items():
+        assert abs(scores[item] - value) < 1e-12
+    ranking = tifu_ranking(data, inputs, scorer, n_items=10, k=3)
+    assert ranking.items.tolist() == [sorted(expected, key=expected.get, reverse=True)[:3]]
+
+
+def test_the_mixture_at_its_extremes():
+    data = eval_set(sequences(), "last_session", "test", max_history=50)
+    inputs = RepeatInputs(data, 2)
+    scorer = RepeatScorer([[1.0, 1.0], [1.0, 1.0]], day_decay=1.0, session_decay=1.0)  # plain counts: 2 > 1 = 3 = 4
+    base = Ranking(np.array([[9, 2, 7, 8]]), np.array([[-1.0, -2.0, -3.0, -4.0]], dtype=np.float32))
+    always = Mixture(scorer, [np.inf, np.inf], [0.0, 0.0], [1.0, 1.0])
+    # gate 1: the history items in pointer order (most probable first, ties: most recent), then the explore items
+    assert mixture_ranking(data, inputs, base, always, k=7).items.tolist() == [[2, 4, 3, 1, 9, 7, 8]]
+    never = Mixture(scorer, [-50.0, -50.0], [0.0, 0.0], [1.0, 1.0])
+    # gate ~0: the model's own list (history item 2 is a repeat candidate, not an explore one) first
+    assert mixture_ranking(data, inputs, base, never, k=3).items.tolist() == [[9, 7, 8]]
+    half = Mixture(scorer, [0.0, 0.0], [0.0, 0.0], [1.0, 1.0])
+    ranked = mixture_ranking(data, inputs, base, half, k=7)
+    p_rep = {2: 3 / 6, 4: 1 / 6, 3: 1 / 6, 1: 1 / 6}  # item 2 is 3 of the 6 past events
+    p_exp = dict(zip([9, 7, 8], np.exp([-1.0, -3.0, -4.0]) / np.exp([-1.0, -3.0, -4.0]).sum()))
+    mixed = {i: 0.5 * p for i, p in p_rep.items()} | {i: 0.5 * p for i, p in p_exp.items()}
+    np.testing.assert_allclose(ranked.scores[0], sorted(mixed.values(), reverse=True), rtol=1e-6)
+
+
+def test_fitting_never_reads_the_test_window():
+    grid = load_parameters().repeat
+    fitted = []
+    for test_items in ((3, 9), (1, 2, 4, 8, 8, 9)):  # change the test session only
+        seq = sequences(test_items)
+        valid = eval_set(seq, "last_session", "valid", max_history=50)
+        base = Ranking(np.array([[7, 6, 5]]), np.array([[-1.0, -2.0, -3.0]], dtype=np.float32))
+        scorer, value = fit_repeat_scorer(valid, 2, 10, day_decays=grid.day_decays, session_decays=grid.session_decays,
+                                          weights=grid.behavior_weights, neighbors=0, neighbor_weights=[0.0])
+        head = fit_repeat_explore(valid, base, 2, 10, grid)
+        fitted.append((scorer.to_dict(), value, head.to_dict()))
+    assert fitted[0] == fitted[1]
