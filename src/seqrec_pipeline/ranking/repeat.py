@@ -1,6 +1,6 @@
 """Repeat-aware ranking: a personal recency-and-frequency repeat scorer and the repeat / explore mixture.
 
-**Repeat scorer** (TIFU-KNN family: Hu et al., KDD 2020, "Modeling Personalized Item Frequency Information
+**Repeat scorer** (TIFU-KNN family: Hu et al., SIGIR 2020, "Modeling Personalized Item Frequency Information
 for Next-basket Recommendation"; sessions play the role of baskets).  For a query (user, requested behavior
 b) every past event e of the user with item i adds
 
