@@ -1,6 +1,6 @@
 """Decoding benchmark: our vectorized constrained beam search against the reference's decoding, same run.
 
-Baseline (gamer-notes §6.1, §9 items 13-14): ``transformers`` ``generate(num_beams=20,
+Baseline (docs/benchmarks.md#decoding): ``transformers`` ``generate(num_beams=20,
 num_return_sequences=20, max_new_tokens=4, early_stopping=True, prefix_allowed_tokens_fn=...)`` with the
 reference's Python callback -- a dict-of-dicts trie over ``[behavior, c_1..c_4]`` token ids per behavior,
 looked up per beam per step after scanning back to the last last-level code -- and one ``generate`` pass per

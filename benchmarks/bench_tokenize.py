@@ -16,7 +16,7 @@
    the random vectors (> 1: ours is faster), valid only with ours' error <= baseline's.
    Both sides include their collision step, as each writes its SID table: ours the
    collision-aware last level, the reference its Sinkhorn rounds on the last level
-   (gamer-notes §3.4).  ``ratio_plain_last_level`` compares the k-means parts alone.
+   (docs/design.md#collisions).  ``ratio_plain_last_level`` compares the k-means parts alone.
    Both sides run on ``--threads`` threads (default 1: the machine is shared).
    Also on the random vectors: ours with ``precision="fp32"`` (what a CPU without native bf16 runs) and the
    previous default (12 faiss iterations per level on all items, 2 sweeps).
@@ -120,8 +120,8 @@ def reference_sinkhorn(distances: torch.Tensor, epsilon: float, iterations: int)
 
 def reference_collision_rounds(codes: np.ndarray, target: np.ndarray, centroids: np.ndarray,
                                rounds: int = 20, epsilon: float = 0.003, iterations: int = 50) -> tuple[np.ndarray, int]:
-    """The reference's RQ-KMeans collision step (gamer-notes §3.4): up to 20 rounds; each round groups items by
-    full code and re-encodes every colliding group's LAST code by Sinkhorn between the group's last-level
+    """The reference's RQ-KMeans collision step (github.com/wzf2000/GAMER): up to 20 rounds; each round groups
+    items by full code and re-encodes every colliding group's LAST code by Sinkhorn between the group's last-level
     residuals and the last-level centres (one group at a time, as the reference).  Centres are not updated."""
     codes = codes.copy()
     centres = torch.from_numpy(centroids.astype(np.float64))
@@ -166,7 +166,7 @@ def bench_sklearn(x: np.ndarray, args) -> dict:
     _, stats = resolve_collisions(spread, (CODEBOOK,) * N_LEVELS)
     return {
         "method": "sklearn.cluster.KMeans per level on residuals, then the reference's Sinkhorn collision rounds "
-                  "on the last level (the reference's RQ-KMeans, gamer-notes §3.3-3.4)",
+                  "on the last level (the reference's RQ-KMeans, github.com/wzf2000/GAMER)",
         "settings": {"n_clusters": CODEBOOK, "max_iter": 1000, "init": "k-means++ (default)",
                      "n_init": "'auto' (default; = 1 with k-means++)", "tol": "1e-4 (default)",
                      "algorithm": "lloyd (default)", "random_state": f"seed + level ({args.seed})",

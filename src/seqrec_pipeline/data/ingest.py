@@ -1,4 +1,4 @@
-"""Typing, validation and quarantine of raw events (SPEC §3.1-3.2).
+"""Typing, validation and quarantine of raw events (docs/design.md#validation-and-quarantine).
 
 Raw string rows are typed (timestamps -> int64 UTC seconds, behavior values ->
 declared behavior names), validated lazily against ``schemas.raw_events_schema``

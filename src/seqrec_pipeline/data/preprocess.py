@@ -1,4 +1,5 @@
-"""Validated events -> integer sequences with sessions, behaviors and fixed splits (SPEC §3.3).
+"""Validated events -> integer sequences with sessions, behaviors and fixed splits
+(docs/design.md#preprocessed-tables, docs/design.md#sessions-and-splits).
 
 All steps are whole-table polars expressions (no per-user Python):
 dedup -> iterated k-core -> dense ids -> ordering (time, then behavior level)

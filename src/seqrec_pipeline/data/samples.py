@@ -1,4 +1,5 @@
-"""Training / validation samples of the generative models as integer arrays (gamer-notes §2.3–2.6).
+"""Training / validation samples of the generative models as integer arrays
+(docs/design.md#training-samples, docs/design.md#token-layout).
 
 Nothing here builds token strings.  A sample set is a flat **event** buffer (item, behavior, session per
 event) plus, per sample, two windows into that buffer: the *context* (history) and the *target* events.
@@ -27,7 +28,7 @@ validation samples only positions ``< test``: test events are never loaded by th
 Users outside the protocol (split point −1) are left out unless ``users="all"``; so are users without a training event
 (``valid == 0``) from the training samples.
 
-Generative augmentation (``augment = A``, gamer-notes §2.5): per training sequence, A extra copies for
+Generative augmentation (``augment = A``, docs/design.md#augmentation): per training sequence, A extra copies for
 ``r = k/A, k = 1..A``; in copy k each behavior b that is not a target behavior loses
 ``floor(n_b * r / (level_b + 1))`` of its events (``n_b`` = its count in that user's training prefix),
 chosen uniformly without replacement; target-behavior events are never dropped; copies with fewer than 2
@@ -37,7 +38,7 @@ events are discarded.  Thinning happens on the whole training prefix, before tru
 
 - ``augment_mode="static"`` (the reference): drawn once with ``epoch = 0`` and reused every epoch;
 - ``augment_mode="per_epoch"``: re-drawn at every ``SampleDataset.set_epoch(epoch)`` (epochs are
-  1-based in the trainer), so each epoch sees fresh thinned copies at no extra memory (gamer-notes §9.4).
+  1-based in the trainer), so each epoch sees fresh thinned copies at no extra memory.
   The number of samples may change slightly between epochs (copies below 2 events are discarded).
 
 Batches (:class:`TokenCollator`), all int64 and right-padded:

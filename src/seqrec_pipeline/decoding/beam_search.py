@@ -1,4 +1,5 @@
-"""Constrained beam search over the item trie, vectorized over users, behaviors and beams (SPEC §6).
+"""Constrained beam search over the item trie, vectorized over users, behaviors and beams
+(docs/design.md#beam-search-and-scoring).
 
 Per batch of users:
 
@@ -15,7 +16,7 @@ There is no Python loop over beams or users, no callback, and nothing is read ba
 end (the only host reads are shapes, and one read of the prompt lengths per batch, before decoding it).
 
 Scores.  A beam's score is the sum of the per-level log-probabilities of its tokens (the behavior token's
-too in behavior-item mode), ranked descending.  Two explicit switches (gamer-notes §9 item 17):
+too in behavior-item mode), ranked descending.  Two explicit switches (docs/design.md#beam-search-and-scoring):
 
 - ``temperature`` (default: the model config's ``loss_temperature``, else 1): logits are divided by T before
   the softmax.  The models are trained on ``CE(logits / T)``, so ``softmax(logits / T)`` is the distribution

@@ -1,6 +1,6 @@
 """Exact full-catalog scoring: the log-probability of every item's code sequence given each history.
 
-The test oracle of the beam search (SPEC §6): beam search with a beam wide enough to keep every prefix must
+The test oracle of the beam search: beam search with a beam wide enough to keep every prefix must
 return exactly these top-K lists and scores.  It is also usable on its own for small catalogs.
 
 Per batch of users the history is prefilled once; the cache is then copied to ``chunk`` catalog items per

@@ -1,4 +1,5 @@
-"""The item trie of a semantic-ID table, held as tensors for vectorized constrained decoding (SPEC §6).
+"""The item trie of a semantic-ID table, held as tensors for vectorized constrained decoding
+(docs/design.md#beam-search-and-scoring).
 
 Nodes are numbered level by level.  A node at depth ``l`` stands for a code prefix of length ``l`` inside
 one *catalog*: depth 0 holds one root per catalog (root id = catalog id), depth ``L`` holds the leaves, one
@@ -12,8 +13,8 @@ are kept as well; deep, sparse levels use a ``[n_nodes, max_degree]`` padded cop
 both lookups a fixed-shape gather (no data-dependent shapes, hence no host sync).
 
 Catalogs: by default one catalog holds every item.  A behavior-restricted catalog (the behavior token is part
-of the item, gamer-notes §6.1: "one trie per behavior") passes one item set per behavior; the decoders then
-start behavior b at root b.
+of the item; the reference, github.com/wzf2000/GAMER, builds one trie per behavior) passes one item set per
+behavior; the decoders then start behavior b at root b.
 
 Node id -1 means "dead" (an impossible prefix): it allows nothing, its children are -1 and it maps to item -1,
 so beams that ran out of valid continuations need no special casing.

@@ -2,7 +2,7 @@
 
 The decoders take a :class:`PromptBatch` holding the **history only**; the behavior token of fixed-behavior
 mode is appended by the decoder itself, after the history prefill, so that one prefill serves every behavior
-evaluated for a user (gamer-notes §9 item 14).  The data stage builds these batches from its own integer
+evaluated for a user (docs/design.md#beam-search-and-scoring).  The data stage builds these batches from its own integer
 arrays; :func:`build_prompts` makes them from per-user ``(item, behavior)`` histories for tests, benchmarks
 and small callers.
 """

@@ -11,7 +11,7 @@ backends) the history is not even expanded to the beams: it stays once per query
 once for all of the query's beams (``shared_prefix.py``).  Every call stays on the device.
 
 :func:`level_log_probs` turns next-token logits into the log-probabilities of one code level (or of the
-behavior tokens), with the two switches gamer-notes §9 item 17 asks to make explicit: ``temperature`` and
+behavior tokens), with the two explicit switches: ``temperature`` and
 ``renormalize``.
 """
 

@@ -1,4 +1,4 @@
-"""Ranking metrics of the evaluation stage, vectorized numpy (SPEC §6, gamer-notes §6.1).
+"""Ranking metrics of the evaluation stage, vectorized numpy (docs/design.md#metrics).
 
 Each sample is a ranked list of predicted items and a **set** of distinct target items T (e.g. every item of
 one behavior in the user's test session).  With ``hits`` the binary hit vector of the ranked list:

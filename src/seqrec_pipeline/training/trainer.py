@@ -1,4 +1,5 @@
-"""Train any generative model of the factory with the DeepSpeed engine (SPEC §5).
+"""Train any generative model of the factory with the DeepSpeed engine
+(docs/design.md#engine-optimizer-and-schedule, docs/design.md#model-selection).
 
 ``train(model, train_data, valid_data, TrainConfig(...))`` runs the same code path everywhere:
 

@@ -1,4 +1,4 @@
-"""Discriminative sequential-recommendation baselines (SPEC §4; gamer-notes §4.7).
+"""Discriminative sequential-recommendation baselines (docs/design.md#discriminative-baselines).
 
 Plain PyTorch modules, no Kedro. Tensor conventions are documented in ``base.py``; in short:
 ``items`` / ``behaviors`` are int64 [B, S] with index + 1 and 0 = padding, right-aligned

@@ -1,4 +1,4 @@
-"""Common interface of the discriminative baselines (SPEC §4, gamer-notes §4.7 / §5.3 / §6.2).
+"""Common interface of the discriminative baselines (docs/design.md#discriminative-baselines).
 
 Tensor conventions (every model, every method)
 ----------------------------------------------

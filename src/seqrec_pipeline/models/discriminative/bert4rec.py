@@ -1,6 +1,7 @@
 """BERT4Rec (Sun et al., CIKM'19): bidirectional self-attention trained by masked item prediction.
 
-Sizes follow gamer-notes §4.7: 2 layers, 2 heads, hidden 64, inner 256, dropout 0.2, GELU,
+Sizes follow the reference configuration (github.com/wzf2000/GAMER): 2 layers, 2 heads,
+hidden 64, inner 256, dropout 0.2, GELU,
 mask ratio 0.2, ft_ratio 0.5 (half of the rows mask only the final item, the "fine-tuning"
 share of the reference), full-catalog CE. Inference appends a [MASK] after the history and reads
 its output (see ``base.ClozeRecommender``).

@@ -1,6 +1,7 @@
 """GRU4Rec (Hidasi et al., ICLR'16; the RecBole variant): item embedding -> GRU -> last state.
 
-Sizes follow gamer-notes §4.7: embedding 64, hidden 128, 1 layer, dropout 0.3 on the embeddings.
+Sizes follow the reference configuration (github.com/wzf2000/GAMER): embedding 64, hidden 128,
+1 layer, dropout 0.3 on the embeddings.
 The last GRU output is projected back to the embedding size and scored against the shared item
 embeddings (as in RecBole), trained per sample with full-catalog CE (no session-parallel
 mini-batches, no sampled TOP1/BPR-max losses of the original paper).

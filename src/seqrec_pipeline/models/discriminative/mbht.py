@@ -14,8 +14,9 @@ Core ideas kept:
    a window around it (10 before, 5 after), as in the reference.
 4. Attention fusion of the transformer view and the hypergraph view, cloze training (target
    appended and always masked, random history masking with ``mask_ratio``), dot-product scoring.
-Sizes: gamer-notes §4.7 (2 layers, 2 heads, hidden 64, hyper_len 6); inner 256, GELU;
-dropout 0.2 (not given by the notes; same as MB-STR/PBAT).
+Sizes: the reference configuration (github.com/wzf2000/GAMER; 2 layers, 2 heads, hidden 64,
+hyper_len 6); inner 256, GELU;
+dropout 0.2 (not given by the reference config; same as MB-STR/PBAT).
 
 Simplifications (reduced cost, fully batched, padding-invariant):
 - The reference's multi-scale layer uses a Linformer-style low-rank projection over absolute

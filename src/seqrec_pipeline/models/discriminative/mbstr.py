@@ -15,7 +15,7 @@ Core ideas kept:
    linear experts, gated per target behavior, then a dot product with the item embeddings.
 4. Cloze training (target appended and always masked; random history masking, ratio 0.2); at
    inference a [MASK] carrying the requested target behavior is appended and read out.
-Sizes: gamer-notes §4.7 and the reference config (2 layers, 2 heads, hidden 64, inner 256,
+Sizes: the reference config (github.com/wzf2000/GAMER; 2 layers, 2 heads, hidden 64, inner 256,
 ReLU, dropout 0.2).
 
 Simplifications / choices:

@@ -17,7 +17,7 @@ Core ideas kept:
    personalized Gaussian of the event's behavior (for the [MASK]: the requested target behavior).
 4. Wasserstein prediction head: logits = -W2^2(sequence Gaussian, item Gaussian) over the catalog.
 5. Cloze training (target appended and always masked; random history masking, ratio 0.2).
-Sizes: gamer-notes §4.7 and the reference config (2 layers, 2 heads, hidden 64, inner 256, ELU,
+Sizes: the reference config (github.com/wzf2000/GAMER; 2 layers, 2 heads, hidden 64, inner 256, ELU,
 dropout 0.2).
 
 Simplifications / fixes:

@@ -25,7 +25,7 @@ def _canonical(name: str) -> str:
 def build_discriminative(
     name: str, n_items: int, n_behaviors: int, max_len: int, **overrides
 ) -> SequentialRecommender:
-    """Build a baseline with the reference sizes (gamer-notes §4.7), overridden by ``overrides``.
+    """Build a baseline with the reference's sizes, overridden by ``overrides``.
 
     The full set of constructor arguments (defaults included) is stored in ``model.config`` so a
     checkpoint ``{"config": model.config, "state_dict": ...}`` can be rebuilt with

@@ -1,6 +1,7 @@
 """SASRec (Kang & McAuley, ICDM'18): causal self-attention over the item history.
 
-Sizes follow gamer-notes §4.7: 2 layers, 2 heads, hidden 128, inner 256, dropout 0.5, GELU,
+Sizes follow the reference configuration (github.com/wzf2000/GAMER): 2 layers, 2 heads,
+hidden 128, inner 256, dropout 0.5, GELU,
 learned absolute positions, causal mask, the last position is the sequence representation and
 items are scored by a dot product with the shared item embeddings.
 

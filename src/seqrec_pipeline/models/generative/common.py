@@ -1,6 +1,6 @@
 """Pieces shared by the generative models: the input contract, the tempered loss and position ids.
 
-Input contract (SPEC §3.6).  Every model accepts the same keyword arguments, all int64 ``[B, S]``:
+Input contract (docs/design.md#token-layout).  Every model accepts the same keyword arguments, all int64 ``[B, S]``:
 
 - ``input_ids``, ``attention_mask`` (1 real, 0 pad; training batches are right-padded, evaluation prompts
   left-padded);

@@ -1,4 +1,4 @@
-"""Slot-routed expert feed-forward networks (GAMER's "MoE", gamer-notes §4.5).
+"""Slot-routed expert feed-forward networks (GAMER's "MoE", docs/design.md#slot-experts).
 
 There is no learned router: token t goes to the expert of its block position ``slot[t]`` (behavior token,
 code level 1, ..., code level L).  The reference looped over experts in Python with boolean gather/scatter

@@ -1,6 +1,6 @@
 """Build generative models by name and size preset; load any of them back from a checkpoint directory.
 
-Presets (gamer-notes §4.2 for ``paper``):
+Presets (``paper``: the reference's configurations, github.com/wzf2000/GAMER):
 
 ============ ======================================================= ===================================
 model        cpu-small (trains on 2 CPU cores in minutes)            paper

@@ -1,4 +1,4 @@
-"""``gamer``: GAMER's decoder (the reference's "Qwen3Multi", gamer-notes §4.5), re-implemented.
+"""``gamer``: GAMER's decoder (the reference's "Qwen3Multi"), re-implemented (docs/design.md#gamer).
 
 A Qwen3-style decoder (pre-RMSNorm, GQA, QK-norm, RoPE) over item blocks ``[behavior, c_1, ..., c_L]``,
 with three additions:

@@ -1,4 +1,4 @@
-"""Semantic-ID tokenizers (SPEC §3.5): items -> int ``codes[n_items, L]``.
+"""Semantic-ID tokenizers (docs/design.md#tokenizers): items -> int ``codes[n_items, L]``.
 
 | method     | function                                    | level sizes of the table            |
 |------------|---------------------------------------------|-------------------------------------|

@@ -1,9 +1,9 @@
-"""Collision resolution and quality statistics for semantic-ID tables (SPEC §3.5).
+"""Collision resolution and quality statistics for semantic-ID tables (docs/design.md#collisions).
 
 Every tokenizer produces ``codes[n_items, L]``.  Two items may share the same full
 code ("collide"); a generative model could then not tell them apart.  The reference
 spreads the last level with Sinkhorn and keeps whatever collisions remain
-(gamer-notes §3.4); here colliding items get one extra *disambiguation* level instead,
+(github.com/wzf2000/GAMER); here colliding items get one extra *disambiguation* level instead,
 numbered 0, 1, 2, ... inside each group in item-index order, so the table is always a
 bijection between items and code sequences.
 

@@ -1,4 +1,4 @@
-"""Residual k-means (RQ-KMeans) semantic IDs with faiss (SPEC §3.5, gamer-notes §3.3).
+"""Residual k-means (RQ-KMeans) semantic IDs with faiss (docs/design.md#tokenizers).
 
 Level 0 clusters the item embeddings; level l clusters what levels 0..l-1 left over
 (the residuals).  An item's code is its cluster at every level.  The reference runs
@@ -17,7 +17,7 @@ other levels leave; exact coordinate descent, so the error never increases) reac
 reconstruction error than the reference's in a fraction of its time
 (benchmarks/bench_tokenize.py).  An optional collision-aware last level
 (``balance_last_level``, on by default) spreads items that share a full code over free
-last-level codes, in the spirit of the reference's Sinkhorn re-encoding (gamer-notes §3.4).
+last-level codes, in the spirit of the reference's Sinkhorn re-encoding (docs/design.md#collisions).
 
 Determinism: faiss seeds its initialisation and sample from ``seed``; the result is bit-for-bit
 identical for the same input, seed, thread count and precision.  Pass ``n_threads`` to pin the
@@ -300,7 +300,7 @@ def spread_last_level(codes: np.ndarray, target: np.ndarray, centroids: np.ndarr
     """Collision-aware last level: spread items that share a full code over free last-level codes.
 
     In the spirit of the reference's Sinkhorn re-encoding of colliding groups on the last
-    level (gamer-notes §3.4), but as a deterministic greedy matching.  Only members of
+    level (docs/design.md#collisions), but as a deterministic greedy matching.  Only members of
     colliding groups move.  A last-level code is *free* for a prefix (the codes of levels
     0..L-2) when no non-colliding item of that prefix uses it.  In rounds, every
     unresolved colliding item proposes its nearest free code (squared L2 distance of its

@@ -1,4 +1,4 @@
-"""RQ-VAE semantic IDs in PyTorch, LETTER-style (SPEC §3.5, gamer-notes §3.2).
+"""RQ-VAE semantic IDs in PyTorch, LETTER-style (Wang et al., CIKM 2024; docs/design.md#tokenizers).
 
     x ──MLP encoder──▶ z ──residual quantizer (L codebooks)──▶ z_q ──MLP decoder──▶ x̂
 
@@ -117,7 +117,7 @@ class RQVAEConfig:
 
     @classmethod
     def paper(cls, **overrides) -> "RQVAEConfig":
-        """The reference (LETTER/GAMER) sizes, gamer-notes §3.2: days of GPU time.
+        """The reference (LETTER/GAMER) sizes: days of GPU time.
 
         Not reproduced: CF alignment (α 0.02) and the diversity loss (β 1e-4),
         and the KMeansConstrained initialisation.

@@ -1,6 +1,6 @@
-"""Semantic IDs that need no embeddings: ``cid``, ``rid`` and ``given`` (SPEC §3.5).
+"""Semantic IDs that need no embeddings: ``cid``, ``rid`` and ``given`` (docs/design.md#tokenizers).
 
-- :func:`cid` — chunked IDs: the base-K digits of the item index (gamer-notes §3.3).
+- :func:`cid` — chunked IDs: the base-K digits of the item index, as the reference.
 - :func:`rid` — random unique codes in a mixed-radix space, sampled without building
   the space (the reference called ``np.random.choice(256**4, n, replace=False)``, which
   allocates 32 GiB).
