@@ -14,7 +14,7 @@
    (target >= 2).
 
 Both models train with the trainer's optimizer, torch's fused AdamW (``--no-fused-adamw``: the per-tensor
-loop, whose cost grows with gamer's 3.7x larger parameter count: five slot experts per FFN).
+loop, whose cost grows with gamer's larger parameter count: five slot experts per FFN).
 Both comparisons interleave their two contenders (A B A B ...) so load from other processes hits both,
 warm up first, and report medians over repeats.
 

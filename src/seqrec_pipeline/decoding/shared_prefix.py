@@ -2,8 +2,8 @@
 
 After the prefill every decoding row of one query (the beams of a (user, behavior) pair) has the same
 history keys and values; only the few generated tokens differ.  Expanding the history cache to the beams
-(``index_select`` of every row's whole history, per layer) and attending over R private copies of it was
-most of the decoding time.  Here:
+(``index_select`` of every row's whole history, per layer) and attending over R private copies of it would
+dominate the decoding time.  Here:
 
 - :class:`SharedPrefixLayer` keeps the history once per *query* ``[P, Hkv, S, D]`` (with its padding mask)
   and only the generated tail per *row* ``[R, Hkv, t, D]`` in a small preallocated buffer; rows are

@@ -3,7 +3,7 @@
 On a CPU-only machine DeepSpeed runs with its CPU accelerator and gloo in one process; it still needs the
 usual rendezvous variables, otherwise it falls back to MPI discovery (and fails without mpi4py).  When a
 launcher (``deepspeed``, ``torchrun``) started the process, those variables are already set and kept.
-The first ``deepspeed.initialize`` on CPU JIT-compiles a small comm extension (20-50 s): it is cached in
+The first ``deepspeed.initialize`` on CPU JIT-compiles a small comm extension (slow, once): it is cached in
 ``TORCH_EXTENSIONS_DIR``, which defaults to a persistent per-user folder.
 """
 

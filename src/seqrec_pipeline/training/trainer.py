@@ -17,10 +17,9 @@
   it).  The JSON files have no ``scheduler`` block on purpose: DeepSpeed's ``WarmupCosineLR`` runs its
   first two optimizer steps at lr 0 and cannot disable warmup.  A ``scheduler`` block in a user config is
   honoured instead (DeepSpeed's own scheduler, ``"auto"`` step counts filled);
-- AdamW with ``"torch_adam": true, "fused": true``: torch's fused AdamW (DeepSpeed's own CPU Adam JIT-compiles
-  for minutes; on one core torch's per-tensor loop takes ~74 ms per step for a paper-size gamer with 17.7 M
-  parameters, the fused kernel ~12 ms); biases and norm scales get no weight decay (the HF Trainer's split, as
-  in the reference);
+- AdamW with ``"torch_adam": true, "fused": true``: torch's fused AdamW (DeepSpeed's own CPU Adam needs a long
+  JIT compile; torch's per-tensor loop is several times slower than the fused kernel for these many small
+  tensors); biases and norm scales get no weight decay (the HF Trainer's split, as in the reference);
 - epoch loop over a seeded, sort-free, rank-sharded order (``EpochSampler``; padded to whole optimizer
   steps so an epoch always ends on an accumulation boundary), tqdm bar on rank 0;
 - every ``log_every`` optimizer steps ``on_log(step, {"train/loss", "train/lr", "train/samples_per_s",

@@ -31,7 +31,7 @@ Simplifications / fixes:
   of i for key j depends only on (i, b_j) and the key only on (j, b_i), so queries and keys are
   fused once per behavior ([B, S, nb+1, H]) instead of per event pair ([B, S, S, H] in the
   reference); the pairwise W2 is assembled from inner products (``pair_w2``): same values,
-  ~10x less memory and time.
+  without the per-pair hidden-size tensors.
 - Positions count from the first real event (padding-invariant).
 - ``forward`` returns the sequence Gaussian as [mean; variance] (``repr_dim`` = 2 * hidden).
 """

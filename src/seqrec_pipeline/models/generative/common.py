@@ -73,7 +73,7 @@ def drop_metadata(kwargs: dict) -> dict:
 
 def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     """``F.dropout`` whose CPU mask is drawn as ``uniform >= p``: the same distribution, but CPU
-    ``bernoulli_`` (what ``F.dropout`` and SDPA's math path use) is 2-3x slower than ``rand`` + compare.
+    ``bernoulli_`` (what ``F.dropout`` and SDPA's math path use) is slower than ``rand`` + compare.
     Other devices keep the fused ``F.dropout``."""
     if not training or p == 0.0:
         return x

@@ -235,9 +235,8 @@ def _math_attention_cpu_dropout(
     query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor, dropout_p: float
 ) -> torch.Tensor:
     """SDPA's math path (what CPU training with attention dropout runs) with :func:`common.dropout`'s mask:
-    SDPA draws it with ``bernoulli_`` (24 ms for the paper-size weights ``[8, 3, 500, 250]`` on one core, against
-    14 ms); the attention mask is broadcast over the folded query heads instead of repeated.  Every row has a key
-    (``build_attention_masks`` guarantees it)."""
+    SDPA draws it with the slower ``bernoulli_``; the attention mask is broadcast over the folded query heads
+    instead of repeated.  Every row has a key (``build_attention_masks`` guarantees it)."""
     batch, n_kv_heads, rows, head_dim = query.shape
     query_length, key_length = mask.shape[-2], mask.shape[-1]
     scores = torch.matmul(query, key.transpose(-1, -2)).mul_(head_dim**-0.5)

@@ -6,10 +6,10 @@ Level 0 clusters the item embeddings; level l clusters what levels 0..l-1 left o
 
 1. faiss k-means (random or k-means++ init, ``sample_iters`` Lloyd iterations) on a seeded
    sample of ``k * sample_points_per_centroid`` residuals: the large early moves of the
-   centroids cost a sixth of a full pass at 3 x 256 on 100k items;
+   centroids cost a fraction of a full pass;
 2. ``full_iters`` Lloyd iterations on all items, scoring distances in ``precision``:
-   bfloat16 where the CPU multiplies it natively (AVX512-BF16 / AMX; about twice the fp32
-   GEMM speed), fp32 otherwise;
+   bfloat16 where the CPU multiplies it natively (AVX512-BF16 / AMX; faster than the fp32
+   GEMM), fp32 otherwise;
 3. the level's codes are the last iteration's partition, its centroids their means.
 
 Then ``refine_iters`` sweeps of joint refinement in fp32 (each level re-fitted against what the
@@ -158,7 +158,7 @@ def _assign(
 
     With ``shift_codes`` the rows are ``target + centroids[shift_codes]`` (a level's own target rebuilt chunk
     by chunk from the residual, never at full size).  One BLAS GEMM per chunk of rows into reused buffers
-    (same answers as faiss' ``IndexFlatL2``, about 15% faster for a single neighbour because nothing but the
+    (same answers as faiss' ``IndexFlatL2``, faster for a single neighbour because nothing but the
     argmin is kept).
     """
     n = len(target)
@@ -202,7 +202,7 @@ def _assign_bf16(rows: torch.Tensor, centroids: np.ndarray, shift: np.ndarray, c
         m = len(block)
         torch.mm(block, c_t, out=products[:m])
         scores[:m].copy_(products[:m]).sub_(half_norms)
-        out[start : start + m] = scores_np[:m].argmax(axis=1)  # numpy's argmax is ~3x torch's here
+        out[start : start + m] = scores_np[:m].argmax(axis=1)  # numpy's argmax is faster than torch's here
     return out
 
 
@@ -234,7 +234,7 @@ def _code_sums(x: np.ndarray, codes: np.ndarray, k: int) -> np.ndarray:
     """Sum of the rows of ``x`` per code ``[k, dim]``: a sparse one-hot product, deterministic (items in order).
 
     Built as the ``[n, k]`` one-hot (one entry per row: no sort) and applied transposed, so scipy walks ``x`` once
-    in row order and adds into the small, cache-resident sums: 2.5x faster than ``[k, n] @ x``, same bits.
+    in row order and adds into the small, cache-resident sums: faster than ``[k, n] @ x``, same bits.
     """
     n = len(codes)
     onehot = scipy.sparse.csr_matrix((np.ones(n, dtype=np.float32), codes, np.arange(n + 1)), shape=(n, k))
