@@ -6,9 +6,15 @@ import os
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("SEQREC_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def base_parameters() -> dict:
+    """``conf/base/parameters.yml`` as written: the defaults (``${...}`` interpolations left as text)."""
+    return yaml.safe_load((REPO / "conf" / "base" / "parameters.yml").read_text())
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,8 @@ from seqrec_pipeline.data.embeddings import cf_embeddings, clean_text, embed_ite
 from seqrec_pipeline.data.preprocess import build_primary
 from seqrec_pipeline.dataset_spec import FilterSpec
 from seqrec_pipeline.errors import InputError
+from seqrec_pipeline.params import EmbedParams, validate
+from tests.conftest import base_parameters
 
 LEVELS = {"view": 0, "buy": 1}
 
@@ -59,7 +61,8 @@ def test_text_embeddings_with_the_shipped_encoder_and_cf_fallback_for_empty_text
     primary = _primary(rows)
     items = primary.items.with_columns(
         pl.Series("title", ["a red apple", "a green apple", "quantum field theory lecture notes", None]))
-    vectors, info = embed_items(items, primary.sequences, {"cf_dim": 4}, seed=0)
+    params = validate(EmbedParams, base_parameters()["embed"] | {"cf_dim": 4}, prefix="embed.")
+    vectors, info = embed_items(items, primary.sequences, params, seed=0)
     assert vectors.shape == (4, 384) and info["encoder"] == "all-MiniLM-L6-v2"
     assert info["n_text"] == 3 and info["n_cf"] == 1
     assert np.allclose(np.linalg.norm(vectors[:3], axis=1), 1.0, atol=1e-4)

@@ -47,3 +47,14 @@ def test_tokenize_pipeline_writes_one_table_per_tokenizer(project):
     stats = json.loads((project.path / "data/05_model_input/retail_ci/rqkmeans/sid_stats.json").read_text())
     tags = dict(project.mlflow("select key, value from tags where run_uuid = ?", runs[0][0]))
     assert tags["sid/precision"] == stats["precision"] in ("bf16", "fp32")  # what "auto" resolved to
+
+
+def test_bad_tokenizer_parameters_stop_with_one_line(project):
+    for override, message in (
+        ("tokenizers.rqkmeans.niter=12", "unknown parameter 'tokenizers.rqkmeans.niter'"),
+        ("tokenizers.rqkmeans.precision=fp16",
+         "'tokenizers.rqkmeans.precision': Input should be 'auto', 'bf16' or 'fp32' (got 'fp16')"),
+    ):
+        bad = project.run("run", "--pipeline=tokenize", f"--params=dataset=retail_ci,{override}")
+        assert bad.returncode == 2 and message in bad.stderr, bad.stderr[-3000:]
+        assert "Traceback" not in bad.stdout + bad.stderr

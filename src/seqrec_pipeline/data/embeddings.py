@@ -22,6 +22,7 @@ import scipy.sparse as sp
 from scipy.sparse.linalg import svds
 
 from seqrec_pipeline.errors import InputError
+from seqrec_pipeline.params import EmbedParams
 from seqrec_pipeline.splits import PROTOCOLS, training_lengths
 
 log = logging.getLogger(__name__)
@@ -115,26 +116,26 @@ def cf_embeddings(sequences: pl.DataFrame, n_items: int, dim: int, seed: int) ->
     return np.where(norms > 0, vectors / np.maximum(norms, 1e-12), 0.0).astype(np.float32)
 
 
-def embed_items(items: pl.DataFrame, sequences: pl.DataFrame, params: dict, seed: int) -> tuple[np.ndarray, dict]:
+def embed_items(items: pl.DataFrame, sequences: pl.DataFrame, params: EmbedParams,
+                seed: int) -> tuple[np.ndarray, dict]:
     """Vectors [n_items, d] aligned with item_idx, and what produced them."""
     n_items = items.height
-    fields = params.get("text_fields")
+    fields = params.text_fields
     text_columns = [c for c in items.columns if c not in ITEM_KEYS]
-    use_text = params.get("source", "auto") in ("auto", "text") and (fields or text_columns)
-    if params.get("source") == "text" and not use_text:
+    use_text = params.source in ("auto", "text") and (fields or text_columns)
+    if params.source == "text" and not use_text:
         raise InputError("embed.source=text but the dataset has no item text columns; use source: auto or cf")
     info = {"n_items": n_items, "seed": seed}
     if not use_text:
-        vectors = cf_embeddings(sequences, n_items, int(params.get("cf_dim", 64)), seed)
+        vectors = cf_embeddings(sequences, n_items, params.cf_dim, seed)
         return vectors, info | {"source": "cf", "encoder": "svd(user-item, train split)", "dim": vectors.shape[1],
                                 "n_text": 0, "n_cf": n_items}
-    texts = item_texts(items, fields, int(params.get("max_chars", 1000)))
+    texts = item_texts(items, fields, params.max_chars)
     empty = np.array([not t for t in texts])
-    vectors = encode_texts(texts, params.get("encoder", DEFAULT_ENCODER), int(params.get("batch_size", 64)),
-                           params.get("device"))
+    vectors = encode_texts(texts, params.encoder, params.batch_size, params.device)
     if empty.any():
         log.warning("%d of %d items have no text: they get collaborative vectors instead", empty.sum(), n_items)
         vectors[empty] = cf_embeddings(sequences, n_items, vectors.shape[1], seed)[empty]
-    return vectors, info | {"source": "text", "encoder": params.get("encoder", DEFAULT_ENCODER),
+    return vectors, info | {"source": "text", "encoder": params.encoder,
                             "dim": int(vectors.shape[1]), "fields": fields or text_columns,
                             "n_text": int((~empty).sum()), "n_cf": int(empty.sum())}

@@ -14,13 +14,15 @@ from seqrec_pipeline.models.tokenizers.collisions import check_bijection, infer_
 from seqrec_pipeline.models.tokenizers.rqkmeans import check_finite, rqkmeans
 from seqrec_pipeline.models.tokenizers.rqvae import train_rqvae
 from seqrec_pipeline.models.tokenizers.simple import cid, parse_index, rid
+from seqrec_pipeline.params import CIDParams, GivenParams, RIDParams, RQKMeansParams
 
 METHODS = ("rqkmeans", "rqvae", "cid", "rid", "given")
+# the parameter model of each method (`tokenizers.<method>`); rqvae's dict is validated by RQVAEConfig
+PARAMS = {"rqkmeans": RQKMeansParams, "cid": CIDParams, "rid": RIDParams, "given": GivenParams}
 # `tokenizers.rqkmeans` parameters: levels and codebook_size are rqkmeans()'s positional arguments, the rest
 # its keywords of the same name (the seed comes from the global `seed`)
 RQKMEANS_KEYWORDS = ("sample_iters", "sample_points_per_centroid", "full_iters", "precision", "init",
                      "refine_iters", "balance_last_level", "n_threads")
-RQKMEANS_PARAMS = ("levels", "codebook_size", *RQKMEANS_KEYWORDS)
 
 
 @dataclass
@@ -31,21 +33,21 @@ class SIDResult:
     model: Any  # what re-encodes items: RQ-KMeans centroids, the RQ-VAE, or the method's settings
 
 
-def build_sid(method: str, embeddings: np.ndarray | None, item_ids: Sequence[str], params: dict, seed: int,
+def build_sid(method: str, embeddings: np.ndarray | None, item_ids: Sequence[str],
+              params: RQKMeansParams | CIDParams | RIDParams | GivenParams | dict, seed: int,
               index_file: Path | None = None, on_epoch: Callable[[int, dict], None] | None = None) -> SIDResult:
-    """Run ``method`` with its ``params`` (the ``tokenizers.<method>`` parameters)."""
+    """Run ``method`` with its ``params`` (the ``tokenizers.<method>`` parameters, as ``PARAMS[method]``; a dict of
+    RQVAEConfig fields for ``rqvae``)."""
     if method not in METHODS:
         raise InputError(f"unknown tokenizer '{method}'; choose one of {list(METHODS)}")
+    if not isinstance(params, PARAMS.get(method, dict)):
+        raise TypeError(f"build_sid('{method}') takes {PARAMS.get(method, dict).__name__}, not {type(params).__name__}")
     n_items = len(item_ids)
     model: Any
     extra: dict = {}
     if method == "rqkmeans":
-        unknown = sorted(set(params) - set(RQKMEANS_PARAMS))
-        if unknown:
-            raise InputError(f"unknown tokenizers.rqkmeans parameter(s) {unknown}; valid: {list(RQKMEANS_PARAMS)}")
-        keywords = {"n_threads": 1} | {key: params[key] for key in RQKMEANS_KEYWORDS if key in params}
-        result = rqkmeans(check_finite(embeddings), int(params.get("levels", 3)), params.get("codebook_size", 256),
-                          seed=seed, **keywords)
+        keywords = {key: getattr(params, key) for key in RQKMEANS_KEYWORDS if getattr(params, key) is not None}
+        result = rqkmeans(check_finite(embeddings), params.levels, params.codebook_size, seed=seed, **keywords)
         codes, sizes = result.codes, result.level_sizes
         model = {"method": method, "centroids": result.centroids, "level_mse": result.level_mse,
                  "precision": result.precision}
@@ -55,11 +57,11 @@ def build_sid(method: str, embeddings: np.ndarray | None, item_ids: Sequence[str
         codes, sizes = trained.model.encode(embeddings), tuple(trained.model.config.codebook_sizes)
         model = trained.model
     elif method == "cid":
-        base = int(params.get("base", 64))
-        codes = cid(n_items, base, shuffle=bool(params.get("shuffle", False)), seed=seed)
+        base = params.base
+        codes = cid(n_items, base, shuffle=params.shuffle, seed=seed)
         sizes, model = (base,) * codes.shape[1], {"method": method, "base": base}
     elif method == "rid":
-        sizes = tuple(int(s) for s in params.get("level_sizes", (256, 256, 256)))
+        sizes = tuple(params.level_sizes)
         codes, model = rid(n_items, sizes, seed=seed), {"method": method, "level_sizes": sizes}
     else:
         if index_file is None or not Path(index_file).exists():

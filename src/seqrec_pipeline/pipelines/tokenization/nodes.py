@@ -9,7 +9,8 @@ import numpy as np
 import polars as pl
 
 from seqrec_pipeline.dataset_spec import resolve_dataset
-from seqrec_pipeline.models.tokenizers.build import build_sid
+from seqrec_pipeline.models.tokenizers.build import PARAMS, build_sid
+from seqrec_pipeline.params import GivenParams, validate
 from seqrec_pipeline.vocab import TokenVocab
 
 log = logging.getLogger(__name__)
@@ -23,15 +24,17 @@ def _log_epoch(epoch: int, metrics: dict) -> None:
 def tokenize(item_embeddings: np.ndarray, items: pl.DataFrame, behaviors: pl.DataFrame, tokenizer: str,
              tokenizers: dict, seed: int, dataset: str, datasets: dict):
     spec = resolve_dataset(dataset, datasets)
-    params = dict((tokenizers or {}).get(tokenizer) or {})
-    index_file = spec.raw_dir / params.pop("file", f"{spec.prefix or spec.name}.index.json")
+    raw = dict((tokenizers or {}).get(tokenizer) or {})
+    params = validate(PARAMS[tokenizer], raw, prefix=f"tokenizers.{tokenizer}.") if tokenizer in PARAMS else raw
+    given_file = params.file if isinstance(params, GivenParams) else None
+    index_file = spec.raw_dir / (given_file or f"{spec.prefix or spec.name}.index.json")
     sid = build_sid(tokenizer, item_embeddings, items["item_id"].to_list(), params, seed, index_file, _log_epoch)
     table = pl.DataFrame({"item_idx": items["item_idx"]}).with_columns(
         [pl.Series(f"c{level}", sid.codes[:, level], dtype=pl.Int32) for level in range(sid.codes.shape[1])]
     )
     names = behaviors.sort("behavior_idx")["behavior"].to_list()
     vocab = TokenVocab(tuple(names), sid.level_sizes, use_behavior_token=len(names) > 1)
-    stats = sid.stats | {"tokenizer_params": params, "vocab_size": vocab.size}
+    stats = sid.stats | {"tokenizer_params": {k: v for k, v in raw.items() if k != "file"}, "vocab_size": vocab.size}
     log.info(
         "%s: %d items, %d levels %s, unique before resolution %.4f, largest group %d, disambiguation codes %d",
         tokenizer, len(table), len(sid.level_sizes), list(sid.level_sizes), stats["unique_ratio"],
