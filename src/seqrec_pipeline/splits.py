@@ -3,7 +3,7 @@ evaluation sets.  Nothing else in the project reads the stored split points.
 
 ``preprocess`` stores, per user of ``sequences``, positions into the user's time-ordered event list:
 ``<protocol>_valid`` and ``<protocol>_test`` (-1 = the user is outside that protocol).  The rules, written
-once here (``docs/design.md#splits``):
+once here (``docs/design.md#sessions-and-splits``):
 
 - **protocol users**: ``test >= 0``.  ``last_event`` needs 3 events (valid = n-2, test = n-1);
   ``last_session`` needs ``min_sessions`` sessions (valid / test = first position of the second-to-last /
