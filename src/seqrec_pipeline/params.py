@@ -91,7 +91,7 @@ class TrainParams(Strict):
     weight_decay: float = Field(ge=0)
     warmup_ratio: float = Field(ge=0, le=1)
     patience: int = Field(ge=1)
-    select_metric: Literal["ndcg@10", "loss"]
+    select_metric: Literal["ndcg@10", "explore_ndcg@10", "loss"]
     sample_mode: Literal["auto", "windows", "user", "event"]
     augment_mode: Literal["static", "per_epoch"]
     resume: Literal["auto"] | bool

@@ -58,23 +58,41 @@ def next_behavior_accuracy(model, data: EvalSet, codes: np.ndarray, vocab: Token
     return behavior_accuracy(result.predicted_behavior.numpy(), data.behavior_mask(len(vocab.behaviors)))
 
 
+def explore_list(data: EvalSet, ranking: Ranking, k: int) -> np.ndarray:
+    """The top ``k`` of each ranked list once the user's history items are taken out (what the model adds to
+    the repeat / explore mixture)."""
+    keep = (ranking.items >= 0) & ~data.in_past(ranking.items)
+    order = np.argsort(~keep, axis=1, kind="stable")  # kept items first, in rank order
+    items = np.where(np.take_along_axis(keep, order, 1), np.take_along_axis(ranking.items, order, 1), -1)
+    return items[:, :k]
+
+
 def validation_ndcg(sequences: pl.DataFrame, codes: np.ndarray, vocab: TokenVocab, behavior_levels: np.ndarray,
-                    target_behavior: int, protocol: str, max_history: int, beam_size: int, k: int = 10):
-    """Early-stopping metric: NDCG@k of the target behavior on the validation window."""
+                    target_behavior: int, protocol: str, max_history: int, beam_size: int, k: int = 10,
+                    explore: bool = False):
+    """Early-stopping metric on the validation window: NDCG@k of the target behavior's lists, or with
+    ``explore`` the model's explore quality: NDCG@k of every behavior's list without history items against
+    the explore targets (the model's part in the repeat / explore mixture)."""
     data = eval_set(sequences, protocol, "valid", max_history,
-                    behaviors=[target_behavior] if vocab.use_behavior_token else None)
+                    behaviors=[target_behavior] if vocab.use_behavior_token and not explore else None)
+    rows = np.array([not all(r) for r in data.repeat], dtype=bool) if explore else np.ones(data.n_samples, bool)
+    targets = [[t for t, r in zip(ts, rs) if not (explore and r)] for ts, rs in zip(data.targets, data.repeat)]
+    targets = [t for t, keep in zip(targets, rows) if keep]
 
     def metric(model, epoch: int) -> float:
-        if not len(data.targets):
+        if not targets:
             return 0.0
-        ranking = rank_generative(model, data, codes, vocab, behavior_levels, beam_size=beam_size, top_k=k)
-        return metrics_by_behavior(ranking.items, data.targets, data.sample_behavior, ks=(k,))["merged"][f"ndcg@{k}"]
+        width = beam_size if explore else k
+        ranking = rank_generative(model, data, codes, vocab, behavior_levels, beam_size=beam_size, top_k=width)
+        items = explore_list(data, ranking, k) if explore else ranking.items
+        return metrics_by_behavior(items[rows], targets, data.sample_behavior[rows], ks=(k,))["merged"][f"ndcg@{k}"]
 
     return metric
 
 
-def validation_ndcg_for_job(context, *, target_behavior: int, protocol: str, max_history: int, beam_size: int):
+def validation_ndcg_for_job(context, *, target_behavior: int, protocol: str, max_history: int, beam_size: int,
+                            explore: bool = False):
     """The same metric inside a launched training job (``training.launch`` factory hook)."""
     levels = context.behaviors.sort("behavior_idx")["level"].to_numpy().astype(np.int64)
     return validation_ndcg(context.sequences, context.codes, context.vocab, levels, target_behavior, protocol,
-                           max_history, beam_size)
+                           max_history, beam_size, explore=explore)

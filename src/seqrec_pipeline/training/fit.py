@@ -132,13 +132,14 @@ def _train(sequences, behaviors, codes, vocab, settings: TrainingSettings, outpu
     select_ndcg = train_params.select_metric != "loss"
     table = BehaviorTable.from_table(behaviors)
     metric_kwargs = {"target_behavior": table.target, "protocol": settings.protocol,
+                     "explore": train_params.select_metric == "explore_ndcg@10",
                      "max_history": settings.max_history, "beam_size": settings.beam_size}
     config = TrainConfig(
         output_dir=str(output_dir), epochs=train_params.epochs, lr=train_params.lr,
         weight_decay=train_params.weight_decay, warmup_ratio=train_params.warmup_ratio,
         micro_batch_size=train_params.batch_size, patience=train_params.patience, seed=seed,
         log_every=train_params.log_every, deepspeed_config=train_params.deepspeed_config, resume=resume,
-        metric_name="valid/ndcg@10" if select_ndcg else None,
+        metric_name=f"valid/{train_params.select_metric}" if select_ndcg else None,
     )
     samples = {"protocol": settings.protocol, "mode": train_params.sample_mode, "max_history": settings.max_history,
                "augment": settings.augment, "augment_mode": train_params.augment_mode, "seed": seed,
