@@ -132,6 +132,7 @@ class RecParams(Strict):
     weight_decay: float = Field(ge=0)
     patience: int = Field(ge=1)
     min_epochs: int = Field(ge=0)
+    select_metric: Literal["ndcg@10", "explore_ndcg@10"]
     device: str | None
     progress: bool
     models: dict[Literal[DISCRIMINATIVE_MODELS], dict[str, Any]]  # type: ignore[valid-type]

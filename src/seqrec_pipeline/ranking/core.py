@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from seqrec_pipeline.splits import EvalSet
+
 
 @dataclass
 class Ranking:
@@ -42,3 +44,29 @@ def top_k_of_scores(scores: np.ndarray, k: int) -> np.ndarray:
     order = np.take_along_axis(scores, part, 1).argsort(axis=1, kind="stable")[:, ::-1]
     top = np.take_along_axis(part, order, 1)
     return np.where(np.take_along_axis(scores, top, 1) > 0, top, -1)
+
+
+def explore_list(data: EvalSet, ranking: Ranking, k: int) -> np.ndarray:
+    """The top ``k`` of each ranked list once the user's history items are taken out (what a model adds to the
+    repeat / explore mixture)."""
+    keep = (ranking.items >= 0) & ~data.in_past(ranking.items)
+    order = np.argsort(~keep, axis=1, kind="stable")  # kept items first, in rank order
+    items = np.where(np.take_along_axis(keep, order, 1), np.take_along_axis(ranking.items, order, 1), -1)
+    return items[:, :k]
+
+
+def selection_scores(data: EvalSet, ranking: Ranking, k: int, explore: bool) -> dict[str, float]:
+    """Model-selection metrics on a validation set: NDCG@k / HR@k of the ranked lists, or with ``explore`` of
+    the lists without history items against the explore targets (samples without one are left out)."""
+    from .metrics import metrics_by_behavior
+
+    items, targets, rows = ranking.items[:, :k], data.targets, np.arange(data.n_samples)
+    if explore:
+        items = explore_list(data, ranking, k)
+        targets = [[t for t, r in zip(ts, rs) if not r] for ts, rs in zip(data.targets, data.repeat)]
+        rows = np.array([i for i, t in enumerate(targets) if t], dtype=np.int64)
+        targets = [targets[i] for i in rows]
+    if len(rows) == 0:
+        return {f"ndcg@{k}": 0.0, f"hit@{k}": 0.0}
+    merged = metrics_by_behavior(items[rows], targets, data.sample_behavior[rows], ks=(k,))["merged"]
+    return {f"ndcg@{k}": merged[f"ndcg@{k}"], f"hit@{k}": merged[f"hit@{k}"]}

@@ -11,8 +11,7 @@ import torch
 from seqrec_pipeline.models.discriminative import SequentialRecommender, topk_items
 from seqrec_pipeline.splits import EvalSet, eval_set
 
-from .core import Ranking
-from .metrics import metrics_by_behavior
+from .core import Ranking, selection_scores
 
 
 def right_aligned(flat_items: np.ndarray, flat_behaviors: np.ndarray, start: np.ndarray, end: np.ndarray,
@@ -63,17 +62,17 @@ def rank_discriminative(model: SequentialRecommender, data: EvalSet, top_k: int,
 
 
 def validation_metric(sequences: pl.DataFrame, protocol: str, max_history: int, target_behavior: int,
-                      k: int = 10, batch_size: int = 256) -> Callable[[SequentialRecommender], dict]:
-    """NDCG@k / HR@k of the target behavior on the validation window."""
-    data = eval_set(sequences, protocol, "valid", max_history, behaviors=[target_behavior])
+                      k: int = 10, batch_size: int = 256, explore: bool = False,
+                      candidates: int = 50) -> Callable[[SequentialRecommender], dict]:
+    """NDCG@k / HR@k of the target behavior on the validation window, or with ``explore`` of every behavior's
+    list without history items against the explore targets (``core.selection_scores``)."""
+    data = eval_set(sequences, protocol, "valid", max_history, behaviors=None if explore else [target_behavior])
+    prefix = "valid/explore_" if explore else "valid/"
 
     def metric(model: SequentialRecommender) -> dict:
-        if not len(data.targets):
-            return {f"valid/ndcg@{k}": 0.0, f"valid/hit@{k}": 0.0}
-        items = rank_discriminative(model, data, k, batch_size, max_history).items
-        merged = metrics_by_behavior(items, data.targets, data.sample_behavior, ks=(k,))["merged"]
-        return {f"valid/ndcg@{k}": merged[f"ndcg@{k}"], f"valid/hit@{k}": merged[f"hit@{k}"]}
+        if not data.n_samples:
+            return {f"{prefix}ndcg@{k}": 0.0, f"{prefix}hit@{k}": 0.0}
+        ranking = rank_discriminative(model, data, max(candidates, k) if explore else k, batch_size, max_history)
+        return {prefix + name: value for name, value in selection_scores(data, ranking, k, explore).items()}
 
     return metric
-
-

@@ -10,8 +10,8 @@ from seqrec_pipeline.decoding import PrefixIndex, beam_search, build_prompts
 from seqrec_pipeline.splits import EvalSet, eval_set
 from seqrec_pipeline.vocab import TokenVocab
 
-from .core import Ranking
-from .metrics import behavior_accuracy, metrics_by_behavior
+from .core import Ranking, selection_scores
+from .metrics import behavior_accuracy
 
 
 def prepare_model(model: torch.nn.Module, device: str | None) -> torch.nn.Module:
@@ -58,15 +58,6 @@ def next_behavior_accuracy(model, data: EvalSet, codes: np.ndarray, vocab: Token
     return behavior_accuracy(result.predicted_behavior.numpy(), data.behavior_mask(len(vocab.behaviors)))
 
 
-def explore_list(data: EvalSet, ranking: Ranking, k: int) -> np.ndarray:
-    """The top ``k`` of each ranked list once the user's history items are taken out (what the model adds to
-    the repeat / explore mixture)."""
-    keep = (ranking.items >= 0) & ~data.in_past(ranking.items)
-    order = np.argsort(~keep, axis=1, kind="stable")  # kept items first, in rank order
-    items = np.where(np.take_along_axis(keep, order, 1), np.take_along_axis(ranking.items, order, 1), -1)
-    return items[:, :k]
-
-
 def validation_ndcg(sequences: pl.DataFrame, codes: np.ndarray, vocab: TokenVocab, behavior_levels: np.ndarray,
                     target_behavior: int, protocol: str, max_history: int, beam_size: int, k: int = 10,
                     explore: bool = False):
@@ -75,17 +66,13 @@ def validation_ndcg(sequences: pl.DataFrame, codes: np.ndarray, vocab: TokenVoca
     the explore targets (the model's part in the repeat / explore mixture)."""
     data = eval_set(sequences, protocol, "valid", max_history,
                     behaviors=[target_behavior] if vocab.use_behavior_token and not explore else None)
-    rows = np.array([not all(r) for r in data.repeat], dtype=bool) if explore else np.ones(data.n_samples, bool)
-    targets = [[t for t, r in zip(ts, rs) if not (explore and r)] for ts, rs in zip(data.targets, data.repeat)]
-    targets = [t for t, keep in zip(targets, rows) if keep]
 
     def metric(model, epoch: int) -> float:
-        if not targets:
+        if not data.n_samples:
             return 0.0
-        width = beam_size if explore else k
-        ranking = rank_generative(model, data, codes, vocab, behavior_levels, beam_size=beam_size, top_k=width)
-        items = explore_list(data, ranking, k) if explore else ranking.items
-        return metrics_by_behavior(items[rows], targets, data.sample_behavior[rows], ks=(k,))["merged"][f"ndcg@{k}"]
+        ranking = rank_generative(model, data, codes, vocab, behavior_levels, beam_size=beam_size,
+                                  top_k=beam_size if explore else k)
+        return selection_scores(data, ranking, k, explore)[f"ndcg@{k}"]
 
     return metric
 

@@ -208,10 +208,12 @@ def train_recommender(sequences: pl.DataFrame, n_items: int, behaviors: pl.DataF
         samples = training_samples(sequences, protocol, max_history, users)
     log.info("smb_rec %s (%s): %d training samples (%s), %d parameters", model, protocol, len(samples),
              rec.sample_mode, sum(p.numel() for p in net.parameters()))
-    validate = validation_metric(sequences, protocol, max_history, table.target, batch_size=rec.batch_size)
+    explore = rec.select_metric == "explore_ndcg@10"
+    validate = validation_metric(sequences, protocol, max_history, table.target, batch_size=rec.batch_size,
+                                 explore=explore)
     summary = fit_discriminative(
         net, samples, validate, epochs=rec.epochs, batch_size=rec.batch_size, lr=rec.lr,
         weight_decay=rec.weight_decay, patience=rec.patience, min_epochs=rec.min_epochs, seed=seed,
-        device=rec.device, on_epoch=on_epoch, progress=rec.progress,
+        device=rec.device, on_epoch=on_epoch, progress=rec.progress, select_metric=f"valid/{rec.select_metric}",
     )
     return net, summary
