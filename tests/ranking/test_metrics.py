@@ -118,3 +118,18 @@ def test_repeat_and_explore_parts_by_hand():
     assert none["explore"] == {"merged": None, "by_behavior": {}, "n_samples": {"merged": 0}}
     share = history_share(np.array([[True, False, False], [True, True, False]]), np.array([[1, 2, -1], [3, 4, 5]]), 3)
     assert share.tolist() == [0.5, 2 / 3]  # empty slots do not count
+
+
+def test_selection_on_explore_targets_ignores_history_items():
+    from seqrec_pipeline.ranking import Ranking
+    from seqrec_pipeline.ranking.core import explore_list, selection_scores
+    from seqrec_pipeline.splits import eval_set
+    from tests.test_splits import sequences
+
+    data = eval_set(sequences(), "last_session", "test", 50)  # user 0: past items 10 11 12 14; targets 16 | 10
+    ranking = Ranking(np.array([[10, 16, 11, 30], [14, 99, 10, 31], [40, 41, 42, 43]]))
+    assert explore_list(data, ranking, 2).tolist() == [[16, 30], [99, 31], [42, 43]]  # user 3's past: 40 41
+    # explore targets: 16 (sample 0); sample 1's only target (10) repeats, sample 2's (40) too: left out
+    assert selection_scores(data, ranking, 2, explore=True) == {"ndcg@2": 1.0, "hit@2": 1.0}
+    plain = selection_scores(data, ranking, 2, explore=False)
+    assert plain["hit@2"] == 2 / 3 and abs(plain["ndcg@2"] - (1 / np.log2(3) + 1) / 3) < 1e-12
