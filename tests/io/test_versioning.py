@@ -1,0 +1,40 @@
+"""A versioned dataset saved in a run loads that run's version afterwards, even when an overlapping run of the
+same pipeline saved a newer version in between (Kedro alone would load the newest one on disk)."""
+
+import numpy as np
+import polars as pl
+import pytest
+from kedro.io.core import DatasetError, Version
+
+from seqrec_pipeline.io.numpy import NumpyDataset
+from seqrec_pipeline.io.parquet import PolarsParquetDataset
+
+RUN_A, RUN_B = "2026-01-01T00.00.00.000Z", "2026-01-01T00.00.05.000Z"  # B started later, so B's version is newer
+
+CASES = [
+    (PolarsParquetDataset, "t.parquet", pl.DataFrame({"x": [1]}), pl.DataFrame({"x": [2]}), lambda t: t["x"].to_list()),
+    (NumpyDataset, "a.npy", np.array([1.0]), np.array([2.0]), lambda a: a.tolist()),
+]
+
+
+@pytest.mark.parametrize(("cls", "name", "data_a", "data_b", "value"), CASES)
+def test_each_run_loads_the_version_it_saved(tmp_path, cls, name, data_a, data_b, value):
+    path = str(tmp_path / name)
+    run_a, run_b = cls(filepath=path, version=Version(None, RUN_A)), cls(filepath=path, version=Version(None, RUN_B))
+    run_a.save(data_a)
+    run_b.save(data_b)  # B saves after A, before A's next node loads
+    run_a.release()  # Kedro's cached version is gone (as after a release); the pin is not a cache
+    assert value(run_a.load()) == value(data_a)
+    assert value(run_b.load()) == value(data_b)
+    # a run that did not save it (e.g. an evaluation-only run) still loads the newest version
+    assert value(cls(filepath=path, version=Version(None, None)).load()) == value(data_b)
+
+
+def test_a_failed_save_pins_nothing(tmp_path):
+    path = str(tmp_path / "a.npy")
+    NumpyDataset(filepath=path, version=Version(None, RUN_A)).save(np.array([1.0]))
+    later = NumpyDataset(filepath=path, version=Version(None, RUN_B))
+    with pytest.raises(DatasetError, match="numpy arrays"):
+        later.save([2.0])
+    assert later.load().tolist() == [1.0]  # the newest version on disk, not the one that was never written
+
