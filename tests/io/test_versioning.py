@@ -1,13 +1,18 @@
 """A versioned dataset saved in a run loads that run's version afterwards, even when an overlapping run of the
 same pipeline saved a newer version in between (Kedro alone would load the newest one on disk)."""
 
+import importlib
+
 import numpy as np
 import polars as pl
 import pytest
+import yaml
 from kedro.io.core import DatasetError, Version
 
 from seqrec_pipeline.io.numpy import NumpyDataset
 from seqrec_pipeline.io.parquet import PolarsParquetDataset
+from seqrec_pipeline.io.versioning import RunVersionedDataset
+from tests.conftest import REPO
 
 RUN_A, RUN_B = "2026-01-01T00.00.00.000Z", "2026-01-01T00.00.05.000Z"  # B started later, so B's version is newer
 
@@ -38,3 +43,13 @@ def test_a_failed_save_pins_nothing(tmp_path):
         later.save([2.0])
     assert later.load().tolist() == [1.0]  # the newest version on disk, not the one that was never written
 
+
+def test_every_versioned_dataset_of_the_catalog_pins_its_saved_version():
+    catalog = yaml.safe_load((REPO / "conf" / "base" / "catalog.yml").read_text())
+    versioned = {name: entry["type"] for name, entry in catalog.items()
+                 if isinstance(entry, dict) and entry.get("versioned") and not name.startswith("_")}
+    assert {"events", "sequences", "sid_table", "item_embeddings", "tokenizer_model", "decoder_model",
+            "smb_rec.rec_model"} <= set(versioned)
+    for name, dotted in versioned.items():
+        module, _, attr = dotted.rpartition(".")
+        assert issubclass(getattr(importlib.import_module(module), attr), RunVersionedDataset), name
