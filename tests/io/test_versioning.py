@@ -1,5 +1,5 @@
-"""A versioned dataset saved in a run loads that run's version afterwards, even when an overlapping run of the
-same pipeline saved a newer version in between (Kedro alone would load the newest one on disk)."""
+"""A dataset saved in a run loads what that run saved afterwards, even when an overlapping run of the same
+pipeline saved it again in between (Kedro alone would load the newest version on disk, or the shared file)."""
 
 import importlib
 
@@ -9,6 +9,7 @@ import pytest
 import yaml
 from kedro.io.core import DatasetError, Version
 
+from seqrec_pipeline.io.json_file import JSONDataset
 from seqrec_pipeline.io.numpy import NumpyDataset
 from seqrec_pipeline.io.parquet import PolarsParquetDataset
 from seqrec_pipeline.io.versioning import RunVersionedDataset
@@ -53,3 +54,18 @@ def test_every_versioned_dataset_of_the_catalog_pins_its_saved_version():
     for name, dotted in versioned.items():
         module, _, attr = dotted.rpartition(".")
         assert issubclass(getattr(importlib.import_module(module), attr), RunVersionedDataset), name
+    inner = {name: entry["dataset"] if isinstance(entry.get("dataset"), dict) else entry
+             for name, entry in catalog.items() if isinstance(entry, dict)}
+    json_files = {name: entry["type"] for name, entry in inner.items() if "JSONDataset" in entry.get("type", "")}
+    assert {"sid_vocab", "train.training_settings", "{pipeline}.metrics"} <= set(json_files)
+    assert set(json_files.values()) == {"seqrec_pipeline.io.json_file.JSONDataset"}
+
+
+def test_a_saved_json_file_loads_what_its_run_saved(tmp_path):
+    path = str(tmp_path / "settings.json")
+    run_a, run_b = JSONDataset(filepath=path, save_args={"indent": 2}), JSONDataset(filepath=path)
+    run_a.save({"seed": 1, "levels": (4, 3)})
+    run_b.save({"seed": 2})  # the file is shared: B overwrites it before A's next node reads it
+    assert run_a.load() == {"seed": 1, "levels": [4, 3]}  # what reading A's file back would give
+    assert run_b.load() == {"seed": 2} and JSONDataset(filepath=path).load() == {"seed": 2}
+    assert [p.name for p in tmp_path.iterdir()] == ["settings.json"]  # written atomically, no leftovers
