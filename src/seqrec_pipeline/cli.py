@@ -10,11 +10,26 @@ from kedro.framework.cli.project import run as _kedro_run
 from seqrec_pipeline.errors import find_input_error
 
 
+def end_mlflow_runs(status: str) -> None:
+    """End the MLflow runs this process left open with ``status`` (``KILLED``, ``FAILED``).
+
+    Kedro calls ``on_pipeline_error`` (where kedro-mlflow ends the run as FAILED) for exceptions only, not
+    for a KeyboardInterrupt; a run still open at exit is ended as FINISHED by MLflow's exit handler.
+    """
+    mlflow = sys.modules.get("mlflow")  # not imported: no run was started
+    while mlflow is not None and mlflow.active_run() is not None:
+        mlflow.end_run(status)
+
+
 class _FriendlyCommand(click.Command):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except KeyboardInterrupt:
+            end_mlflow_runs("KILLED")
+            raise
         except Exception as exc:  # re-raised unless it is a user-input error
+            end_mlflow_runs("FAILED")
             err = find_input_error(exc)
             if err is None:
                 raise

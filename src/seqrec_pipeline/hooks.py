@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -43,6 +45,18 @@ def pipeline_name_of(run_params: dict[str, Any]) -> str:
     if isinstance(name, (list, tuple)):
         name = "+".join(name) or "__default__"
     return str(name)
+
+
+class TrackingStoreLock:
+    """kedro-mlflow creates the tracking store and the experiment when the Kedro context is created.  Two
+    runs starting together on a new store race there (sqlite migrations, experiment creation) and one fails
+    with a traceback; this wrapper holds an OS file lock of the project around that step."""
+
+    @hook_impl(hookwrapper=True)
+    def after_context_created(self, context):
+        with open(Path(context.project_path) / ".mlflow.lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file is closed, or the process ends
+            yield
 
 
 class ParameterHooks:

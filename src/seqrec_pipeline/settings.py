@@ -2,9 +2,9 @@
 
 from kedro.config import OmegaConfigLoader
 
-from seqrec_pipeline.hooks import ParameterHooks, TrackingHooks
+from seqrec_pipeline.hooks import ParameterHooks, TrackingHooks, TrackingStoreLock
 
-HOOKS = (ParameterHooks(), TrackingHooks())
+HOOKS = (TrackingStoreLock(), ParameterHooks(), TrackingHooks())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

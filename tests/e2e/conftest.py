@@ -40,9 +40,18 @@ class Project:
     def __init__(self, path: Path):
         self.path = path
 
+    @staticmethod
+    def _env() -> dict[str, str]:
+        return dict(os.environ, OMP_NUM_THREADS="1", KEDRO_DISABLE_TELEMETRY="true", DO_NOT_TRACK="1", COLUMNS="200")
+
     def run(self, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-        env = dict(os.environ, OMP_NUM_THREADS="1", KEDRO_DISABLE_TELEMETRY="true", DO_NOT_TRACK="1", COLUMNS="200")
-        return subprocess.run([KEDRO, *args], cwd=self.path, capture_output=True, text=True, timeout=timeout, env=env)
+        return subprocess.run([KEDRO, *args], cwd=self.path, capture_output=True, text=True, timeout=timeout,
+                              env=self._env())
+
+    def start(self, *args: str) -> subprocess.Popen:
+        """A `kedro` command running in the background (communicate() for its output)."""
+        return subprocess.Popen([KEDRO, *args], cwd=self.path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, env=self._env())
 
     def latest(self, layer_path: str) -> Path:
         """The newest version of a versioned dataset file."""
@@ -57,6 +66,10 @@ class Project:
 
 @pytest.fixture
 def project(tmp_path, shared_data) -> Project:
+    return make_project(tmp_path, shared_data)
+
+
+def make_project(tmp_path: Path, shared_data: Path) -> Project:
     root = tmp_path / "proj"
     root.mkdir()
     for name in ("pyproject.toml", ".telemetry"):

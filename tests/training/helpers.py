@@ -66,3 +66,13 @@ def pattern_sequences(n_users: int = 32, seed: int = 0) -> pl.DataFrame:
               "n_sessions": pl.Int32, "last_event_valid": pl.Int32, "last_event_test": pl.Int32,
               "last_session_valid": pl.Int32, "last_session_test": pl.Int32}  # fmt: skip
     return pl.DataFrame(rows, schema=schema)
+
+
+class Marker:
+    """A crafted pickle payload: unpickling it (``__reduce__``) creates the file ``path``."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))

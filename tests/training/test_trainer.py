@@ -9,11 +9,12 @@ import pytest
 import torch
 
 from seqrec_pipeline.data.samples import make_datasets
+from seqrec_pipeline.errors import InputError
 from seqrec_pipeline.models.generative import load_model
 from seqrec_pipeline.training import TrainConfig, load_deepspeed_config, train, warmup_cosine
 from seqrec_pipeline.training.trainer import parameter_groups, resolve_deepspeed_config
 
-from .helpers import BEHAVIORS, CODES, CPU_CONFIG, REPO, VOCAB, tiny_model
+from .helpers import BEHAVIORS, CODES, CPU_CONFIG, REPO, VOCAB, Marker, tiny_model
 
 
 def datasets(sequences, *, encoder_decoder=False, **kwargs):
@@ -193,3 +194,31 @@ def test_on_epoch_can_stop_a_run_gracefully(sequences, tmp_path):
     result = train(tiny_model("qwen3"), train_data, valid_data,
                    config(tmp_path, epochs=3, micro_batch_size=32, resume=True))  # fmt: skip
     assert not result["interrupted"] and result["epochs_run"] == 3 and len(result["history"]) == 3
+
+
+@pytest.mark.parametrize(("base", "ds_changes"), [
+    ("cpu.json", {"zero_optimization": {"stage": 1}}),
+    ("cpu.json", {"zero_optimization": {"stage": 2}, "bf16": {"enabled": True}}),
+    ("gpu.json", {"train_micro_batch_size_per_gpu": 8}),  # ZeRO-1 with bf16
+], ids=["zero1", "zero2-bf16", "gpu-config"])
+def test_zero_optimizer_checkpoints_resume_with_weights_only_loading(sequences, tmp_path, base, ds_changes):
+    """ZeRO optimizer states pickle a few DeepSpeed classes (loss scaler, stage, slices): allowed, and nothing else."""
+    train_data, valid_data = datasets(sequences)
+    ds = load_deepspeed_config(REPO / "conf" / "base" / "deepspeed" / base) | ds_changes
+    train(tiny_model("qwen3"), train_data, valid_data, config(tmp_path, epochs=1, deepspeed_config=ds))
+    assert list((tmp_path / "run" / "last").glob("*zero_pp_rank_0_mp_rank_00_optim_states.pt"))
+    result = train(tiny_model("qwen3"), train_data, valid_data,
+                   config(tmp_path, epochs=2, deepspeed_config=ds, resume=True))  # fmt: skip
+    assert result["epochs_run"] == 2 and len(result["history"]) == 2
+
+
+@pytest.mark.parametrize("crafted", ["rng_state_0.pt", "mp_rank_00_model_states.pt"])
+def test_resume_refuses_a_checkpoint_file_that_would_run_code(sequences, tmp_path, crafted):
+    train_data, valid_data = datasets(sequences)
+    train(tiny_model("qwen3"), train_data, valid_data, config(tmp_path, epochs=1))
+    marker = tmp_path / "marker"
+    torch.save({"state": Marker(marker)}, tmp_path / "run" / "last" / crafted)
+    with pytest.raises(InputError, match=f"refusing to resume from .*last: {crafted} holds more than tensors and "
+                                         "plain data \\(it asks to run io.open\\)"):
+        train(tiny_model("qwen3"), train_data, valid_data, config(tmp_path, epochs=2, resume=True))
+    assert not marker.exists()

@@ -7,10 +7,12 @@ import shutil
 from pathlib import PurePosixPath
 from typing import Any
 
-from kedro.io.core import AbstractVersionedDataset, DatasetError, Version, get_filepath_str
+from kedro.io.core import DatasetError, Version, get_filepath_str
+
+from seqrec_pipeline.io.versioning import RunVersionedDataset
 
 
-class HFModelDataset(AbstractVersionedDataset[Any, Any]):
+class HFModelDataset(RunVersionedDataset[Any, Any]):
     """Saves with ``save_pretrained`` into a temporary folder renamed into place (atomic);
     loads with the project's ``load_model`` (dispatch on the config's model_type)."""
 

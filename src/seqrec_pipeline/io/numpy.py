@@ -7,10 +7,12 @@ from pathlib import PurePosixPath
 from typing import Any
 
 import numpy as np
-from kedro.io.core import AbstractVersionedDataset, DatasetError, Version, get_filepath_str
+from kedro.io.core import DatasetError, Version, get_filepath_str
+
+from seqrec_pipeline.io.versioning import RunVersionedDataset
 
 
-class NumpyDataset(AbstractVersionedDataset[np.ndarray, np.ndarray]):
+class NumpyDataset(RunVersionedDataset[np.ndarray, np.ndarray]):
     def __init__(self, filepath: str, version: Version | None = None, metadata: dict[str, Any] | None = None):
         super().__init__(filepath=PurePosixPath(filepath), version=version, exists_function=os.path.exists)
         self.metadata = metadata

@@ -7,10 +7,12 @@ from pathlib import PurePosixPath
 from typing import Any
 
 import polars as pl
-from kedro.io.core import AbstractVersionedDataset, DatasetError, Version, get_filepath_str
+from kedro.io.core import DatasetError, Version, get_filepath_str
+
+from seqrec_pipeline.io.versioning import RunVersionedDataset
 
 
-class PolarsParquetDataset(AbstractVersionedDataset[pl.DataFrame, pl.DataFrame]):
+class PolarsParquetDataset(RunVersionedDataset[pl.DataFrame, pl.DataFrame]):
     """A polars DataFrame as one Parquet file.
 
     Saves go to a temporary file renamed into place, so a crash never leaves a

@@ -11,10 +11,12 @@ import shutil
 from pathlib import PurePosixPath
 from typing import Any
 
-from kedro.io.core import AbstractVersionedDataset, DatasetError, Version, get_filepath_str
+from kedro.io.core import DatasetError, Version, get_filepath_str
+
+from seqrec_pipeline.io.versioning import RunVersionedDataset
 
 
-class RecModelDataset(AbstractVersionedDataset[Any, Any]):
+class RecModelDataset(RunVersionedDataset[Any, Any]):
     """Saves a ``SequentialRecommender`` (its ``config`` and ``state_dict``) atomically; loads it rebuilt with
     ``build_discriminative(**config)``."""
 

@@ -62,14 +62,17 @@ def setup_distributed(quiet: bool = True) -> DistInfo:
 
     Sets, only where absent: ``DS_ACCELERATOR=cpu`` (no CUDA), ``TORCH_EXTENSIONS_DIR``, and the
     single-process rendezvous ``RANK=0 LOCAL_RANK=0 WORLD_SIZE=1 MASTER_ADDR=127.0.0.1 MASTER_PORT=<free>``.
+    A process that no launcher started listens on the loopback interface only
+    (:func:`_loopback_process_group`); launched ranks use the launcher's ``env://`` rendezvous.
     """
     cuda = torch.cuda.is_available()
     if not cuda:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")  # read when deepspeed is first imported
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", default_extensions_dir())
+    single = not any(name in os.environ for name in RENDEZVOUS_VARS)  # no launcher started this process
     for name, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}.items():
         os.environ.setdefault(name, value)
-    if "MASTER_PORT" not in os.environ:
+    if "MASTER_PORT" not in os.environ and not single:
         os.environ["MASTER_PORT"] = str(free_port())
 
     import deepspeed  # late: the environment above must be in place first
@@ -79,6 +82,9 @@ def setup_distributed(quiet: bool = True) -> DistInfo:
         deepspeed.utils.logger.setLevel(logging.WARNING)
     backend = "nccl" if cuda else "gloo"
     if not torch.distributed.is_initialized():
+        if single:
+            _loopback_process_group(backend)
+        # on an initialised group DeepSpeed only wraps it
         deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, verbose=not quiet)
     local_rank = int(os.environ["LOCAL_RANK"])
     if cuda:
@@ -93,6 +99,24 @@ def setup_distributed(quiet: bool = True) -> DistInfo:
         device=device,
         backend=torch.distributed.get_backend(),
     )
+
+
+def _loopback_process_group(backend: str) -> None:
+    """The one-process group, with its c10d store listening on 127.0.0.1 only.
+
+    ``init_process_group`` with ``env://`` makes rank 0's TCPStore listen on every interface, whatever
+    ``MASTER_ADDR`` says; here the store gets a socket already bound to 127.0.0.1 (``MASTER_PORT`` if set,
+    else a free port; binding it here also closes the race of picking a port and binding it later).  gloo's own
+    listening socket goes to the loopback interface as well (``GLOO_SOCKET_IFNAME``, unless set).
+    """
+    if "lo" in {name for _, name in socket.if_nameindex()}:
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    listener = socket.create_server(("127.0.0.1", int(os.environ.get("MASTER_PORT", 0))))
+    port = listener.getsockname()[1]
+    os.environ["MASTER_PORT"] = str(port)
+    store = torch.distributed.TCPStore("127.0.0.1", port, world_size=1, is_master=True, wait_for_workers=False,
+                                       master_listen_fd=listener.detach())  # the store owns the socket now
+    torch.distributed.init_process_group(backend, store=store, rank=0, world_size=1)
 
 
 def barrier() -> None:

@@ -37,7 +37,9 @@
   history, sampler state) plus per-rank RNG states.  ``TrainConfig(resume=True)`` continues from it and
   reproduces the uninterrupted run exactly (data order and augmentation draws depend only on
   (seed, epoch)).  The checkpoint is written to ``last.tmp`` and swapped in, so a crash while saving leaves
-  the previous one intact.
+  the previous one intact.  Resuming reads every file with ``weights_only=True`` (tensors, plain data and
+  the few DeepSpeed classes of ZeRO optimizer states; the RNG states are stored as tensors and plain
+  values): a checkpoint file that would run code when unpickled is refused with an ``InputError``.
 
 Callbacks run on rank 0 only.  ZeRO stage 3 is not supported (evaluation and ``save_pretrained`` assume
 whole parameters on every rank).  With ``bf16`` the engine holds the model in bf16, so ``best/`` is saved
@@ -50,10 +52,13 @@ import dataclasses
 import json
 import logging
 import math
+import pickle
 import random
+import re
 import shutil
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,6 +69,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from seqrec_pipeline.data.samples import IGNORE_INDEX, EpochSampler, SampleDataset, identity_collate
+from seqrec_pipeline.errors import InputError
 
 from .distributed import DistInfo, all_reduce_sum, barrier, broadcast_from_main, setup_distributed
 
@@ -218,15 +224,27 @@ def seed_everything(seed: int) -> None:
 
 
 def rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """The random states as tensors and plain Python values only, so they load with ``weights_only=True``."""
+    numpy_state = np.random.get_state(legacy=False)
+    state = {
+        "python": random.getstate(),  # (version, tuple of ints, gauss or None)
+        "numpy": {"bit_generator": numpy_state["bit_generator"], "pos": int(numpy_state["state"]["pos"]),
+                  "key": torch.from_numpy(numpy_state["state"]["key"].astype(np.int64)),
+                  "has_gauss": int(numpy_state["has_gauss"]), "gauss": float(numpy_state["gauss"])},
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    saved = state["numpy"]
+    np.random.set_state({"bit_generator": saved["bit_generator"], "has_gauss": saved["has_gauss"],
+                         "gauss": saved["gauss"],
+                         "state": {"key": saved["key"].numpy().astype(np.uint32), "pos": saved["pos"]}})
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -302,8 +320,46 @@ def save_last(
     barrier()
 
 
+def _deepspeed_safe_globals() -> list[Any]:
+    """The classes DeepSpeed pickles into its checkpoint files besides tensors and plain containers (ZeRO
+    optimizer states: loss scaler, stage, parameter slices).  Unpickling them only sets attributes."""
+    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    return [LossScaler, DynamicLossScaler, ZeroStageEnum, fragment_address]
+
+
+def safe_load(path: str | Path, map_location: Any = None) -> Any:
+    """``torch.load`` of a checkpoint file that can only rebuild tensors, plain data and the allowed
+    DeepSpeed classes; anything else (a pickle that would run code) is refused with an ``InputError``."""
+    try:
+        with torch.serialization.safe_globals(_deepspeed_safe_globals()):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        what = f"it asks to run {found.group(1)}" if found else "it is not a plain tensor checkpoint"
+        folder = Path(path).parent
+        raise InputError(f"refusing to resume from {folder}: {Path(path).name} holds more than tensors and plain "
+                         f"data ({what}), so loading it could execute code; this trainer did not write it. Delete "
+                         f"{folder} to train this configuration from scratch.") from None
+
+
+@contextmanager
+def _safe_checkpoint_loads(engine: Any):
+    """DeepSpeed reads every checkpoint file through ``engine.checkpoint_engine.load``; route it to
+    :func:`safe_load` while the checkpoint is loaded."""
+    checkpoint_engine = engine.checkpoint_engine
+    checkpoint_engine.load = safe_load  # an instance attribute shadows the class's method
+    try:
+        yield
+    finally:
+        del checkpoint_engine.load
+
+
 def load_last(engine: Any, output_dir: Path, sampler: EpochSampler, config: TrainConfig, dist: DistInfo) -> TrainState:
-    path, client_state = engine.load_checkpoint(str(output_dir), tag=LAST)
+    with _safe_checkpoint_loads(engine):
+        path, client_state = engine.load_checkpoint(str(output_dir), tag=LAST)
     if path is None:
         raise RuntimeError(f"could not load the DeepSpeed checkpoint in {output_dir / LAST}")
     saved, current = client_state.get("config", {}), config.to_dict()
@@ -316,7 +372,7 @@ def load_last(engine: Any, output_dir: Path, sampler: EpochSampler, config: Trai
     sampler.load_state_dict(client_state["sampler"])
     rng_file = output_dir / LAST / f"rng_state_{dist.rank}.pt"
     if rng_file.exists():
-        set_rng_state(torch.load(rng_file, weights_only=False))  # our own file
+        set_rng_state(safe_load(rng_file))
     else:
         log.warning("%s missing: random state not restored (dropout masks will differ)", rng_file)
     return TrainState(**client_state["train_state"])

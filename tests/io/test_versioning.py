@@ -1,0 +1,71 @@
+"""A dataset saved in a run loads what that run saved afterwards, even when an overlapping run of the same
+pipeline saved it again in between (Kedro alone would load the newest version on disk, or the shared file)."""
+
+import importlib
+
+import numpy as np
+import polars as pl
+import pytest
+import yaml
+from kedro.io.core import DatasetError, Version
+
+from seqrec_pipeline.io.json_file import JSONDataset
+from seqrec_pipeline.io.numpy import NumpyDataset
+from seqrec_pipeline.io.parquet import PolarsParquetDataset
+from seqrec_pipeline.io.versioning import RunVersionedDataset
+from tests.conftest import REPO
+
+RUN_A, RUN_B = "2026-01-01T00.00.00.000Z", "2026-01-01T00.00.05.000Z"  # B started later, so B's version is newer
+
+CASES = [
+    (PolarsParquetDataset, "t.parquet", pl.DataFrame({"x": [1]}), pl.DataFrame({"x": [2]}), lambda t: t["x"].to_list()),
+    (NumpyDataset, "a.npy", np.array([1.0]), np.array([2.0]), lambda a: a.tolist()),
+]
+
+
+@pytest.mark.parametrize(("cls", "name", "data_a", "data_b", "value"), CASES)
+def test_each_run_loads_the_version_it_saved(tmp_path, cls, name, data_a, data_b, value):
+    path = str(tmp_path / name)
+    run_a, run_b = cls(filepath=path, version=Version(None, RUN_A)), cls(filepath=path, version=Version(None, RUN_B))
+    run_a.save(data_a)
+    run_b.save(data_b)  # B saves after A, before A's next node loads
+    run_a.release()  # Kedro's cached version is gone (as after a release); the pin is not a cache
+    assert value(run_a.load()) == value(data_a)
+    assert value(run_b.load()) == value(data_b)
+    # a run that did not save it (e.g. an evaluation-only run) still loads the newest version
+    assert value(cls(filepath=path, version=Version(None, None)).load()) == value(data_b)
+
+
+def test_a_failed_save_pins_nothing(tmp_path):
+    path = str(tmp_path / "a.npy")
+    NumpyDataset(filepath=path, version=Version(None, RUN_A)).save(np.array([1.0]))
+    later = NumpyDataset(filepath=path, version=Version(None, RUN_B))
+    with pytest.raises(DatasetError, match="numpy arrays"):
+        later.save([2.0])
+    assert later.load().tolist() == [1.0]  # the newest version on disk, not the one that was never written
+
+
+def test_every_versioned_dataset_of_the_catalog_pins_its_saved_version():
+    catalog = yaml.safe_load((REPO / "conf" / "base" / "catalog.yml").read_text())
+    versioned = {name: entry["type"] for name, entry in catalog.items()
+                 if isinstance(entry, dict) and entry.get("versioned") and not name.startswith("_")}
+    assert {"events", "sequences", "sid_table", "item_embeddings", "tokenizer_model", "decoder_model",
+            "smb_rec.rec_model"} <= set(versioned)
+    for name, dotted in versioned.items():
+        module, _, attr = dotted.rpartition(".")
+        assert issubclass(getattr(importlib.import_module(module), attr), RunVersionedDataset), name
+    inner = {name: entry["dataset"] if isinstance(entry.get("dataset"), dict) else entry
+             for name, entry in catalog.items() if isinstance(entry, dict)}
+    json_files = {name: entry["type"] for name, entry in inner.items() if "JSONDataset" in entry.get("type", "")}
+    assert {"sid_vocab", "train.training_settings", "{pipeline}.metrics"} <= set(json_files)
+    assert set(json_files.values()) == {"seqrec_pipeline.io.json_file.JSONDataset"}
+
+
+def test_a_saved_json_file_loads_what_its_run_saved(tmp_path):
+    path = str(tmp_path / "settings.json")
+    run_a, run_b = JSONDataset(filepath=path, save_args={"indent": 2}), JSONDataset(filepath=path)
+    run_a.save({"seed": 1, "levels": (4, 3)})
+    run_b.save({"seed": 2})  # the file is shared: B overwrites it before A's next node reads it
+    assert run_a.load() == {"seed": 1, "levels": [4, 3]}  # what reading A's file back would give
+    assert run_b.load() == {"seed": 2} and JSONDataset(filepath=path).load() == {"seed": 2}
+    assert [p.name for p in tmp_path.iterdir()] == ["settings.json"]  # written atomically, no leftovers
