@@ -110,3 +110,20 @@ def test_behavior_table():
         "level": pl.Series([0, 1, 2], dtype=pl.Int8), "is_target": [False, False, True]}))
     assert table.names == ("cart", "pv", "buy") and table.levels.tolist() == [1, 0, 2] and table.target == 2
     np.testing.assert_array_equal(table.is_target, [False, False, True])
+
+
+def test_repeat_events_follow_the_evaluation_repeat_rule():
+    everyone = training_prefix(sequences(), "last_session", users="all")
+    # user 0 (sessions 0 0 | 1 1 1): item 10 again in session 1 is a repeat; under last_event too
+    # user 1 (20 21 22) and user 2 (30 31): no item twice; user 3 (40): one event
+    assert per_sequence(everyone, everyone.repeats("last_session")) == [
+        [False, False, False, True, False], [False] * 3, [False] * 2, [False]]
+    same_session = training_prefix(pl.DataFrame(
+        {"user_idx": [0], "item": [[1, 1, 2, 1]], "behavior": [[0, 0, 0, 0]], "session": [[0, 0, 1, 1]],
+         "n_events": [4], "last_session_valid": [-1], "last_session_test": [-1], "last_event_valid": [-1],
+         "last_event_test": [-1]},
+        schema_overrides={"item": pl.List(pl.Int32), "behavior": pl.List(pl.Int8), "session": pl.List(pl.Int32)},
+    ), "last_session", users="all")
+    # a second click inside the same session is not a repeat of the session's history; a later session's is
+    assert same_session.repeats("last_session").tolist() == [False, False, False, True]
+    assert same_session.repeats("last_event").tolist() == [False, True, False, True]

@@ -92,6 +92,7 @@ class TrainParams(Strict):
     warmup_ratio: float = Field(ge=0, le=1)
     patience: int = Field(ge=1)
     select_metric: Literal["ndcg@10", "explore_ndcg@10", "loss"]
+    loss_on_repeats: bool
     sample_mode: Literal["auto", "windows", "user", "event"]
     augment_mode: Literal["static", "per_epoch"]
     resume: Literal["auto"] | bool

@@ -144,6 +144,18 @@ class EventBuffer:
             np.concatenate([b.user for b in buffers]),
         )
 
+    def repeats(self, protocol: str) -> np.ndarray:
+        """Per event, whether it is a repeat target under ``protocol``: its item occurs in the same sequence
+        before the event's history stop (the event itself for ``last_event``, its session's first event for
+        ``last_session``), the rule :func:`eval_set` applies to evaluation targets."""
+        _, stop = self.history_windows(protocol, max_history=1)
+        sequence = self.sequence_of_event()
+        width = np.int64(int(self.item.max(initial=0)) + 1)
+        _, group = np.unique(sequence * width + self.item, return_inverse=True)
+        first = np.full(int(group.max(initial=-1)) + 1, np.iinfo(np.int64).max)
+        np.minimum.at(first, group, np.arange(len(self.item), dtype=np.int64))
+        return first[group] < stop
+
     def history_windows(self, protocol: str, max_history: int) -> tuple[np.ndarray, np.ndarray]:
         """Per event, the flat ``[start, stop)`` of its history: it stops at the event itself
         (``last_event``) or at the first event of its session (``last_session``) and keeps at most

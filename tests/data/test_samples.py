@@ -414,3 +414,20 @@ def test_users_outside_the_protocol_add_training_only_samples():
     assert everyone.events.item[everyone.context_start[added][0]:everyone.target_stop[added][0]].tolist() == [1, 2, 0]
     _, valid = make_datasets(users, BEHAVIORS, CODES, VOCAB, protocol="last_session", max_history=2, users="all")
     assert 2 not in valid.samples.user.tolist()  # validation stays the protocol's
+
+
+@pytest.mark.parametrize("mode", ["windows", "event"])
+def test_without_loss_on_repeats_repeat_targets_stay_in_the_context_without_labels(mode):
+    # user 0 repeats item 1 in its second session; user 1 never repeats
+    users = sequences_frame([([0, 1, 2, 1, 3, 4], [1, 1, 1, 1, 1, 1], [0, 0, 1, 1, 2, 3]),
+                             ([5, 4, 3, 2, 1], [1, 1, 2, 0, 2], [0, 1, 1, 2, 2])])
+    kw = dict(protocol="last_session", mode=mode, max_history=5, users="all")
+    full, _ = make_datasets(users, BEHAVIORS, CODES, VOCAB, **kw)
+    explore, _ = make_datasets(users, BEHAVIORS, CODES, VOCAB, loss_on_repeats=False, **kw)
+    a, b = batch_of(full), batch_of(explore)
+    assert torch.equal(a["input_ids"], b["input_ids"])  # same tokens: only labels change
+    dropped = (a["labels"] != X) & (b["labels"] == X)
+    assert not ((b["labels"] != X) & (a["labels"] == X)).any()
+    # exactly the code tokens (2 levels) of the one repeat event lose their labels
+    assert dropped.sum().item() == 2
+    assert set(a["input_ids"][dropped].tolist()) == set((VOCAB.code_tokens(CODES[[1]]))[0].tolist())

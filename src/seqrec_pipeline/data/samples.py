@@ -60,6 +60,7 @@ Batches (:class:`TokenCollator`), all int64 and right-padded:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -109,6 +110,7 @@ class SampleSet:
     target_stop: np.ndarray
     user: np.ndarray  # int32 [n_samples]
     loss_on_context: bool
+    no_loss: np.ndarray | None = None  # bool [n_events of ``events``]: events whose codes never carry loss
 
     def __len__(self) -> int:
         return len(self.user)
@@ -195,16 +197,21 @@ def training_samples(
     seed: int = 42,
     epoch: int = 0,
     users: Users = "protocol",
+    loss_on_repeats: bool = True,
 ) -> SampleSet:
     """Training samples (positions ``< valid`` only; with ``users="all"`` also every event of the users outside
-    the protocol) with ``augment`` thinned copies drawn for ``epoch``."""
+    the protocol) with ``augment`` thinned copies drawn for ``epoch``.  ``loss_on_repeats=False``: repeat targets
+    (:meth:`EventBuffer.repeats`) stay in the context but carry no loss, so the model learns to explore."""
     events = training_prefix(sequences, protocol, users=users).drop_short(1)
     if augment:
         table = BehaviorTable.from_table(behaviors)
         level, is_target = table.levels, table.is_target
         rng = np.random.default_rng((seed, epoch, AUGMENT_STREAM))
         events = EventBuffer.concat([events, augment_copies(events, level, is_target, augment, rng)])
-    return window_samples(events, protocol, mode, max_history)
+    samples = window_samples(events, protocol, mode, max_history)
+    if loss_on_repeats:
+        return samples
+    return dataclasses.replace(samples, no_loss=events.repeats(protocol))
 
 
 def validation_samples(sequences: pl.DataFrame, *, protocol: str, max_history: int = 50) -> SampleSet:
@@ -324,6 +331,8 @@ class TokenCollator:
             [samples.context_stop[index], samples.target_stop[index]],
         )
         loss = valid if samples.loss_on_context else part == 1
+        if samples.no_loss is not None:
+            loss = loss & ~samples.no_loss[flat]
         return _to_torch(self._blocks(samples.events, flat, valid, loss))
 
     def _encoder_decoder(self, samples: SampleSet, index: np.ndarray) -> dict[str, torch.Tensor]:
@@ -333,9 +342,11 @@ class TokenCollator:
         flat, valid, _ = self._windows([samples.context_start[index]], [samples.context_stop[index]])
         encoder = self._blocks(samples.events, flat, valid, np.zeros_like(valid), min_events=1)
         del encoder["labels"]
+        target_loss = np.ones((len(index), 1), bool)
+        if samples.no_loss is not None:
+            target_loss = ~samples.no_loss[samples.target_start[index]][:, None]
         target = self._blocks(
-            samples.events, samples.target_start[index][:, None], np.ones((len(index), 1), bool),
-            np.ones((len(index), 1), bool),
+            samples.events, samples.target_start[index][:, None], np.ones((len(index), 1), bool), target_loss,
         )  # fmt: skip
         eos = np.full((len(index), 1), EOS)
         target_ids = np.concatenate([target["input_ids"], eos], axis=1)
@@ -463,6 +474,7 @@ def make_datasets(
     seed: int = 42,
     encoder_decoder: bool = False,
     users: Users = "protocol",
+    loss_on_repeats: bool = True,
 ) -> tuple[SampleDataset, SampleDataset]:
     """(train, valid) datasets for a model (``encoder_decoder=True`` for ``tiger``).
 
@@ -480,7 +492,8 @@ def make_datasets(
 
     def build(epoch: int) -> SampleSet:
         return training_samples(sequences, behaviors, protocol=protocol, mode=mode, max_history=max_history,
-                                augment=augment, seed=seed, epoch=epoch, users=users)  # fmt: skip
+                                augment=augment, seed=seed, epoch=epoch, users=users,
+                                loss_on_repeats=loss_on_repeats)  # fmt: skip
 
     per_epoch = augment > 0 and augment_mode == "per_epoch"
     train = SampleDataset(build if per_epoch else build(0), collator)

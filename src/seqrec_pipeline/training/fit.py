@@ -143,7 +143,7 @@ def _train(sequences, behaviors, codes, vocab, settings: TrainingSettings, outpu
     )
     samples = {"protocol": settings.protocol, "mode": train_params.sample_mode, "max_history": settings.max_history,
                "augment": settings.augment, "augment_mode": train_params.augment_mode, "seed": seed,
-               "users": settings.train_users}
+               "users": settings.train_users, "loss_on_repeats": train_params.loss_on_repeats}
     launch = train_params.launch
     if launch == "auto":
         launch = "subprocess" if torch.cuda.device_count() > 1 else "in_process"

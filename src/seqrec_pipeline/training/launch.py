@@ -16,7 +16,7 @@ node writes its inputs and a job file, starts the launcher (``deepspeed`` or ``t
 Job file (JSON)::
 
     {"data": {"sequences": "<parquet>", "behaviors": "<parquet>", "codes": "<npy>", "vocab": {TokenVocab.to_dict()}},
-     "samples": {"protocol", "mode", "max_history", "augment", "augment_mode", "seed"},   # make_datasets kwargs
+     "samples": {"protocol", "mode", "max_history", "augment", "augment_mode", "seed", "users", "loss_on_repeats"},   # make_datasets kwargs
      "model": {"name", "preset", "overrides"}  or  {"path": "<save_pretrained dir>"},
      "train": {TrainConfig fields},
      "validation_metric": null or {"factory": "package.module:function", "kwargs": {...}},
