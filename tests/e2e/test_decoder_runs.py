@@ -66,7 +66,7 @@ def test_smb_decoder_trains_evaluates_and_tracks(project):
     assert abs(metrics["test/merged/ndcg_at_10"] - report["metrics"]["merged"]["ndcg@10"]) < 1e-9
     steps = project.mlflow("select count(*) from metrics where run_uuid = ? and key = 'train/loss'", run)[0][0]
     assert steps >= 2  # a curve, not a single point
-    assert "epoch/valid/ndcg_at_10" in metrics and "epoch/valid/loss" in metrics
+    assert "epoch/valid/explore_ndcg_at_10" in metrics and "epoch/valid/loss" in metrics
     assert {"train/lr", "train/samples_per_s", "train/tokens_per_s"} <= set(metrics)
     assert {"test/repeat/merged/ndcg_at_10", "test/explore/merged/ndcg_at_10", "test/history_share/merged",
             "test_repeat/merged/ndcg_at_10"} <= set(metrics)
@@ -120,5 +120,6 @@ def test_training_through_the_launcher_subprocess(project):
     assert (project.path / "data/08_reporting/retail_ci/smb_decoder/qwen3-cid/metrics.json").exists()
     run = project.mlflow("select r.run_uuid from runs r join experiments e on r.experiment_id = e.experiment_id "
                          "where e.name = 'retail_ci' and r.status = 'FINISHED'")[0][0]
-    replayed = project.mlflow("select count(*) from metrics where run_uuid = ? and key = 'epoch/valid/ndcg_at_10'", run)
+    replayed = project.mlflow(
+        "select count(*) from metrics where run_uuid = ? and key = 'epoch/valid/explore_ndcg_at_10'", run)
     assert replayed[0][0] == 2  # the child's per-epoch log replayed into this run's MLflow curves

@@ -46,8 +46,8 @@ def test_smb_rec_trains_evaluates_and_tracks(project):
                          "where e.name = 'retail_ci' and r.status = 'FINISHED'")[0][0]
     metrics = dict(project.mlflow("select key, value from latest_metrics where run_uuid = ?", run))
     assert abs(metrics["test/merged/ndcg_at_10"] - merged["ndcg@10"]) < 1e-9
-    assert "epoch/valid/ndcg_at_10" in metrics and "epoch/train/loss" in metrics
-    steps = project.mlflow("select count(*) from metrics where run_uuid = ? and key = 'epoch/valid/ndcg_at_10'", run)
+    assert "epoch/valid/explore_ndcg_at_10" in metrics and "epoch/train/loss" in metrics
+    steps = project.mlflow("select count(*) from metrics where run_uuid = ? and key = 'epoch/valid/explore_ndcg_at_10'", run)
     assert steps[0][0] == summary["epochs_run"]
 
     bad = project.run("run", "--pipeline=smb_rec", "--params=dataset=retail_ci,model=gamer")
