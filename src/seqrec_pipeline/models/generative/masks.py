@@ -96,7 +96,8 @@ def build_attention_masks(
     if sessions:
         earlier_session = key.session[:, None, :] < query.session[:, :, None]
         same_block = key.block[:, None, :] == query.block[:, :, None]
-        self_mask = (visible & (same_block | earlier_session)) | diagonal
+        # a pad query shares its block index with the block before it: only its diagonal, as every pad row
+        self_mask = (visible & query_valid[:, :, None] & (same_block | earlier_session)) | diagonal
     else:
         self_mask = visible | diagonal
 
