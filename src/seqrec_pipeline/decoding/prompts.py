@@ -78,8 +78,8 @@ def build_prompts(
     (``behavior_levels[behavior]``, default 0) on every token of the block.  ``max_history`` keeps the most
     recent events.  ``sessions``: per user, the session id of each history event (any non-decreasing ids); the
     prompt's ``session`` is their dense rank within the kept history.  Without them every event is its own
-    session, so the session models see a plain causal sequence.  ``prepend_bos`` starts every prompt with ``<bos>`` (slot, behavior, level 0); decoder-only
-    models are trained without it, so it is off by default.
+    session, so the session models see a plain causal sequence.  ``prepend_bos`` starts every prompt with
+    ``<bos>`` (slot, behavior, level 0); decoder-only models are trained without it, so it is off by default.
     """
     codes = np.asarray(codes)
     if codes.ndim != 2 or codes.shape[1] != vocab.n_levels:

@@ -120,8 +120,8 @@ def test_beam_expansion_and_reordering_of_the_cache(name, vocab, generator):
         assert out.logits.shape[1] == 1
         cache = out.cache
         cache.batch_repeat_interleave(n_beams)  # every layer, incl. gamer's cross-level K/V and levels
-        seqs = {k: getattr(prompt, k).repeat_interleave(n_beams, 0) for k in ("input_ids", "attention_mask",
-                                                                              "slot", "behavior", "level", "session")}  # fmt: skip
+        names = ("input_ids", "attention_mask", "slot", "behavior", "level", "session")
+        seqs = {k: getattr(prompt, k).repeat_interleave(n_beams, 0) for k in names}
         target_session = seqs["session"][:, -1:]  # the session of the target's behavior token
 
         def step(tokens: torch.Tensor, slot_id: int) -> torch.Tensor:

@@ -12,8 +12,8 @@ Input contract (docs/design.md#token-layout).  Every model accepts the same keyw
   session variants only (``qwen3_session``, ``gamer_session``, ``qwen3_session_moe``);
 - ``labels``: token ids with -100 on behavior tokens and pads.
 
-``qwen3`` and ``tiger`` ignore ``slot`` / ``behavior`` / ``level`` / ``session``; they accept them so one collator serves all
-models.  Nothing here parses token ids to recover metadata.
+``qwen3`` and ``tiger`` ignore ``slot`` / ``behavior`` / ``level`` / ``session``; they accept them so one collator
+serves all models.  Nothing here parses token ids to recover metadata.
 """
 
 from __future__ import annotations

@@ -431,7 +431,8 @@ class GamerModel(GamerPreTrainedModel):
         session: torch.LongTensor | None = None,
     ) -> BaseModelOutputWithPast:
         if slot is None or behavior is None or level is None:
-            raise ValueError(f"{self.config.model_type} needs the per-token slot, behavior and level tensors (common.py)")
+            name = self.config.model_type
+            raise ValueError(f"{name} needs the per-token slot, behavior and level tensors (common.py)")
         if self.config.session_mask and session is None:
             raise ValueError(f"{self.config.model_type} needs the per-token session rank (common.py)")
         batch, query_length = input_ids.shape
