@@ -7,7 +7,7 @@ import itertools
 
 import pytest
 import torch
-from genmodel_helpers import DECODERS, LEVELS, SESSION_MODELS, Batch, make_batch, random_row, tiny_model
+from genmodel_helpers import DECODERS, SESSION_MODELS, Batch, make_batch, random_row, tiny_model
 from torch.testing import assert_close
 
 from seqrec_pipeline.models.generative.masks import TokenMeta, block_ids, build_attention_masks
