@@ -80,6 +80,7 @@ def test_evaluation_sets_targets_histories_and_repeats():
     assert test.user_idx.tolist() == [0, 3]  # users outside the protocol are not evaluated
     # one sample per (user, behavior present in the window); history = the window's start minus max_history
     assert [h[:, 0].tolist() for h in test.histories] == [[10, 14, 11], [40, 41]]
+    assert [h.tolist() for h in test.history_sessions] == [[1, 1, 2], [0, 1]]  # what the session models read
     assert test.sample_user.tolist() == [0, 0, 1] and test.sample_behavior.tolist() == [0, 2, 2]
     assert test.targets == [[16], [10], [40]]
     # repeat = the item occurs anywhere before the window, not only in the truncated history

@@ -261,6 +261,7 @@ class EvalSet:
     past_session: np.ndarray  # int64 [n_past_events]
     past_offsets: np.ndarray  # int64 [n_users + 1]
     window_time: np.ndarray  # int64 [n_users]
+    history_session: np.ndarray | None = None  # int64 [n_history_events], session id of each history event
 
     @property
     def n_users(self) -> int:
@@ -275,6 +276,13 @@ class EvalSet:
         """Per user ``[h, 2]`` (item_idx, behavior_idx), oldest first."""
         pairs = np.stack([self.history_item, self.history_behavior], 1)
         return np.split(pairs, self.history_offsets[1:-1])
+
+    @cached_property
+    def history_sessions(self) -> list[np.ndarray] | None:
+        """Per user the session id of each history event (what the session models read), or None."""
+        if self.history_session is None:
+            return None
+        return np.split(self.history_session, self.history_offsets[1:-1])
 
     @property
     def history_lengths(self) -> np.ndarray:
@@ -351,4 +359,5 @@ def eval_set(sequences: pl.DataFrame, protocol: str, split: str, max_history: in
         past_session=past["session"].to_numpy().astype(np.int64),
         past_offsets=offsets(past["row"]),
         window_time=window_time.astype(np.int64),
+        history_session=history["session"].to_numpy().astype(np.int64),
     )

@@ -10,7 +10,8 @@ from seqrec_pipeline.vocab import TokenVocab
 
 BEHAVIORS = ("pv", "cart", "fav", "buy")
 LEVELS = (0, 1, 1, 2)  # two behaviors share a level, as in the reference datasets
-MODELS = ("qwen3", "gamer", "tiger")
+MODELS = ("qwen3", "gamer", "tiger", "qwen3_session", "gamer_session", "qwen3_moe", "gamer_action_moe",
+          "qwen3_session_moe")
 
 # Tiny and dropout-free.  Larger-than-default initial weights make the random models' next-token
 # distributions far from uniform, so rankings have clear gaps (ties would make "identical lists" flaky)
@@ -23,6 +24,13 @@ TINY = {
                   cross_layers=[1, 2], attention_dropout=0.0, resid_dropout=0.0, initializer_range=0.3),
     "tiger": dict(d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=4, dropout_rate=0.0,
                   initializer_factor=2.0),
+}  # fmt: skip
+_DECODER = {k: v for k, v in TINY["gamer"].items() if k not in ("injection_layers", "cross_layers")}
+TINY |= {
+    "gamer_session": TINY["gamer"],
+    "qwen3_session": {**_DECODER, "injection_layers": [], "cross_layers": []},
+    **{name: {**_DECODER, "injection_layers": [0, 1], "cross_layers": []}
+       for name in ("qwen3_moe", "gamer_action_moe", "qwen3_session_moe")},
 }  # fmt: skip
 
 

@@ -17,7 +17,7 @@ SIZES = (3, 4, 5)
 def full_forward_score(model, vocab, prompts, user: int, behavior: int, item_codes, temperature: float) -> float:
     """log p(c_0..c_{L-1} | history, behavior) from one uncached forward of the whole sequence."""
     row = {name: getattr(prompts, name)[user : user + 1] for name in ("input_ids", "attention_mask", "slot",
-                                                                        "behavior", "level")}  # fmt: skip
+                                                                        "behavior", "level", "session")}  # fmt: skip
     block = torch.tensor([[vocab.behavior_token(behavior), *vocab.code_tokens(item_codes).tolist()]])
     n = block.shape[1]
     with torch.no_grad():
@@ -27,7 +27,8 @@ def full_forward_score(model, vocab, prompts, user: int, behavior: int, item_cod
                            decoder_input_ids=decoder_input_ids).logits[0, 1:]  # fmt: skip
         else:
             extra = {"input_ids": block, "attention_mask": torch.ones_like(block), "slot": torch.arange(n)[None],
-                     "behavior": torch.full_like(block, behavior), "level": torch.full_like(block, LEVELS[behavior])}
+                     "behavior": torch.full_like(block, behavior), "level": torch.full_like(block, LEVELS[behavior]),
+                     "session": torch.full_like(block, int(row["session"].max()) + 1)}  # the target: a new session
             inputs = {name: torch.cat([row[name], extra[name]], 1) for name in row}
             logits = model(**inputs).logits[0, -n:-1]  # after the behavior token and codes 0..L-2
     logp = torch.log_softmax(logits / temperature, dim=-1)
@@ -39,7 +40,9 @@ def test_exact_scores_equal_uncached_full_forwards(name):
     vocab = TokenVocab(BEHAVIORS, SIZES)
     codes = random_codes(SIZES, 40, seed=9)
     model = tiny_model(name, vocab)
-    prompts = build_prompts(random_histories([3, 1, 2], 40, 4, seed=4), codes, vocab, LEVELS)
+    # Sessions of several events, so the session models' masks and positions matter.
+    prompts = build_prompts(random_histories([3, 1, 2], 40, 4, seed=4), codes, vocab, LEVELS,
+                            sessions=[[4, 4, 9], [1], [7, 7]])
     scores = score_catalog(model, prompts, codes, behaviors=[0, 3], behavior_levels=LEVELS, temperature=0.8,
                            batch_size=2, chunk_rows=37)  # fmt: skip  (uneven chunks: padding of the last one)
     assert torch.isinf(scores[:, [1, 2]]).all()  # behaviors not requested

@@ -55,3 +55,15 @@ def test_bad_histories_are_rejected(vocab):
         build_prompts([[(0, 2)]], CODES, vocab)
     with pytest.raises(InputError, match="behavior_levels"):
         build_prompts([[(0, 0)]], CODES, vocab, behavior_levels=[0])
+
+
+def test_session_ranks_are_dense_within_the_kept_history(vocab):
+    histories = [[(0, 0), (1, 1), (2, 0), (0, 1)], [(1, 0)]]
+    prompts = build_prompts(histories, CODES, vocab, max_history=3, sessions=[[3, 5, 5, 8], [2]])
+    # user 0 keeps sessions 5, 5, 8 -> ranks 0, 0, 1 (3 tokens per block); user 1: one session, left-padded
+    assert prompts.session[0].tolist() == [0, 0, 0, 0, 0, 0, 1, 1, 1]
+    assert prompts.session[1].tolist() == [0] * 9
+    default = build_prompts(histories, CODES, vocab)  # without sessions: every event its own session
+    assert default.session[0].tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
+    with pytest.raises(InputError, match="session ids"):
+        build_prompts(histories, CODES, vocab, sessions=[[1, 2], [2]])

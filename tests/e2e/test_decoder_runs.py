@@ -123,3 +123,17 @@ def test_training_through_the_launcher_subprocess(project):
     replayed = project.mlflow(
         "select count(*) from metrics where run_uuid = ? and key = 'epoch/valid/explore_ndcg_at_10'", run)
     assert replayed[0][0] == 2  # the child's per-epoch log replayed into this run's MLflow curves
+
+
+def test_smb_decoder_runs_the_session_variants(project):
+    """`model=qwen3_session` / `gamer_session` run end to end (sessions reach training and beam search)."""
+    for name in ("qwen3_session", "gamer_session"):
+        _ok(project.run("run", "--pipeline=smb_decoder", f"--params=dataset=retail_ci,tokenizer=cid,model={name},"
+                        "train.epochs=1,eval.beam_size=10,max_history=20"))
+        items = pl.read_parquet(project.latest("data/03_primary/retail_ci/items.parquet"))
+        report = json.loads(
+            (project.path / f"data/08_reporting/retail_ci/smb_decoder/{name}-cid/metrics.json").read_text())
+        _check_metrics(report, items.height)
+        assert report["model"] == name
+        model = load_model(project.latest(f"data/06_models/retail_ci/{name}-cid/model"))
+        assert model.config.model_type == f"seqrec_{name}" and model.config.session_mask

@@ -88,9 +88,11 @@ def test_parameter_groups_exclude_biases_and_norms():
 # ----------------------------------------------------------------------------------------------------------
 
 
-def test_one_deepspeed_step_on_cpu(sequences, tmp_path):
+@pytest.mark.parametrize("name", ["gamer", "qwen3_session", "gamer_session", "gamer_action_moe"])
+def test_one_deepspeed_step_on_cpu(name, sequences, tmp_path):
+    """Collated batches (with their session ranks) train every parameter of each model of the gamer family."""
     train_data, valid_data = datasets(sequences)
-    model = tiny_model("gamer")
+    model = tiny_model(name)
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     logs = []
     result = train(model, train_data, valid_data,

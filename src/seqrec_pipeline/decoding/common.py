@@ -92,8 +92,9 @@ def resolve_behavior_levels(
     """Level per behavior as a long tensor on the model's device (what ``gamer`` reads for generated tokens)."""
     device = next(model.parameters()).device
     if behavior_levels is None:
-        if model_name_of(model.config) == "gamer" and n_behaviors > 1:
-            raise InputError("gamer needs behavior_levels (one level per behavior) to decode multi-behavior data")
+        if getattr(model.config, "cross_layers", None) and n_behaviors > 1:
+            name = model_name_of(model.config)
+            raise InputError(f"{name} needs behavior_levels (one level per behavior) to decode multi-behavior data")
         return torch.zeros(n_behaviors, dtype=torch.long, device=device)
     levels = torch.as_tensor(np.asarray(behavior_levels.cpu() if isinstance(behavior_levels, torch.Tensor)
                                         else behavior_levels), dtype=torch.long)  # fmt: skip

@@ -18,7 +18,7 @@ import torch
 from ..errors import InputError
 from ..vocab import BOS, TokenVocab
 
-FIELDS = ("input_ids", "attention_mask", "slot", "behavior", "level")
+FIELDS = ("input_ids", "attention_mask", "slot", "behavior", "level", "session")
 
 
 @dataclass
@@ -30,6 +30,7 @@ class PromptBatch:
     slot: torch.Tensor
     behavior: torch.Tensor
     level: torch.Tensor
+    session: torch.Tensor  # rank of the event's session in the history (0 = its oldest), 0 on pads
 
     def __post_init__(self) -> None:
         shapes = {f.name: tuple(getattr(self, f.name).shape) for f in fields(self)}
@@ -68,14 +69,17 @@ def build_prompts(
     behavior_levels: Sequence[int] | np.ndarray | None = None,
     max_history: int | None = None,
     prepend_bos: bool = False,
+    sessions: Sequence[Sequence[int] | np.ndarray] | None = None,
 ) -> PromptBatch:
     """Left-padded prompt batch (CPU) from per-user histories of ``(item_idx, behavior_idx)`` pairs, oldest first.
 
     Each event becomes the block ``[behavior, c_0, ..., c_{L-1}]`` (codes only when the vocabulary has no
     behavior tokens) with ``slot`` = position in the block and the event's ``behavior`` / ``level``
     (``behavior_levels[behavior]``, default 0) on every token of the block.  ``max_history`` keeps the most
-    recent events.  ``prepend_bos`` starts every prompt with ``<bos>`` (slot, behavior, level 0); decoder-only
-    models are trained without it, so it is off by default.
+    recent events.  ``sessions``: per user, the session id of each history event (any non-decreasing ids); the
+    prompt's ``session`` is their dense rank within the kept history.  Without them every event is its own
+    session, so the session models see a plain causal sequence.  ``prepend_bos`` starts every prompt with
+    ``<bos>`` (slot, behavior, level 0); decoder-only models are trained without it, so it is off by default.
     """
     codes = np.asarray(codes)
     if codes.ndim != 2 or codes.shape[1] != vocab.n_levels:
@@ -85,10 +89,18 @@ def build_prompts(
     if levels.shape != (n_behaviors,):
         raise InputError(f"behavior_levels needs one level per behavior ({n_behaviors}), got shape {levels.shape}")
 
-    events = []
-    for history in histories:
+    events, ranks = [], []
+    if sessions is not None and len(sessions) != len(histories):
+        raise InputError(f"sessions must have one entry per history ({len(histories)}), got {len(sessions)}")
+    for u, history in enumerate(histories):
         history = np.asarray(history, dtype=np.int64).reshape(-1, 2)
-        events.append(history[-max_history:] if max_history else history)
+        ids = np.arange(len(history)) if sessions is None else np.asarray(sessions[u], dtype=np.int64).reshape(-1)
+        if len(ids) != len(history):
+            raise InputError(f"user {u}: {len(history)} history events but {len(ids)} session ids")
+        keep = slice(-max_history, None) if max_history else slice(None)
+        history, ids = history[keep], ids[keep]
+        events.append(history)
+        ranks.append(np.cumsum(np.r_[False, ids[1:] != ids[:-1]]) if len(ids) else ids)
     n_events = np.array([len(h) for h in events], dtype=np.int64)
     flat = np.concatenate(events) if events else np.zeros((0, 2), dtype=np.int64)
     items, behaviors = flat[:, 0], flat[:, 1]
@@ -118,6 +130,7 @@ def build_prompts(
     out["slot"][rows, cols] = np.arange(p)[None, :]
     out["behavior"][rows, cols] = behaviors[:, None]
     out["level"][rows, cols] = levels[behaviors][:, None]
+    out["session"][rows, cols] = (np.concatenate(ranks) if ranks else np.zeros(0, np.int64))[:, None]
     if prepend_bos:
         bos_col = width - lengths
         out["input_ids"][np.arange(n_users), bos_col] = BOS

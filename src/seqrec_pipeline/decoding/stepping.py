@@ -68,6 +68,8 @@ class DecodeState:
     encoder_states: torch.Tensor | None = None  # tiger: [B, S, H] of the prefilled batch
     encoder_rows: torch.Tensor | None = None  # tiger: encoder_states[source], kept while R is unchanged
     buffered: bool = False  # cache layers are BufferedLayers (after the first select)
+    # session models: the generated item's session rank per row (one after the history's last session)
+    next_session: torch.Tensor | None = None
 
     @property
     def n_rows(self) -> int:
@@ -84,6 +86,7 @@ class ModelStepper:
         self.device = next(model.parameters()).device
         # gamer (its own attention and cache) and tiger keep per-row buffered caches
         self.shared_prefix = isinstance(model, Qwen3ForCausalLM)
+        self.uses_sessions = bool(getattr(model.config, "session_mask", False))
 
     def prefill(self, prompts: PromptBatch) -> tuple[DecodeState, torch.Tensor]:
         """Run the history once; returns the state and the next-token logits ``[B, V]`` after it."""
@@ -102,7 +105,8 @@ class ModelStepper:
             state = DecodeState(out.cache, prompts.attention_mask, source, states, states)
             return state, out.logits[:, -1]
         out = self.model(**prompts.model_inputs(), use_cache=True, logits_to_keep=1)
-        return DecodeState(out.cache, prompts.attention_mask, source), out.logits[:, -1]
+        next_session = prompts.session.max(dim=1).values + 1 if self.uses_sessions else None
+        return DecodeState(out.cache, prompts.attention_mask, source, next_session=next_session), out.logits[:, -1]
 
     def select(self, state: DecodeState, rows: torch.Tensor, same_sources: bool = False) -> None:
         """Keep rows ``rows`` (any length, repeats allowed) of the state, in that order, in place.
@@ -125,13 +129,16 @@ class ModelStepper:
                 state.buffered = True
         state.attention_mask = state.attention_mask.index_select(0, rows)
         state.source = state.source.index_select(0, rows)
+        if state.next_session is not None:
+            state.next_session = state.next_session.index_select(0, rows)
         if state.encoder_states is not None and not keep_encoder_rows:
             state.encoder_rows = state.encoder_states.index_select(0, state.source)
 
     def step(
         self, state: DecodeState, tokens: torch.Tensor, slot: torch.Tensor, behavior: torch.Tensor, level: torch.Tensor
     ) -> torch.Tensor:
-        """Feed ``tokens [R, n]`` (with their metadata, same shape) to every row; returns logits ``[R, n, V]``."""
+        """Feed ``tokens [R, n]`` (with their metadata, same shape) to every row; returns logits ``[R, n, V]``.
+        Session models get the session rank after the history's last one (the target is a new session)."""
         if self.is_encoder_decoder:
             out = self.model(
                 encoder_outputs=BaseModelOutput(last_hidden_state=state.encoder_rows),
@@ -144,6 +151,8 @@ class ModelStepper:
             state.attention_mask = torch.cat([state.attention_mask, state.attention_mask.new_ones(tokens.shape)], 1)
             inputs = dict(input_ids=tokens, attention_mask=state.attention_mask, slot=slot, behavior=behavior,
                           level=level, cache=state.cache, use_cache=True)
+            if state.next_session is not None:  # every generated token belongs to the new (target) session
+                inputs["session"] = state.next_session[:, None].expand_as(tokens)
             if self.shared_prefix and state.buffered:
                 with shared_prefix_backend(self.model):
                     out = self.model(**inputs, shared_prefix=state.cache)

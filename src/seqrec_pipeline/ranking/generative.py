@@ -27,7 +27,7 @@ def rank_generative(model, data: EvalSet, codes: np.ndarray, vocab: TokenVocab, 
     log-probabilities of the item's codes)."""
     device = next(model.parameters()).device
     index = PrefixIndex.build(codes, vocab.level_sizes, device=device)
-    prompts = build_prompts(data.histories, codes, vocab, behavior_levels)
+    prompts = build_prompts(data.histories, codes, vocab, behavior_levels, sessions=data.history_sessions)
     single = not vocab.use_behavior_token
     result = beam_search(
         model, prompts, index, mode="single" if single else "fixed_behavior",
@@ -52,7 +52,7 @@ def next_behavior_accuracy(model, data: EvalSet, codes: np.ndarray, vocab: Token
         return None
     device = next(model.parameters()).device
     index = PrefixIndex.build(codes, vocab.level_sizes, device=device)
-    prompts = build_prompts(data.histories, codes, vocab, behavior_levels)
+    prompts = build_prompts(data.histories, codes, vocab, behavior_levels, sessions=data.history_sessions)
     result = beam_search(model, prompts, index, mode="behavior_item", behavior_levels=behavior_levels,
                          beam_size=beam_size, top_k=1, batch_size=batch_size, temperature=temperature)
     return behavior_accuracy(result.predicted_behavior.numpy(), data.behavior_mask(len(vocab.behaviors)))

@@ -23,6 +23,16 @@ TINY = {
                   cross_layers=[1, 2], attention_dropout=0.0, resid_dropout=0.0),
     "tiger": dict(d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=4, dropout_rate=0.0),
 }  # fmt: skip
+_DECODER = {k: v for k, v in TINY["gamer"].items() if k not in ("injection_layers", "cross_layers")}
+TINY |= {
+    "gamer_session": TINY["gamer"],
+    "qwen3_session": {**_DECODER, "injection_layers": [], "cross_layers": []},
+    **{name: {**_DECODER, "injection_layers": [0, 1], "cross_layers": []}
+       for name in ("qwen3_moe", "gamer_action_moe", "qwen3_session_moe")},
+}  # fmt: skip
+# The decoder-only models, and those of them that read sessions.
+DECODERS = ["qwen3", "gamer", "qwen3_session", "gamer_session", "qwen3_moe", "gamer_action_moe", "qwen3_session_moe"]
+SESSION_MODELS = ["qwen3_session", "gamer_session", "qwen3_session_moe"]
 
 
 def tiny_model(name: str, vocab: TokenVocab, **overrides) -> torch.nn.Module:
@@ -38,18 +48,22 @@ class Batch:
     behavior: torch.Tensor
     level: torch.Tensor
     labels: torch.Tensor
+    session: torch.Tensor
 
     def inputs(self, with_labels: bool = False) -> dict[str, torch.Tensor]:
-        names = ["input_ids", "attention_mask", "slot", "behavior", "level"] + (["labels"] if with_labels else [])
+        names = ["input_ids", "attention_mask", "slot", "behavior", "level", "session"]
+        names += ["labels"] if with_labels else []
         return {name: getattr(self, name) for name in names}
 
     def slice(self, start: int, stop: int) -> Batch:
         return Batch(*(t[:, start:stop] for t in self.__dict__.values()))
 
 
-def random_row(vocab: TokenVocab, n_items: int, generator: torch.Generator, behaviors: list[int] | None = None):
-    """Token ids and metadata of ``n_items`` item blocks ``[behavior, c_0, .., c_{L-1}]``."""
-    rows = {key: [] for key in ("input_ids", "slot", "behavior", "level", "labels")}
+def random_row(vocab: TokenVocab, n_items: int, generator: torch.Generator, behaviors: list[int] | None = None,
+               sessions: list[int] | None = None):
+    """Token ids and metadata of ``n_items`` item blocks ``[behavior, c_0, .., c_{L-1}]``; ``sessions``: session
+    rank per item (default: two items per session)."""
+    rows = {key: [] for key in ("input_ids", "slot", "behavior", "level", "labels", "session")}
     for item in range(n_items):
         b = behaviors[item] if behaviors else int(torch.randint(len(vocab.behaviors), (1,), generator=generator))
         codes = [int(torch.randint(size, (1,), generator=generator)) for size in vocab.level_sizes]
@@ -59,6 +73,7 @@ def random_row(vocab: TokenVocab, n_items: int, generator: torch.Generator, beha
         rows["slot"] += list(range(len(block)))
         rows["behavior"] += [b] * len(block)
         rows["level"] += [LEVELS[b]] * len(block)
+        rows["session"] += [sessions[item] if sessions else item // 2] * len(block)
         rows["labels"] += ([-100] if vocab.use_behavior_token else []) + code_tokens
     return rows
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from genmodel_helpers import LEVELS, Batch, make_batch, random_row, tiny_model
+from genmodel_helpers import DECODERS, LEVELS, Batch, make_batch, random_row, tiny_model
 from torch.testing import assert_close
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
 from seqrec_pipeline.models.generative import GamerForCausalLM, load_model, shift_targets_right
 
-DECODERS = ["qwen3", "gamer"]
 ATOL = 1e-5  # different kernel blockings for different lengths; real leaks change logits by >1e-2
 
 
@@ -62,6 +61,7 @@ def _decode_step_by_step(model, batch: Batch, prefill_length: int) -> torch.Tens
             slot=step.slot,
             behavior=step.behavior,
             level=step.level,
+            session=step.session,
             cache=cache,
             use_cache=True,
         )
@@ -103,7 +103,8 @@ def test_beam_expansion_and_reordering_of_the_cache(name, vocab, generator):
     for n, b in ((3, 0), (2, 1)):  # history + the target behavior token
         row = random_row(vocab, n, generator, behaviors=[b] * n)
         for key, value in (("input_ids", vocab.behavior_token(target_behavior)), ("slot", 0),
-                           ("behavior", target_behavior), ("level", LEVELS[target_behavior]), ("labels", -100)):
+                           ("behavior", target_behavior), ("level", LEVELS[target_behavior]), ("labels", -100),
+                           ("session", row["session"][-1] + 1)):  # the target opens a new session
             row[key].append(value)  # fmt: skip
         prompts.append(row)
     prompt = make_batch(prompts, pad_side="left")
@@ -119,16 +120,17 @@ def test_beam_expansion_and_reordering_of_the_cache(name, vocab, generator):
         assert out.logits.shape[1] == 1
         cache = out.cache
         cache.batch_repeat_interleave(n_beams)  # every layer, incl. gamer's cross-level K/V and levels
-        seqs = {k: getattr(prompt, k).repeat_interleave(n_beams, 0) for k in ("input_ids", "attention_mask",
-                                                                              "slot", "behavior", "level")}  # fmt: skip
+        names = ("input_ids", "attention_mask", "slot", "behavior", "level", "session")
+        seqs = {k: getattr(prompt, k).repeat_interleave(n_beams, 0) for k in names}
+        target_session = seqs["session"][:, -1:]  # the session of the target's behavior token
 
         def step(tokens: torch.Tensor, slot_id: int) -> torch.Tensor:
             new = {"input_ids": tokens.reshape(-1, 1), "attention_mask": torch.ones_like(tokens.reshape(-1, 1)),
-                   "slot": torch.full_like(tokens.reshape(-1, 1), slot_id),
+                   "slot": torch.full_like(tokens.reshape(-1, 1), slot_id), "session": target_session,
                    **{k: torch.full_like(tokens.reshape(-1, 1), v) for k, v in target_meta.items()}}  # fmt: skip
             for key, value in new.items():
                 seqs[key] = torch.cat([seqs[key], value], dim=1)
-            new_meta = {k: new[k] for k in ("slot", "behavior", "level")}
+            new_meta = {k: new[k] for k in ("slot", "behavior", "level", "session")}
             logits = model(input_ids=new["input_ids"], attention_mask=seqs["attention_mask"], cache=cache,
                            use_cache=True, **new_meta).logits[:, -1]  # fmt: skip
             oracle = model(**seqs).logits[:, -1]  # full forward of the same sequences
@@ -140,6 +142,7 @@ def test_beam_expansion_and_reordering_of_the_cache(name, vocab, generator):
         cache.reorder_cache(beam_idx)
         for key in seqs:
             seqs[key] = seqs[key][beam_idx]
+        target_session = target_session[beam_idx]
         step(c1, slot_id=2)
 
 
@@ -183,7 +186,7 @@ def test_tiger_decoder_is_causal(vocab, generator):
             assert not torch.allclose(logits[:, t + 1 :], reference[:, t + 1 :], atol=1e-3)
 
 
-@pytest.mark.parametrize("name", ["qwen3", "tiger", "gamer"])
+@pytest.mark.parametrize("name", ["tiger", *DECODERS])
 def test_save_pretrained_round_trip(name, vocab, generator, tmp_path):
     model = tiny_model(name, vocab)
     batch = make_batch([random_row(vocab, 3, generator), random_row(vocab, 2, generator)])

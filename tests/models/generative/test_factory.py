@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from seqrec_pipeline import params
 from seqrec_pipeline.models.generative import (
     MODEL_NAMES,
     GamerForCausalLM,
@@ -14,11 +15,26 @@ from seqrec_pipeline.models.generative import (
     model_name_of,
     vocab_of,
 )
+from seqrec_pipeline.models.generative.gamer_session import GamerSessionForCausalLM
+from seqrec_pipeline.models.generative.moe import (
+    GamerActionMoeForCausalLM,
+    Qwen3MoeForCausalLM,
+    Qwen3SessionMoeForCausalLM,
+)
+from seqrec_pipeline.models.generative.qwen3_session import Qwen3SessionForCausalLM
+
+EXPECTED = {
+    "qwen3": Qwen3RecForCausalLM, "tiger": TigerForConditionalGeneration, "gamer": GamerForCausalLM,
+    "qwen3_session": Qwen3SessionForCausalLM, "gamer_session": GamerSessionForCausalLM,
+    "qwen3_moe": Qwen3MoeForCausalLM, "gamer_action_moe": GamerActionMoeForCausalLM,
+    "qwen3_session_moe": Qwen3SessionMoeForCausalLM,
+}  # fmt: skip
 
 
 def test_model_names_and_classes(vocab):
-    assert set(MODEL_NAMES) == {"qwen3", "tiger", "gamer"}
-    expected = {"qwen3": Qwen3RecForCausalLM, "tiger": TigerForConditionalGeneration, "gamer": GamerForCausalLM}
+    assert set(MODEL_NAMES) == set(EXPECTED)
+    assert set(params.GENERATIVE_MODELS) == set(MODEL_NAMES)  # what `model=` accepts is what can be built
+    expected = EXPECTED
     for name in MODEL_NAMES:
         model = build_model(name, vocab)  # cpu-small by default
         assert type(model) is expected[name]
@@ -39,6 +55,29 @@ def test_unknown_names_presets_and_fields_are_rejected(vocab):
         build_model("qwen3", vocab, vocab_size=10)
     with pytest.raises(ValueError, match="outside"):
         build_model("gamer", vocab, cross_layers=[7])
+    with pytest.raises(ValueError, match="fixed by the model name"):
+        build_model("gamer", vocab, session_mask=True)
+
+
+def test_variants_of_the_gamer_family(vocab):
+    """Each name fixes its FFN routing, masks and (for None layer lists) its injection / cross-level layers."""
+    expected = {  # name: (ffn_experts, session_mask, injection, cross) with 4 layers
+        "gamer": ("slot", False, [0, 1], [2, 3]),
+        "qwen3_session": ("dense", True, [], []),
+        "gamer_session": ("slot", True, [0, 1], [2, 3]),
+        "qwen3_moe": ("slot", False, [0, 1], []),
+        "gamer_action_moe": ("behavior_slot", False, [0, 1], []),
+        "qwen3_session_moe": ("slot", True, [0, 1], []),
+    }
+    for name, (experts, session, injection, cross) in expected.items():
+        config = build_config(name, vocab, injection_layers=None, cross_layers=None)
+        assert (config.ffn_experts, config.session_mask) == (experts, session), name
+        assert (config.injection_layers, config.cross_layers) == (injection, cross), name
+    n_experts = build_config("gamer_action_moe", vocab).num_experts
+    assert n_experts == len(vocab.behaviors) * vocab.block_size
+    assert build_model("qwen3_session", vocab).model.layers[0].mlp.gate_up_proj.shape[0] == 1
+    paper = build_config("qwen3_moe", vocab, "paper")  # the reference's Qwen3Moe config
+    assert paper.injection_layers == [0, 1, 2, 3] and paper.cross_layers == [] and paper.behavior_embed_dim == 64
 
 
 def test_paper_presets_follow_the_reference_configs(vocab):

@@ -118,8 +118,8 @@ def test_gamer_cache_holds_self_cross_and_level_state(vocab, generator):
     assert len(cache.layers) == config.num_hidden_layers + len(config.cross_layers) + 1
     length = batch.input_ids.shape[1]
     assert all(layer.keys.shape[2] == length for layer in cache.layers)
-    assert torch.equal(cache.layers[cache.level_index].keys[:, 0, :, 0], batch.level)
+    assert torch.equal(cache.layers[cache.meta_index].keys[:, 0, :, 0], batch.level)
     cache.batch_repeat_interleave(3)
     assert all(layer.keys.shape[0] == 6 for layer in cache.layers)
     cache.reorder_cache(torch.tensor([5, 4, 3, 2, 1, 0]))
-    assert torch.equal(cache.layers[cache.level_index].keys[:, 0, :, 0], batch.level.repeat_interleave(3, 0).flip(0))
+    assert torch.equal(cache.layers[cache.meta_index].keys[:, 0, :, 0], batch.level.repeat_interleave(3, 0).flip(0))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from genmodel_helpers import make_batch, random_row, tiny_model
+from genmodel_helpers import DECODERS, make_batch, random_row, tiny_model
 from torch.testing import assert_close
 
 from seqrec_pipeline.models.generative import shift_targets_right, tempered_cross_entropy
@@ -34,7 +34,7 @@ def test_tempered_cross_entropy_matches_a_manual_computation(generator):
         tempered_cross_entropy(logits, labels, 0.0)
 
 
-@pytest.mark.parametrize("name", ["qwen3", "gamer"])
+@pytest.mark.parametrize("name", DECODERS)
 @pytest.mark.parametrize("temperature", [0.7, 1.3])
 def test_model_loss_ignores_behavior_tokens_and_pads(name, temperature, vocab, generator):
     model = tiny_model(name, vocab, loss_temperature=temperature)
@@ -65,7 +65,7 @@ def test_tiger_loss_and_decoder_inputs(vocab, generator):
         model(**history.inputs(), labels=labels)
 
 
-@pytest.mark.parametrize("name", ["qwen3", "tiger", "gamer"])
+@pytest.mark.parametrize("name", ["tiger", *DECODERS])
 def test_a_few_optimizer_steps_reduce_the_loss(name, vocab, generator):
     model = tiny_model(name, vocab).train()
     rows = [random_row(vocab, n, generator) for n in (4, 3, 5, 2)]

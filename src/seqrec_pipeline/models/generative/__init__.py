@@ -3,12 +3,16 @@
 - ``qwen3``: plain decoder-only baseline (``Qwen3RecForCausalLM``, a thin ``Qwen3ForCausalLM`` subclass);
 - ``tiger``: T5 encoder-decoder, history -> target block (``TigerForConditionalGeneration``);
 - ``gamer``: GAMER's decoder with slot experts, behavior injection and gated cross-level attention
-  (``GamerForCausalLM``, cached in a ``GamerCache``).
+  (``GamerForCausalLM``, cached in a ``GamerCache``);
+- the rest of the reference's family, built on the same stack (``GAMER_FAMILY``): ``qwen3_session`` and
+  ``gamer_session`` (sessions as unordered item sets: session masks and positions, ``masks.py``), and the
+  sparse-FFN models without cross-level attention ``qwen3_moe``, ``gamer_action_moe``, ``qwen3_session_moe``.
 
 ``build_model(name, vocab, preset="cpu-small", **overrides)`` builds one, ``load_model(path)`` reloads any
 ``save_pretrained`` directory.  Every model takes the keyword inputs of ``common.py`` (``input_ids``,
-``attention_mask``, ``slot``, ``behavior``, ``level``, ``labels``); ``gamer`` needs the metadata, the others
-ignore it.  Logits are never tempered; ``labels`` give ``CE(logits / config.loss_temperature)``.
+``attention_mask``, ``slot``, ``behavior``, ``level``, ``session``, ``labels``); the gamer family needs the
+metadata (the session variants also ``session``), the others ignore it.  Logits are never tempered; ``labels``
+give ``CE(logits / config.loss_temperature)``.
 
 Cached decoding (decoder-only; the same calls for ``qwen3`` and ``gamer``)::
 
@@ -19,7 +23,8 @@ Cached decoding (decoder-only; the same calls for ``qwen3`` and ``gamer``)::
     for step in range(n_levels):
         mask = torch.cat([mask, mask.new_ones(len(mask), 1)], 1)      # always cached + new tokens
         out = model(input_ids=tokens[:, None], attention_mask=mask, cache=cache, use_cache=True,
-                    slot=full(step + 1), behavior=full(b), level=full(level_of_b))  # [B*k, 1] each
+                    slot=full(step + 1), behavior=full(b), level=full(level_of_b),   # [B*k, 1] each
+                    session=full(target_session))   # session variants: one after the history's last
         ...choose beams; parent[j] = flat row (in 0..B*k-1) that new beam j extends...
         cache.reorder_cache(parent); mask = mask[parent]
 
@@ -36,6 +41,7 @@ token.  (Beams of one prompt share the encoder states, so a reorder within a pro
 from .common import IGNORE_INDEX, METADATA_KEYS, position_ids_from_mask, tempered_cross_entropy
 from .experts import SlotExpertFFN, SlotRouting, loop_expert_ffn
 from .factory import (
+    GAMER_FAMILY,
     MODEL_CLASSES,
     MODEL_NAMES,
     PRESET_NAMES,
@@ -51,6 +57,7 @@ from .qwen3 import Qwen3RecConfig, Qwen3RecForCausalLM
 from .tiger import TigerConfig, TigerForConditionalGeneration, shift_targets_right
 
 __all__ = [
+    "GAMER_FAMILY",
     "IGNORE_INDEX",
     "METADATA_KEYS",
     "MODEL_CLASSES",

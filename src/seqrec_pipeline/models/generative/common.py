@@ -8,10 +8,12 @@ Input contract (docs/design.md#token-layout).  Every model accepts the same keyw
   behavior tokens), 0 on pads;
 - ``behavior``: behavior index of the block a token belongs to, 0 on pads;
 - ``level``: behavior level of the block (higher = stronger intent), 0 on pads;
+- ``session``: rank of the block's session inside the sequence (0 = its first session), 0 on pads; read by the
+  session variants only (``qwen3_session``, ``gamer_session``, ``qwen3_session_moe``);
 - ``labels``: token ids with -100 on behavior tokens and pads.
 
-``qwen3`` and ``tiger`` ignore ``slot`` / ``behavior`` / ``level``; they accept them so one collator serves all
-models.  Nothing here parses token ids to recover metadata.
+``qwen3`` and ``tiger`` ignore ``slot`` / ``behavior`` / ``level`` / ``session``; they accept them so one collator
+serves all models.  Nothing here parses token ids to recover metadata.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 IGNORE_INDEX = -100
-METADATA_KEYS = ("slot", "behavior", "level")
+METADATA_KEYS = ("slot", "behavior", "level", "session")
 
 
 def tempered_cross_entropy(

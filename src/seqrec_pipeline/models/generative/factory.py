@@ -9,7 +9,13 @@ qwen3        4 layers, hidden 64, 4 (2 KV) heads x 16, FFN 128       8 layers, h
 gamer        as qwen3 + behavior emb 16, injection 0-1, cross 2-3    as qwen3 + emb 64, injection 0-3, cross 4-7,
                                                                      dropout 0.2 resid / 0.2 attn
 tiger        2+2 layers, d_model 64, 4 heads x 16, d_ff 256          4+4 layers, d_model 128, 6 x 64, d_ff 1024
+qwen3_session as qwen3 (dense FFN, session masks)                     as qwen3
+gamer_session as gamer                                               as gamer
+*_moe        as qwen3 + behavior emb 16, injection 0-1, no cross     as qwen3 + emb 64, injection 0-3, no cross,
+                                                                     dropout 0.1 resid / 0.1 attn
 ============ ======================================================= ===================================
+
+``*_moe`` = ``qwen3_moe``, ``gamer_action_moe``, ``qwen3_session_moe`` (the reference's Qwen3Moe config).
 
 Vocabulary-derived fields (vocab size, special ids, slots per block, number of behaviors) always come from
 the ``TokenVocab`` and cannot be overridden; any other config field can (``build_model(..., hidden_size=96)``),
@@ -28,10 +34,22 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
 from ...vocab import BOS, EOS, PAD, TokenVocab
 from .gamer import GamerConfig, GamerForCausalLM
+from .gamer_session import GamerSessionConfig, GamerSessionForCausalLM
+from .moe import (
+    GamerActionMoeConfig,
+    GamerActionMoeForCausalLM,
+    Qwen3MoeConfig,
+    Qwen3MoeForCausalLM,
+    Qwen3SessionMoeConfig,
+    Qwen3SessionMoeForCausalLM,
+)
 from .qwen3 import Qwen3RecConfig, Qwen3RecForCausalLM
+from .qwen3_session import Qwen3SessionConfig, Qwen3SessionForCausalLM
 from .tiger import TigerConfig, TigerForConditionalGeneration
 
-MODEL_NAMES: tuple[str, ...] = ("qwen3", "tiger", "gamer")
+MODEL_NAMES: tuple[str, ...] = (
+    "qwen3", "tiger", "gamer", "qwen3_session", "gamer_session", "qwen3_moe", "gamer_action_moe", "qwen3_session_moe",
+)
 PRESET_NAMES: tuple[str, ...] = ("cpu-small", "paper")
 
 _DECODER_SMALL = dict(
@@ -43,18 +61,32 @@ _DECODER_PAPER = dict(
     head_dim=64, attention_dropout=0.1, rope_theta=1e6,
 )  # fmt: skip
 
-PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    "qwen3": {"cpu-small": _DECODER_SMALL, "paper": _DECODER_PAPER},
-    "gamer": {
-        "cpu-small": {
-            **_DECODER_SMALL, "behavior_embed_dim": 16, "injection_layers": [0, 1], "cross_layers": [2, 3],
-            "resid_dropout": 0.1,
-        },
-        "paper": {
-            **_DECODER_PAPER, "behavior_embed_dim": 64, "injection_layers": [0, 1, 2, 3], "cross_layers": [4, 5, 6, 7],
-            "resid_dropout": 0.2, "attention_dropout": 0.2,
-        },
+_GAMER = {
+    "cpu-small": {
+        **_DECODER_SMALL, "behavior_embed_dim": 16, "injection_layers": [0, 1], "cross_layers": [2, 3],
+        "resid_dropout": 0.1,
     },
+    "paper": {
+        **_DECODER_PAPER, "behavior_embed_dim": 64, "injection_layers": [0, 1, 2, 3], "cross_layers": [4, 5, 6, 7],
+        "resid_dropout": 0.2, "attention_dropout": 0.2,
+    },
+}
+_MOE = {  # the reference's Qwen3Moe / Qwen3ActionMoe configs: sparse FFN everywhere, injection 0-3, no cross
+    "cpu-small": {**_DECODER_SMALL, "behavior_embed_dim": 16, "injection_layers": [0, 1], "cross_layers": [],
+                  "resid_dropout": 0.1},
+    "paper": {**_DECODER_PAPER, "behavior_embed_dim": 64, "injection_layers": [0, 1, 2, 3], "cross_layers": [],
+              "resid_dropout": 0.1},
+}
+_QWEN3 = {"cpu-small": _DECODER_SMALL, "paper": _DECODER_PAPER}
+
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "qwen3": _QWEN3,
+    "gamer": _GAMER,
+    "qwen3_session": _QWEN3,
+    "gamer_session": _GAMER,
+    "qwen3_moe": _MOE,
+    "gamer_action_moe": _MOE,
+    "qwen3_session_moe": _MOE,
     "tiger": {
         "cpu-small": dict(
             d_model=64, d_kv=16, d_ff=256, num_layers=2, num_decoder_layers=2, num_heads=4, dropout_rate=0.1,
@@ -68,11 +100,18 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 }  # fmt: skip
 
 CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
-    "qwen3": Qwen3RecConfig, "tiger": TigerConfig, "gamer": GamerConfig,
+    "qwen3": Qwen3RecConfig, "tiger": TigerConfig, "gamer": GamerConfig, "qwen3_session": Qwen3SessionConfig,
+    "gamer_session": GamerSessionConfig, "qwen3_moe": Qwen3MoeConfig, "gamer_action_moe": GamerActionMoeConfig,
+    "qwen3_session_moe": Qwen3SessionMoeConfig,
 }  # fmt: skip
 MODEL_CLASSES: dict[str, type[PreTrainedModel]] = {
     "qwen3": Qwen3RecForCausalLM, "tiger": TigerForConditionalGeneration, "gamer": GamerForCausalLM,
+    "qwen3_session": Qwen3SessionForCausalLM, "gamer_session": GamerSessionForCausalLM,
+    "qwen3_moe": Qwen3MoeForCausalLM, "gamer_action_moe": GamerActionMoeForCausalLM,
+    "qwen3_session_moe": Qwen3SessionMoeForCausalLM,
 }  # fmt: skip
+# Names built on gamer.py's decoder (slot / behavior / level / session metadata, GamerCache).
+GAMER_FAMILY: tuple[str, ...] = tuple(n for n, c in CONFIG_CLASSES.items() if issubclass(c, GamerConfig))
 
 
 def _vocab_fields(name: str, vocab: TokenVocab) -> dict[str, Any]:
@@ -81,7 +120,7 @@ def _vocab_fields(name: str, vocab: TokenVocab) -> dict[str, Any]:
     if name == "tiger":
         return {**fields, "decoder_start_token_id": BOS, "use_behavior_token": vocab.use_behavior_token}
     fields["bos_token_id"] = BOS
-    if name == "gamer":
+    if name in GAMER_FAMILY:
         fields |= dict(
             num_slots=vocab.block_size,
             num_behaviors=max(1, len(vocab.behaviors)),
@@ -94,9 +133,8 @@ def _vocab_fields(name: str, vocab: TokenVocab) -> dict[str, Any]:
 # decoding passes use_cache=True explicitly.
 _COMMON_DEFAULTS: dict[str, dict[str, Any]] = {
     "qwen3": {"use_cache": False, "tie_word_embeddings": True},
-    "gamer": {"use_cache": False, "tie_word_embeddings": True},
     "tiger": {"use_cache": False},
-}
+} | {name: {"use_cache": False, "tie_word_embeddings": True} for name in GAMER_FAMILY}
 
 
 def build_config(name: str, vocab: TokenVocab, preset: str = "cpu-small", **overrides: Any) -> PretrainedConfig:
@@ -110,6 +148,9 @@ def build_config(name: str, vocab: TokenVocab, preset: str = "cpu-small", **over
     fixed = sorted(set(overrides) & set(derived))
     if fixed:
         raise ValueError(f"{fixed} are derived from the TokenVocab and cannot be overridden")
+    variant = sorted(set(overrides) & {"ffn_experts", "session_mask"}) if name in GAMER_FAMILY else []
+    if variant:
+        raise ValueError(f"{variant} are fixed by the model name {name!r}; choose another model instead")
     known = {field.name for field in dataclasses.fields(config_class)} | {"rope_theta"}
     unknown = sorted(set(overrides) - known)
     if unknown:
@@ -125,7 +166,7 @@ def build_config(name: str, vocab: TokenVocab, preset: str = "cpu-small", **over
 
 
 def build_model(name: str, vocab: TokenVocab, preset: str = "cpu-small", **overrides: Any) -> PreTrainedModel:
-    """A freshly initialised ``qwen3`` / ``tiger`` / ``gamer`` model for ``vocab``.
+    """A freshly initialised model ``name`` (one of ``MODEL_NAMES``) for ``vocab``.
 
     Raises ValueError for an unknown name, preset or config field.
     """

@@ -48,6 +48,9 @@ from transformers.models.qwen3.modeling_qwen3 import (
 
 from .common import Dropout, dropout, position_ids_from_mask, tempered_cross_entropy
 from .experts import EXPERT_IMPLS, SlotExpertFFN, SlotRouting
+from .masks import TokenMeta, block_ids, build_attention_masks, session_position_ids
+
+FFN_EXPERTS = ("dense", "slot", "behavior_slot")
 
 
 @strict
@@ -65,14 +68,22 @@ class GamerConfig(Qwen3Config):
     resid_dropout: float = 0.0  # on every residual branch (reference: 0.2)
     loss_temperature: float = 0.7  # loss = CE(logits / loss_temperature); not a generation setting
     expert_impl: str = "auto"  # "auto" | "grouped_mm" | "bmm"
+    # Variants of the family (docs/design.md#session-models, #moe-variants); each model name fixes its own.
+    ffn_experts: str = "slot"  # dense: one FFN | slot: one expert per slot | behavior_slot: per (behavior, slot)
+    session_mask: bool = False  # session self-/cross-masks and session RoPE positions
     vocab: dict | None = None
+
+    # What ``None`` layer lists become: injection in the lower half, cross-level attention in the upper half
+    # (gamer), or none (class attributes, not fields: each variant fixes its own).
+    injection_by_default = True
+    cross_by_default = True
 
     def __post_init__(self, **kwargs):
         half = self.num_hidden_layers // 2
         if self.injection_layers is None:
-            self.injection_layers = list(range(half))
+            self.injection_layers = list(range(half)) if self.injection_by_default else []
         if self.cross_layers is None:
-            self.cross_layers = list(range(half, self.num_hidden_layers))
+            self.cross_layers = list(range(half, self.num_hidden_layers)) if self.cross_by_default else []
         self.injection_layers = sorted(int(i) for i in self.injection_layers)
         self.cross_layers = sorted(int(i) for i in self.cross_layers)
         super().__post_init__(**kwargs)
@@ -87,6 +98,23 @@ class GamerConfig(Qwen3Config):
             raise ValueError(f"expert_impl must be one of {EXPERT_IMPLS}, got {self.expert_impl!r}")
         if self.num_slots < 1 or self.num_behaviors < 1:
             raise ValueError("num_slots and num_behaviors must be >= 1")
+        if self.ffn_experts not in FFN_EXPERTS:
+            raise ValueError(f"ffn_experts must be one of {FFN_EXPERTS}, got {self.ffn_experts!r}")
+
+    @property
+    def num_experts(self) -> int:
+        return {"dense": 1, "slot": self.num_slots, "behavior_slot": self.num_behaviors * self.num_slots}[
+            self.ffn_experts
+        ]
+
+
+def expert_index(config: GamerConfig, slot: torch.Tensor, behavior: torch.Tensor) -> torch.Tensor:
+    """The FFN expert of every token: 0 (dense), its slot, or ``behavior * num_slots + slot`` (pads: 0)."""
+    if config.ffn_experts == "dense":
+        return torch.zeros_like(slot)
+    if config.ffn_experts == "slot":
+        return slot
+    return behavior * config.num_slots + slot
 
 
 # --------------------------------------------------------------------------------------------- cache
@@ -101,7 +129,8 @@ class GamerCache(DynamicCache):
     """One ``Cache`` for all of GAMER's decoding state.
 
     Layers ``0..n_layers-1``: self-attention K/V; ``n_layers + r``: K/V of the r-th cross-level layer; last:
-    the behavior level of every cached position, stored as ``[B, 1, T, 1]`` "keys" (and values) so that
+    the (level, session, block) of every cached position (``masks.TokenMeta``), stored as ``[B, 1, T, 3]``
+    "keys" (and values) so that
     every batch operation of ``DynamicLayer`` (concatenate on the time axis; select / repeat / reorder on
     the batch axis; crop) applies to it unchanged.
     """
@@ -112,52 +141,28 @@ class GamerCache(DynamicCache):
         Cache.__init__(self, layers=[DynamicLayer() for _ in range(n_layers)])
 
     @property
-    def level_index(self) -> int:
+    def meta_index(self) -> int:
         return len(self.layers) - 1
+
+    def last_block(self) -> torch.Tensor | int:
+        """Block index of the newest cached position ``[B]`` (0 before the first forward)."""
+        layer = self.layers[self.meta_index]
+        if not layer.is_initialized or layer.keys.shape[-2] == 0:
+            return 0
+        return layer.keys[:, 0, -1, 2]
+
+    def update_meta(self, meta: TokenMeta) -> TokenMeta:
+        """Append the new tokens' metadata ``[B, Q]``; returns that of all positions ``[B, past + Q]``."""
+        stacked = meta.stacked()[:, None]
+        keys, _ = self.layers[self.meta_index].update(stacked, stacked)
+        return TokenMeta.unstack(keys[:, 0])
 
     def update_levels(self, level: torch.LongTensor) -> torch.LongTensor:
         """Append the new tokens' levels ``[B, Q]``; returns the levels of all positions ``[B, past + Q]``."""
-        level = level[:, None, :, None]
-        keys, _ = self.layers[self.level_index].update(level, level)
-        return keys[:, 0, :, 0]
+        return self.update_meta(TokenMeta(level)).level
 
 
 # --------------------------------------------------------------------------------------------- attention
-
-
-def build_attention_masks(
-    key_valid: torch.Tensor, query_level: torch.Tensor, key_level: torch.Tensor, past_length: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Boolean masks (True = may attend) for one forward, built on the device from small index vectors.
-
-    key_valid [B, K] (attention mask of past + new tokens), query_level [B, Q], key_level [B, K], with
-    K = past_length + Q.  Returns
-    - ``self_mask [B, 1, Q, K]``: causal and not padding.  A pad query may see itself, so no row is empty
-      (SDPA returns NaN on empty rows, and NaN would reach real tokens through 0 * NaN in later layers);
-    - ``cross_mask [B, 1, Q, K]``: causal, not padding, ``level[key] < level[query]``; rows that allow
-      nothing get their own diagonal entry so SDPA stays finite, and are zeroed afterwards via
-    - ``cross_has_key [B, Q]``: whether the row allows at least one key.
-    """
-    query_length, key_length = query_level.shape[1], key_valid.shape[1]
-    device = key_valid.device
-    query_pos = torch.arange(past_length, past_length + query_length, device=device)[:, None]
-    key_pos = torch.arange(key_length, device=device)[None, :]
-    causal = key_pos <= query_pos  # [Q, K]
-    diagonal = key_pos == query_pos
-    key_valid = key_valid.bool()
-    query_valid = key_valid[:, past_length:]
-
-    self_mask = (causal & key_valid[:, None, :]) | diagonal
-
-    cross_mask = (
-        causal
-        & key_valid[:, None, :]
-        & query_valid[:, :, None]
-        & (key_level[:, None, :] < query_level[:, :, None])
-    )
-    cross_has_key = cross_mask.any(dim=-1)
-    cross_mask = cross_mask | (diagonal & ~cross_has_key[:, :, None])
-    return self_mask[:, None], cross_mask[:, None], cross_has_key
 
 
 @dataclass
@@ -359,7 +364,7 @@ class GamerDecoderLayer(nn.Module):
             extra = config.behavior_embed_dim
         self.post_attention_layernorm = Qwen3RMSNorm(hidden, eps=config.rms_norm_eps)
         self.mlp = SlotExpertFFN(
-            config.num_slots, hidden + extra, config.intermediate_size, hidden, config.hidden_act, config.expert_impl
+            config.num_experts, hidden + extra, config.intermediate_size, hidden, config.hidden_act, config.expert_impl
         )
         self.dropout = Dropout(config.resid_dropout)
 
@@ -423,15 +428,19 @@ class GamerModel(GamerPreTrainedModel):
         position_ids: torch.LongTensor | None = None,
         cache: GamerCache | None = None,
         use_cache: bool | None = None,
+        session: torch.LongTensor | None = None,
     ) -> BaseModelOutputWithPast:
         if slot is None or behavior is None or level is None:
-            raise ValueError("gamer needs the per-token slot, behavior and level tensors (see common.py)")
+            name = self.config.model_type
+            raise ValueError(f"{name} needs the per-token slot, behavior and level tensors (common.py)")
+        if self.config.session_mask and session is None:
+            raise ValueError(f"{self.config.model_type} needs the per-token session rank (common.py)")
         batch, query_length = input_ids.shape
         use_cache = self.config.use_cache if use_cache is None else use_cache
         if use_cache and cache is None:
             cache = GamerCache(self.config)
         if cache is not None and not isinstance(cache, GamerCache):
-            raise TypeError(f"gamer needs a GamerCache (it also caches cross-level K/V and levels), got {type(cache)}")
+            raise TypeError(f"this model needs a GamerCache (it caches per-position metadata too), got {type(cache)}")
         past_length = cache.get_seq_length() if cache is not None else 0
 
         if attention_mask is None:
@@ -441,16 +450,24 @@ class GamerModel(GamerPreTrainedModel):
                 f"attention_mask must cover cached + new tokens: expected {(batch, past_length + query_length)}, "
                 f"got {tuple(attention_mask.shape)}"
             )
-        if position_ids is None:
-            position_ids = position_ids_from_mask(attention_mask, query_length, past_length, input_ids.device)
-        key_level = cache.update_levels(level) if cache is not None else level
-        self_mask, cross_mask, cross_has_key = build_attention_masks(attention_mask, level, key_level, past_length)
+        new_valid = attention_mask[:, past_length:].bool()
+        if self.config.session_mask:
+            last_block = cache.last_block() if cache is not None else 0
+            meta = TokenMeta(level, session, block_ids(slot, new_valid, last_block))
+            if position_ids is None:
+                position_ids = session_position_ids(session, slot, self.config.num_slots)
+        else:
+            meta = TokenMeta(level)
+            if position_ids is None:
+                position_ids = position_ids_from_mask(attention_mask, query_length, past_length, input_ids.device)
+        key_meta = cache.update_meta(meta) if cache is not None else meta
+        self_mask, cross_mask, cross_has_key = build_attention_masks(attention_mask, meta, key_meta, past_length)
         cross_rows = CrossLevelRows.pack(cross_mask, cross_has_key) if self.config.cross_layers else None
 
-        routing = SlotRouting.from_slots(slot, self.config.num_slots)
+        routing = SlotRouting.from_slots(expert_index(self.config, slot, behavior), self.config.num_experts)
         # Behavior injection on code tokens only (index 0 = none), as the reference's behavior_index.
         first_code_slot = 1 if self.config.use_behavior_token else 0
-        is_code = (slot >= first_code_slot) & attention_mask[:, past_length:].bool()
+        is_code = (slot >= first_code_slot) & new_valid
         injection_index = torch.where(is_code, behavior + 1, 0)
 
         hidden_states = self.embed_tokens(input_ids)
@@ -490,13 +507,15 @@ class GamerForCausalLM(GamerPreTrainedModel):
         cache: GamerCache | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int = 0,
+        session: torch.LongTensor | None = None,
         past_key_values: GamerCache | None = None,  # the pre-5.x name of ``cache``
         **kwargs,  # e.g. num_items_in_batch from the HF Trainer: unused
     ) -> CausalLMOutputWithPast:
         """Logits are untempered; ``labels`` give the loss on ``logits / config.loss_temperature`` (causal shift).
 
         With ``cache``, ``attention_mask`` covers cached + new tokens and ``slot`` / ``behavior`` / ``level``
-        cover the new tokens only.  ``logits_to_keep=n`` computes logits for the last n positions only.
+        (and ``session``, read by the session variants only) cover the new tokens only.  ``logits_to_keep=n``
+        computes logits for the last n positions only.
         """
         cache = cache if cache is not None else past_key_values
         outputs = self.model(
@@ -508,6 +527,7 @@ class GamerForCausalLM(GamerPreTrainedModel):
             position_ids=position_ids,
             cache=cache,
             use_cache=use_cache,
+            session=session,
         )
         hidden_states = outputs.last_hidden_state
         if logits_to_keep:
