@@ -2,6 +2,6 @@
 histories of raw ids (``requests``), and the MLflow model that serves them (``pyfunc``).  No Kedro here."""
 
 from .batch import recommend_users
-from .recommender import Recommender, ServingSettings, popular_items
+from .recommender import Recommender, ServingSettings, build_recommender, popular_items
 
-__all__ = ["Recommender", "ServingSettings", "popular_items", "recommend_users"]
+__all__ = ["Recommender", "ServingSettings", "build_recommender", "popular_items", "recommend_users"]

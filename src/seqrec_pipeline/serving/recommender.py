@@ -154,3 +154,15 @@ class Recommender:
                    pl.read_parquet(paths["behaviors"]),
                    json.loads(Path(head).read_text()) if head and Path(head).is_file() else None,
                    json.loads(Path(paths["popular"]).read_text()), ServingSettings(**settings, device=device))
+
+
+def build_recommender(decoder_model, sequences: pl.DataFrame, items: pl.DataFrame, behaviors: pl.DataFrame,
+                      sid_table: pl.DataFrame, sid_vocab: dict, repeat_head: dict | None, *, protocol: str,
+                      max_history: int, beam_size: int, batch_size: int, renormalize: bool,
+                      temperature: float | None, session_gap_seconds: float, device: str | None = None) -> Recommender:
+    """A :class:`Recommender` from a run's artifacts, decoding with the evaluation's settings; the popularity
+    fallback is counted on ``protocol``'s training data."""
+    settings = ServingSettings(max_history, beam_size, batch_size, renormalize, temperature, session_gap_seconds,
+                               device)
+    return Recommender(decoder_model, sid_table, sid_vocab, items, behaviors, repeat_head,
+                       popular_items(sequences, behaviors, items, protocol, beam_size), settings)
