@@ -6,7 +6,7 @@ A request row (a dict, or a row of a pandas DataFrame):
 - ``items``: list of raw item ids (strings; numbers are read as their decimal text), oldest first or any order;
 - ``behaviors``: list of behavior names, one per item;
 - ``timestamps``: list of integer times in the log's unit (seconds for timestamped logs), one per item;
-- ``request_behaviors`` (optional): behavior names to rank for; default every behavior;
+- ``request_behaviors`` (optional): behavior names to rank for; absent or empty: every behavior;
 - ``k`` (optional): list length, 1..beam size; default ``min(10, beam size)``.
 
 Events are sorted by time and cut into sessions with the dataset's session gap, as ``preprocess`` does; items
@@ -84,13 +84,13 @@ def parse_request(values: dict, row: int, recommender: Recommender) -> Request:
     except (TypeError, ValueError):
         raise RequestError(f"row {row}: 'timestamps' must be integers") from None
     wanted = values.get("request_behaviors")
-    if _absent(wanted):
+    if _absent(wanted) or (isinstance(wanted, (list, tuple, np.ndarray)) and len(wanted) == 0):
         requested = list(range(len(names)))
     else:
         wanted = _as_list(wanted, row, "request_behaviors")
         bad = [b for b in wanted if b not in names]
-        if bad or not wanted:
-            raise RequestError(f"row {row}: 'request_behaviors' has unknown behavior(s) {bad or wanted}; choose "
+        if bad:
+            raise RequestError(f"row {row}: 'request_behaviors' has unknown behavior(s) {bad}; choose "
                                f"among {list(names)}")
         requested = [names.index(b) for b in dict.fromkeys(wanted)]
     beam = recommender.settings.beam_size
