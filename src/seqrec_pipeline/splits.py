@@ -354,7 +354,7 @@ def latest_set(sequences: pl.DataFrame, max_history: int, behaviors: Sequence[in
     extra = [c for c in ("timestamp", "session") if c in sequences.columns]
     past = (sequences.select("item", "behavior", *extra, pl.int_range(pl.len()).alias("row"))
             .explode("item", "behavior", *extra)
-            .with_columns(pl.int_range(pl.len()).over("row").alias("pos"), pl.len().over("row").alias("_n")))
+            .with_columns(pl.int_range(pl.len(), dtype=pl.Int64).over("row").alias("pos"), pl.len().over("row").cast(pl.Int64).alias("_n")))
     for column in ("timestamp", "session"):
         if column not in extra:
             past = past.with_columns(pl.col("pos").alias(column))

@@ -68,6 +68,9 @@ def test_latest_set_reads_the_whole_log():
     assert data.past_item[data.past_offsets[0]:data.past_offsets[1]].tolist() == first["item"]  # the whole log
     assert data.window_time[0] == first["timestamp"][-1]  # ages are measured from the last event
     assert data.targets[0] == [] and data.repeat[0] == []
+    # a window longer than the log holds the whole log (lengths are unsigned in polars: no wrap-around)
+    data = latest_set(sequences, max_history=50, behaviors=[0])
+    assert np.array_equal(data.history_lengths, sequences["item"].list.len().to_numpy())
 
 
 def test_requests_answer_what_the_batch_ranks(setup):
