@@ -171,3 +171,29 @@ def test_recommend_without_a_trained_model_says_how_to_train_one(trained):
     assert bad.returncode == 2
     assert "no trained model" in bad.stderr and "kedro run --pipeline=smb_decoder" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_compare_runs_notebook_executes_on_the_runs(trained):
+    """notebooks/compare_runs.ipynb, executed against this project's MLflow store, so it cannot rot."""
+    nbformat = pytest.importorskip("nbformat")
+    from nbclient import NotebookClient
+
+    from tests.conftest import REPO
+
+    notebook = nbformat.read(REPO / "notebooks" / "compare_runs.ipynb", as_version=4)
+    os.environ.update(SEQREC_DATASET="retail_ci", SEQREC_MLFLOW_URI=f"sqlite:///{trained.path / 'mlflow.db'}")
+    try:
+        NotebookClient(notebook, timeout=300, kernel_name="python3",
+                       resources={"metadata": {"path": str(trained.path)}}).execute()
+    finally:
+        for key in ("SEQREC_DATASET", "SEQREC_MLFLOW_URI"):
+            os.environ.pop(key)
+    printed = "".join(o.get("text", "") for c in notebook.cells for o in c.get("outputs", []) if o.get("name") == "stdout")
+    summary = json.loads(printed.split("SUMMARY ", 1)[1].splitlines()[0])
+    report = json.loads((trained.path / "data/08_reporting/retail_ci/smb_decoder/gamer-cid/metrics.json").read_text())
+    assert summary["evaluated"] == 1 and summary["runs"] >= 1
+    assert abs(next(iter(summary["ndcg"].values())) - report["metrics"]["merged"]["ndcg@10"]) < 1e-9
+    assert set(summary["behaviors"]) == set(report["metrics"]["by_behavior"])
+    assert summary["curves"] == ["epoch/valid/ndcg_at_10", "train/loss"]
+    assert any(o.get("output_type") == "display_data" and "image/png" in o.get("data", {})
+               for c in notebook.cells for o in c.get("outputs", []))  # the plots were drawn
