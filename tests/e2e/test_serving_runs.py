@@ -88,6 +88,10 @@ def test_recommend_registered_model_and_server_agree(trained, tmp_path):
     # the registered MLflow model answers the same histories with the same lists
     import mlflow
 
+    client = mlflow.MlflowClient(f"sqlite:///{project.path / 'mlflow.db'}")
+    logged = {Path(a.path).name for a in client.list_artifacts(run, "recommend")}
+    assert logged == {"recommendations.parquet", "summary.json"}  # the table is in MLflow too
+
     served = json.loads((project.path / "data/06_models/retail_ci/gamer-cid/served_model.json").read_text())
     assert served["name"] == NAME and served["registered_uri"] == f"models:/{NAME}/{served['version']}"
     mlflow.set_tracking_uri(f"sqlite:///{project.path / 'mlflow.db'}")
