@@ -29,7 +29,7 @@ DISCRIMINATIVE_MODELS = ("sasrec", "bert4rec", "gru4rec", "mbht", "mbstr", "pbat
 TOKENIZERS = ("rqkmeans", "rqvae", "cid", "rid", "given")
 # the models a pipeline can run (``model=``)
 PIPELINE_MODELS = {"smb_rule": RULE_MODELS, "smb_rec": DISCRIMINATIVE_MODELS} | {
-    name: GENERATIVE_MODELS for name in ("train", "evaluate", "smb_decoder", "mb_decoder", "decoder", "__default__")}
+    name: GENERATIVE_MODELS for name in ("train", "evaluate", "recommend", "smb_decoder", "mb_decoder", "decoder", "__default__")}
 
 
 class Strict(BaseModel):
@@ -168,6 +168,15 @@ class RepeatParams(Strict):
         return self
 
 
+class RecommendParams(Strict):
+    """``kedro run --pipeline=recommend``: whom to recommend for, which behaviors, how many items."""
+
+    users: str  # all | a file of raw user ids, one per line
+    behaviors: Literal["all"] | list[str]
+    k: int = Field(ge=1)  # at most eval.beam_size (checked against the stored model's beam)
+    repeat: bool  # rank with the run's repeat / explore head when it has one
+
+
 class CompareParams(Strict):
     k: int = Field(ge=1)
 
@@ -192,6 +201,7 @@ class Parameters(Strict):
     protocols: dict[str, Literal["last_event", "last_session"]]
     rec: RecParams
     repeat: RepeatParams
+    recommend: RecommendParams
     compare: CompareParams
     datasets: dict[str, Any]
 

@@ -11,6 +11,7 @@ from seqrec_pipeline.pipelines import (
     ingestion,
     preprocessing,
     reporting,
+    serving,
     tokenization,
     training,
 )
@@ -31,7 +32,8 @@ def register_pipelines() -> dict[str, Pipeline]:
     data = ingestion.create_pipeline() + preprocessing.create_pipeline()
     features = data + embedding.create_pipeline() + tokenization.create_pipeline()
     trained = features + training.create_pipeline()
-    smb_decoder = trained + _evaluated("smb_decoder")
+    # the training run also logs and registers its model (with the repeat head) as an MLflow model
+    smb_decoder = trained + _evaluated("smb_decoder") + serving.create_package_pipeline("smb_decoder")
     return {
         "ingest": ingestion.create_pipeline(),
         # `--namespaces=<stage>` runs only that stage's nodes on the stored upstream artifacts
@@ -46,6 +48,7 @@ def register_pipelines() -> dict[str, Pipeline]:
         "smb_rule": data + evaluation.create_rule_pipeline() + reporting.create_pipeline("smb_rule", generative=False),
         "smb_rec": data + discriminative.create_pipeline() + evaluation.create_repeat_pipeline("smb_rec")
         + reporting.create_pipeline("smb_rec", generative=False, repeat_aware=True),
+        "recommend": serving.create_recommend_pipeline(),  # the stored model only
         "compare": reporting.create_compare_pipeline(),
         "__default__": smb_decoder,
     }

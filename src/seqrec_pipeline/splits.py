@@ -361,3 +361,46 @@ def eval_set(sequences: pl.DataFrame, protocol: str, split: str, max_history: in
         window_time=window_time.astype(np.int64),
         history_session=history["session"].to_numpy().astype(np.int64),
     )
+
+
+def latest_set(sequences: pl.DataFrame, max_history: int, behaviors: Sequence[int]) -> EvalSet:
+    """What a recommendation for the next visit reads: every row's whole log is its past (the window starts
+    after its last event), the last ``max_history`` events are its history, and there is one sample per
+    (row, behavior in ``behaviors``), without targets.  ``window_time`` is the time of the row's last event
+    (the repeat scorer measures ages from there), so a log's recommendations do not depend on when they are
+    computed.  Rows need at least one event (``sequences`` columns: user_idx, item, behavior and optionally
+    timestamp, session)."""
+    if sequences.height and int(sequences.select(pl.col("item").list.len().min()).item()) < 1:
+        raise InputError("every history needs at least one event")
+    extra = [c for c in ("timestamp", "session") if c in sequences.columns]
+    past = (sequences.select("item", "behavior", *extra, pl.int_range(pl.len()).alias("row"))
+            .explode("item", "behavior", *extra)
+            .with_columns(pl.int_range(pl.len(), dtype=pl.Int64).over("row").alias("pos"), pl.len().over("row").cast(pl.Int64).alias("_n")))
+    for column in ("timestamp", "session"):
+        if column not in extra:
+            past = past.with_columns(pl.col("pos").alias(column))
+    history = past.filter(pl.col("pos") >= pl.col("_n") - max_history)
+    behaviors = np.asarray(behaviors, dtype=np.int64)
+    n = sequences.height
+    window_time = past.group_by("row").agg(pl.col("timestamp").max()).sort("row")["timestamp"].to_numpy()
+
+    def offsets(rows: pl.Series) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum(np.bincount(rows.to_numpy(), minlength=n))]).astype(np.int64)
+
+    n_samples = n * len(behaviors)
+    return EvalSet(
+        user_idx=sequences["user_idx"].to_numpy(),
+        history_item=history["item"].to_numpy().astype(np.int64),
+        history_behavior=history["behavior"].to_numpy().astype(np.int64),
+        history_offsets=offsets(history["row"]),
+        sample_user=np.repeat(np.arange(n, dtype=np.int64), len(behaviors)),
+        sample_behavior=np.tile(behaviors, n),
+        targets=[[] for _ in range(n_samples)],
+        repeat=[[] for _ in range(n_samples)],
+        past_item=past["item"].to_numpy().astype(np.int64),
+        past_behavior=past["behavior"].to_numpy().astype(np.int64),
+        past_time=past["timestamp"].to_numpy().astype(np.int64),
+        past_session=past["session"].to_numpy().astype(np.int64),
+        past_offsets=offsets(past["row"]),
+        window_time=window_time.astype(np.int64),
+    )

@@ -58,7 +58,19 @@ def test_every_versioned_dataset_of_the_catalog_pins_its_saved_version():
              for name, entry in catalog.items() if isinstance(entry, dict)}
     json_files = {name: entry["type"] for name, entry in inner.items() if "JSONDataset" in entry.get("type", "")}
     assert {"sid_vocab", "train.training_settings", "{pipeline}.metrics"} <= set(json_files)
-    assert set(json_files.values()) == {"seqrec_pipeline.io.json_file.JSONDataset"}
+    for name, dotted in json_files.items():  # the project's JSONDataset (or a subclass: OptionalJSONDataset)
+        module, _, attr = dotted.rpartition(".")
+        assert module == "seqrec_pipeline.io.json_file", name
+        assert issubclass(getattr(importlib.import_module(module), attr), JSONDataset), name
+
+
+def test_an_optional_json_file_loads_none_until_written(tmp_path):
+    from seqrec_pipeline.io.json_file import OptionalJSONDataset
+
+    dataset = OptionalJSONDataset(filepath=str(tmp_path / "head.json"))
+    assert dataset.load() is None
+    dataset.save({"gate_bias": [1.0]})
+    assert dataset.load() == {"gate_bias": [1.0]}
 
 
 def test_a_saved_json_file_loads_what_its_run_saved(tmp_path):

@@ -9,6 +9,7 @@ from typing import Any
 
 from kedro.io.core import DatasetError, Version, get_filepath_str
 
+from seqrec_pipeline.errors import InputError
 from seqrec_pipeline.io.versioning import RunVersionedDataset
 
 
@@ -23,6 +24,9 @@ class HFModelDataset(RunVersionedDataset[Any, Any]):
     def load(self) -> Any:
         from seqrec_pipeline.models.generative import load_model
 
+        if not self._exists():
+            raise InputError(f"no trained model in {self._filepath}: train one first with `kedro run "
+                             "--pipeline=smb_decoder` and the same dataset, model and tokenizer parameters")
         return load_model(get_filepath_str(self._get_load_path(), "file"))
 
     def save(self, model: Any) -> None:

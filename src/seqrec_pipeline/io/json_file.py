@@ -41,3 +41,10 @@ class JSONDataset(AbstractDataset[Any, Any]):
 
     def _describe(self) -> dict[str, Any]:
         return {"filepath": str(self._filepath), "save_args": self._save_args}
+
+
+class OptionalJSONDataset(JSONDataset):
+    """A JSON file an earlier run may not have written: loads None when it is absent."""
+
+    def load(self) -> Any:
+        return super().load() if self._exists() else None

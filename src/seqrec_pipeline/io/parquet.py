@@ -21,9 +21,12 @@ class PolarsParquetDataset(RunVersionedDataset[pl.DataFrame, pl.DataFrame]):
     """
 
     def __init__(self, filepath: str, version: Version | None = None, compression: str = "zstd",
-                 metadata: dict[str, Any] | None = None):
+                 metadata: dict[str, Any] | None = None, mlflow_artifact_path: str | None = None):
         super().__init__(filepath=PurePosixPath(filepath), version=version, exists_function=self._exists_local)
         self._compression = compression
+        # kedro-mlflow's MlflowArtifactDataset cannot wrap a versioned dataset (Kedro refuses its second save
+        # version), so a table that also goes to MLflow is logged here, after its versioned save
+        self._mlflow_artifact_path = mlflow_artifact_path
         self.metadata = metadata
 
     @staticmethod
@@ -41,6 +44,11 @@ class PolarsParquetDataset(RunVersionedDataset[pl.DataFrame, pl.DataFrame]):
         tmp = f"{path}.tmp-{os.getpid()}"
         data.write_parquet(tmp, compression=self._compression)
         os.replace(tmp, path)
+        if self._mlflow_artifact_path is not None:
+            import mlflow
+
+            if mlflow.active_run() is not None:
+                mlflow.log_artifact(path, self._mlflow_artifact_path)
 
     def _exists(self) -> bool:
         try:

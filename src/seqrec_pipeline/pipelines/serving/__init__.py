@@ -1,0 +1,3 @@
+from .pipeline import create_package_pipeline, create_recommend_pipeline
+
+__all__ = ["create_package_pipeline", "create_recommend_pipeline"]

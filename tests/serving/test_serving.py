@@ -1,0 +1,154 @@
+"""The serving library on a tiny random model: batch and request answers agree, errors name their field."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from seqrec_pipeline.errors import InputError
+from seqrec_pipeline.ranking.repeat import Mixture, RepeatScorer
+from seqrec_pipeline.serving import Recommender, build_recommender, recommend_users
+from seqrec_pipeline.serving.requests import RequestError, answer
+from seqrec_pipeline.splits import latest_set
+from seqrec_pipeline.vocab import TokenVocab
+from tests.decoding.helpers import random_codes, tiny_model
+
+NAMES = ("view", "cart", "buy")
+SIZES = (4, 4, 4)
+N_ITEMS, N_USERS, GAP = 40, 12, 1800
+
+
+def _sequences(seed: int = 0) -> pl.DataFrame:
+    """Users with 3..9 events, a session break every third event, timestamps in seconds."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(N_USERS):
+        n = int(rng.integers(3, 10))
+        times = 1_000_000 + np.cumsum(np.where(np.arange(n) % 3 == 0, 10 * GAP, 60)).astype(np.int64)
+        rows.append({"user_idx": u, "item": rng.integers(0, N_ITEMS, n).tolist(),
+                     "behavior": rng.integers(0, 3, n).tolist(), "timestamp": times.tolist(),
+                     "session": (np.arange(n) // 3).tolist(), "n_events": n,
+                     "last_session_valid": n - 2 if n > 6 else -1, "last_session_test": n - 1 if n > 6 else -1})
+    return pl.DataFrame(rows, schema_overrides={"item": pl.List(pl.Int32), "behavior": pl.List(pl.Int8),
+                                                "session": pl.List(pl.Int32), "user_idx": pl.Int32})
+
+
+@pytest.fixture(scope="module")
+def setup():
+    vocab = TokenVocab(NAMES, SIZES)
+    codes = random_codes(SIZES, N_ITEMS, seed=1)
+    sid = pl.DataFrame({"item_idx": np.arange(N_ITEMS, dtype=np.int32),
+                        **{f"c{lvl}": codes[:, lvl].astype(np.int32) for lvl in range(len(SIZES))}})
+    items = pl.DataFrame({"item_idx": np.arange(N_ITEMS, dtype=np.int32),
+                          "item_id": [f"sku-{i}" for i in range(N_ITEMS)]})
+    users = pl.DataFrame({"user_idx": np.arange(N_USERS, dtype=np.int32), "user_id": [f"u{u}" for u in range(N_USERS)]})
+    behaviors = pl.DataFrame({"behavior_idx": [0, 1, 2], "behavior": list(NAMES), "level": [0, 1, 2]})
+    head = Mixture(RepeatScorer([[1.0, 2.0, 4.0]] * 3, day_decay=0.9, session_decay=0.8), [0.0, -1.0, 1.0],
+                   [0.5, 0.5, 0.0], [1.0, 2.0, 0.5]).to_dict()
+    sequences = _sequences()
+    rec = build_recommender(tiny_model("gamer", vocab), sequences, items, behaviors, sid, vocab.to_dict(), head,
+                            protocol="last_session", max_history=5, beam_size=8, batch_size=4, renormalize=False,
+                            temperature=None, session_gap_seconds=GAP)
+    return rec, sequences, users
+
+
+def _request(sequences: pl.DataFrame, row: int, **extra) -> dict:
+    r = sequences.row(row, named=True)
+    return {"items": [f"sku-{i}" for i in r["item"]], "behaviors": [NAMES[b] for b in r["behavior"]],
+            "timestamps": r["timestamp"], **extra}
+
+
+def test_latest_set_reads_the_whole_log():
+    sequences = _sequences()
+    data = latest_set(sequences, max_history=4, behaviors=[2, 0])
+    first = sequences.row(0, named=True)
+    assert data.n_samples == 2 * N_USERS and data.sample_behavior[:4].tolist() == [2, 0, 2, 0]
+    assert data.histories[0][:, 0].tolist() == first["item"][-4:]  # the last max_history events
+    assert data.past_item[data.past_offsets[0]:data.past_offsets[1]].tolist() == first["item"]  # the whole log
+    assert data.window_time[0] == first["timestamp"][-1]  # ages are measured from the last event
+    assert data.targets[0] == [] and data.repeat[0] == []
+    # a window longer than the log holds the whole log (lengths are unsigned in polars: no wrap-around)
+    data = latest_set(sequences, max_history=50, behaviors=[0])
+    assert np.array_equal(data.history_lengths, sequences["item"].list.len().to_numpy())
+
+
+def test_requests_answer_what_the_batch_ranks(setup):
+    rec, sequences, users = setup
+    table, summary = recommend_users(rec, sequences, users, k=5)
+    assert summary["n_users"] == N_USERS and summary["repeat_head"] is True and table.height == 3 * N_USERS
+    answers = answer(rec, [_request(sequences, r, k=5) for r in range(N_USERS)])
+    for row in table.iter_rows(named=True):
+        u = int(row["user_id"][1:])
+        got = next(x for x in answers[u]["recommendations"] if x["behavior"] == row["behavior"])
+        assert got["items"] == row["items"] and len(got["items"]) == 5
+        np.testing.assert_allclose(got["scores"], row["scores"], rtol=1e-5)
+    # the history items come back first for buy (gate bias 1), and the lists are ranked
+    assert all(r["scores"] == sorted(r["scores"], reverse=True) for r in table.iter_rows(named=True))
+    # the same without the repeat head: the beam's top k (summed log-probabilities)
+    plain, summary = recommend_users(rec, sequences, users, k=5, use_repeat=False)
+    assert summary["repeat_head"] is False and (np.concatenate(plain["scores"].to_list()) < 0).all()
+    plain_answers = answer(rec, [_request(sequences, r, k=5) for r in range(N_USERS)], use_repeat=False)
+    assert plain_answers[3]["recommendations"][1]["items"] == plain.row(3 * 3 + 1, named=True)["items"]
+
+
+def test_a_saved_recommender_answers_the_same(setup, tmp_path):
+    rec, sequences, _ = setup
+    paths = rec.save(tmp_path)
+    assert {p.name for p in (tmp_path / "model").iterdir()} == {"config.json", "model.safetensors"}
+    requests = [_request(sequences, r, k=4) for r in range(3)]
+    assert answer(Recommender.load(paths), requests) == answer(rec, requests)
+
+
+def test_unknown_items_are_skipped_and_empty_histories_fall_back(setup):
+    rec, sequences, _ = setup
+    known = _request(sequences, 0, request_behaviors=["buy"], k=3)
+    noisy = {key: value + extra for (key, value), extra in zip(
+        known.items(), (["nope", "gone"], ["view", "buy"], [1, 2], [], 0), strict=True)}
+    noisy["k"] = 3
+    out = answer(rec, [known, noisy, {"items": ["nope"], "behaviors": ["view"], "timestamps": [5], "k": 2},
+                       {"items": [], "behaviors": [], "timestamps": [], "request_behaviors": ["cart", "view"]}])
+    assert out[1]["unknown_items"] == 2 and out[1]["recommendations"] == out[0]["recommendations"]
+    assert out[0]["unknown_items"] == 0 and not out[0]["fallback"]
+    assert out[2]["fallback"] and out[2]["unknown_items"] == 1
+    assert [r["behavior"] for r in out[2]["recommendations"]] == list(NAMES)  # default: every behavior
+    assert out[2]["recommendations"][0]["items"] == rec.popular["view"]["items"][:2]
+    assert out[3]["fallback"] and [r["behavior"] for r in out[3]["recommendations"]] == ["cart", "view"]
+    assert len(out[3]["recommendations"][0]["items"]) == min(10, rec.settings.beam_size)  # default k
+    # the popular items are counted on the training data: the most frequent training item per behavior first
+    counts = rec.popular["view"]["scores"]
+    assert counts == sorted(counts, reverse=True) and 0 < counts[0] <= 1
+
+
+@pytest.mark.parametrize("request_row, field", [
+    ({"items": ["sku-1"], "behaviors": ["view", "buy"], "timestamps": [1, 2]}, "same length"),
+    ({"items": "sku-1", "behaviors": ["view"], "timestamps": [1]}, "'items' must be a list"),
+    ({"items": ["sku-1"], "behaviors": ["like"], "timestamps": [1]}, "'behaviors' has unknown behavior"),
+    ({"items": ["sku-1"], "behaviors": ["view"], "timestamps": ["noon"]}, "'timestamps' must be integers"),
+    ({"items": ["sku-1"], "behaviors": ["view"], "timestamps": [1], "request_behaviors": ["fly"]},
+     "'request_behaviors' has unknown behavior"),
+    ({"items": ["sku-1"], "behaviors": ["view"], "timestamps": [1], "k": 0}, "'k' must be an integer in 1..8"),
+    ({"items": ["sku-1"], "behaviors": ["view"], "timestamps": [1], "k": 9}, "'k' must be an integer in 1..8"),
+    ({"behaviors": ["view"], "timestamps": [1]}, "'items' is missing"),
+    ({"items": [], "behaviors": [], "timestamps": [], "user": "x"}, "unknown field(s) ['user']"),
+])
+def test_bad_requests_name_the_field(setup, request_row, field):
+    rec, _, _ = setup
+    with pytest.raises(RequestError, match=r"^row 1: ") as error:
+        answer(rec, [{"items": [], "behaviors": [], "timestamps": []}, request_row])
+    assert field in str(error.value)
+
+
+def test_batch_users_from_a_file_count_the_unknown_ones(setup, tmp_path):
+    rec, sequences, users = setup
+    wanted = tmp_path / "users.txt"
+    wanted.write_text("u3\n\n  u1 \nstranger\nu3\n")
+    table, summary = recommend_users(rec, sequences, users, which=str(wanted), behaviors=["buy"], k=2)
+    assert table["user_id"].to_list() == ["u3", "u1"] and table["behavior"].to_list() == ["buy", "buy"]
+    assert summary["n_unknown_users"] == 1 and summary["n_requested"] == 3
+    with pytest.raises(InputError, match="unknown behavior"):
+        recommend_users(rec, sequences, users, behaviors=["like"], k=2)
+    with pytest.raises(InputError, match=r"k must lie in 1..8"):
+        recommend_users(rec, sequences, users, k=20)
+    with pytest.raises(InputError, match="no file"):
+        recommend_users(rec, sequences, users, which=str(tmp_path / "missing.txt"), k=2)
