@@ -8,30 +8,24 @@ state_dict read with ``weights_only=True``).
 from __future__ import annotations
 
 import json
-import os
-import shutil
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import numpy as np
-from kedro.io.core import DatasetError, Version, get_filepath_str
+from kedro.io.core import DatasetError
 
-from seqrec_pipeline.io.versioning import RunVersionedDataset
+from seqrec_pipeline.io.versioning import FolderDataset
 
 MANIFEST = "tokenizer.json"
 RQVAE_DIR = "rqvae"
 
 
-class TokenizerModelDataset(RunVersionedDataset[Any, Any]):
+class TokenizerModelDataset(FolderDataset):
     """Saves an RQ-VAE, or a dict of JSON values and numpy arrays (RQ-KMeans centroids, a method's
-    settings), into a temporary folder renamed into place; loads it back (tuples come back as lists)."""
-
-    def __init__(self, filepath: str, version: Version | None = None, metadata: dict[str, Any] | None = None):
-        super().__init__(filepath=PurePosixPath(filepath), version=version, exists_function=os.path.isdir)
-        self.metadata = metadata
+    settings), atomically (see :class:`FolderDataset`); loads it back (tuples come back as lists)."""
 
     def load(self) -> Any:
-        path = Path(get_filepath_str(self._get_load_path(), "file"))
+        path = Path(self._load_path())
         manifest = json.loads((path / MANIFEST).read_text())
         if manifest.get("kind") == "rqvae":
             from seqrec_pipeline.models.tokenizers.rqvae import load_rqvae
@@ -39,34 +33,18 @@ class TokenizerModelDataset(RunVersionedDataset[Any, Any]):
             return load_rqvae(path / RQVAE_DIR)
         return _decode(manifest["model"], path)
 
-    def save(self, model: Any) -> None:
+    def _write(self, model: Any, folder: Path) -> None:
         from seqrec_pipeline.models.tokenizers.rqvae import RQVAE, save_rqvae
 
-        path = get_filepath_str(self._get_save_path(), "file")
-        tmp = Path(f"{path}.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        if isinstance(model, RQVAE):
-            save_rqvae(model, tmp / RQVAE_DIR)
-            manifest = {"kind": "rqvae"}
-        elif isinstance(model, dict):
-            manifest = {"kind": "dict", "model": _encode(model, "model", tmp)}
-        else:
-            shutil.rmtree(tmp)
+        if not isinstance(model, RQVAE | dict):
             raise DatasetError(f"TokenizerModelDataset saves an RQVAE or a dict, got {type(model).__name__}")
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
-        if os.path.isdir(path):
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-
-    def _exists(self) -> bool:
-        try:
-            return os.path.isdir(get_filepath_str(self._get_load_path(), "file"))
-        except DatasetError:
-            return False
-
-    def _describe(self) -> dict[str, Any]:
-        return {"filepath": str(self._filepath), "version": self._version}
+        folder.mkdir(parents=True)
+        if isinstance(model, RQVAE):
+            save_rqvae(model, folder / RQVAE_DIR)
+            manifest = {"kind": "rqvae"}
+        else:
+            manifest = {"kind": "dict", "model": _encode(model, "model", folder)}
+        (folder / MANIFEST).write_text(json.dumps(manifest, indent=2))
 
 
 def _encode(value: Any, name: str, folder: Path) -> Any:

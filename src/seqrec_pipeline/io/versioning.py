@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from functools import wraps
+from pathlib import Path, PurePosixPath
 from typing import Any, Callable, TypeVar
 
-from kedro.io.core import AbstractVersionedDataset, Version, generate_timestamp
+from kedro.io.core import AbstractVersionedDataset, DatasetError, Version, generate_timestamp, get_filepath_str
 
 _DI = TypeVar("_DI")
 _DO = TypeVar("_DO")
@@ -39,3 +42,41 @@ class RunVersionedDataset(AbstractVersionedDataset[_DI, _DO]):
 
         save.__savewrapped__ = True  # type: ignore[attr-defined]  # subclasses must not wrap it again
         return save
+
+
+class FolderDataset(RunVersionedDataset[Any, Any]):
+    """A versioned dataset stored as a directory, written into a temporary folder renamed into place (a reader
+    never sees half a model).  Subclasses implement ``load`` and ``_write(data, folder)``."""
+
+    def __init__(self, filepath: str, version: Version | None = None, metadata: dict[str, Any] | None = None):
+        super().__init__(filepath=PurePosixPath(filepath), version=version, exists_function=os.path.isdir)
+        self.metadata = metadata
+
+    def _write(self, data: Any, folder: Path) -> None:
+        raise NotImplementedError
+
+    def save(self, data: Any) -> None:
+        path = get_filepath_str(self._get_save_path(), "file")
+        tmp = Path(f"{path}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            self._write(data, tmp)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        os.replace(tmp, path)
+
+    def _load_path(self) -> str:
+        return get_filepath_str(self._get_load_path(), "file")
+
+    def _exists(self) -> bool:
+        try:
+            return os.path.isdir(self._load_path())
+        except DatasetError:
+            return False
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath), "version": self._version}
