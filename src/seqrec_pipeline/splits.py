@@ -309,6 +309,46 @@ def seen_before(start: pl.Expr, user: str = "row") -> pl.Expr:
     return pl.col("pos").min().over(user, "item") < start
 
 
+def _exploded(frame: pl.DataFrame, *columns: str) -> pl.DataFrame:
+    """One row per event of ``frame``'s lists with ``row`` (the frame's row) and ``pos`` (the event's position
+    in it); without timestamps or sessions, positions stand in for both."""
+    extra = [c for c in ("timestamp", "session") if c in frame.columns]
+    events = (frame.select(*columns, "item", "behavior", *extra, pl.int_range(pl.len()).alias("row"))
+              .explode("item", "behavior", *extra)
+              .with_columns(pl.int_range(pl.len(), dtype=pl.Int64).over("row").alias("pos")))
+    return events.with_columns(pl.col("pos").alias(c) for c in ("timestamp", "session") if c not in extra)
+
+
+def _assemble(user_idx: np.ndarray, past: pl.DataFrame, history: pl.DataFrame, window_time: np.ndarray,
+              sample_user: np.ndarray, sample_behavior: np.ndarray, targets: list, repeat: list) -> EvalSet:
+    """The EvalSet of per-event frames (``past`` and ``history`` in row order) and per-sample arrays."""
+
+    def offsets(rows: pl.Series) -> np.ndarray:
+        counts = np.bincount(rows.to_numpy(), minlength=len(user_idx))
+        return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+
+    def ints(frame: pl.DataFrame, column: str) -> np.ndarray:
+        return frame[column].to_numpy().astype(np.int64)
+
+    return EvalSet(
+        user_idx=user_idx,
+        history_item=ints(history, "item"),
+        history_behavior=ints(history, "behavior"),
+        history_offsets=offsets(history["row"]),
+        sample_user=np.asarray(sample_user, dtype=np.int64),
+        sample_behavior=np.asarray(sample_behavior, dtype=np.int64),
+        targets=targets,
+        repeat=repeat,
+        past_item=ints(past, "item"),
+        past_behavior=ints(past, "behavior"),
+        past_time=ints(past, "timestamp"),
+        past_session=ints(past, "session"),
+        past_offsets=offsets(past["row"]),
+        window_time=np.asarray(window_time, dtype=np.int64),
+        history_session=ints(history, "session"),
+    )
+
+
 def eval_set(sequences: pl.DataFrame, protocol: str, split: str, max_history: int,
              behaviors: list[int] | None = None) -> EvalSet:
     """Targets and histories of ``split`` ('valid' or 'test') under ``protocol``; ``behaviors`` keeps only
@@ -319,17 +359,7 @@ def eval_set(sequences: pl.DataFrame, protocol: str, split: str, max_history: in
     users = protocol_users(sequences, protocol)
     start = users[valid_col] if split == "valid" else users[test_col]
     end = users[test_col] if split == "valid" else users["n_events"]
-    users = users.with_columns(start.alias("_start"), end.alias("_end"))
-    extra = [c for c in ("timestamp", "session") if c in users.columns]
-    window = (
-        users.select("_start", "_end", "item", "behavior", *extra, pl.int_range(pl.len()).alias("row"))
-        .explode("item", "behavior", *extra)
-        .with_columns(pl.int_range(pl.len()).over("row").alias("pos"))
-    )
-    if "timestamp" not in extra:
-        window = window.with_columns(pl.col("pos").alias("timestamp"))
-    if "session" not in extra:
-        window = window.with_columns(pl.col("pos").alias("session"))
+    window = _exploded(users.with_columns(start.alias("_start"), end.alias("_end")), "_start", "_end")
     in_target = (pl.col("pos") >= pl.col("_start")) & (pl.col("pos") < pl.col("_end"))
     target = window.with_columns(seen_before(pl.col("_start")).alias("repeat")).filter(in_target)
     if behaviors is not None:
@@ -340,27 +370,8 @@ def eval_set(sequences: pl.DataFrame, protocol: str, split: str, max_history: in
     past = window.filter(pl.col("pos") < pl.col("_start"))
     history = past.filter(pl.col("pos") >= pl.col("_start") - max_history)
     window_time = window.filter(pl.col("pos") == pl.col("_start")).sort("row")["timestamp"].to_numpy()
-
-    def offsets(rows: pl.Series) -> np.ndarray:
-        return np.concatenate([[0], np.cumsum(np.bincount(rows.to_numpy(), minlength=users.height))]).astype(np.int64)
-
-    return EvalSet(
-        user_idx=users["user_idx"].to_numpy(),
-        history_item=history["item"].to_numpy().astype(np.int64),
-        history_behavior=history["behavior"].to_numpy().astype(np.int64),
-        history_offsets=offsets(history["row"]),
-        sample_user=samples["row"].to_numpy().astype(np.int64),
-        sample_behavior=samples["behavior"].to_numpy().astype(np.int64),
-        targets=samples["item"].to_list(),
-        repeat=samples["repeat"].to_list(),
-        past_item=past["item"].to_numpy().astype(np.int64),
-        past_behavior=past["behavior"].to_numpy().astype(np.int64),
-        past_time=past["timestamp"].to_numpy().astype(np.int64),
-        past_session=past["session"].to_numpy().astype(np.int64),
-        past_offsets=offsets(past["row"]),
-        window_time=window_time.astype(np.int64),
-        history_session=history["session"].to_numpy().astype(np.int64),
-    )
+    return _assemble(users["user_idx"].to_numpy(), past, history, window_time, samples["row"].to_numpy(),
+                     samples["behavior"].to_numpy(), samples["item"].to_list(), samples["repeat"].to_list())
 
 
 def latest_set(sequences: pl.DataFrame, max_history: int, behaviors: Sequence[int]) -> EvalSet:
@@ -372,35 +383,11 @@ def latest_set(sequences: pl.DataFrame, max_history: int, behaviors: Sequence[in
     timestamp, session)."""
     if sequences.height and int(sequences.select(pl.col("item").list.len().min()).item()) < 1:
         raise InputError("every history needs at least one event")
-    extra = [c for c in ("timestamp", "session") if c in sequences.columns]
-    past = (sequences.select("item", "behavior", *extra, pl.int_range(pl.len()).alias("row"))
-            .explode("item", "behavior", *extra)
-            .with_columns(pl.int_range(pl.len(), dtype=pl.Int64).over("row").alias("pos"), pl.len().over("row").cast(pl.Int64).alias("_n")))
-    for column in ("timestamp", "session"):
-        if column not in extra:
-            past = past.with_columns(pl.col("pos").alias(column))
+    past = _exploded(sequences).with_columns(pl.len().over("row").cast(pl.Int64).alias("_n"))
     history = past.filter(pl.col("pos") >= pl.col("_n") - max_history)
-    behaviors = np.asarray(behaviors, dtype=np.int64)
-    n = sequences.height
     window_time = past.group_by("row").agg(pl.col("timestamp").max()).sort("row")["timestamp"].to_numpy()
-
-    def offsets(rows: pl.Series) -> np.ndarray:
-        return np.concatenate([[0], np.cumsum(np.bincount(rows.to_numpy(), minlength=n))]).astype(np.int64)
-
-    n_samples = n * len(behaviors)
-    return EvalSet(
-        user_idx=sequences["user_idx"].to_numpy(),
-        history_item=history["item"].to_numpy().astype(np.int64),
-        history_behavior=history["behavior"].to_numpy().astype(np.int64),
-        history_offsets=offsets(history["row"]),
-        sample_user=np.repeat(np.arange(n, dtype=np.int64), len(behaviors)),
-        sample_behavior=np.tile(behaviors, n),
-        targets=[[] for _ in range(n_samples)],
-        repeat=[[] for _ in range(n_samples)],
-        past_item=past["item"].to_numpy().astype(np.int64),
-        past_behavior=past["behavior"].to_numpy().astype(np.int64),
-        past_time=past["timestamp"].to_numpy().astype(np.int64),
-        past_session=past["session"].to_numpy().astype(np.int64),
-        past_offsets=offsets(past["row"]),
-        window_time=window_time.astype(np.int64),
-    )
+    behaviors = np.asarray(behaviors, dtype=np.int64)
+    n, n_samples = sequences.height, sequences.height * len(behaviors)
+    return _assemble(sequences["user_idx"].to_numpy(), past, history, window_time,
+                     np.repeat(np.arange(n), len(behaviors)), np.tile(behaviors, n),
+                     [[] for _ in range(n_samples)], [[] for _ in range(n_samples)])
