@@ -163,26 +163,81 @@ def _cf_name(params: EmbedParams) -> str:
     return "svd(user-item, train split)"
 
 
+def probe_ndcg(vectors: np.ndarray, sequences: pl.DataFrame, *, k: int = 10, last: int = 3, decay: float = 0.7,
+               max_users: int = 2000, seed: int = 0) -> float:
+    """How well item vectors find the items a user turns to next: NDCG@k on the explore targets of the
+    ``last_session`` **validation** session, ranking the catalog by the inner product with the decayed sum of
+    the vectors of the user's last ``last`` history items, the user's past left out.  A cheap stand-in for
+    the decoder's explore quality, used to choose the vectors; test targets are never read."""
+    from seqrec_pipeline.ranking.metrics import per_sample_metrics
+    from seqrec_pipeline.splits import eval_set
+
+    data = eval_set(sequences, "last_session", "valid", max(last, 1))
+    explore = [[t for t, rep in zip(targets, repeat) if not rep] for targets, repeat in zip(data.targets, data.repeat)]
+    rows = np.flatnonzero([len(t) > 0 for t in explore])
+    if len(rows) > max_users:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, max_users, replace=False))
+    if not len(rows):
+        return 0.0
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    offsets = data.history_offsets
+    query = np.zeros((data.n_users, vectors.shape[1]), np.float32)
+    for back in range(1, last + 1):
+        at = offsets[1:] - back
+        ok = at >= offsets[:-1]
+        query[ok] += decay ** (back - 1) * vectors[data.history_item[at[ok]]]
+    import faiss
+
+    index = faiss.IndexFlatIP(vectors.shape[1])
+    index.add(vectors)
+    depth = int(min(len(vectors), k + np.diff(data.past_offsets).max(initial=0)))
+    _, found = index.search(np.ascontiguousarray(query[data.sample_user[rows]]), depth)
+    found = np.where(_in_past(data, rows, found), -1, found)
+    ranked = np.take_along_axis(found, np.argsort(found < 0, axis=1, kind="stable"), axis=1)[:, :k]
+    return float(per_sample_metrics(ranked, [explore[r] for r in rows], ks=(k,))[f"ndcg@{k}"].mean())
+
+
+def _in_past(data, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """``data.in_past`` for a subset of the samples."""
+    full = np.full((data.n_samples, items.shape[1]), -1, dtype=np.int64)
+    full[rows] = items
+    return data.in_past(full)[rows]
+
+
 def embed_items(items: pl.DataFrame, sequences: pl.DataFrame, params: EmbedParams,
                 seed: int) -> tuple[np.ndarray, dict]:
-    """Vectors [n_items, d] aligned with item_idx, and what produced them."""
+    """Vectors [n_items, d] aligned with item_idx, and what produced them.  ``source=auto`` with item text
+    computes both the text and the collaborative vectors and keeps the one with the higher validation
+    :func:`probe_ndcg`."""
     n_items = items.height
     fields = params.text_fields
     text_columns = [c for c in items.columns if c not in ITEM_KEYS]
-    use_text = params.source in ("auto", "text") and (fields or text_columns)
-    if params.source == "text" and not use_text:
+    has_text = bool(fields or text_columns)
+    if params.source == "text" and not has_text:
         raise InputError("embed.source=text but the dataset has no item text columns; use source: auto or cf")
     info = {"n_items": n_items, "seed": seed}
-    if not use_text:
+    candidates = {}
+    if params.source in ("auto", "cf") or not has_text:
         vectors = cf_embeddings(sequences, n_items, params.cf_dim, seed, params.cf, params.cf_window)
-        return vectors, info | {"source": "cf", "encoder": _cf_name(params), "dim": vectors.shape[1],
-                                "n_text": 0, "n_cf": n_items}
-    texts = item_texts(items, fields, params.max_chars)
-    empty = np.array([not t for t in texts])
-    vectors = encode_texts(texts, params.encoder, params.batch_size, params.device)
-    if empty.any():
-        log.warning("%d of %d items have no text: they get collaborative vectors instead", empty.sum(), n_items)
-        vectors[empty] = cf_embeddings(sequences, n_items, vectors.shape[1], seed, params.cf, params.cf_window)[empty]
-    return vectors, info | {"source": "text", "encoder": params.encoder,
-                            "dim": int(vectors.shape[1]), "fields": fields or text_columns,
-                            "n_text": int((~empty).sum()), "n_cf": int(empty.sum())}
+        candidates["cf"] = (vectors, {"source": "cf", "encoder": _cf_name(params), "dim": vectors.shape[1],
+                                      "n_text": 0, "n_cf": n_items})
+    if params.source in ("auto", "text") and has_text:
+        texts = item_texts(items, fields, params.max_chars)
+        empty = np.array([not t for t in texts])
+        vectors = encode_texts(texts, params.encoder, params.batch_size, params.device)
+        if empty.any():
+            log.warning("%d of %d items have no text: they get collaborative vectors instead", empty.sum(), n_items)
+            vectors[empty] = cf_embeddings(sequences, n_items, vectors.shape[1], seed, params.cf,
+                                           params.cf_window)[empty]
+        candidates["text"] = (vectors, {"source": "text", "encoder": params.encoder, "dim": int(vectors.shape[1]),
+                                        "fields": fields or text_columns, "n_text": int((~empty).sum()),
+                                        "n_cf": int(empty.sum())})
+    if len(candidates) == 1:
+        vectors, described = next(iter(candidates.values()))
+        return vectors, info | described
+    probe = {name: probe_ndcg(vectors, sequences, seed=seed) for name, (vectors, _) in candidates.items()}
+    chosen = max(probe, key=lambda name: (probe[name], name == "text"))  # a tie keeps the text
+    log.info("item vectors chosen on the validation session: %s (probe NDCG@10 %s)", chosen,
+             ", ".join(f"{name} {value:.4f}" for name, value in probe.items()))
+    vectors, described = candidates[chosen]
+    return vectors, info | described | {"probe_ndcg@10": probe}
