@@ -218,9 +218,14 @@ def embed_items(items: pl.DataFrame, sequences: pl.DataFrame, params: EmbedParam
     info = {"n_items": n_items, "seed": seed}
     candidates = {}
     if params.source in ("auto", "cf") or not has_text:
-        vectors = cf_embeddings(sequences, n_items, params.cf_dim, seed, params.cf, params.cf_window)
-        candidates["cf"] = (vectors, {"source": "cf", "encoder": _cf_name(params), "dim": vectors.shape[1],
-                                      "n_text": 0, "n_cf": n_items})
+        try:
+            vectors = cf_embeddings(sequences, n_items, params.cf_dim, seed, params.cf, params.cf_window)
+            candidates["cf"] = (vectors, {"source": "cf", "encoder": _cf_name(params), "dim": vectors.shape[1],
+                                          "n_text": 0, "n_cf": n_items})
+        except InputError:
+            if params.source == "cf" or not has_text:
+                raise
+            log.warning("too few training events for collaborative vectors: the item text is used")
     if params.source in ("auto", "text") and has_text:
         texts = item_texts(items, fields, params.max_chars)
         empty = np.array([not t for t in texts])
