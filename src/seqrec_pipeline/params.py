@@ -48,6 +48,8 @@ class EmbedParams(Strict):
     max_chars: int = Field(ge=1)
     batch_size: int = Field(ge=1)
     cf_dim: int = Field(ge=1)
+    cf: Literal["cooccurrence", "user_item"]
+    cf_window: int = Field(ge=1)
     device: str | None
 
 
