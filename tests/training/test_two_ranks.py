@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from seqrec_pipeline.errors import RunFailure
-from seqrec_pipeline.training.launch import launch_training
+from seqrec_pipeline.training.launch import launch_command, launch_training
 from seqrec_pipeline.training.trainer import JsonlLogger, TrainConfig
 
 from .helpers import BEHAVIORS, CODES, CPU_CONFIG, TINY, VOCAB
@@ -34,6 +34,16 @@ def _run(tmp_path, name, sequences, *, ranks, launcher, validation_metric=None, 
         train=train, launcher=launcher, ranks=ranks, num_gpus=0, env=ENV, timeout=timeout,
         validation_metric=validation_metric,
     )  # fmt: skip
+
+
+def test_ranks_choose_the_launcher_and_its_process_count():
+    command = launch_command("job.json", "auto", num_gpus=0, ranks=2)  # CPU only: two gloo processes
+    assert command[1:5] == ["-m", "deepspeed.launcher.runner", "--num_gpus", "2"]
+    assert launch_command("job.json", "torchrun", num_gpus=0, ranks=3)[3:5] == ["--nproc_per_node", "3"]
+    assert launch_command("job.json", "auto", num_gpus=4, ranks=1)[1:] == ["-m", "seqrec_pipeline.training.launch",
+                                                                          "job.json"]  # fmt: skip
+    with pytest.raises(ValueError, match="launcher 'python' runs one process"):
+        launch_command("job.json", "python", num_gpus=0, ranks=2)
 
 
 def _curves(result):
