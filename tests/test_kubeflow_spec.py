@@ -55,7 +55,8 @@ def test_smb_decoder_compiles_to_a_kfp_spec_that_loads(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the kfp venv imports nothing of the project
     compiled = subprocess.run([python, str(REPO / "deploy" / "kubeflow" / "compile_kfp.py"), str(graph_file),
                                "--image", "registry.example/seqrec:1", "--params", "dataset=retailrocket",
-                               "--output", str(spec_file)], env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+                               "--output", str(spec_file)],
+                              env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert compiled.returncode == 0, compiled.stderr[-3000:]
 
     spec = yaml.safe_load(spec_file.read_text())
@@ -63,11 +64,13 @@ def test_smb_decoder_compiles_to_a_kfp_spec_that_loads(tmp_path):
     for name in EXPECTED:
         container = executors[f"exec-{name.replace('_', '-')}"]["container"]
         assert container["image"] == "registry.example/seqrec:1"
-        assert container["command"] + container["args"] == [
-            "kedro", "run", "--pipeline=smb_decoder", "--env=local", f"--namespaces={name}", "--params=dataset=retailrocket"]
+        assert container["command"] + container["args"] == ["kedro", "run", "--pipeline=smb_decoder", "--env=local",
+                                                            f"--namespaces={name}", "--params=dataset=retailrocket"]
 
-    loaded = subprocess.run([python, "-c", LOAD, str(spec_file)], env=env, capture_output=True, text=True, timeout=300)
+    loaded = subprocess.run([python, "-c", LOAD, str(spec_file)], env=env, capture_output=True, text=True,
+                            timeout=300)
     assert loaded.returncode == 0, loaded.stderr[-3000:]
     pipeline = json.loads(loaded.stdout)
     assert pipeline["name"] == "smb-decoder"
-    assert pipeline["tasks"] == {name.replace("_", "-"): [d.replace("_", "-") for d in deps] for name, deps in EXPECTED.items()}
+    assert pipeline["tasks"] == {name.replace("_", "-"): [d.replace("_", "-") for d in deps]
+                                 for name, deps in EXPECTED.items()}

@@ -46,7 +46,8 @@ def build_pipeline(graph: dict, image: str, params: str = "", env: str = "local"
 
         components[stage["name"]] = dsl.container_component(_stage_component(stage["name"], image, command))
 
-    @dsl.pipeline(name=graph["pipeline"].replace("_", "-"), description=f"seqrec_pipeline {graph['pipeline']}, one task per stage")
+    @dsl.pipeline(name=graph["pipeline"].replace("_", "-"),
+                  description=f"seqrec_pipeline {graph['pipeline']}, one task per stage")
     def pipeline():
         tasks = {}
         for stage in graph["stages"]:  # topological order: dependencies exist already

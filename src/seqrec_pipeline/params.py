@@ -107,7 +107,8 @@ class TrainParams(Strict):
     def _ranks_need_a_launcher(self) -> TrainParams:
         if self.ranks is not None and self.ranks > 1:
             if self.launch == "in_process":
-                raise ValueError(f"train.ranks={self.ranks} needs train.launch=subprocess or auto (one process is one rank)")
+                raise ValueError(f"train.ranks={self.ranks} needs train.launch=subprocess or auto "
+                                 "(one process is one rank)")
             if self.launcher == "python":
                 raise ValueError(f"train.ranks={self.ranks} needs train.launcher=deepspeed, torchrun or auto "
                                  "(python starts one process)")

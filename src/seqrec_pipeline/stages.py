@@ -29,7 +29,8 @@ def stage_graph(pipeline_name: str, project_path: str | Path = ".") -> dict:
     stages = {
         group.name: {
             "name": group.name,
-            "selector": f"--namespaces={group.name}" if group.type == "namespace" else f"--nodes={','.join(group.nodes)}",
+            "selector": (f"--namespaces={group.name}" if group.type == "namespace"
+                         else f"--nodes={','.join(group.nodes)}"),
             "depends_on": sorted(group.dependencies),
         }
         for group in groups

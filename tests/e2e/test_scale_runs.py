@@ -26,7 +26,8 @@ def test_smb_decoder_trains_with_two_ranks_and_tracks_one_run(project):
 
 
 def test_bad_rank_settings_are_refused_in_one_line(project):
-    result = project.run("run", "--pipeline=smb_decoder", "--params=dataset=retail_ci,train.ranks=2,train.launch=in_process")
+    result = project.run("run", "--pipeline=smb_decoder",
+                         "--params=dataset=retail_ci,train.ranks=2,train.launch=in_process")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "train.ranks=2 needs train.launch=subprocess or auto" in result.stderr
 

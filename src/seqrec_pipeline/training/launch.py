@@ -242,7 +242,8 @@ def launch_job(
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
         if isinstance(exc, subprocess.TimeoutExpired):
-            raise RunFailure(f"training did not finish within {timeout:g} s and was stopped: {' '.join(command)}") from None
+            raise RunFailure(f"training did not finish within {timeout:g} s and was stopped: "
+                             f"{' '.join(command)}") from None
         raise
     if returncode != 0:
         raise RunFailure(f"training failed: a rank exited with code {returncode} (its error is in the log above): "
