@@ -103,6 +103,18 @@ class TrainParams(Strict):
     deepspeed_config: str | None
     launch: Literal["auto", "in_process", "subprocess"]
     launcher: Literal["auto", "deepspeed", "torchrun", "python"]
+    ranks: int | None = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _ranks_need_a_launcher(self) -> TrainParams:
+        if self.ranks is not None and self.ranks > 1:
+            if self.launch == "in_process":
+                raise ValueError(f"train.ranks={self.ranks} needs train.launch=subprocess or auto "
+                                 "(one process is one rank)")
+            if self.launcher == "python":
+                raise ValueError(f"train.ranks={self.ranks} needs train.launcher=deepspeed, torchrun or auto "
+                                 "(python starts one process)")
+        return self
 
 
 class EvalParams(Strict):

@@ -79,3 +79,13 @@ class Marker:
 
     def __reduce__(self):
         return (open, (str(self.path), "w"))
+
+
+def metric_failing_on_rank(context, *, rank: int):
+    """A validation-metric factory (``launch`` job file) that raises on one rank: the way a real error in one
+    rank of a launched job (bad data shard, out of memory) shows up, before that rank joins the collectives."""
+    import os
+
+    if int(os.environ["RANK"]) == rank:
+        raise RuntimeError(f"injected failure on rank {rank}")
+    return lambda model, epoch: 0.0
