@@ -25,7 +25,8 @@ from seqrec_pipeline.errors import InputError
 GENERATIVE_MODELS = ("gamer", "qwen3", "tiger", "qwen3_session", "gamer_session", "qwen3_moe", "gamer_action_moe",
                      "qwen3_session_moe")
 RULE_MODELS = ("recent", "popularity", "transitions", "tifu")
-DISCRIMINATIVE_MODELS = ("sasrec", "bert4rec", "gru4rec", "mbht", "mbstr", "pbat")
+DISCRIMINATIVE_MODELS = ("sasrec", "bert4rec", "gru4rec", "mbht", "mbstr", "pbat",
+                         "sasrec_behavior", "bert4rec_behavior", "gru4rec_behavior")
 TOKENIZERS = ("rqkmeans", "rqvae", "cid", "rid", "given")
 # the models a pipeline can run (``model=``)
 PIPELINE_MODELS = {"smb_rule": RULE_MODELS, "smb_rec": DISCRIMINATIVE_MODELS} | {
