@@ -164,7 +164,9 @@ def _train(sequences, behaviors, codes, vocab, settings: TrainingSettings, outpu
                 callback(record.get("step", record.get("epoch")), record["metrics"])
         return result, result.get("n_train_samples"), result.get("n_valid_samples"), launch
     model = build_model(spec.name, vocab, spec.preset, **spec.overrides)
-    train_set, valid_set = make_datasets(sequences, behaviors, codes, vocab, encoder_decoder=spec.name == "tiger",
+    train_set, valid_set = make_datasets(sequences, behaviors, codes, vocab,
+                                         encoder_decoder=bool(model.config.is_encoder_decoder),
+                                         behavior_loss=bool(getattr(model.config, "predict_behavior", False)),
                                          **samples)
     metric_fn = validation_ndcg(sequences, codes, vocab, table.levels, **metric_kwargs) if select_ndcg else None
     result = train(model, train_set, valid_set, config, on_log=on_log, on_epoch=on_epoch, validation_metric=metric_fn)

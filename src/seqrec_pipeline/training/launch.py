@@ -106,7 +106,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     model = build_job_model(context.model, context.vocab)
     train_data, valid_data = make_datasets(
         context.sequences, context.behaviors, context.codes, context.vocab,
-        encoder_decoder=bool(model.config.is_encoder_decoder), **context.samples,
+        encoder_decoder=bool(model.config.is_encoder_decoder),
+        behavior_loss=bool(getattr(model.config, "predict_behavior", False)), **context.samples,
     )  # fmt: skip
     metric = None
     if job.get("validation_metric"):
