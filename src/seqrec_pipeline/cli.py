@@ -60,12 +60,12 @@ def compare(dataset, k, env):
     Runs the `compare` pipeline: the table goes to data/08_reporting/<dataset>/comparison.md, a chart to
     comparison.png (paths from the catalog); the table is printed too.
     """
-    from kedro.framework.session import KedroSession
+    from kedro.framework.project import settings
     from kedro.framework.startup import bootstrap_project
 
     metadata = bootstrap_project(".")
     params = {"compare": {"k": k}} | ({"dataset": dataset} if dataset else {})
-    with KedroSession.create(project_path=metadata.project_path, env=env, runtime_params=params) as session:
+    with settings.SESSION_CLASS.create(project_path=metadata.project_path, env=env, runtime_params=params) as session:
         session.run(pipeline_names=["compare"])
         catalog = session.load_context().catalog
         click.echo(catalog.load("compare.comparison"))

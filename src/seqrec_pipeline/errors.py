@@ -9,11 +9,16 @@ class InputError(ValueError):
     """A user mistake (data, declaration or parameter), with a fix in the message."""
 
 
-def find_input_error(exc: BaseException | None) -> InputError | None:
-    """The first InputError in an exception chain (Kedro and plugins may wrap it)."""
+class RunFailure(RuntimeError):
+    """A process the run started (e.g. a training rank) failed; the message says which, its own error is
+    in the log above."""
+
+
+def find_input_error(exc: BaseException | None) -> InputError | RunFailure | None:
+    """The first InputError or RunFailure in an exception chain (Kedro and plugins may wrap it)."""
     seen = set()
     while exc is not None and id(exc) not in seen:
-        if isinstance(exc, InputError):
+        if isinstance(exc, (InputError, RunFailure)):
             return exc
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__

@@ -22,10 +22,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from seqrec_pipeline.errors import InputError
 
-GENERATIVE_MODELS = ("gamer", "qwen3", "tiger", "qwen3_session", "gamer_session", "qwen3_moe", "gamer_action_moe",
-                     "qwen3_session_moe")
+GENERATIVE_MODELS = ("gamer", "qwen3", "tiger", "tiger_mb", "qwen3_session", "gamer_session", "qwen3_moe",
+                     "gamer_action_moe", "qwen3_session_moe")
 RULE_MODELS = ("recent", "popularity", "transitions", "tifu")
-DISCRIMINATIVE_MODELS = ("sasrec", "bert4rec", "gru4rec", "mbht", "mbstr", "pbat")
+DISCRIMINATIVE_MODELS = ("sasrec", "bert4rec", "gru4rec", "mbht", "mbstr", "pbat",
+                         "sasrec_behavior", "bert4rec_behavior", "gru4rec_behavior")
 TOKENIZERS = ("rqkmeans", "rqvae", "cid", "rid", "given")
 # the models a pipeline can run (``model=``)
 PIPELINE_MODELS = {"smb_rule": RULE_MODELS, "smb_rec": DISCRIMINATIVE_MODELS} | {
@@ -48,6 +49,8 @@ class EmbedParams(Strict):
     max_chars: int = Field(ge=1)
     batch_size: int = Field(ge=1)
     cf_dim: int = Field(ge=1)
+    cf: Literal["cooccurrence", "user_item"]
+    cf_window: int = Field(ge=1)
     device: str | None
 
 
@@ -101,6 +104,18 @@ class TrainParams(Strict):
     deepspeed_config: str | None
     launch: Literal["auto", "in_process", "subprocess"]
     launcher: Literal["auto", "deepspeed", "torchrun", "python"]
+    ranks: int | None = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _ranks_need_a_launcher(self) -> TrainParams:
+        if self.ranks is not None and self.ranks > 1:
+            if self.launch == "in_process":
+                raise ValueError(f"train.ranks={self.ranks} needs train.launch=subprocess or auto "
+                                 "(one process is one rank)")
+            if self.launcher == "python":
+                raise ValueError(f"train.ranks={self.ranks} needs train.launcher=deepspeed, torchrun or auto "
+                                 "(python starts one process)")
+        return self
 
 
 class EvalParams(Strict):

@@ -3,8 +3,12 @@
 from kedro.config import OmegaConfigLoader
 
 from seqrec_pipeline.hooks import ParameterHooks, TrackingHooks, TrackingStoreLock
+from seqrec_pipeline.io.versioning import OwnVersionSession
 
 HOOKS = (TrackingStoreLock(), ParameterHooks(), TrackingHooks())
+
+# every run its own save version, even when two start in the same millisecond
+SESSION_CLASS = OwnVersionSession
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

@@ -2,7 +2,14 @@ import numpy as np
 import polars as pl
 import pytest
 
-from seqrec_pipeline.data.embeddings import cf_embeddings, clean_text, embed_items, item_texts
+from seqrec_pipeline.data.embeddings import (
+    _ppmi_matrix,
+    cf_embeddings,
+    clean_text,
+    embed_items,
+    item_texts,
+    probe_ndcg,
+)
 from seqrec_pipeline.data.preprocess import build_primary
 from seqrec_pipeline.dataset_spec import FilterSpec
 from seqrec_pipeline.errors import InputError
@@ -43,17 +50,46 @@ def _log(rng, last_items):
     return rows
 
 
-def test_collaborative_vectors_ignore_validation_and_test_events():
+@pytest.mark.parametrize("kind", ["cooccurrence", "user_item"])
+def test_collaborative_vectors_ignore_validation_and_test_events(kind):
     rng = np.random.default_rng(0)
     base = _log(np.random.default_rng(0), [[0, 1, 2]] * 30)
     changed = _log(np.random.default_rng(0), [[int(x) for x in rng.integers(0, 12, 3)] for _ in range(30)])
     a, b = _primary(base), _primary(changed)
     assert a.items["item_id"].to_list() == b.items["item_id"].to_list()
-    va, vb = (cf_embeddings(p.sequences, p.items.height, 8, seed=1) for p in (a, b))
+    va, vb = (cf_embeddings(p.sequences, p.items.height, 8, seed=1, kind=kind) for p in (a, b))
     assert va.shape == (12, 8)
     np.testing.assert_allclose(np.abs(va), np.abs(vb), atol=1e-6)  # SVD factors are defined up to sign
     norms = np.linalg.norm(va, axis=1)
     assert np.allclose(norms[norms > 0], 1.0, atol=1e-5)
+
+
+def test_ppmi_counts_pairs_within_the_window_of_the_same_user_only():
+    users = np.array([0, 0, 0, 0, 1, 1])
+    items = np.array([0, 1, 1, 2, 3, 0])
+    one = _ppmi_matrix(users, items, 4, window=1).toarray()
+    # pairs at gap 1: (0,1), (1,2) for user 0 (1 next to 1 is no evidence), (3,0) for user 1; never (2,3) across users
+    assert set(zip(*np.nonzero(one))) <= {(0, 1), (1, 0), (1, 2), (2, 1), (3, 0), (0, 3)}
+    assert one[2, 3] == 0 and one[3, 2] == 0 and one[0, 2] == 0
+    assert np.array_equal(one > 0, (one > 0).T)  # both directions (values differ: context smoothing)
+    two = _ppmi_matrix(users, items, 4, window=2).toarray()
+    assert (np.count_nonzero(two[0, 1:3]) >= 1) and two[2, 3] == 0  # gap 2 reaches (0, 1) again, still not users
+
+
+def test_cooccurrence_vectors_put_items_browsed_together_close():
+    rng = np.random.default_rng(3)
+    rows = []
+    for u in range(40):  # half the users browse items 0-5, half 6-11, in random order
+        group = np.arange(6) + 6 * (u % 2)
+        for t, item in enumerate(rng.choice(group, 12)):
+            rows.append((u, int(item), "view", t * 60))
+    primary = _primary(rows)
+    ids = primary.items["item_id"].cast(pl.Int64).to_numpy()
+    vectors = cf_embeddings(primary.sequences, primary.items.height, 4, seed=0, kind="cooccurrence", window=2)
+    similarity = vectors @ vectors.T
+    same = (ids[:, None] < 6) == (ids[None, :] < 6)
+    off_diagonal = ~np.eye(len(ids), dtype=bool)
+    assert similarity[same & off_diagonal].mean() > similarity[~same].mean() + 0.5
 
 
 def test_text_embeddings_with_the_shipped_encoder_and_cf_fallback_for_empty_text():
@@ -69,3 +105,41 @@ def test_text_embeddings_with_the_shipped_encoder_and_cf_fallback_for_empty_text
     apples, physics = vectors[0] @ vectors[1], vectors[0] @ vectors[2]
     assert apples > physics + 0.2
     assert not np.allclose(vectors[3], 0) and np.count_nonzero(vectors[3][8:]) == 0  # CF row, padded
+
+
+def _two_group_log(seed=3, users=40, per_user=12):
+    """Half the users browse items 0-5, half 6-11, in random order, one session a day."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(users):
+        group = np.arange(6) + 6 * (u % 2)
+        for t, item in enumerate(rng.choice(group, per_user)):
+            rows.append((u, int(item), "view", (t // 3) * 86400 + t))
+    return _primary(rows)
+
+
+def test_probe_prefers_vectors_that_know_the_groups():
+    primary = _two_group_log()
+    ids = primary.items["item_id"].cast(pl.Int64).to_numpy()
+    grouped = np.stack([(ids < 6).astype(np.float32), (ids >= 6).astype(np.float32)], axis=1)  # the true groups
+    mixed = np.stack([(ids % 2 == 0), (ids % 2 == 1)], axis=1).astype(np.float32)  # groups that mix both worlds
+    good, bad = probe_ndcg(grouped, primary.sequences), probe_ndcg(mixed, primary.sequences)
+    assert good > 0.8 and bad < good - 0.3
+
+
+def test_auto_keeps_the_text_vectors_only_when_the_probe_prefers_them(monkeypatch):
+    primary = _two_group_log()
+    ids = primary.items["item_id"].cast(pl.Int64).to_numpy()
+    items = primary.items.with_columns(pl.Series("title", [f"item {i}" for i in ids]))
+    grouped = np.stack([(ids < 6), (ids >= 6)], axis=1).astype(np.float32)
+    params = validate(EmbedParams, base_parameters()["embed"] | {"cf_dim": 2}, prefix="embed.")
+    monkeypatch.setattr("seqrec_pipeline.data.embeddings.encode_texts", lambda texts, *a: grouped)  # informative text
+    vectors, info = embed_items(items, primary.sequences, params, seed=0)
+    assert info["source"] == "text" and np.array_equal(vectors, grouped)
+    assert info["probe_ndcg@10"]["text"] >= info["probe_ndcg@10"]["cf"]
+    noise = np.random.default_rng(0).standard_normal(grouped.shape).astype(np.float32)
+    monkeypatch.setattr("seqrec_pipeline.data.embeddings.encode_texts", lambda texts, *a: noise)  # useless text
+    vectors, info = embed_items(items, primary.sequences, params, seed=0)
+    assert info["source"] == "cf" and info["probe_ndcg@10"]["cf"] > info["probe_ndcg@10"]["text"]
+    only_text = validate(EmbedParams, base_parameters()["embed"] | {"source": "text"}, prefix="embed.")
+    assert embed_items(items, primary.sequences, only_text, seed=0)[1]["source"] == "text"  # no choice asked

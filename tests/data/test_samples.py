@@ -168,6 +168,17 @@ def test_encoder_decoder_batches_for_tiger():
     assert batch["input_ids"][0] == [3, 7, 11, 4, 8, 12] and batch["labels"][0] == [X, 9, 10, 2]
 
 
+def test_tiger_mb_batches_put_loss_on_the_target_behavior_token():
+    plain, _ = make_datasets(TWO_USERS, BEHAVIORS, CODES, VOCAB, protocol="last_session", mode="event",
+                             max_history=5, encoder_decoder=True)  # fmt: skip
+    mb, _ = make_datasets(TWO_USERS, BEHAVIORS, CODES, VOCAB, protocol="last_session", mode="event",
+                          max_history=5, encoder_decoder=True, behavior_loss=True)  # fmt: skip
+    a, b = as_lists(batch_of(plain)), as_lists(batch_of(mb))
+    assert b["labels"] == [[3, 7, 11, 2], [4, 8, 12, 2], [5, 9, 10, 2]]  # the behavior token is a target too
+    assert [row[1:] for row in b["labels"]] == [row[1:] for row in a["labels"]]
+    assert b["decoder_input_ids"] == a["decoder_input_ids"] and b["input_ids"] == a["input_ids"]
+
+
 def test_dataset_works_with_a_dataloader_and_single_items():
     train, _ = make_datasets(TWO_USERS, BEHAVIORS, CODES, VOCAB, protocol="last_event", mode="event", max_history=2)
     loader = DataLoader(train, batch_size=2, sampler=EpochSampler(train, seed=0), collate_fn=identity_collate)

@@ -10,7 +10,7 @@ from seqrec_pipeline.vocab import TokenVocab
 
 BEHAVIORS = ("pv", "cart", "fav", "buy")
 LEVELS = (0, 1, 1, 2)  # two behaviors share a level, as in the reference datasets
-MODELS = ("qwen3", "gamer", "tiger", "qwen3_session", "gamer_session", "qwen3_moe", "gamer_action_moe",
+MODELS = ("qwen3", "gamer", "tiger", "tiger_mb", "qwen3_session", "gamer_session", "qwen3_moe", "gamer_action_moe",
           "qwen3_session_moe")
 
 # Tiny and dropout-free.  Larger-than-default initial weights make the random models' next-token
@@ -27,6 +27,7 @@ TINY = {
 }  # fmt: skip
 _DECODER = {k: v for k, v in TINY["gamer"].items() if k not in ("injection_layers", "cross_layers")}
 TINY |= {
+    "tiger_mb": TINY["tiger"],
     "gamer_session": TINY["gamer"],
     "qwen3_session": {**_DECODER, "injection_layers": [], "cross_layers": []},
     **{name: {**_DECODER, "injection_layers": [0, 1], "cross_layers": []}

@@ -4,7 +4,7 @@ import json
 
 import polars as pl
 
-from seqrec_pipeline.models.generative import load_model
+from seqrec_pipeline.models.generative import load_model, model_name_of
 
 METRICS_JSON_KEYS = {"dataset", "pipeline", "model", "tokenizer", "protocol", "n_users", "n_items", "n_test",
                      "metrics", "behavior_accuracy", "measured", "n_samples", "parts", "history_share"}
@@ -137,3 +137,16 @@ def test_smb_decoder_runs_the_session_variants(project):
         assert report["model"] == name
         model = load_model(project.latest(f"data/06_models/retail_ci/{name}-cid/model"))
         assert model.config.model_type == f"seqrec_{name}" and model.config.session_mask
+
+
+def test_tiger_mb_predicts_the_behavior_and_evaluates_end_to_end(project):
+    """`model=tiger_mb` (TIGER_MB): the behavior token is a training target, so mb_decoder can report how often
+    the model's own next behavior is right; the stored model comes back as tiger_mb."""
+    _ok(project.run("run", "--pipeline=mb_decoder",
+                    "--params=dataset=retail_ci,tokenizer=cid,model=tiger_mb,train.epochs=1,eval.beam_size=10"))
+    report = json.loads(
+        (project.path / "data/08_reporting/retail_ci/mb_decoder/tiger_mb-cid/metrics.json").read_text())
+    assert report["model"] == "tiger_mb" and report["protocol"] == "last_event"
+    assert 0.0 <= report["behavior_accuracy"] <= 1.0 and report["metrics"]["merged"]["ndcg@10"] >= 0.0
+    model = load_model(project.latest("data/06_models/retail_ci/tiger_mb-cid/model"))
+    assert model.config.predict_behavior and model_name_of(model.config) == "tiger_mb"

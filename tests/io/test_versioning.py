@@ -2,6 +2,9 @@
 pipeline saved it again in between (Kedro alone would load the newest version on disk, or the shared file)."""
 
 import importlib
+import multiprocessing
+import time
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -81,3 +84,34 @@ def test_a_saved_json_file_loads_what_its_run_saved(tmp_path):
     assert run_a.load() == {"seed": 1, "levels": [4, 3]}  # what reading A's file back would give
     assert run_b.load() == {"seed": 2} and JSONDataset(filepath=path).load() == {"seed": 2}
     assert [p.name for p in tmp_path.iterdir()] == ["settings.json"]  # written atomically, no leftovers
+
+
+def _session_ids(root: str, n: int, start_at: float) -> list[str]:
+    from kedro.io.core import generate_timestamp
+
+    from seqrec_pipeline.io.versioning import _next_session_id
+
+    while time.time() < start_at:  # every process asks in the same instant
+        pass
+    return [_next_session_id(Path(root), generate_timestamp()) for _ in range(n)]
+
+
+def test_sessions_started_together_get_distinct_increasing_ids(tmp_path):
+    # four processes asking at once: without the lock several would share a millisecond
+    start_at = time.time() + 5  # after the four interpreters have started
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        batches = pool.starmap(_session_ids, [(str(tmp_path), 25, start_at)] * 4)
+    ids = [i for batch in batches for i in batch]
+    assert len(set(ids)) == 100
+    assert all(batch == sorted(batch) for batch in batches)  # each process: later runs, later versions
+    assert (tmp_path / ".session.lock").exists()
+
+
+def test_project_session_class_is_the_own_version_one():
+    from kedro.framework.project import settings
+    from kedro.framework.startup import bootstrap_project
+
+    from seqrec_pipeline.io.versioning import OwnVersionSession
+
+    bootstrap_project(REPO)
+    assert settings.SESSION_CLASS is OwnVersionSession

@@ -35,7 +35,7 @@ TINY = {
                   cross_layers=[1], attention_dropout=0.0, resid_dropout=0.0),
     "tiger": dict(d_model=32, d_kv=8, d_ff=64, num_layers=1, num_decoder_layers=1, num_heads=4, dropout_rate=0.0),
 }  # fmt: skip
-TINY |= {"gamer_session": TINY["gamer"]} | {
+TINY |= {"gamer_session": TINY["gamer"], "tiger_mb": TINY["tiger"]} | {
     name: {**TINY["gamer"], "cross_layers": []} for name in ("qwen3_moe", "gamer_action_moe", "qwen3_session_moe")
 } | {"qwen3_session": {**TINY["gamer"], "injection_layers": [], "cross_layers": []}}  # fmt: skip
 
@@ -79,3 +79,13 @@ class Marker:
 
     def __reduce__(self):
         return (open, (str(self.path), "w"))
+
+
+def metric_failing_on_rank(context, *, rank: int):
+    """A validation-metric factory (``launch`` job file) that raises on one rank: the way a real error in one
+    rank of a launched job (bad data shard, out of memory) shows up, before that rank joins the collectives."""
+    import os
+
+    if int(os.environ["RANK"]) == rank:
+        raise RuntimeError(f"injected failure on rank {rank}")
+    return lambda model, epoch: 0.0

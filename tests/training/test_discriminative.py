@@ -8,6 +8,7 @@ import torch
 from seqrec_pipeline.errors import InputError
 from seqrec_pipeline.models.discriminative import build_discriminative
 from seqrec_pipeline.ranking import rank_discriminative, validation_metric
+from seqrec_pipeline.ranking.discriminative import eval_tensors
 from seqrec_pipeline.splits import eval_set
 from seqrec_pipeline.training.discriminative import (
     fit_discriminative,
@@ -90,6 +91,24 @@ def test_rank_and_fit_on_a_tiny_catalog():
     assert summary["best_epoch"] == 1 + ndcg.index(max(ndcg)) and summary["best_value"] == max(ndcg)
 
 
+def test_ranking_requests_each_samples_behavior_from_a_behavior_variant():
+    """rank_discriminative scores every (user, behavior) sample with that behavior as the requested one, so a
+    _behavior model's lists are those of ``score(history, behaviors, sample behavior)``."""
+    seq = _sequences()
+    torch.manual_seed(0)
+    model = build_discriminative("sasrec_behavior", n_items=40, n_behaviors=3, max_len=5).eval()
+    data = eval_set(seq, "last_event", "test", 5)
+    assert data.sample_behavior.tolist() == [2, 2]  # both test events are of behavior 2
+    ranking = rank_discriminative(model, data, top_k=40, batch_size=1)
+    items, behaviors = eval_tensors(data, 5)
+    rows = torch.from_numpy(data.sample_user.astype(np.int64))
+    with torch.no_grad():
+        for b, should_match in ((2, True), (0, False)):
+            expected = model.score(items[rows], behaviors[rows], torch.full((len(rows),), b)).log_softmax(-1)
+            same = np.allclose(ranking.scores, expected.sort(-1, descending=True).values.numpy(), atol=1e-5)
+            assert same == should_match
+
+
 def test_sequence_windows_cover_each_training_target_once():
     s = sequence_samples(_sequences(), "last_event", max_history=2)
     # user 0 training prefix = items 10..15 (valid = 6): windows of 3 events, newest first, targets 11..15
@@ -100,24 +119,34 @@ def test_sequence_windows_cover_each_training_target_once():
     assert targets == [11, 12, 13, 14, 15]  # each training event i >= 1 exactly once, no valid/test event
 
 
-@pytest.mark.parametrize("name", ["sasrec", "gru4rec"])
+@pytest.mark.parametrize("name", ["sasrec", "gru4rec", "sasrec_behavior", "gru4rec_behavior"])
 def test_sequence_loss_equals_the_per_sample_loss_of_every_prefix(name):
-    """Per-position training is the same objective as one sample per target with its window as history."""
+    """Per-position training is the same objective as one sample per target with its window as history (for the
+    _behavior variants: with its behaviors, the target's behavior requested)."""
     torch.manual_seed(0)
     model = build_discriminative(name, n_items=40, n_behaviors=3, max_len=4).eval()
     windows = torch.tensor([[0, 0, 3, 7, 9], [1, 2, 3, 4, 5]])
+    behaviors = torch.tensor([[0, 0, 1, 3, 2], [2, 1, 3, 3, 1]])
     losses = []
-    for row in windows:
+    for row, row_behaviors in zip(windows, behaviors):
         for t in range(1, 5):
             if row[t - 1] == 0:
                 continue
-            history = torch.cat([torch.zeros(4 - t, dtype=torch.long), row[:t]])[None]
-            losses.append(torch.nn.functional.cross_entropy(model.score(history), row[t:t + 1] - 1))
+            pad = torch.zeros(4 - t, dtype=torch.long)
+            history = torch.cat([pad, row[:t]])[None]
+            history_behaviors = torch.cat([pad, row_behaviors[:t]])[None]
+            logits = model.score(history, history_behaviors, row_behaviors[t:t + 1] - 1)
+            losses.append(torch.nn.functional.cross_entropy(logits, row[t:t + 1] - 1))
     with torch.no_grad():
-        assert model.sequence_loss(windows).item() == pytest.approx(torch.stack(losses).mean().item(), rel=1e-5)
+        loss = model.sequence_loss(windows, behaviors)
+        assert loss.item() == pytest.approx(torch.stack(losses).mean().item(), rel=1e-5)
+        if model.embeds_behaviors:  # a _behavior variant reads the behaviors of the window (and of its targets)
+            assert model.sequence_loss(windows, behaviors % 3 + 1).item() != pytest.approx(loss.item(), rel=1e-5)
+        else:
+            assert model.sequence_loss(windows).item() == pytest.approx(loss.item(), rel=1e-5)
 
 
-@pytest.mark.parametrize("name", ["bert4rec", "mbht", "mbstr", "pbat"])
+@pytest.mark.parametrize("name", ["bert4rec", "mbht", "mbstr", "pbat", "bert4rec_behavior"])
 def test_cloze_window_loss_equals_the_appended_target_loss(name):
     """A window's newest event plays the appended target: same sequence, same mask draw, same loss."""
     torch.manual_seed(0)

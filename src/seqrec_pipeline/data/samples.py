@@ -241,7 +241,8 @@ class TokenCollator:
     Everything is a gather over ``[B, E]`` index matrices: no per-sample or per-event Python.
     """
 
-    def __init__(self, codes: np.ndarray, vocab: TokenVocab, levels: np.ndarray, encoder_decoder: bool = False):
+    def __init__(self, codes: np.ndarray, vocab: TokenVocab, levels: np.ndarray, encoder_decoder: bool = False,
+                 behavior_loss: bool = False):
         codes = np.asarray(codes)
         if codes.ndim != 2 or codes.shape[1] != vocab.n_levels:
             raise ValueError(f"codes must be [n_items, {vocab.n_levels}] for this vocabulary, got {codes.shape}")
@@ -253,6 +254,7 @@ class TokenCollator:
         self.code_tokens = vocab.code_tokens(codes.astype(np.int64))  # [n_items, L] token ids
         self.levels = np.asarray(levels, dtype=np.int64)
         self.encoder_decoder = encoder_decoder
+        self.behavior_loss = behavior_loss and vocab.use_behavior_token  # tiger_mb: the target's behavior token too
 
     @property
     def block_size(self) -> int:
@@ -348,6 +350,8 @@ class TokenCollator:
         target = self._blocks(
             samples.events, samples.target_start[index][:, None], np.ones((len(index), 1), bool), target_loss,
         )  # fmt: skip
+        if self.behavior_loss:
+            target["labels"][:, 0] = np.where(target_loss[:, 0], target["input_ids"][:, 0], IGNORE_INDEX)
         eos = np.full((len(index), 1), EOS)
         target_ids = np.concatenate([target["input_ids"], eos], axis=1)
         decoder_input_ids = np.concatenate([np.full((len(index), 1), BOS), target_ids[:, :-1]], axis=1)
@@ -455,9 +459,11 @@ class EpochSampler(torch.utils.data.Sampler[int]):
 
 
 def make_collator(
-    codes: np.ndarray, vocab: TokenVocab, behaviors: pl.DataFrame, *, encoder_decoder: bool = False
+    codes: np.ndarray, vocab: TokenVocab, behaviors: pl.DataFrame, *, encoder_decoder: bool = False,
+    behavior_loss: bool = False,
 ) -> TokenCollator:
-    return TokenCollator(codes, vocab, BehaviorTable.from_table(behaviors).levels, encoder_decoder=encoder_decoder)
+    return TokenCollator(codes, vocab, BehaviorTable.from_table(behaviors).levels, encoder_decoder=encoder_decoder,
+                         behavior_loss=behavior_loss)
 
 
 def make_datasets(
@@ -473,10 +479,12 @@ def make_datasets(
     augment_mode: AugmentMode = "static",
     seed: int = 42,
     encoder_decoder: bool = False,
+    behavior_loss: bool = False,
     users: Users = "protocol",
     loss_on_repeats: bool = True,
 ) -> tuple[SampleDataset, SampleDataset]:
-    """(train, valid) datasets for a model (``encoder_decoder=True`` for ``tiger``).
+    """(train, valid) datasets for a model (``encoder_decoder=True`` for ``tiger`` / ``tiger_mb``;
+    ``behavior_loss=True`` for ``tiger_mb``, whose target behavior token carries loss).
 
     ``mode="auto"``: ``windows`` for decoder-only models (every code of every event carries loss) and
     ``event`` for encoder-decoders, whose sample has a single target (windows would give them one target
@@ -488,7 +496,7 @@ def make_datasets(
         raise ValueError(f"unknown augment_mode {augment_mode!r}; choose one of {list(AUGMENT_MODES)}")
     if augment < 0:
         raise ValueError(f"augment must be >= 0, got {augment}")
-    collator = make_collator(codes, vocab, behaviors, encoder_decoder=encoder_decoder)
+    collator = make_collator(codes, vocab, behaviors, encoder_decoder=encoder_decoder, behavior_loss=behavior_loss)
 
     def build(epoch: int) -> SampleSet:
         return training_samples(sequences, behaviors, protocol=protocol, mode=mode, max_history=max_history,

@@ -1,14 +1,19 @@
-"""Versioned datasets that load, once saved, the version this run saved (not the newest one on disk)."""
+"""Versioned datasets that load, once saved, the version this run saved (not the newest one on disk), and the
+session class that gives every run its own save version."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
+import time
 from functools import wraps
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, TypeVar
 
+from kedro.framework.session import KedroSession
 from kedro.io.core import AbstractVersionedDataset, DatasetError, Version, generate_timestamp, get_filepath_str
+from kedro.utils import find_kedro_project
 
 _DI = TypeVar("_DI")
 _DO = TypeVar("_DO")
@@ -80,3 +85,30 @@ class FolderDataset(RunVersionedDataset[Any, Any]):
 
     def _describe(self) -> dict[str, Any]:
         return {"filepath": str(self._filepath), "version": self._version}
+
+
+class OwnVersionSession(KedroSession):
+    """A Kedro session whose id, the save version of every versioned dataset of its run, is its own.
+
+    Kedro's session id is a millisecond timestamp: two runs started in the same millisecond would write
+    into the same version folders (and the second fails: "must not exist if versioning is enabled").  The
+    id is taken under an OS lock on a file of the project, held until the clock has moved past it, so
+    every run started on this machine gets a later id than the one before it.
+    """
+
+    def __init__(self, session_id: str, *args: Any, project_path: Path | str | None = None, **kwargs: Any):
+        root = Path(project_path or find_kedro_project(Path.cwd()) or Path.cwd())
+        super().__init__(_next_session_id(root, session_id), *args, project_path=project_path, **kwargs)
+
+
+def _next_session_id(root: Path, proposed: str) -> str:
+    try:
+        handle = open(root / ".session.lock", "a")  # noqa: SIM115  # held across the wait below
+    except OSError:  # a read-only project cannot run versioned saves anyway
+        return proposed
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file is closed
+        session_id = max(proposed, generate_timestamp())
+        while generate_timestamp() <= session_id:  # the next holder of the lock sees a later millisecond
+            time.sleep(0.0005)
+    return session_id

@@ -145,15 +145,16 @@ def _train(sequences, behaviors, codes, vocab, settings: TrainingSettings, outpu
                "augment": settings.augment, "augment_mode": train_params.augment_mode, "seed": seed,
                "users": settings.train_users, "loss_on_repeats": train_params.loss_on_repeats}
     launch = train_params.launch
+    ranks = train_params.ranks or max(1, torch.cuda.device_count())
     if launch == "auto":
-        launch = "subprocess" if torch.cuda.device_count() > 1 else "in_process"
+        launch = "subprocess" if ranks > 1 else "in_process"
     if launch == "subprocess":
-        # several GPUs: the DeepSpeed launcher runs the ranks in child processes (never Kedro per rank);
+        # several ranks: the DeepSpeed launcher runs them in child processes (never Kedro per rank);
         # rank 0 writes the result and a JSONL log that is replayed into the callbacks here
         result = launch_training(
             output_dir / "job", sequences, behaviors, codes, vocab,
             model={"name": spec.name, "preset": spec.preset, "overrides": dict(spec.overrides)},
-            samples=samples, train=config, launcher=train_params.launcher,
+            samples=samples, train=config, launcher=train_params.launcher, ranks=ranks,
             validation_metric={"factory": "seqrec_pipeline.ranking.generative:validation_ndcg_for_job",
                                "kwargs": metric_kwargs} if select_ndcg else None,
         )
@@ -163,7 +164,9 @@ def _train(sequences, behaviors, codes, vocab, settings: TrainingSettings, outpu
                 callback(record.get("step", record.get("epoch")), record["metrics"])
         return result, result.get("n_train_samples"), result.get("n_valid_samples"), launch
     model = build_model(spec.name, vocab, spec.preset, **spec.overrides)
-    train_set, valid_set = make_datasets(sequences, behaviors, codes, vocab, encoder_decoder=spec.name == "tiger",
+    train_set, valid_set = make_datasets(sequences, behaviors, codes, vocab,
+                                         encoder_decoder=bool(model.config.is_encoder_decoder),
+                                         behavior_loss=bool(getattr(model.config, "predict_behavior", False)),
                                          **samples)
     metric_fn = validation_ndcg(sequences, codes, vocab, table.levels, **metric_kwargs) if select_ndcg else None
     result = train(model, train_set, valid_set, config, on_log=on_log, on_epoch=on_epoch, validation_metric=metric_fn)

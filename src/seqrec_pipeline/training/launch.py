@@ -33,6 +33,8 @@ import argparse
 import importlib
 import json
 import logging
+import os
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -44,6 +46,7 @@ import polars as pl
 import torch
 
 from seqrec_pipeline.data.samples import make_datasets
+from seqrec_pipeline.errors import RunFailure
 from seqrec_pipeline.vocab import TokenVocab
 
 from .distributed import free_port, launcher_free_env, setup_distributed
@@ -103,7 +106,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     model = build_job_model(context.model, context.vocab)
     train_data, valid_data = make_datasets(
         context.sequences, context.behaviors, context.codes, context.vocab,
-        encoder_decoder=bool(model.config.is_encoder_decoder), **context.samples,
+        encoder_decoder=bool(model.config.is_encoder_decoder),
+        behavior_loss=bool(getattr(model.config, "predict_behavior", False)), **context.samples,
     )  # fmt: skip
     metric = None
     if job.get("validation_metric"):
@@ -133,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     run_job(json.loads(Path(args.job).read_text()))
     if torch.distributed.is_initialized():
+        torch.distributed.barrier()  # no rank tears the group down while another still uses it
         torch.distributed.destroy_process_group()
     return 0
 
@@ -176,18 +181,25 @@ def write_job(
     return path
 
 
-def launch_command(job_path: str | Path, launcher: Launcher = "auto", num_gpus: int | None = None) -> list[str]:
+def launch_command(job_path: str | Path, launcher: Launcher = "auto", num_gpus: int | None = None,
+                   ranks: int | None = None) -> list[str]:
     """The argv that runs a job file: ``python -m ...launch`` for one process, else a distributed launcher.
 
-    ``auto``: the ``deepspeed`` launcher with one process per GPU when there are several GPUs, a plain
-    process otherwise.  Launchers run as ``python -m`` of this interpreter, so no PATH lookup is needed.
+    ``ranks``: processes to start (default: one per GPU, one without a GPU); on a CPU-only machine several
+    ranks are CPU processes joined by gloo.  ``auto``: the ``deepspeed`` launcher for several ranks, a plain
+    process for one.  Launchers run as ``python -m`` of this interpreter, so no PATH lookup is needed.
     """
     num_gpus = torch.cuda.device_count() if num_gpus is None else num_gpus
+    ranks = max(1, num_gpus) if ranks is None else ranks
+    if ranks < 1:
+        raise ValueError(f"ranks must be >= 1, got {ranks}")
     if launcher == "auto":
-        launcher = "deepspeed" if num_gpus > 1 else "python"
+        launcher = "deepspeed" if ranks > 1 else "python"
     module, job = "seqrec_pipeline.training.launch", str(job_path)
-    nproc = str(max(1, num_gpus))
+    nproc = str(ranks)
     if launcher == "python":
+        if ranks > 1:
+            raise ValueError(f"launcher 'python' runs one process; {ranks} ranks need deepspeed or torchrun")
         return [sys.executable, "-m", module, job]
     if launcher == "torchrun":
         return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", nproc,
@@ -203,6 +215,7 @@ def launch_job(
     *,
     launcher: Launcher = "auto",
     num_gpus: int | None = None,
+    ranks: int | None = None,
     env: dict[str, str] | None = None,
     timeout: float | None = None,
 ) -> dict[str, Any]:
@@ -215,13 +228,29 @@ def launch_job(
     job = json.loads(Path(job_path).read_text())
     result_path = Path(job["result_path"])
     result_path.unlink(missing_ok=True)  # never read back a previous run's result
-    command = launch_command(job_path, launcher, num_gpus)
+    command = launch_command(job_path, launcher, num_gpus, ranks)
     log.info("launching training: %s", " ".join(command))
-    completed = subprocess.run(command, env={**launcher_free_env(), **(env or {})}, timeout=timeout, check=False)
-    if completed.returncode != 0:
-        raise RuntimeError(f"training process failed with exit code {completed.returncode}: {' '.join(command)}")
+    child_env = launcher_free_env()
+    if not torch.cuda.is_available():
+        child_env.setdefault("DS_ACCELERATOR", "cpu")  # the deepspeed launcher counts CPU "devices" then
+    # The launchers stop every rank as soon as one exits with an error, so a failing rank never leaves the
+    # others waiting in a collective; ``timeout`` bounds whatever else could hang.
+    # its own process group, so a timeout stops the launcher's ranks too, not only the launcher
+    process = subprocess.Popen(command, env={**child_env, **(env or {})}, start_new_session=True)
+    try:
+        returncode = process.wait(timeout=timeout)
+    except BaseException as exc:  # timeout, or this process interrupted: no rank outlives it
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        if isinstance(exc, subprocess.TimeoutExpired):
+            raise RunFailure(f"training did not finish within {timeout:g} s and was stopped: "
+                             f"{' '.join(command)}") from None
+        raise
+    if returncode != 0:
+        raise RunFailure(f"training failed: a rank exited with code {returncode} (its error is in the log above): "
+                         f"{' '.join(command)}")  # fmt: skip
     if not result_path.exists():
-        raise RuntimeError(f"training process exited cleanly but wrote no result to {result_path}")
+        raise RunFailure(f"training process exited cleanly but wrote no result to {result_path}")
     return json.loads(result_path.read_text())
 
 
@@ -238,13 +267,14 @@ def launch_training(
     validation_metric: dict[str, Any] | None = None,
     launcher: Launcher = "auto",
     num_gpus: int | None = None,
+    ranks: int | None = None,
     env: dict[str, str] | None = None,
     timeout: float | None = None,
 ) -> dict[str, Any]:
     """:func:`write_job` then :func:`launch_job`."""
     job_path = write_job(job_dir, sequences, behaviors, codes, vocab, model=model, samples=samples, train=train,
                          validation_metric=validation_metric)  # fmt: skip
-    return launch_job(job_path, launcher=launcher, num_gpus=num_gpus, env=env, timeout=timeout)
+    return launch_job(job_path, launcher=launcher, num_gpus=num_gpus, ranks=ranks, env=env, timeout=timeout)
 
 
 if __name__ == "__main__":

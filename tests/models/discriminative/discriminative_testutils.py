@@ -15,6 +15,9 @@ TINY = {
     "mbstr": dict(hidden_size=16, inner_size=32, n_heads=2, n_layers=2, num_buckets=8, max_distance=10),
     "pbat": dict(hidden_size=16, inner_size=32, n_heads=2, n_layers=2),
 }
+# the "+behavior" variants keep their base model's sizes
+BEHAVIOR_VARIANTS = {"sasrec_behavior": "sasrec", "bert4rec_behavior": "bert4rec", "gru4rec_behavior": "gru4rec"}
+TINY.update({variant: TINY[base] for variant, base in BEHAVIOR_VARIANTS.items()})
 
 
 def assert_differs(a: torch.Tensor, b: torch.Tensor, rel: float = 1e-6) -> None:

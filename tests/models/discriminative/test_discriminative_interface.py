@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from discriminative_testutils import MAX_LEN, N_BEHAVIORS, N_ITEMS, assert_differs, random_batch
+from discriminative_testutils import BEHAVIOR_VARIANTS, MAX_LEN, N_BEHAVIORS, N_ITEMS, assert_differs, random_batch
 
+from seqrec_pipeline import params
 from seqrec_pipeline.models.discriminative import (
     DISCRIMINATIVE_MODELS,
     build_discriminative,
@@ -15,12 +16,50 @@ from seqrec_pipeline.models.discriminative import (
 )
 
 ALL = sorted(DISCRIMINATIVE_MODELS)
-BEHAVIOR_AWARE = ["mbht", "mbstr", "pbat"]
+BEHAVIOR_AWARE = ["mbht", "mbstr", "pbat", *BEHAVIOR_VARIANTS]
 
 
-def test_registry_lists_the_six_baselines():
-    assert set(DISCRIMINATIVE_MODELS) == {"sasrec", "bert4rec", "gru4rec", "mbht", "mbstr", "pbat"}
+def test_registry_lists_the_baselines_and_their_behavior_variants():
+    assert set(DISCRIMINATIVE_MODELS) == {"sasrec", "bert4rec", "gru4rec", "mbht", "mbstr", "pbat",
+                                          "sasrec_behavior", "bert4rec_behavior", "gru4rec_behavior"}
     assert {n for n, cls in DISCRIMINATIVE_MODELS.items() if cls.behavior_aware} == set(BEHAVIOR_AWARE)
+    assert set(params.DISCRIMINATIVE_MODELS) == set(DISCRIMINATIVE_MODELS)  # what smb_rec accepts as model=
+    for variant, base in BEHAVIOR_VARIANTS.items():
+        assert issubclass(DISCRIMINATIVE_MODELS[variant], DISCRIMINATIVE_MODELS[base])
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_history_behaviors_matter_only_for_models_that_embed_them(name, make_model, batch):
+    """The single-behavior baselines ignore the behaviors of the history; their ``_behavior`` variants and the
+    multi-behavior models do not (the same items with other behaviors give other scores)."""
+    model = make_model(name).eval()
+    items, behaviors, tb = batch["items"], batch["behaviors"], batch["target_behavior"]
+    other = torch.where(items > 0, behaviors % N_BEHAVIORS + 1, 0)  # every history event gets another behavior
+    with torch.no_grad():
+        reference, changed = model.score(items, behaviors, tb), model.score(items, other, tb)
+    if name in ("sasrec", "bert4rec", "gru4rec"):
+        assert torch.equal(reference, changed)
+    else:
+        for row in torch.nonzero(items.any(1)).flatten().tolist():  # rows with a history
+            assert_differs(reference[row], changed[row])
+
+
+@pytest.mark.parametrize("variant, base", BEHAVIOR_VARIANTS.items())
+def test_behavior_variant_is_its_base_model_plus_behavior_embeddings(variant, base, make_model, batch):
+    """With zero behavior embeddings a variant computes exactly its base model (same weights otherwise)."""
+    model, plain = make_model(variant).eval(), make_model(base).eval()
+    extra = set(model.state_dict()) - set(plain.state_dict())
+    assert extra and all(k.startswith("behavior_input.") for k in extra)
+    assert set(plain.state_dict()) <= set(model.state_dict())
+    model.load_state_dict({**model.state_dict(), **plain.state_dict()})
+    items, behaviors, tb = batch["items"], batch["behaviors"], batch["target_behavior"]
+    with torch.no_grad():
+        assert_differs(model.score(items, behaviors, tb), plain.score(items, behaviors, tb))
+        for table in model.behavior_input.parameters():
+            table.zero_()
+        torch.testing.assert_close(model.score(items, behaviors, tb), plain.score(items, behaviors, tb))
+    # next-item variants also embed the behavior of the predicted event; the cloze one reads it on its [MASK]
+    assert (model.behavior_input.query is not None) == (base != "bert4rec")
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -161,6 +200,13 @@ def test_factory_errors_and_config_roundtrip():
     with pytest.raises(ValueError, match="loss_type"):
         build_discriminative("sasrec", 10, 2, 5, loss_type="hinge")
 
+    variant = build_discriminative("SASRec-behavior", 10, 2, 5, hidden_size=8, inner_size=16)
+    assert variant.name == variant.config["name"] == "sasrec_behavior" and variant.config["hidden_size"] == 8
+    rebuilt = build_discriminative(**variant.config)
+    rebuilt.load_state_dict(variant.state_dict())  # strict: the behavior tables are part of the checkpoint
+    with pytest.raises(ValueError, match="unknown option.*behaviors"):
+        build_discriminative("gru4rec_behavior", 10, 2, 5, behaviors=True)
+
     model = build_discriminative("MB-STR", 10, 2, 5, hidden_size=8, inner_size=16)
     assert model.name == "mbstr" and model.config["name"] == "mbstr"
     assert model.config["hidden_size"] == 8 and model.config["n_shared_experts"] == 3  # default recorded
@@ -186,6 +232,9 @@ def test_factory_errors_and_config_roundtrip():
             dict(hidden_size=64, n_layers=2, n_heads=2, num_buckets=32, max_distance=40, n_shared_experts=3),
         ),
         ("pbat", dict(hidden_size=64, n_layers=2, n_heads=2, hidden_act="elu")),
+        ("sasrec_behavior", dict(hidden_size=128, n_layers=2, n_heads=2, inner_size=256, dropout=0.5)),
+        ("bert4rec_behavior", dict(hidden_size=64, n_layers=2, mask_ratio=0.2, ft_ratio=0.5)),
+        ("gru4rec_behavior", dict(embedding_size=64, hidden_size=128, n_layers=1, dropout=0.3)),
     ],
 )
 def test_reference_sizes_are_the_defaults(name, expected):

@@ -7,8 +7,10 @@ import pytest
 import torch
 from discriminative_testutils import MAX_LEN, N_BEHAVIORS, N_ITEMS, assert_differs, random_batch
 
-CAUSAL = ["sasrec", "gru4rec"]
-CLOZE = ["bert4rec", "mbht", "mbstr", "pbat"]
+from seqrec_pipeline.models.discriminative.layers import next_behaviors
+
+CAUSAL = ["sasrec", "gru4rec", "sasrec_behavior", "gru4rec_behavior"]
+CLOZE = ["bert4rec", "mbht", "mbstr", "pbat", "bert4rec_behavior"]
 
 
 def full_rows(B: int = 4, seed: int = 2):
@@ -21,13 +23,18 @@ def full_rows(B: int = 4, seed: int = 2):
 @pytest.mark.parametrize("name", CAUSAL)
 @pytest.mark.parametrize("t", [0, 3, MAX_LEN - 2])
 def test_causal_models_ignore_future_events(name, t, make_model):
+    """Position t sees events <= t and (``_behavior`` variants) the behavior of event t + 1, the one it predicts."""
     model = make_model(name).eval()
-    items, _ = full_rows()
-    future = items.clone()
+    items, behaviors = full_rows()
+    query = next_behaviors(behaviors, torch.zeros(len(items), dtype=torch.long))
+    future, future_behaviors = items.clone(), behaviors.clone()
     future[:, t + 1 :] = future[:, t + 1 :] % N_ITEMS + 1  # every later event replaced
+    future_behaviors[:, t + 1 :] = future_behaviors[:, t + 1 :] % N_BEHAVIORS + 1
+    future_query = torch.cat([query[:, : t + 1], next_behaviors(future_behaviors, query[:, -1] - 1)[:, t + 1 :]], 1)
     with torch.no_grad():
-        hidden, hidden_future = model.encode(items), model.encode(future)
-        prefix_rep = model(items[:, : t + 1])
+        hidden = model.encode(items, behaviors, query)
+        hidden_future = model.encode(future, future_behaviors, future_query)
+        prefix_rep = model(items[:, : t + 1], behaviors[:, : t + 1], query[:, t] - 1)
     torch.testing.assert_close(hidden_future[:, : t + 1], hidden[:, : t + 1])
     assert_differs(hidden[:, t + 1 :], hidden_future[:, t + 1 :])  # the change itself is visible
     # The prediction from a prefix is exactly the state at its last event.

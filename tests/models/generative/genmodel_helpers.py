@@ -25,6 +25,7 @@ TINY = {
 }  # fmt: skip
 _DECODER = {k: v for k, v in TINY["gamer"].items() if k not in ("injection_layers", "cross_layers")}
 TINY |= {
+    "tiger_mb": TINY["tiger"],
     "gamer_session": TINY["gamer"],
     "qwen3_session": {**_DECODER, "injection_layers": [], "cross_layers": []},
     **{name: {**_DECODER, "injection_layers": [0, 1], "cross_layers": []}

@@ -24,8 +24,8 @@ from seqrec_pipeline.models.generative.moe import (
 from seqrec_pipeline.models.generative.qwen3_session import Qwen3SessionForCausalLM
 
 EXPECTED = {
-    "qwen3": Qwen3RecForCausalLM, "tiger": TigerForConditionalGeneration, "gamer": GamerForCausalLM,
-    "qwen3_session": Qwen3SessionForCausalLM, "gamer_session": GamerSessionForCausalLM,
+    "qwen3": Qwen3RecForCausalLM, "tiger": TigerForConditionalGeneration, "tiger_mb": TigerForConditionalGeneration,
+    "gamer": GamerForCausalLM, "qwen3_session": Qwen3SessionForCausalLM, "gamer_session": GamerSessionForCausalLM,
     "qwen3_moe": Qwen3MoeForCausalLM, "gamer_action_moe": GamerActionMoeForCausalLM,
     "qwen3_session_moe": Qwen3SessionMoeForCausalLM,
 }  # fmt: skip
@@ -45,7 +45,7 @@ def test_model_names_and_classes(vocab):
 
 
 def test_unknown_names_presets_and_fields_are_rejected(vocab):
-    with pytest.raises(ValueError, match="qwen3, tiger, gamer"):
+    with pytest.raises(ValueError, match="qwen3, tiger, tiger_mb, gamer"):
         build_model("sasrec", vocab)
     with pytest.raises(ValueError, match="cpu-small, paper"):
         build_model("gamer", vocab, preset="huge")
@@ -97,6 +97,10 @@ def test_paper_presets_follow_the_reference_configs(vocab):
     assert (tiger.num_layers, tiger.num_decoder_layers, tiger.d_model, tiger.num_heads) == (4, 4, 128, 6)
     assert (tiger.d_kv, tiger.d_ff, tiger.dropout_rate) == (64, 1024, 0.1)
     assert tiger.decoder_start_token_id == 1 and tiger.eos_token_id == 2 and tiger.vocab_size == vocab.size
+    tiger_mb = build_config("tiger_mb", vocab, "paper")
+    assert tiger_mb.predict_behavior and not tiger.predict_behavior  # the only difference
+    assert {k: v for k, v in tiger_mb.to_dict().items() if k != "predict_behavior"} == \
+        {k: v for k, v in tiger.to_dict().items() if k != "predict_behavior"}
 
 
 def test_overrides_reach_the_config(vocab):

@@ -11,7 +11,7 @@ Plain PyTorch modules, no Kedro. Tensor conventions are documented in ``base.py`
 >>> scores, top = topk_items(model.score(items, behaviors, b), k=10)
 """
 
-from .base import ClozeRecommender, SequentialRecommender, topk_items
+from .base import ClozeRecommender, SequentialRecommender, behavior_variant, topk_items
 from .bert4rec import BERT4Rec
 from .gru4rec import GRU4Rec
 from .mbht import MBHT
@@ -30,6 +30,7 @@ __all__ = [
     "PBAT",
     "SASRec",
     "SequentialRecommender",
+    "behavior_variant",
     "build_discriminative",
     "topk_items",
 ]

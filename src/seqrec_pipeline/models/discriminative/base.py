@@ -25,6 +25,10 @@ Two training regimes exist:
   behavior, some positions are replaced by [MASK] (always the target, plus random history events),
   and the masked items are predicted. At inference a [MASK] carrying the requested target behavior
   is appended, so behavior-aware cloze models answer "which item will be <behavior>-ed next".
+
+The ``<name>_behavior`` variants of SASRec, BERT4Rec and GRU4Rec (:func:`behavior_variant`) add a behavior
+embedding to every event's item embedding; the next-item ones also embed the behavior of the event each position
+predicts (the requested ``target_behavior`` after the last event), the cloze one reads it on the [MASK].
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .layers import right_align
+from .layers import BehaviorEmbedding, next_behaviors, right_align
 
 LOSS_TYPES = ("ce", "bpr")
 
@@ -51,6 +55,9 @@ class SequentialRecommender(nn.Module):
     #: ``encode(items) -> [B, S, H]`` predicts every position at once (the SASRec / GRU4Rec papers'
     #: training) and every cloze model (masked positions of the window).
     supports_sequence_loss: ClassVar[bool] = False
+    #: True for the ``<name>_behavior`` variants (:func:`behavior_variant`): every event's input vector is its
+    #: item embedding plus a behavior embedding (:meth:`embed_events`).
+    embeds_behaviors: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -83,14 +90,38 @@ class SequentialRecommender(nn.Module):
         self.loss_type = loss_type
         #: Full constructor arguments, filled in by ``build_discriminative`` (for checkpoints).
         self.config: dict = {}
+        self.behavior_input = None
 
     # ------------------------------------------------------------------ subclass API
     item_embedding: nn.Embedding  # rows: 0 = padding, 1..n_items = items (+ [MASK] for cloze models)
+    behavior_input: BehaviorEmbedding | None  # set by the models from make_behavior_input
+
+    def make_behavior_input(self, dim: int) -> BehaviorEmbedding | None:
+        """The behavior inputs of a ``_behavior`` variant (None otherwise); next-item models also embed the
+        behavior of the event they predict."""
+        if not self.embeds_behaviors:
+            return None
+        return BehaviorEmbedding(self.n_behaviors, dim, query=not isinstance(self, ClozeRecommender))
+
+    def embed_events(self, items: Tensor, behaviors: Tensor | None = None, query: Tensor | None = None) -> Tensor:
+        """Input vectors [B, S, D] of events: the item embedding, plus :class:`~.layers.BehaviorEmbedding` of
+        ``behaviors`` (and of the predicted events' ``query`` behaviors) for the ``_behavior`` variants."""
+        x = self.item_embedding(items)
+        if self.behavior_input is None:
+            return x
+        if behaviors is None:
+            raise ValueError(f"{self.name} embeds behaviors: pass the behaviors of the events")
+        return x + self.behavior_input(behaviors, query)
 
     @property
     def repr_dim(self) -> int:
         """Width of the vector returned by ``forward``."""
         return self.item_embedding.embedding_dim
+
+    def encode(self, items: Tensor, behaviors: Tensor | None = None, query: Tensor | None = None) -> Tensor:
+        """Next-item models: right-aligned events [B, S] -> hidden states [B, S, D], position t depending on the
+        events <= t only (and, for ``_behavior`` variants, on ``query[:, t]``, the behavior of the event t predicts)."""
+        raise NotImplementedError
 
     def forward(
         self,
@@ -99,8 +130,11 @@ class SequentialRecommender(nn.Module):
         target_behavior: Tensor | None = None,
         levels: Tensor | None = None,
     ) -> Tensor:
-        """Sequence representation [B, repr_dim]. ``levels`` is accepted and ignored."""
-        raise NotImplementedError
+        """Sequence representation [B, repr_dim]: for next-item models the state at the last event, which (in the
+        ``_behavior`` variants) reads the requested ``target_behavior``. ``levels`` is accepted and ignored."""
+        items, behaviors = self.prepare(items, behaviors)
+        target_behavior = self.resolve_target_behavior(target_behavior, items)
+        return self.encode(items, behaviors, next_behaviors(behaviors, target_behavior))[:, -1]
 
     def head(self, rep: Tensor, target_behavior: Tensor) -> Tensor:
         """Representations [M, repr_dim] -> logits [M, n_items]. Default: dot product with the
@@ -129,17 +163,19 @@ class SequentialRecommender(nn.Module):
 
     def sequence_loss(self, windows: Tensor, behaviors: Tensor | None = None) -> Tensor:
         """Next-item loss at every position of right-aligned event windows ``[B, W + 1]`` (item + 1, 0 = pad):
-        inputs ``windows[:, :-1]``, targets ``windows[:, 1:]``; one forward gives W training targets.
-        ``behaviors`` is accepted for the common signature and ignored (next-item models are single-behavior)."""
+        inputs ``windows[:, :-1]``, targets ``windows[:, 1:]``; one forward gives W training targets. ``behaviors``
+        (same layout) feed the ``_behavior`` variants: each position reads its target's behavior, as at ranking."""
         if not self.supports_sequence_loss:
             raise NotImplementedError(f"{self.name} is not trained per position; use rec.sample_mode=event")
-        inputs, targets = windows[:, :-1].long(), windows[:, 1:].long()
-        inputs, _ = self.prepare(inputs, None)  # right-aligned windows stay aligned with their targets
-        targets = targets[:, -inputs.shape[1] :]
+        windows = windows.long()
+        behaviors = (windows != 0).long() if behaviors is None else behaviors.long()
+        # right-aligned windows stay aligned with their targets
+        inputs, input_behaviors = self.prepare(windows[:, :-1], behaviors[:, :-1])
+        S = inputs.shape[1]
+        targets, target_behaviors = windows[:, -S:], behaviors[:, -S:]
         keep = inputs != 0  # a real input's next event is real too (rows are right-aligned)
-        hidden = self.encode(inputs)[keep]
-        behavior = torch.full((hidden.shape[0],), self.default_target_behavior, device=hidden.device)
-        return self.ranking_loss(self.head(hidden, behavior), targets[keep] - 1)
+        hidden = self.encode(inputs, input_behaviors, target_behaviors)[keep]
+        return self.ranking_loss(self.head(hidden, target_behaviors[keep] - 1), targets[keep] - 1)
 
     # ------------------------------------------------------------------ helpers
     def prepare(self, items: Tensor, behaviors: Tensor | None, length: int | None = None) -> tuple[Tensor, Tensor]:
@@ -278,6 +314,20 @@ class ClozeRecommender(SequentialRecommender):
         hidden = self.encode(inputs, seq_behaviors)
         logits = self.head(hidden[mask], seq_behaviors[mask] - 1)
         return logits, seq_items[mask] - 1
+
+
+def behavior_variant(cls: type[SequentialRecommender]) -> type[SequentialRecommender]:
+    """``<name>_behavior``: ``cls`` with behavior inputs, the "+behavior" baselines
+    (:meth:`SequentialRecommender.embed_events`).
+
+    Same constructor and sizes; the requested behavior reaches the model like in the multi-behavior models
+    (cloze: on the appended [MASK]; next-item: as the behavior of the predicted event), so it is behavior aware.
+    """
+    return type(f"{cls.__name__}Behavior", (cls,), {
+        "name": f"{cls.name}_behavior", "embeds_behaviors": True, "behavior_aware": True,
+        "__doc__": f"{cls.__name__} whose events embed item + behavior (see ``behavior_variant``).",
+        "__module__": cls.__module__,
+    })
 
 
 def sample_negatives(labels: Tensor, n_items: int) -> Tensor:

@@ -12,7 +12,8 @@ Simplifications / choices:
 - Output layer as in the paper: dense + GELU + LayerNorm, dot product with the shared item
   embeddings plus a per-item bias.
 - Positions are counted from the first real event (padding-invariant). Behaviors and
-  ``target_behavior`` are ignored (single-behavior baseline).
+  ``target_behavior`` are ignored (single-behavior baseline); ``bert4rec_behavior``
+  (``base.behavior_variant``) adds behavior embeddings to the inputs, the [MASK] carrying the requested one.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class BERT4Rec(ClozeRecommender):
             default_target_behavior=default_target_behavior, loss_type=loss_type,
         )
         self.item_embedding = nn.Embedding(n_items + 2, hidden_size, padding_idx=0)  # + [MASK]
+        self.behavior_input = self.make_behavior_input(hidden_size)
         self.position_embedding = nn.Embedding(max_len + 1, hidden_size)  # history + [MASK]
         self.norm = nn.LayerNorm(hidden_size, eps=1e-12)
         self.dropout = nn.Dropout(dropout)
@@ -63,7 +65,7 @@ class BERT4Rec(ClozeRecommender):
 
     def encode(self, seq_items: Tensor, seq_behaviors: Tensor) -> Tensor:
         valid = seq_items != 0
-        x = self.item_embedding(seq_items) + self.position_embedding(positions_from_start(valid))
+        x = self.embed_events(seq_items, seq_behaviors) + self.position_embedding(positions_from_start(valid))
         x = self.dropout(self.norm(x))
         allowed = attention_mask(valid, causal=False)
         for block in self.blocks:

@@ -8,7 +8,8 @@ mini-batches, no sampled TOP1/BPR-max losses of the original paper).
 
 The GRU runs on left-aligned rows (real events first) so that its state never passes through
 padding: outputs at real steps are exact and trailing padding cannot influence them, with no
-pack/unpack and no host sync. Behaviors and ``target_behavior`` are ignored.
+pack/unpack and no host sync. Behaviors and ``target_behavior`` are ignored; ``gru4rec_behavior``
+(``base.behavior_variant``) adds behavior embeddings to the inputs and reads the requested behavior.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class GRU4Rec(SequentialRecommender):
             default_target_behavior=default_target_behavior, loss_type=loss_type,
         )
         self.item_embedding = nn.Embedding(n_items + 1, embedding_size, padding_idx=0)
+        self.behavior_input = self.make_behavior_input(embedding_size)
         self.emb_dropout = nn.Dropout(dropout)
         self.gru = nn.GRU(embedding_size, hidden_size, n_layers, bias=False, batch_first=True)
         self.dense = nn.Linear(hidden_size, embedding_size)
@@ -54,19 +56,15 @@ class GRU4Rec(SequentialRecommender):
         for weight in self.gru.parameters():
             nn.init.xavier_uniform_(weight)
 
-    def encode(self, items: Tensor) -> Tensor:
+    def encode(self, items: Tensor, behaviors: Tensor | None = None, query: Tensor | None = None) -> Tensor:
         """Right-aligned ``items`` [B, S] -> per-step outputs [B, S, E] (zeros on padding)."""
         valid = items != 0
         # An empty history runs the GRU over one padding step (a zero vector): a learned
         # "no history" state instead of a special case.
         lengths = valid.sum(1).clamp(min=1)
-        x = self.emb_dropout(self.item_embedding(items))
+        x = self.emb_dropout(self.embed_events(items, behaviors, query))
         out, _ = self.gru(left_align(x, lengths))
         out = undo_left_align(self.dense(out), lengths)
         S = items.size(1)
         keep = torch.arange(S, device=items.device)[None, :] >= (S - lengths)[:, None]
         return out * keep[..., None]
-
-    def forward(self, items, behaviors=None, target_behavior=None, levels=None) -> Tensor:
-        items, _ = self.prepare(items, behaviors)
-        return self.encode(items)[:, -1]

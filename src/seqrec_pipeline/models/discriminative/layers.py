@@ -190,6 +190,40 @@ class BehaviorFeedForward(nn.Module):
         return self.norm(x + self.dropout(y))
 
 
+# --------------------------------------------------------------------------- behavior inputs
+
+
+def next_behaviors(behaviors: Tensor, target_behavior: Tensor) -> Tensor:
+    """Behavior (index + 1) of the event each position of a right-aligned row predicts: the next event's, and
+    ``target_behavior`` (0-based) [B] for the last position. Values before a row's first event are never read."""
+    return torch.cat([behaviors[:, 1:], target_behavior.reshape(-1, 1).to(behaviors) + 1], dim=1)
+
+
+class BehaviorEmbedding(nn.Module):
+    """Behavior part of an event's input vector, added to its item embedding by the ``<model>_behavior`` variants.
+
+    ``event`` embeds the behavior of the event itself. Next-item models also get ``query``, the behavior of the
+    event to predict (:func:`next_behaviors`), so their last state answers "which item will be <b>-ed next" as a
+    cloze model's [MASK] does when it carries the requested behavior; cloze models need no query table.
+    """
+
+    def __init__(self, n_behaviors: int, dim: int, query: bool, std: float = 0.02):
+        super().__init__()
+        self.event = nn.Embedding(n_behaviors + 1, dim, padding_idx=0)
+        self.query = nn.Embedding(n_behaviors + 1, dim, padding_idx=0) if query else None
+        for table in (self.event, self.query):
+            if table is not None:
+                init_weights(table, std)
+
+    def forward(self, behaviors: Tensor, query: Tensor | None = None) -> Tensor:
+        x = self.event(behaviors)
+        if self.query is not None:
+            if query is None:
+                raise ValueError("this model predicts the next event: pass the behaviors of the events to predict")
+            x = x + self.query(query)
+        return x
+
+
 # --------------------------------------------------------------------------- misc
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 
-from .base import SequentialRecommender
+from .base import SequentialRecommender, behavior_variant
 from .bert4rec import BERT4Rec
 from .gru4rec import GRU4Rec
 from .mbht import MBHT
@@ -12,14 +12,20 @@ from .mbstr import MBSTR
 from .pbat import PBAT
 from .sasrec import SASRec
 
+_BASELINES = (SASRec, BERT4Rec, GRU4Rec, MBHT, MBSTR, PBAT)
+# the "+behavior" baselines: the single-behavior models with behavior inputs
+_BEHAVIOR_VARIANTS = tuple(behavior_variant(cls) for cls in (SASRec, BERT4Rec, GRU4Rec))
 DISCRIMINATIVE_MODELS: dict[str, type[SequentialRecommender]] = {
-    cls.name: cls for cls in (SASRec, BERT4Rec, GRU4Rec, MBHT, MBSTR, PBAT)
+    cls.name: cls for cls in _BASELINES + _BEHAVIOR_VARIANTS
 }
 
 
 def _canonical(name: str) -> str:
-    """'MB-STR', 'mb_str' and 'MBSTR' all mean 'mbstr'."""
+    """'MB-STR', 'mb_str' and 'MBSTR' all mean 'mbstr' ('SASRec-behavior': 'sasrec_behavior')."""
     return name.lower().replace("-", "").replace("_", "")
+
+
+_BY_CANONICAL = {_canonical(name): name for name in DISCRIMINATIVE_MODELS}
 
 
 def build_discriminative(
@@ -31,8 +37,8 @@ def build_discriminative(
     checkpoint ``{"config": model.config, "state_dict": ...}`` can be rebuilt with
     ``build_discriminative(**config)``.
     """
-    key = _canonical(name)
-    if key not in DISCRIMINATIVE_MODELS:
+    key = _BY_CANONICAL.get(_canonical(name))
+    if key is None:
         raise ValueError(
             f"unknown discriminative model {name!r}; valid names: {', '.join(DISCRIMINATIVE_MODELS)}"
         )

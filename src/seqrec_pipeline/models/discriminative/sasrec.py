@@ -11,7 +11,8 @@ Simplifications / choices:
   way, :meth:`~.base.SequentialRecommender.sequence_loss`).
 - Positions are counted from the first real event of a row (not from column 0), so padding never
   shifts them and a prefix sees exactly the positions it has inside a longer row.
-- Behaviors and ``target_behavior`` are ignored (single-behavior baseline).
+- Behaviors and ``target_behavior`` are ignored (single-behavior baseline); ``sasrec_behavior``
+  (``base.behavior_variant``) adds behavior embeddings to the inputs and reads the requested behavior.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class SASRec(SequentialRecommender):
             default_target_behavior=default_target_behavior, loss_type=loss_type,
         )
         self.item_embedding = nn.Embedding(n_items + 1, hidden_size, padding_idx=0)
+        self.behavior_input = self.make_behavior_input(hidden_size)
         self.position_embedding = nn.Embedding(max_len, hidden_size)
         self.norm = nn.LayerNorm(hidden_size, eps=1e-12)
         self.dropout = nn.Dropout(dropout)
@@ -54,17 +56,13 @@ class SASRec(SequentialRecommender):
         )
         self.apply(init_weights)
 
-    def encode(self, items: Tensor) -> Tensor:
+    def encode(self, items: Tensor, behaviors: Tensor | None = None, query: Tensor | None = None) -> Tensor:
         """Right-aligned ``items`` [B, S<=max_len] -> hidden states [B, S, H]; position t only
-        depends on events at positions <= t."""
+        depends on events at positions <= t (``base.SequentialRecommender.encode``)."""
         valid = items != 0
-        x = self.item_embedding(items) + self.position_embedding(positions_from_start(valid))
+        x = self.embed_events(items, behaviors, query) + self.position_embedding(positions_from_start(valid))
         x = self.dropout(self.norm(x))
         allowed = attention_mask(valid, causal=True)
         for block in self.blocks:
             x = block(x, allowed)
         return x
-
-    def forward(self, items, behaviors=None, target_behavior=None, levels=None) -> Tensor:
-        items, _ = self.prepare(items, behaviors)
-        return self.encode(items)[:, -1]

@@ -9,6 +9,7 @@ qwen3        4 layers, hidden 64, 4 (2 KV) heads x 16, FFN 128       8 layers, h
 gamer        as qwen3 + behavior emb 16, injection 0-1, cross 2-3    as qwen3 + emb 64, injection 0-3, cross 4-7,
                                                                      dropout 0.2 resid / 0.2 attn
 tiger        2+2 layers, d_model 64, 4 heads x 16, d_ff 256          4+4 layers, d_model 128, 6 x 64, d_ff 1024
+tiger_mb     as tiger (the behavior token is a target too)           as tiger
 qwen3_session as qwen3 (dense FFN, session masks)                     as qwen3
 gamer_session as gamer                                               as gamer
 *_moe        as qwen3 + behavior emb 16, injection 0-1, no cross     as qwen3 + emb 64, injection 0-3, no cross,
@@ -48,8 +49,10 @@ from .qwen3_session import Qwen3SessionConfig, Qwen3SessionForCausalLM
 from .tiger import TigerConfig, TigerForConditionalGeneration
 
 MODEL_NAMES: tuple[str, ...] = (
-    "qwen3", "tiger", "gamer", "qwen3_session", "gamer_session", "qwen3_moe", "gamer_action_moe", "qwen3_session_moe",
+    "qwen3", "tiger", "tiger_mb", "gamer", "qwen3_session", "gamer_session", "qwen3_moe", "gamer_action_moe",
+    "qwen3_session_moe",
 )
+ENCODER_DECODERS: tuple[str, ...] = ("tiger", "tiger_mb")
 PRESET_NAMES: tuple[str, ...] = ("cpu-small", "paper")
 
 _DECODER_SMALL = dict(
@@ -79,6 +82,17 @@ _MOE = {  # the reference's Qwen3Moe / Qwen3ActionMoe configs: sparse FFN everyw
 }
 _QWEN3 = {"cpu-small": _DECODER_SMALL, "paper": _DECODER_PAPER}
 
+_TIGER = {
+    "cpu-small": dict(
+        d_model=64, d_kv=16, d_ff=256, num_layers=2, num_decoder_layers=2, num_heads=4, dropout_rate=0.1,
+        relative_attention_num_buckets=32,
+    ),
+    "paper": dict(
+        d_model=128, d_kv=64, d_ff=1024, num_layers=4, num_decoder_layers=4, num_heads=6, dropout_rate=0.1,
+        relative_attention_num_buckets=32,
+    ),
+}  # fmt: skip
+
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "qwen3": _QWEN3,
     "gamer": _GAMER,
@@ -87,25 +101,18 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "qwen3_moe": _MOE,
     "gamer_action_moe": _MOE,
     "qwen3_session_moe": _MOE,
-    "tiger": {
-        "cpu-small": dict(
-            d_model=64, d_kv=16, d_ff=256, num_layers=2, num_decoder_layers=2, num_heads=4, dropout_rate=0.1,
-            relative_attention_num_buckets=32,
-        ),
-        "paper": dict(
-            d_model=128, d_kv=64, d_ff=1024, num_layers=4, num_decoder_layers=4, num_heads=6, dropout_rate=0.1,
-            relative_attention_num_buckets=32,
-        ),
-    },
+    "tiger": _TIGER,
+    "tiger_mb": _TIGER,
 }  # fmt: skip
 
 CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
-    "qwen3": Qwen3RecConfig, "tiger": TigerConfig, "gamer": GamerConfig, "qwen3_session": Qwen3SessionConfig,
-    "gamer_session": GamerSessionConfig, "qwen3_moe": Qwen3MoeConfig, "gamer_action_moe": GamerActionMoeConfig,
+    "qwen3": Qwen3RecConfig, "tiger": TigerConfig, "tiger_mb": TigerConfig, "gamer": GamerConfig,
+    "qwen3_session": Qwen3SessionConfig, "gamer_session": GamerSessionConfig, "qwen3_moe": Qwen3MoeConfig, "gamer_action_moe": GamerActionMoeConfig,
     "qwen3_session_moe": Qwen3SessionMoeConfig,
 }  # fmt: skip
 MODEL_CLASSES: dict[str, type[PreTrainedModel]] = {
-    "qwen3": Qwen3RecForCausalLM, "tiger": TigerForConditionalGeneration, "gamer": GamerForCausalLM,
+    "qwen3": Qwen3RecForCausalLM, "tiger": TigerForConditionalGeneration,
+    "tiger_mb": TigerForConditionalGeneration, "gamer": GamerForCausalLM,
     "qwen3_session": Qwen3SessionForCausalLM, "gamer_session": GamerSessionForCausalLM,
     "qwen3_moe": Qwen3MoeForCausalLM, "gamer_action_moe": GamerActionMoeForCausalLM,
     "qwen3_session_moe": Qwen3SessionMoeForCausalLM,
@@ -117,8 +124,9 @@ GAMER_FAMILY: tuple[str, ...] = tuple(n for n, c in CONFIG_CLASSES.items() if is
 def _vocab_fields(name: str, vocab: TokenVocab) -> dict[str, Any]:
     """Config fields that follow from the vocabulary (never overridable)."""
     fields = dict(vocab_size=vocab.size, pad_token_id=PAD, eos_token_id=EOS, vocab=vocab.to_dict())
-    if name == "tiger":
-        return {**fields, "decoder_start_token_id": BOS, "use_behavior_token": vocab.use_behavior_token}
+    if name in ENCODER_DECODERS:
+        return {**fields, "decoder_start_token_id": BOS, "use_behavior_token": vocab.use_behavior_token,
+                "predict_behavior": name == "tiger_mb" and vocab.use_behavior_token}
     fields["bos_token_id"] = BOS
     if name in GAMER_FAMILY:
         fields |= dict(
@@ -134,6 +142,7 @@ def _vocab_fields(name: str, vocab: TokenVocab) -> dict[str, Any]:
 _COMMON_DEFAULTS: dict[str, dict[str, Any]] = {
     "qwen3": {"use_cache": False, "tie_word_embeddings": True},
     "tiger": {"use_cache": False},
+    "tiger_mb": {"use_cache": False},
 } | {name: {"use_cache": False, "tie_word_embeddings": True} for name in GAMER_FAMILY}
 
 
@@ -175,6 +184,8 @@ def build_model(name: str, vocab: TokenVocab, preset: str = "cpu-small", **overr
 
 
 def model_name_of(config: PretrainedConfig) -> str:
+    if getattr(config, "predict_behavior", False):  # tiger_mb shares tiger's config class
+        return "tiger_mb"
     for name, config_class in CONFIG_CLASSES.items():
         if config.model_type == config_class.model_type:
             return name
@@ -202,7 +213,7 @@ def _register_auto_classes() -> None:
     """Let ``AutoConfig`` / ``AutoModelFor*`` load these checkpoints too."""
     for name, config_class in CONFIG_CLASSES.items():
         AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
-        auto = AutoModelForSeq2SeqLM if name == "tiger" else AutoModelForCausalLM
+        auto = AutoModelForSeq2SeqLM if name in ENCODER_DECODERS else AutoModelForCausalLM
         auto.register(config_class, MODEL_CLASSES[name], exist_ok=True)
 
 

@@ -1,12 +1,16 @@
 """``tiger``: TIGER's T5 encoder-decoder (history -> target item block) over the SID vocabulary only.
 
+``tiger_mb`` (the GAMER paper's TIGER_MB baseline) is the same model with ``predict_behavior=True``: the
+target is the behavior-item, so the behavior token carries loss too and the model can predict the next
+behavior (``behavior_item`` decoding) as well as the item for a requested one.
+
 The reference carried T5's unused 32k SentencePiece vocabulary; here the embedding table is exactly the
 ``TokenVocab`` (pad 0, decoder start = bos 1, eos 2).
 
 Inputs: ``input_ids`` / ``attention_mask`` are the history (encoder side, either padding side: T5's relative
 position bias only sees distances).  The decoder side is the target block: ``decoder_input_ids`` =
 ``[bos, behavior, c_1, ..., c_L]`` and ``labels`` = ``[behavior, c_1, ..., c_L, eos]`` with -100 on the
-behavior token.  Because the behavior token is masked in ``labels``, shifting ``labels`` cannot rebuild the
+behavior token (not for ``tiger_mb``).  Because the behavior token is masked in ``labels``, shifting ``labels`` cannot rebuild the
 decoder input; build it from the unmasked target with :func:`shift_targets_right`.
 """
 
@@ -28,8 +32,9 @@ class TigerConfig(T5Config):
 
     decoder_start_token_id: int = BOS
     loss_temperature: float = 0.7  # loss = CE(logits / loss_temperature); not a generation setting
-    # True when targets start with a behavior token that is masked (-100) in the labels.
+    # True when targets start with a behavior token (masked, -100, in the labels unless predict_behavior).
     use_behavior_token: bool = True
+    predict_behavior: bool = False  # tiger_mb: the behavior token is a target as well
     vocab: dict | None = None
 
 
