@@ -15,10 +15,11 @@ def test_preprocess_taobao_raw_log_end_to_end(project):
     _ok(project.run("run", "--pipeline=preprocess", "--params=dataset=taobao_ci"))
     ingest = json.loads((project.path / "data/02_intermediate/taobao_ci/ingest_report.json").read_text())
     rejected = pl.read_parquet(project.latest("data/02_intermediate/taobao_ci/rejected.parquet"))
-    events = pl.read_parquet(project.latest("data/02_intermediate/taobao_ci/events.parquet"))
+    events = pl.read_parquet(project.latest("data/02_intermediate/taobao_ci/events.parquet") / "*.parquet")
     assert ingest["n_raw"] == 4321 == events.height + rejected.height
     assert ingest["n_rejected"] == rejected.height
     assert set(rejected["reason"]) <= {"timestamp outside time_window [1511539200, 1512316799]"}
+    assert not list((project.path / "data/02_intermediate/taobao_ci/work").iterdir())  # parts moved, nothing spilled
 
     seq = pl.read_parquet(project.latest("data/03_primary/taobao_ci/sequences.parquet"))
     items = pl.read_parquet(project.latest("data/03_primary/taobao_ci/items.parquet"))
@@ -58,7 +59,7 @@ def test_rerun_keeps_earlier_versions(project):
     _ok(project.run("run", "--pipeline=ingest", "--params=dataset=retail_ci"))
     versions = list((project.path / "data/02_intermediate/retail_ci/events.parquet").iterdir())
     assert len(versions) == 2
-    a, b = (pl.read_parquet(v / "events.parquet") for v in versions)
+    a, b = (pl.read_parquet(v / "events.parquet" / "*.parquet") for v in versions)
     assert a.equals(b) and a.height == 6086
 
 

@@ -15,7 +15,6 @@ Split points are positions into each user's sequence, stored once for both proto
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ import pyarrow as pa
 from seqrec_pipeline.data.progress import Progress
 from seqrec_pipeline.dataset_spec import FilterSpec
 from seqrec_pipeline.errors import InputError
+from seqrec_pipeline.io.workdir import spill_folder
 from seqrec_pipeline.schemas import ITEMS, SEQUENCES, USERS, check_contract
 
 log = logging.getLogger(__name__)
@@ -177,27 +177,6 @@ def _sort_dedup(frame: pl.DataFrame) -> pl.DataFrame:
         same[1:] &= values[1:] == values[:-1]
     same[0] = False
     return frame.filter(pl.Series(~same))
-
-
-def spill_folder(work_dir: Path) -> Path:
-    """A new spill folder of this process in ``work_dir``, after removing those of processes that are gone
-    (an interrupted run); a run reads only its own folder."""
-    work_dir.mkdir(parents=True, exist_ok=True)
-    for old in work_dir.glob("spill-*"):
-        pid = old.name.split("-")[1]
-        if pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(old, ignore_errors=True)
-    return Path(tempfile.mkdtemp(prefix=f"spill-{os.getpid()}-", dir=work_dir))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def build_primary(

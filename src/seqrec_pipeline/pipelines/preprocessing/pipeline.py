@@ -8,7 +8,8 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             node(
                 build_sequences,
-                ["events", "item_text", "behavior_levels", "params:dataset", "params:datasets"],
+                ["events", "item_text", "behavior_levels", "params:dataset", "params:datasets", "params:data",
+                 "data_work_dir"],
                 ["sequences", "items", "users", "behaviors", "preprocess_stats"],
                 name="build_sequences",
             ),
@@ -20,7 +21,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
         ],
         namespace="preprocess",
-        inputs={"events", "item_text", "behavior_levels", "ingest_report"},
+        inputs={"events", "item_text", "behavior_levels", "ingest_report", "data_work_dir"},
         outputs={"sequences", "items", "users", "behaviors", "dataset_report", "dataset_report_plot", "dataset_metrics"},
-        parameters={"params:dataset", "params:datasets"},
+        parameters={"params:dataset", "params:datasets", "params:data"},
     )
