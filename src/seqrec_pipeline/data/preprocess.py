@@ -212,7 +212,9 @@ def build_primary(
     given_sessions = lazy.select(pl.col("session_id").null_count()).collect(engine="streaming").item() == 0
     bucket_events = bucket_events or max(n_in, 1)
     batch_rows = batch_rows or max(n_in, 1)
-    user_bucket = ((np.cumsum(per_user) - per_user) // bucket_events).astype(np.int32)  # a user is never split
+    # whole users in id order, a new bucket wherever the events before a user pass a multiple of bucket_events
+    _, user_bucket = np.unique((np.cumsum(per_user) - per_user) // bucket_events, return_inverse=True)
+    user_bucket = user_bucket.astype(np.int32)
     n_buckets = int(user_bucket[-1]) + 1 if user_bucket.size else 1
     folder = spill_folder(work_dir or Path(tempfile.gettempdir())) if n_buckets > 1 else None
     try:
