@@ -144,3 +144,14 @@ def test_data_parameters_are_validated_with_a_one_line_message():
         load_parameters({"data.bucket_events": 0})
     with pytest.raises(InputError, match="unknown parameter 'data.bucket_rows'"):
         load_parameters({"data.bucket_rows": 5})
+
+
+def test_the_dataset_report_over_user_slices_equals_the_whole_table_report():
+    from seqrec_pipeline.reporting.dataset import build_report, user_slices
+
+    primary = build_primary(random_log(4000, seed=3), LEVELS, FilterSpec(min_user_events=1, min_item_events=1), 30)
+    slices = list(user_slices(primary.sequences, 300))
+    assert len(slices) >= 5 and sum(s.height for s in slices) == primary.sequences.height
+    whole = build_report("r", primary.sequences, primary.items, primary.behaviors, {}, primary.stats)
+    sliced = build_report("r", primary.sequences, primary.items, primary.behaviors, {}, primary.stats, 300)
+    assert sliced == whole and whole["repeat_share"]["train"]["view"]["events"] > 0

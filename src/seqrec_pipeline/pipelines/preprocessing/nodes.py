@@ -24,6 +24,7 @@ def build_sequences(events: pl.LazyFrame | ParquetParts, item_text: pl.DataFrame
 
 
 def dataset_report(sequences: pl.DataFrame, items: pl.DataFrame, behaviors: pl.DataFrame, ingest_report: dict,
-                   preprocess_stats: dict, dataset: str):
-    report = build_report(dataset, sequences, items, behaviors, ingest_report, preprocess_stats)
-    return report, report_figure(report, sequences, items), report_metrics(report)
+                   preprocess_stats: dict, dataset: str, data: dict):
+    per_slice = validate(DataParams, data, prefix="data.").bucket_events
+    report = build_report(dataset, sequences, items, behaviors, ingest_report, preprocess_stats, per_slice)
+    return report, report_figure(report, sequences, items, per_slice), report_metrics(report)

@@ -15,7 +15,8 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             node(
                 dataset_report,
-                ["sequences", "items", "behaviors", "ingest_report", "preprocess_stats", "params:dataset"],
+                ["sequences", "items", "behaviors", "ingest_report", "preprocess_stats", "params:dataset",
+                 "params:data"],
                 ["dataset_report", "dataset_report_plot", "dataset_metrics"],
                 name="dataset_report",
             ),
