@@ -61,8 +61,8 @@ def repeat_shares(sequences: pl.DataFrame, behaviors: pl.DataFrame, events: int 
     """
     names = dict(zip(behaviors["behavior_idx"].to_list(), behaviors["behavior"].to_list()))
     counts: dict[tuple[str, int], tuple[int, int]] = {}
-    for part in user_slices(protocol_users(sequences, "last_session"), events):
-        for key, (n, k) in _repeat_counts(part).items():
+    for part in user_slices(sequences, events):  # sliced before filtering: a filter copies the lists
+        for key, (n, k) in _repeat_counts(protocol_users(part, "last_session")).items():
             before = counts.get(key, (0, 0))
             counts[key] = (before[0] + n, before[1] + k)
     out = {}
@@ -105,7 +105,8 @@ def build_report(dataset: str, sequences: pl.DataFrame, items: pl.DataFrame, beh
     first, last = sequences.select(pl.col("timestamp").list.min().min().alias("first"),
                                    pl.col("timestamp").list.max().max().alias("last")).row(0)
     n_users, n_items, n_events = sequences.height, items.height, int(events_per_user.sum())
-    ls = protocol_users(sequences, "last_session")
+    scalars = sequences.select(pl.exclude(pl.List))  # the protocol filters below copy no lists
+    ls = protocol_users(scalars, "last_session")
     return {
         "dataset": dataset,
         "n_users": n_users,
@@ -123,7 +124,7 @@ def build_report(dataset: str, sequences: pl.DataFrame, items: pl.DataFrame, beh
         "events_per_session": _summary(session_lengths(sequences, events_per_slice)),
         "events_per_item": _summary(items["n_events"].to_numpy()),
         "splits": {
-            "last_event": {"users": protocol_users(sequences, "last_event").height},
+            "last_event": {"users": protocol_users(scalars, "last_event").height},
             "last_session": {
                 "users": ls.height,
                 "test_targets": int((ls["n_events"] - ls["last_session_test"]).sum()),
