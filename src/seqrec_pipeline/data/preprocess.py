@@ -1,9 +1,9 @@
 """Validated events -> integer sequences with sessions, behaviors and fixed splits
-(docs/design.md#preprocessed-tables, docs/design.md#sessions-and-splits).
+(docs/design.md#preprocessed-tables, docs/design.md#sessions-and-splits, docs/design.md#logs-larger-than-memory).
 
-All steps are whole-table polars expressions (no per-user Python):
-dedup -> iterated k-core -> dense ids -> ordering (time, then behavior level)
--> sessions (given or by time gap) -> per-user integer lists + split points.
+All steps are polars / numpy over whole buckets of users (no per-user Python): dense ids -> per bucket
+ordering (time, then behavior level) and dedup -> global iterated k-core -> per bucket sessions (given or
+by time gap) -> per-user integer lists + split points.  A log within one bucket is one in-memory bucket.
 
 Split points are positions into each user's sequence, stored once for both protocols:
 - ``last_event``: valid = n-2, test = n-1 (users with >= 3 events, else -1);
