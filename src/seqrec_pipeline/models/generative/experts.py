@@ -50,11 +50,12 @@ class SlotRouting:
         offsets = torch.searchsorted(sorted_slots, boundaries, right=True, out_int32=True)
         return cls(num_slots, order, inverse, offsets, sorted_slots)
 
+    # One expert (dense layers): the stable order is the identity, so no gather is needed.
     def sort(self, x: torch.Tensor) -> torch.Tensor:
-        return x.index_select(0, self.order)
+        return x if self.num_slots == 1 else x.index_select(0, self.order)
 
     def unsort(self, y: torch.Tensor) -> torch.Tensor:
-        return y.index_select(0, self.inverse)
+        return y if self.num_slots == 1 else y.index_select(0, self.inverse)
 
     def padded_index(self) -> tuple[torch.Tensor, int]:
         """Row of each sorted token in a ``[P * capacity]`` buffer (bmm fallback; one host sync, cached)."""

@@ -1,28 +1,14 @@
-"""``mbgen``: the reference's PBATransformer (MBGen-style), TIGER's T5 encoder-decoder with position-routed
-sparse decoder FFNs and behavior injection (docs/design.md#mbgen).
+"""``mbgen``: MBGen-style generative recommender (docs/design.md#mbgen).
 
-Source: [GAMER-code] ``SeqRec/models/PBATransformer`` (commit ``00fabd48b15f``), the GAMER paper's MBGen
-baseline after Liu et al., "Multi-Behavior Generative Recommendation", CIKM 2024.  Built on ``tiger.py`` (the
-same T5 stacks, attention, relative positions, caches and loss) with every block's FFN sub-layer replaced by
-:class:`MbgenLayerFF`:
-
-- **sparse layers** (``sparse_layers``, decoder only): one expert per decoder position, i.e. per slot of the
-  block the position predicts (``<bos>`` -> behavior token, behavior token -> c_1, ..., c_L -> ``<eos>``), the
-  slot experts of ``experts.py`` with T5's ReLU FFN (``gated=False``); dense layers are one such expert;
-- **behavior injection** (``encoder_injection_layers`` / ``decoder_injection_layers``): a
-  ``behavior_embed_dim`` embedding of the block's behavior concatenated to the FFN input, in the encoder on
-  code tokens (``experts.injection_index``), in the decoder on every position after ``<bos>``;
-- **shared expert** (``shared_expert``): in sparse layers the experts write the first half of the output and
-  one dense expert, shared by all positions, the second half.
-
-Like ``tiger_mb``, the target is the behavior-item (the behavior token carries loss), as the reference's
-encoder-decoder labels and MBGen's behavior-then-item generation.
-
-Deviations from the reference: the routing and the decoder's behavior come from the decoder position and the
-``decoder_behavior`` tensor, not from a router that re-reads token ids, so cached decoding routes each step to
-the expert of its position and keeps its behavior (the reference's router gave every cached step expert 1 and
-no behavior); the experts run as grouped GEMMs instead of a Python loop; the "no behavior" injection row is
-zero instead of learned; the experts have no dropout between their two projections.
+Reference: Z. Liu, Y. Hou, J. McAuley, "Multi-Behavior Generative Recommendation", CIKM 2024, as re-created by
+[GAMER-code] ``SeqRec/models/PBATransformer`` (commit ``00fabd48b15f``): TIGER's T5 encoder-decoder (``tiger.py``:
+same stacks, caches and loss) whose FFN sub-layers (:class:`MbgenLayerFF`) are, in ``sparse_layers`` of the
+decoder, one T5 ReLU expert per decoder position (the slot of the token it predicts; ``experts.py``), with the
+block's behavior embedding concatenated to the FFN input in the ``*_injection_layers`` and an optional expert
+shared by all positions (``shared_expert``: each half of the output).  The target is the behavior-item, as
+``tiger_mb``.  Deviation: experts and injected behavior come from the decoder position and ``decoder_behavior``
+instead of a router re-reading token ids (which sent every cached step to one expert without the behavior), so
+cached decoding equals teacher forcing.
 """
 
 from __future__ import annotations
