@@ -55,8 +55,8 @@ Batches (:class:`TokenCollator`), all int64 and right-padded:
   is empty) plus ``decoder_input_ids``, ``decoder_behavior`` and ``labels`` of shape ``[B, block_size + 1]``:
   target = ``[behavior, c_0 .. c_{L-1}, eos]``, ``labels`` = target with −100 on the behavior token (not with
   ``behavior_loss``), ``decoder_input_ids`` = ``[bos] + target[:-1]`` (``shift_targets_right``),
-  ``decoder_behavior`` = the target's behavior index on every decoder position.  In ``user`` mode the last event of the window is
-  the target and the others its history.  No EOS is appended to the encoder input.
+  ``decoder_behavior`` = the target's behavior index on every decoder position.  In ``user`` mode the last event
+  of the window is the target and the others its history.  No EOS is appended to the encoder input.
 """
 
 from __future__ import annotations

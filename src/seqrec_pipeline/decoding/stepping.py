@@ -1,8 +1,8 @@
 """One interface over the three model families for cached, batched decoding, and the score normalization.
 
 :class:`ModelStepper` hides the difference between decoder-only models (``qwen3``, ``gamer``: prefill the
-history, then feed tokens) and the encoder-decoders ``tiger`` / ``mbgen`` (encode the history once, prefill the decoder
-with ``<bos>``, then feed decoder tokens).  A :class:`DecodeState` is a batch of decoding *rows*; rows are
+history, then feed tokens) and the encoder-decoders ``tiger`` / ``mbgen`` (encode the history once, prefill the
+decoder with ``<bos>``, then feed decoder tokens with their behavior).  A :class:`DecodeState` is a batch of decoding *rows*; rows are
 gathered (expanded to beams, reordered, shared across behaviors) with :meth:`ModelStepper.select`, which
 uses ``Cache.reorder_cache`` (an ``index_select`` on every cache layer, so it accepts repeated indices and
 a new row count) and then keeps the cache in preallocated buffers (``kv_buffer.py``), so later steps append

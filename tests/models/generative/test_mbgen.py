@@ -10,8 +10,8 @@ from torch.testing import assert_close
 from transformers import AutoModelForSeq2SeqLM
 
 from seqrec_pipeline.models.generative import build_config, load_model, loop_expert_ffn, shift_targets_right
-from seqrec_pipeline.models.generative.mbgen import FFNInputs, MbgenForConditionalGeneration, MbgenLayerFF
 from seqrec_pipeline.models.generative.experts import SlotRouting
+from seqrec_pipeline.models.generative.mbgen import FFNInputs, MbgenForConditionalGeneration, MbgenLayerFF
 from seqrec_pipeline.vocab import EOS, TokenVocab
 
 ATOL = 1e-5
