@@ -160,6 +160,8 @@ def test_encoder_decoder_batches_for_tiger():
     # target [behavior, c0, c1, eos]; decoder input = [bos] + target[:-1]; behavior token masked
     assert batch["decoder_input_ids"] == [[1, 3, 7, 11], [1, 4, 8, 12], [1, 5, 9, 10]]
     assert batch["labels"] == [[X, 7, 11, 2], [X, 8, 12, 2], [X, 9, 10, 2]]
+    # the target's behavior on every decoder position (behavior token ids 3, 4, 5 = behaviors 0, 1, 2)
+    assert batch["decoder_behavior"] == [[0, 0, 0, 0], [1, 1, 1, 1], [2, 2, 2, 2]]
     assert "decoder_input_ids" in batch_of(valid)
     # user mode: the last event of the window is the target, the others the history
     train, _ = make_datasets(TWO_USERS, BEHAVIORS, CODES, VOCAB, protocol="last_event", mode="user",

@@ -11,7 +11,7 @@ from seqrec_pipeline.vocab import TokenVocab
 BEHAVIORS = ("pv", "cart", "fav", "buy")
 LEVELS = (0, 1, 1, 2)  # two behaviors share a level, as in the reference datasets
 MODELS = ("qwen3", "gamer", "tiger", "tiger_mb", "qwen3_session", "gamer_session", "qwen3_moe", "gamer_action_moe",
-          "qwen3_session_moe")
+          "qwen3_session_moe", "mbgen")
 
 # Tiny and dropout-free.  Larger-than-default initial weights make the random models' next-token
 # distributions far from uniform, so rankings have clear gaps (ties would make "identical lists" flaky)
@@ -24,6 +24,9 @@ TINY = {
                   cross_layers=[1, 2], attention_dropout=0.0, resid_dropout=0.0, initializer_range=0.3),
     "tiger": dict(d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=4, dropout_rate=0.0,
                   initializer_factor=2.0),
+    "mbgen": dict(d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=4, dropout_rate=0.0,
+                  initializer_factor=2.0, behavior_embed_dim=8, sparse_layers=[0, 1], encoder_injection_layers=[0],
+                  decoder_injection_layers=[0, 1]),
 }  # fmt: skip
 _DECODER = {k: v for k, v in TINY["gamer"].items() if k not in ("injection_layers", "cross_layers")}
 TINY |= {

@@ -188,13 +188,13 @@ def test_fewer_items_than_k_are_padded(vocab):
     assert (result.behaviors[:, :3] == 3).all() and (result.behaviors[:, 3:] == -1).all()
 
 
-@pytest.mark.parametrize("name", ["gamer", "tiger"])
+@pytest.mark.parametrize("name", ["gamer", "tiger", "mbgen"])
 def test_history_is_prefilled_once_and_shared_by_behaviors(name, vocab, codes):
     """One history forward per batch, then one single-token step per behavior token / code level."""
     model = tiny_model(name, vocab)
     prompts = prompts_for(vocab, codes, [4, 2, 3])
     calls = []
-    target = model.get_encoder() if name == "tiger" else model
+    target = model.get_encoder() if model.config.is_encoder_decoder else model
     handle = target.register_forward_pre_hook(
         lambda module, args, kwargs: calls.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True
     )
@@ -202,7 +202,7 @@ def test_history_is_prefilled_once_and_shared_by_behaviors(name, vocab, codes):
         beam_search(model, prompts, PrefixIndex.build(codes, SIZES), behavior_levels=LEVELS, beam_size=6)
     finally:
         handle.remove()
-    if name == "tiger":  # the encoder runs once; the decoder steps are not counted here
+    if model.config.is_encoder_decoder:  # the encoder runs once; the decoder steps are not counted here
         assert calls == [(3, prompts.input_ids.shape[1])]
         return
     history_length = prompts.input_ids.shape[1]

@@ -23,8 +23,9 @@ def full_forward_score(model, vocab, prompts, user: int, behavior: int, item_cod
     with torch.no_grad():
         if model.config.is_encoder_decoder:
             decoder_input_ids = torch.cat([torch.tensor([[BOS]]), block[:, :-1]], 1)
-            logits = model(input_ids=row["input_ids"], attention_mask=row["attention_mask"],
-                           decoder_input_ids=decoder_input_ids).logits[0, 1:]  # fmt: skip
+            logits = model(input_ids=row["input_ids"], attention_mask=row["attention_mask"], slot=row["slot"],
+                           behavior=row["behavior"], decoder_input_ids=decoder_input_ids,
+                           decoder_behavior=torch.full_like(decoder_input_ids, behavior)).logits[0, 1:]  # fmt: skip
         else:
             extra = {"input_ids": block, "attention_mask": torch.ones_like(block), "slot": torch.arange(n)[None],
                      "behavior": torch.full_like(block, behavior), "level": torch.full_like(block, LEVELS[behavior]),

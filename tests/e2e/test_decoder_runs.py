@@ -150,3 +150,21 @@ def test_tiger_mb_predicts_the_behavior_and_evaluates_end_to_end(project):
     assert 0.0 <= report["behavior_accuracy"] <= 1.0 and report["metrics"]["merged"]["ndcg@10"] >= 0.0
     model = load_model(project.latest("data/06_models/retail_ci/tiger_mb-cid/model"))
     assert model.config.predict_behavior and model_name_of(model.config) == "tiger_mb"
+
+
+def test_mbgen_trains_and_evaluates_end_to_end(project):
+    """`model=mbgen` (the PBATransformer): one epoch on the small slice, behavior-item and fixed-behavior decoding
+    through mb_decoder; the stored checkpoint comes back as mbgen with its sparse decoder."""
+    _ok(project.run("run", "--pipeline=mb_decoder",
+                    "--params=dataset=retail_ci,tokenizer=cid,model=mbgen,train.epochs=1,eval.beam_size=10"))
+    items = pl.read_parquet(project.latest("data/03_primary/retail_ci/items.parquet"))
+    report = json.loads((project.path / "data/08_reporting/retail_ci/mb_decoder/mbgen-cid/metrics.json").read_text())
+    _check_metrics(report, items.height)
+    assert report["model"] == "mbgen" and report["protocol"] == "last_event"
+    assert 0.0 <= report["behavior_accuracy"] <= 1.0
+    preds = pl.read_parquet(project.latest("data/07_model_output/retail_ci/mb_decoder/mbgen-cid/predictions.parquet"))
+    assert preds.height == report["n_test"]
+    assert all(len({i for i in row if i >= 0}) == 10 for row in preds["items"])  # the whole beam, each item once
+    model = load_model(project.latest("data/06_models/retail_ci/mbgen-cid/model"))
+    assert model_name_of(model.config) == "mbgen" and model.config.predict_behavior
+    assert model.decoder.block[0].layer[-1].experts.gate_up_proj.shape[0] == model.config.num_slots + 1

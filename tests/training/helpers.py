@@ -34,6 +34,8 @@ TINY = {
                   num_key_value_heads=2, head_dim=8, behavior_embed_dim=8, injection_layers=[0],
                   cross_layers=[1], attention_dropout=0.0, resid_dropout=0.0),
     "tiger": dict(d_model=32, d_kv=8, d_ff=64, num_layers=1, num_decoder_layers=1, num_heads=4, dropout_rate=0.0),
+    "mbgen": dict(d_model=32, d_kv=8, d_ff=64, num_layers=1, num_decoder_layers=1, num_heads=4, dropout_rate=0.0,
+                  behavior_embed_dim=8, sparse_layers=[0], encoder_injection_layers=[0], decoder_injection_layers=[0]),
 }  # fmt: skip
 TINY |= {"gamer_session": TINY["gamer"], "tiger_mb": TINY["tiger"]} | {
     name: {**TINY["gamer"], "cross_layers": []} for name in ("qwen3_moe", "gamer_action_moe", "qwen3_session_moe")

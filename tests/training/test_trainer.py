@@ -122,12 +122,13 @@ def test_validation_loss_improves_on_a_learnable_pattern(sequences, tmp_path):
     assert type(best).__name__ == "GamerForCausalLM"
 
 
-def test_tiger_trains_on_encoder_decoder_batches(sequences, tmp_path):
+@pytest.mark.parametrize("name", ["tiger", "mbgen"])
+def test_encoder_decoders_train_on_encoder_decoder_batches(name, sequences, tmp_path):
     train_data, valid_data = datasets(sequences, mode="event", encoder_decoder=True)
-    result = train(tiny_model("tiger"), train_data, valid_data, config(tmp_path, epochs=1, micro_batch_size=64))
+    result = train(tiny_model(name), train_data, valid_data, config(tmp_path, epochs=1, micro_batch_size=64))
     assert math.isfinite(result["history"][0]["valid/loss"])
     with pytest.raises(ValueError, match="encoder_decoder"):
-        train(tiny_model("tiger"), *datasets(sequences), config(tmp_path))
+        train(tiny_model(name), *datasets(sequences), config(tmp_path))
 
 
 def test_early_stopping_with_patience_and_a_pluggable_metric(sequences, tmp_path):

@@ -50,12 +50,13 @@ Batches (:class:`TokenCollator`), all int64 and right-padded:
   and (outside ``user`` mode) on history codes; ``session`` = 0-based rank of the event's session inside
   the sample (dense: consecutive distinct sessions get consecutive ranks).  Pads are 0 everywhere except
   ``labels``.  No BOS/EOS (as the reference decoders).
-- encoder-decoder (``tiger``): the encoder side (``input_ids, attention_mask, slot, behavior, level,
-  session``, ``[B, S_enc]``, from the history only; at least one pad block when every history is empty)
-  plus ``decoder_input_ids`` and ``labels`` of shape ``[B, block_size + 1]``: target = ``[behavior, c_0
-  .. c_{L-1}, eos]``, ``labels`` = target with −100 on the behavior token, ``decoder_input_ids`` =
-  ``[bos] + target[:-1]`` (``shift_targets_right``).  In ``user`` mode the last event of the window is
-  the target and the others its history.  No EOS is appended to the encoder input.
+- encoder-decoder (``tiger``, ``tiger_mb``, ``mbgen``): the encoder side (``input_ids, attention_mask, slot,
+  behavior, level, session``, ``[B, S_enc]``, from the history only; at least one pad block when every history
+  is empty) plus ``decoder_input_ids``, ``decoder_behavior`` and ``labels`` of shape ``[B, block_size + 1]``:
+  target = ``[behavior, c_0 .. c_{L-1}, eos]``, ``labels`` = target with −100 on the behavior token (not with
+  ``behavior_loss``), ``decoder_input_ids`` = ``[bos] + target[:-1]`` (``shift_targets_right``),
+  ``decoder_behavior`` = the target's behavior index on every decoder position.  In ``user`` mode the last event
+  of the window is the target and the others its history.  No EOS is appended to the encoder input.
 """
 
 from __future__ import annotations
@@ -355,9 +356,12 @@ class TokenCollator:
         eos = np.full((len(index), 1), EOS)
         target_ids = np.concatenate([target["input_ids"], eos], axis=1)
         decoder_input_ids = np.concatenate([np.full((len(index), 1), BOS), target_ids[:, :-1]], axis=1)
+        # the target block's behavior on every decoder position (<bos> included; mbgen's decoder injection)
+        decoder_behavior = np.repeat(target["behavior"][:, :1], decoder_input_ids.shape[1], axis=1)
         return _to_torch({
             **encoder,
             "decoder_input_ids": decoder_input_ids,
+            "decoder_behavior": decoder_behavior,
             "labels": np.concatenate([target["labels"], eos], axis=1),
         })  # fmt: skip
 

@@ -139,7 +139,7 @@ def beam_search(
     """Constrained beam search of the top items for every prompt (history) in ``prompts``.
 
     Args:
-        model: a ``qwen3``, ``gamer`` or ``tiger`` model (any device; put into eval mode for the call).
+        model: any model of ``models/generative`` (any device; put into eval mode for the call).
         prompts: left-padded histories without the target behavior token (:func:`~.prompts.build_prompts`).
         index: the trie of the SID table, on the model's device; one catalog, or one per behavior.
         mode: ``"fixed_behavior"`` (the prompt is followed by a given behavior token; per-behavior results),

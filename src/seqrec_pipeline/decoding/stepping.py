@@ -1,8 +1,8 @@
 """One interface over the three model families for cached, batched decoding, and the score normalization.
 
 :class:`ModelStepper` hides the difference between decoder-only models (``qwen3``, ``gamer``: prefill the
-history, then feed tokens) and the encoder-decoder ``tiger`` (encode the history once, prefill the decoder
-with ``<bos>``, then feed decoder tokens).  A :class:`DecodeState` is a batch of decoding *rows*; rows are
+history, then feed tokens) and the encoder-decoders ``tiger`` / ``mbgen`` (encode the history once, prefill the
+decoder with ``<bos>``, then feed decoder tokens with their behavior).  A :class:`DecodeState` is a batch of decoding *rows*; rows are
 gathered (expanded to beams, reordered, shared across behaviors) with :meth:`ModelStepper.select`, which
 uses ``Cache.reorder_cache`` (an ``index_select`` on every cache layer, so it accepts repeated indices and
 a new row count) and then keeps the cache in preallocated buffers (``kv_buffer.py``), so later steps append
@@ -93,8 +93,9 @@ class ModelStepper:
         prompts = prompts.to(self.device)
         source = torch.arange(len(prompts), device=self.device)
         if self.is_encoder_decoder:
-            encoder = self.model.get_encoder()
-            states = encoder(input_ids=prompts.input_ids, attention_mask=prompts.attention_mask).last_hidden_state
+            states = self.model.encode(
+                prompts.input_ids, prompts.attention_mask, slot=prompts.slot, behavior=prompts.behavior
+            ).last_hidden_state
             bos = torch.full((len(prompts), 1), BOS, dtype=torch.long, device=self.device)
             out = self.model(
                 encoder_outputs=BaseModelOutput(last_hidden_state=states),
@@ -144,6 +145,7 @@ class ModelStepper:
                 encoder_outputs=BaseModelOutput(last_hidden_state=state.encoder_rows),
                 attention_mask=state.attention_mask,
                 decoder_input_ids=tokens,
+                decoder_behavior=behavior,  # the target block's behavior (mbgen's decoder injection)
                 cache=state.cache,
                 use_cache=True,
             )

@@ -22,6 +22,9 @@ TINY = {
                   num_key_value_heads=2, head_dim=8, behavior_embed_dim=8, injection_layers=[0, 1],
                   cross_layers=[1, 2], attention_dropout=0.0, resid_dropout=0.0),
     "tiger": dict(d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=4, dropout_rate=0.0),
+    "mbgen": dict(d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=4, dropout_rate=0.0,
+                  behavior_embed_dim=8, sparse_layers=[0, 1], encoder_injection_layers=[0],
+                  decoder_injection_layers=[0, 1]),
 }  # fmt: skip
 _DECODER = {k: v for k, v in TINY["gamer"].items() if k not in ("injection_layers", "cross_layers")}
 TINY |= {

@@ -52,6 +52,24 @@ def test_each_token_uses_the_expert_of_its_slot(generator):
     assert torch.equal(silenced[0, ~is_one], out[0, ~is_one])
 
 
+@pytest.mark.parametrize("impl", ["bmm", "auto"])
+def test_ungated_experts_are_t5_feed_forwards(impl, generator):
+    """``gated=False`` (mbgen): expert p computes T5's ``wo(relu(wi(x)))`` with ``wi = gate_up_proj[p]``."""
+    torch.manual_seed(0)
+    ffn = SlotExpertFFN(3, 24, 32, 16, hidden_act="relu", impl=impl, gated=False)
+    assert ffn.gate_up_proj.shape == (3, 24, 32)
+    torch.nn.init.normal_(ffn.gate_up_proj, std=0.2)
+    torch.nn.init.normal_(ffn.down_proj, std=0.2)
+    slot = torch.tensor([[2, 0, 1, 2, 2], [1, 1, 0, 0, 2]])
+    x = torch.randn(2, 5, 24, generator=generator)
+    with torch.no_grad():
+        out = ffn(x, SlotRouting.from_slots(slot, 3))
+        expected = torch.stack([torch.relu(x[b, t] @ ffn.gate_up_proj[slot[b, t]]) @ ffn.down_proj[slot[b, t]]
+                                for b in range(2) for t in range(5)]).view(2, 5, 16)  # fmt: skip
+        assert_close(out, expected, atol=1e-5, rtol=1e-5)
+        assert_close(loop_expert_ffn(ffn, x, slot), expected, atol=1e-5, rtol=1e-5)
+
+
 def test_bfloat16_grouped_path_is_close_to_the_loop(generator):
     ffn = _ffn("auto", d_in=32, d_ff=32, d_out=16).to(torch.bfloat16)
     slot = torch.randint(5, (3, 11), generator=generator)

@@ -16,6 +16,7 @@ from seqrec_pipeline.models.generative import (
     vocab_of,
 )
 from seqrec_pipeline.models.generative.gamer_session import GamerSessionForCausalLM
+from seqrec_pipeline.models.generative.mbgen import MbgenForConditionalGeneration
 from seqrec_pipeline.models.generative.moe import (
     GamerActionMoeForCausalLM,
     Qwen3MoeForCausalLM,
@@ -27,7 +28,7 @@ EXPECTED = {
     "qwen3": Qwen3RecForCausalLM, "tiger": TigerForConditionalGeneration, "tiger_mb": TigerForConditionalGeneration,
     "gamer": GamerForCausalLM, "qwen3_session": Qwen3SessionForCausalLM, "gamer_session": GamerSessionForCausalLM,
     "qwen3_moe": Qwen3MoeForCausalLM, "gamer_action_moe": GamerActionMoeForCausalLM,
-    "qwen3_session_moe": Qwen3SessionMoeForCausalLM,
+    "qwen3_session_moe": Qwen3SessionMoeForCausalLM, "mbgen": MbgenForConditionalGeneration,
 }  # fmt: skip
 
 
@@ -101,6 +102,19 @@ def test_paper_presets_follow_the_reference_configs(vocab):
     assert tiger_mb.predict_behavior and not tiger.predict_behavior  # the only difference
     assert {k: v for k, v in tiger_mb.to_dict().items() if k != "predict_behavior"} == \
         {k: v for k, v in tiger.to_dict().items() if k != "predict_behavior"}
+
+    # the reference's PBATransformer: Switch-T5 4+4, d_model 256, 6 x 64, experts of 512 (ReLU), dense encoder,
+    # sparse decoder layers 0-3, behavior injection (64-d) in encoder and decoder layers 0-1
+    mbgen = build_config("mbgen", vocab, "paper")
+    assert (mbgen.num_layers, mbgen.num_decoder_layers, mbgen.d_model, mbgen.num_heads) == (4, 4, 256, 6)
+    assert (mbgen.d_kv, mbgen.d_ff, mbgen.dropout_rate, mbgen.dense_act_fn) == (64, 512, 0.1, "relu")
+    assert mbgen.sparse_layers == [0, 1, 2, 3] and mbgen.behavior_embed_dim == 64 and not mbgen.shared_expert
+    assert mbgen.encoder_injection_layers == [0, 1] and mbgen.decoder_injection_layers == [0, 1]
+    assert mbgen.num_slots == vocab.block_size and mbgen.num_behaviors == len(vocab.behaviors)
+    assert mbgen.predict_behavior and mbgen.decoder_start_token_id == 1 and mbgen.loss_temperature == 0.7
+    model = build_model("mbgen", vocab, "paper")
+    assert model.decoder.block[0].layer[-1].experts.gate_up_proj.shape == (vocab.block_size + 1, 256 + 64, 512)
+    assert model.encoder.block[2].layer[-1].experts.gate_up_proj.shape == (1, 256, 512)  # dense, no injection
 
 
 def test_overrides_reach_the_config(vocab):

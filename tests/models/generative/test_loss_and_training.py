@@ -65,15 +65,15 @@ def test_tiger_loss_and_decoder_inputs(vocab, generator):
         model(**history.inputs(), labels=labels)
 
 
-@pytest.mark.parametrize("name", ["tiger", "tiger_mb", *DECODERS])
+@pytest.mark.parametrize("name", ["tiger", "tiger_mb", "mbgen", *DECODERS])
 def test_a_few_optimizer_steps_reduce_the_loss(name, vocab, generator):
     model = tiny_model(name, vocab).train()
     rows = [random_row(vocab, n, generator) for n in (4, 3, 5, 2)]
-    if name in ("tiger", "tiger_mb"):  # history -> last block
+    if model.config.is_encoder_decoder:  # history -> last block
         history = make_batch([{k: v[: -vocab.block_size] for k, v in row.items()} for row in rows], "left")
         target = make_batch([{k: v[-vocab.block_size :] for k, v in row.items()} for row in rows])
         inputs = {**history.inputs(), "decoder_input_ids": shift_targets_right(target.input_ids),
-                  "labels": target.labels}  # fmt: skip
+                  "decoder_behavior": target.behavior, "labels": target.labels}  # fmt: skip
     else:
         inputs = make_batch(rows).inputs(with_labels=True)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)

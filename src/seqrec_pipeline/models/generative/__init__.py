@@ -1,7 +1,10 @@
 """Generative sequential recommenders over semantic-ID tokens (plain PyTorch / transformers, no Kedro).
 
 - ``qwen3``: plain decoder-only baseline (``Qwen3RecForCausalLM``, a thin ``Qwen3ForCausalLM`` subclass);
-- ``tiger``: T5 encoder-decoder, history -> target block (``TigerForConditionalGeneration``);
+- ``tiger``: T5 encoder-decoder, history -> target block (``TigerForConditionalGeneration``; ``tiger_mb`` also
+  predicts the behavior);
+- ``mbgen``: the same encoder-decoder with position-routed sparse decoder FFNs, behavior injection and an
+  optional shared expert (``MbgenForConditionalGeneration``, MBGen-style);
 - ``gamer``: GAMER's decoder with slot experts, behavior injection and gated cross-level attention
   (``GamerForCausalLM``, cached in a ``GamerCache``);
 - the rest of the reference's family, built on the same stack (``GAMER_FAMILY``): ``qwen3_session`` and
@@ -32,8 +35,10 @@ Cached decoding (decoder-only; the same calls for ``qwen3`` and ``gamer``)::
 ``batch_repeat_interleave`` act on every layer of the cache object; for ``gamer`` that includes the cross-level
 K/V and the cached per-position levels, so nothing else needs expanding.  To share one history prefill across
 behaviors, ``batch_repeat_interleave(n_behaviors)`` before feeding the behavior tokens (or ``copy.deepcopy``).
-``tiger``: run ``model.get_encoder()`` once, then ``model(encoder_outputs=enc, attention_mask=history_mask,
-decoder_input_ids=[[bos, behavior]], use_cache=True)``; expand ``cache`` as above and
+``tiger`` / ``mbgen``: run ``enc = model.encode(input_ids, attention_mask, slot, behavior)`` once, then
+``model(encoder_outputs=enc, attention_mask=history_mask, decoder_input_ids=[[bos, behavior]],
+decoder_behavior=[[b, b]], use_cache=True)`` (``decoder_behavior``: the target's behavior per decoder token, read
+by mbgen only); expand ``cache`` as above and
 ``enc.last_hidden_state`` / ``history_mask`` with ``repeat_interleave(k, 0)``; each step feeds one decoder
 token.  (Beams of one prompt share the encoder states, so a reorder within a prompt leaves them as they are.)
 """
@@ -53,6 +58,7 @@ from .factory import (
     vocab_of,
 )
 from .gamer import GamerCache, GamerConfig, GamerForCausalLM, GamerModel, build_attention_masks
+from .mbgen import MbgenConfig, MbgenForConditionalGeneration
 from .qwen3 import Qwen3RecConfig, Qwen3RecForCausalLM
 from .tiger import TigerConfig, TigerForConditionalGeneration, shift_targets_right
 
@@ -68,6 +74,8 @@ __all__ = [
     "GamerConfig",
     "GamerForCausalLM",
     "GamerModel",
+    "MbgenConfig",
+    "MbgenForConditionalGeneration",
     "Qwen3RecConfig",
     "Qwen3RecForCausalLM",
     "SlotExpertFFN",

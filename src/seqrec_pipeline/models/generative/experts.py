@@ -50,11 +50,12 @@ class SlotRouting:
         offsets = torch.searchsorted(sorted_slots, boundaries, right=True, out_int32=True)
         return cls(num_slots, order, inverse, offsets, sorted_slots)
 
+    # One expert (dense layers): the stable order is the identity, so no gather is needed.
     def sort(self, x: torch.Tensor) -> torch.Tensor:
-        return x.index_select(0, self.order)
+        return x if self.num_slots == 1 else x.index_select(0, self.order)
 
     def unsort(self, y: torch.Tensor) -> torch.Tensor:
-        return y.index_select(0, self.inverse)
+        return y if self.num_slots == 1 else y.index_select(0, self.inverse)
 
     def padded_index(self) -> tuple[torch.Tensor, int]:
         """Row of each sorted token in a ``[P * capacity]`` buffer (bmm fallback; one host sync, cached)."""
@@ -97,7 +98,11 @@ def grouped_mm_supported(x: torch.Tensor, weight: torch.Tensor) -> bool:
 
 
 class SlotExpertFFN(nn.Module):
-    """One SwiGLU FFN per block slot; weights stacked as ``gate_up_proj [P, d_in, 2F]``, ``down_proj [P, F, d_out]``."""
+    """One FFN per block slot; weights stacked as ``gate_up_proj [P, d_in, 2F]``, ``down_proj [P, F, d_out]``.
+
+    ``gated=True``: SwiGLU-style ``act(x W_gate) * (x W_up)`` (the decoder-only models).  ``gated=False``:
+    T5's ``act(x W_in)`` with ``gate_up_proj [P, d_in, F]`` (mbgen's T5-style experts).
+    """
 
     def __init__(
         self,
@@ -107,13 +112,15 @@ class SlotExpertFFN(nn.Module):
         output_size: int,
         hidden_act: str = "silu",
         impl: str = "auto",
+        gated: bool = True,
     ) -> None:
         super().__init__()
         if impl not in EXPERT_IMPLS:
             raise ValueError(f"unknown expert implementation {impl!r}; valid: {EXPERT_IMPLS}")
-        self.num_slots, self.impl = num_slots, impl
+        self.num_slots, self.impl, self.gated = num_slots, impl, gated
         self.intermediate_size = intermediate_size
-        self.gate_up_proj = nn.Parameter(torch.empty(num_slots, input_size, 2 * intermediate_size))
+        width = 2 * intermediate_size if gated else intermediate_size
+        self.gate_up_proj = nn.Parameter(torch.empty(num_slots, input_size, width))
         self.down_proj = nn.Parameter(torch.empty(num_slots, intermediate_size, output_size))
         self.act_fn = ACT2FN[hidden_act]
 
@@ -137,13 +144,19 @@ class SlotExpertFFN(nn.Module):
             table = torch.matmul(extra_table.to(gate_up.dtype), self.gate_up_proj[:, d:].to(gate_up.dtype))
             rows = routing.sorted_slots * table.shape[1] + routing.sort(extra_index.reshape(-1))
             gate_up = gate_up + table.reshape(-1, table.shape[-1]).index_select(0, rows)
-        gate, up = gate_up.chunk(2, dim=-1)
-        y_sorted = routing.matmul(self.act_fn(gate) * up, self.down_proj, self.impl)
+        y_sorted = routing.matmul(self._activation(gate_up), self.down_proj, self.impl)
         return routing.unsort(y_sorted).view(*leading_shape, -1)
 
+    def _activation(self, gate_up: torch.Tensor) -> torch.Tensor:
+        if not self.gated:
+            return self.act_fn(gate_up)
+        gate, up = gate_up.chunk(2, dim=-1)
+        return self.act_fn(gate) * up
+
     def extra_repr(self) -> str:
-        p, d_in, two_f = self.gate_up_proj.shape
-        return f"num_slots={p}, in={d_in}, intermediate={two_f // 2}, out={self.down_proj.shape[-1]}, impl={self.impl}"
+        p, d_in, _ = self.gate_up_proj.shape
+        return (f"num_slots={p}, in={d_in}, intermediate={self.intermediate_size}, out={self.down_proj.shape[-1]}, "
+                f"gated={self.gated}, impl={self.impl}")
 
 
 def loop_expert_ffn(ffn: SlotExpertFFN, x: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
@@ -153,6 +166,14 @@ def loop_expert_ffn(ffn: SlotExpertFFN, x: torch.Tensor, slot: torch.Tensor) -> 
         selected = slot == p
         if not selected.any():
             continue
-        gate, up = (x[selected] @ ffn.gate_up_proj[p]).chunk(2, dim=-1)
-        out[selected] = (ffn.act_fn(gate) * up) @ ffn.down_proj[p]
+        out[selected] = ffn._activation(x[selected] @ ffn.gate_up_proj[p]) @ ffn.down_proj[p]
     return out
+
+
+def injection_index(
+    slot: torch.Tensor, behavior: torch.Tensor, valid: torch.Tensor, use_behavior_token: bool
+) -> torch.Tensor:
+    """Row of the behavior-injection table per token: ``behavior + 1`` on code tokens, 0 ("none") on behavior
+    tokens (slot 0 when the vocabulary has them) and pads, as the reference's ``behavior_index``."""
+    first_code_slot = 1 if use_behavior_token else 0
+    return torch.where((slot >= first_code_slot) & valid.bool(), behavior + 1, 0)

@@ -14,6 +14,9 @@ qwen3_session as qwen3 (dense FFN, session masks)                     as qwen3
 gamer_session as gamer                                               as gamer
 *_moe        as qwen3 + behavior emb 16, injection 0-1, no cross     as qwen3 + emb 64, injection 0-3, no cross,
                                                                      dropout 0.1 resid / 0.1 attn
+mbgen        2+2 layers, d_model 64, 4 x 16, d_ff 128 per expert,   4+4 layers, d_model 256, 6 x 64, d_ff 512,
+             sparse decoder 0-1, behavior emb 16, injection enc 0 /  sparse decoder 0-3, emb 64, injection
+             dec 0                                                   enc 0-1 / dec 0-1
 ============ ======================================================= ===================================
 
 ``*_moe`` = ``qwen3_moe``, ``gamer_action_moe``, ``qwen3_session_moe`` (the reference's Qwen3Moe config).
@@ -36,6 +39,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 from ...vocab import BOS, EOS, PAD, TokenVocab
 from .gamer import GamerConfig, GamerForCausalLM
 from .gamer_session import GamerSessionConfig, GamerSessionForCausalLM
+from .mbgen import MbgenConfig, MbgenForConditionalGeneration
 from .moe import (
     GamerActionMoeConfig,
     GamerActionMoeForCausalLM,
@@ -50,9 +54,9 @@ from .tiger import TigerConfig, TigerForConditionalGeneration
 
 MODEL_NAMES: tuple[str, ...] = (
     "qwen3", "tiger", "tiger_mb", "gamer", "qwen3_session", "gamer_session", "qwen3_moe", "gamer_action_moe",
-    "qwen3_session_moe",
+    "qwen3_session_moe", "mbgen",
 )
-ENCODER_DECODERS: tuple[str, ...] = ("tiger", "tiger_mb")
+ENCODER_DECODERS: tuple[str, ...] = ("tiger", "tiger_mb", "mbgen")
 PRESET_NAMES: tuple[str, ...] = ("cpu-small", "paper")
 
 _DECODER_SMALL = dict(
@@ -92,6 +96,18 @@ _TIGER = {
         relative_attention_num_buckets=32,
     ),
 }  # fmt: skip
+_MBGEN = {  # the reference's PBATransformer config: dense encoder, sparse decoder, injection in layers 0-1 of both
+    "cpu-small": dict(
+        d_model=64, d_kv=16, d_ff=128, num_layers=2, num_decoder_layers=2, num_heads=4, dropout_rate=0.1,
+        relative_attention_num_buckets=32, behavior_embed_dim=16, sparse_layers=[0, 1],
+        encoder_injection_layers=[0], decoder_injection_layers=[0], shared_expert=False,
+    ),
+    "paper": dict(
+        d_model=256, d_kv=64, d_ff=512, num_layers=4, num_decoder_layers=4, num_heads=6, dropout_rate=0.1,
+        relative_attention_num_buckets=32, behavior_embed_dim=64, sparse_layers=[0, 1, 2, 3],
+        encoder_injection_layers=[0, 1], decoder_injection_layers=[0, 1], shared_expert=False,
+    ),
+}  # fmt: skip
 
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "qwen3": _QWEN3,
@@ -103,19 +119,20 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "qwen3_session_moe": _MOE,
     "tiger": _TIGER,
     "tiger_mb": _TIGER,
+    "mbgen": _MBGEN,
 }  # fmt: skip
 
 CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "qwen3": Qwen3RecConfig, "tiger": TigerConfig, "tiger_mb": TigerConfig, "gamer": GamerConfig,
     "qwen3_session": Qwen3SessionConfig, "gamer_session": GamerSessionConfig, "qwen3_moe": Qwen3MoeConfig, "gamer_action_moe": GamerActionMoeConfig,
-    "qwen3_session_moe": Qwen3SessionMoeConfig,
+    "qwen3_session_moe": Qwen3SessionMoeConfig, "mbgen": MbgenConfig,
 }  # fmt: skip
 MODEL_CLASSES: dict[str, type[PreTrainedModel]] = {
     "qwen3": Qwen3RecForCausalLM, "tiger": TigerForConditionalGeneration,
     "tiger_mb": TigerForConditionalGeneration, "gamer": GamerForCausalLM,
     "qwen3_session": Qwen3SessionForCausalLM, "gamer_session": GamerSessionForCausalLM,
     "qwen3_moe": Qwen3MoeForCausalLM, "gamer_action_moe": GamerActionMoeForCausalLM,
-    "qwen3_session_moe": Qwen3SessionMoeForCausalLM,
+    "qwen3_session_moe": Qwen3SessionMoeForCausalLM, "mbgen": MbgenForConditionalGeneration,
 }  # fmt: skip
 # Names built on gamer.py's decoder (slot / behavior / level / session metadata, GamerCache).
 GAMER_FAMILY: tuple[str, ...] = tuple(n for n, c in CONFIG_CLASSES.items() if issubclass(c, GamerConfig))
@@ -125,8 +142,11 @@ def _vocab_fields(name: str, vocab: TokenVocab) -> dict[str, Any]:
     """Config fields that follow from the vocabulary (never overridable)."""
     fields = dict(vocab_size=vocab.size, pad_token_id=PAD, eos_token_id=EOS, vocab=vocab.to_dict())
     if name in ENCODER_DECODERS:
-        return {**fields, "decoder_start_token_id": BOS, "use_behavior_token": vocab.use_behavior_token,
-                "predict_behavior": name == "tiger_mb" and vocab.use_behavior_token}
+        fields |= {"decoder_start_token_id": BOS, "use_behavior_token": vocab.use_behavior_token,
+                   "predict_behavior": name in ("tiger_mb", "mbgen") and vocab.use_behavior_token}
+        if name == "mbgen":
+            fields |= dict(num_slots=vocab.block_size, num_behaviors=max(1, len(vocab.behaviors)))
+        return fields
     fields["bos_token_id"] = BOS
     if name in GAMER_FAMILY:
         fields |= dict(
@@ -143,6 +163,7 @@ _COMMON_DEFAULTS: dict[str, dict[str, Any]] = {
     "qwen3": {"use_cache": False, "tie_word_embeddings": True},
     "tiger": {"use_cache": False},
     "tiger_mb": {"use_cache": False},
+    "mbgen": {"use_cache": False},
 } | {name: {"use_cache": False, "tie_word_embeddings": True} for name in GAMER_FAMILY}
 
 
@@ -184,10 +205,10 @@ def build_model(name: str, vocab: TokenVocab, preset: str = "cpu-small", **overr
 
 
 def model_name_of(config: PretrainedConfig) -> str:
-    if getattr(config, "predict_behavior", False):  # tiger_mb shares tiger's config class
-        return "tiger_mb"
     for name, config_class in CONFIG_CLASSES.items():
         if config.model_type == config_class.model_type:
+            if name == "tiger" and getattr(config, "predict_behavior", False):  # tiger_mb shares tiger's class
+                return "tiger_mb"
             return name
     raise ValueError(f"not a seqrec generative model config: model_type {config.model_type!r}")
 

@@ -47,7 +47,7 @@ from transformers.models.qwen3.modeling_qwen3 import (
 )
 
 from .common import Dropout, dropout, position_ids_from_mask, tempered_cross_entropy
-from .experts import EXPERT_IMPLS, SlotExpertFFN, SlotRouting
+from .experts import EXPERT_IMPLS, SlotExpertFFN, SlotRouting, injection_index
 from .masks import TokenMeta, block_ids, build_attention_masks, session_position_ids
 
 FFN_EXPERTS = ("dense", "slot", "behavior_slot")
@@ -465,10 +465,7 @@ class GamerModel(GamerPreTrainedModel):
         cross_rows = CrossLevelRows.pack(cross_mask, cross_has_key) if self.config.cross_layers else None
 
         routing = SlotRouting.from_slots(expert_index(self.config, slot, behavior), self.config.num_experts)
-        # Behavior injection on code tokens only (index 0 = none), as the reference's behavior_index.
-        first_code_slot = 1 if self.config.use_behavior_token else 0
-        is_code = (slot >= first_code_slot) & new_valid
-        injection_index = torch.where(is_code, behavior + 1, 0)
+        injection = injection_index(slot, behavior, new_valid, self.config.use_behavior_token)
 
         hidden_states = self.embed_tokens(input_ids)
         position_embeddings = self.rotary_emb(hidden_states, position_ids)
@@ -480,7 +477,7 @@ class GamerModel(GamerPreTrainedModel):
                 cross_rows,
                 routing,
                 behavior,
-                injection_index,
+                injection,
                 cache,
             )
         return BaseModelOutputWithPast(last_hidden_state=self.norm(hidden_states), cache=cache)

@@ -20,7 +20,7 @@ import torch
 from huggingface_hub.dataclasses import strict
 from transformers import T5Config, T5ForConditionalGeneration
 from transformers.cache_utils import Cache
-from transformers.modeling_outputs import Seq2SeqLMOutput
+from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput
 
 from ...vocab import BOS, PAD
 from .common import IGNORE_INDEX, drop_metadata, tempered_cross_entropy
@@ -60,12 +60,11 @@ class TigerForConditionalGeneration(T5ForConditionalGeneration):
         labels: torch.LongTensor | None = None,
         cache: Cache | None = None,
         use_cache: bool | None = None,
-        slot: torch.LongTensor | None = None,
-        behavior: torch.LongTensor | None = None,
-        level: torch.LongTensor | None = None,
         past_key_values: Cache | None = None,
         **kwargs,
     ) -> Seq2SeqLMOutput:
+        """T5's forward; the per-token metadata (``slot``, ``behavior``, ... and their ``decoder_`` twins) go to
+        :meth:`stack_inputs`, which keeps what the encoder / decoder stacks read (nothing, for tiger)."""
         cache = cache if cache is not None else past_key_values
         if labels is not None and decoder_input_ids is None:
             if self.config.use_behavior_token:
@@ -82,11 +81,25 @@ class TigerForConditionalGeneration(T5ForConditionalGeneration):
             encoder_outputs=encoder_outputs,
             cache=cache,
             use_cache=use_cache,
-            **drop_metadata(kwargs),
+            **self.stack_inputs(kwargs),
         )
         if labels is not None:
             outputs.loss = tempered_cross_entropy(outputs.logits, labels, self.config.loss_temperature, shift=False)
         return outputs
+
+    def stack_inputs(self, kwargs: dict) -> dict:
+        """The keyword inputs passed on to T5's forward (and from there to both stacks)."""
+        return drop_metadata(kwargs)
+
+    def encode(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor,
+        slot: torch.LongTensor | None = None,
+        behavior: torch.LongTensor | None = None,
+    ) -> BaseModelOutput:
+        """Run the encoder once over histories (decoding); tiger reads no metadata."""
+        return self.get_encoder()(input_ids=input_ids, attention_mask=attention_mask)
 
 
 __all__ = ["TigerConfig", "TigerForConditionalGeneration", "shift_targets_right"]
