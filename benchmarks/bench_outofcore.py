@@ -9,8 +9,8 @@ Generates the log with ``gen_taobao.py`` into ``--work`` (never the repository; 
 - preprocess: what the ``preprocess`` node calls on the lazily loaded parts (``data.bucket_events`` user
   buckets, spilled when there is more than one), then the primary tables written as the catalog does;
 - dataset_report: the ``preprocess`` pipeline's report node on those tables (figures over user slices).
-``--bucket-events`` overrides ``data.bucket_events``; ``--compare-in-core`` runs preprocess a second time as one in-memory bucket and checks that every table is
-equal row for row.  The JSON goes to ``benchmarks/results/outofcore_<N>.json``.
+``--bucket-events`` overrides ``data.bucket_events``; ``--compare-in-core`` runs preprocess a second time as
+one in-memory bucket and checks that every table is equal row for row.  The JSON goes to ``benchmarks/results/outofcore_<N>.json``.
 """
 
 from __future__ import annotations
@@ -102,7 +102,8 @@ def stage_report(csv: Path, work: Path, bucket_events: int | None) -> dict:
 
     _, data = _spec(csv)
     t0 = time.perf_counter()
-    tables = {n: pl.read_parquet(work / "primary_buckets" / f"{n}.parquet") for n in ("sequences", "items", "behaviors")}
+    tables = {n: pl.read_parquet(work / "primary_buckets" / f"{n}.parquet")
+              for n in ("sequences", "items", "behaviors")}
     per_slice = bucket_events or data.bucket_events
     report = build_report("synthetic", tables["sequences"], tables["items"], tables["behaviors"], {}, {}, per_slice)
     report_figure(report, tables["sequences"], tables["items"], per_slice).savefig(work / "dataset_report.png")
