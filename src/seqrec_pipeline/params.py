@@ -42,6 +42,13 @@ class SplitParams(Strict):
     train_users: Literal["all", "protocol"]
 
 
+class DataParams(Strict):
+    """Memory of ``ingest`` / ``preprocess``: batches of raw rows, and user buckets (more than one: spilled)."""
+
+    batch_rows: int = Field(ge=1)
+    bucket_events: int = Field(ge=1)
+
+
 class EmbedParams(Strict):
     source: Literal["auto", "text", "cf"]
     encoder: str
@@ -203,6 +210,7 @@ class Parameters(Strict):
     dataset: str
     seed: int
     split: SplitParams
+    data: DataParams
     tokenizer: Literal[TOKENIZERS]  # type: ignore[valid-type]
     embed: EmbedParams
     tokenizers: TokenizerParams

@@ -15,10 +15,11 @@ def test_preprocess_taobao_raw_log_end_to_end(project):
     _ok(project.run("run", "--pipeline=preprocess", "--params=dataset=taobao_ci"))
     ingest = json.loads((project.path / "data/02_intermediate/taobao_ci/ingest_report.json").read_text())
     rejected = pl.read_parquet(project.latest("data/02_intermediate/taobao_ci/rejected.parquet"))
-    events = pl.read_parquet(project.latest("data/02_intermediate/taobao_ci/events.parquet"))
+    events = pl.read_parquet(project.latest("data/02_intermediate/taobao_ci/events.parquet") / "*.parquet")
     assert ingest["n_raw"] == 4321 == events.height + rejected.height
     assert ingest["n_rejected"] == rejected.height
     assert set(rejected["reason"]) <= {"timestamp outside time_window [1511539200, 1512316799]"}
+    assert not list((project.path / "data/02_intermediate/taobao_ci/work").iterdir())  # parts moved, nothing spilled
 
     seq = pl.read_parquet(project.latest("data/03_primary/taobao_ci/sequences.parquet"))
     items = pl.read_parquet(project.latest("data/03_primary/taobao_ci/items.parquet"))
@@ -58,7 +59,7 @@ def test_rerun_keeps_earlier_versions(project):
     _ok(project.run("run", "--pipeline=ingest", "--params=dataset=retail_ci"))
     versions = list((project.path / "data/02_intermediate/retail_ci/events.parquet").iterdir())
     assert len(versions) == 2
-    a, b = (pl.read_parquet(v / "events.parquet") for v in versions)
+    a, b = (pl.read_parquet(v / "events.parquet" / "*.parquet") for v in versions)
     assert a.equals(b) and a.height == 6086
 
 
@@ -104,3 +105,26 @@ def test_main_job_on_default_dataset_fetches_ml100k(project):
     second = _ok(project.run("run", "--pipeline=ingest"))
     assert "cached, no download" in second.stdout + second.stderr
     assert (raw / "ml-100k.inter").stat().st_mtime_ns == mtime
+
+
+def test_preprocess_in_spilled_user_buckets_gives_the_in_memory_tables(project):
+    """`kedro run` with tiny batches and buckets: the stored tables equal build_primary on the whole log in memory."""
+    from seqrec_pipeline.data.preprocess import build_primary
+    from seqrec_pipeline.dataset_spec import FilterSpec
+
+    result = _ok(project.run("run", "--pipeline=preprocess",
+                             "--params=dataset=retail_ci,data.batch_rows=1000,data.bucket_events=500"))
+    log = result.stdout + result.stderr
+    assert "ingest: retailrocket_ci150.csv: 6,086 rows" in log and "user bucket(s)" in log  # progress lines
+    ds = project.path / "data/02_intermediate/retail_ci"
+    parts = sorted(project.latest("data/02_intermediate/retail_ci/events.parquet").glob("part-*.parquet"))
+    assert len(parts) == 7 and not list((ds / "work").iterdir())
+    stats = json.loads((project.path / "data/03_primary/retail_ci/preprocess_stats.json").read_text())
+    assert stats["user_buckets"] >= 10
+    events = pl.read_parquet(parts)
+    filters = FilterSpec(min_user_events=3, min_item_events=2)
+    in_memory = build_primary(events, {"view": 0, "cart": 1, "buy": 2}, filters, 30)
+    assert in_memory.stats["user_buckets"] == 1
+    for name in ("sequences", "items", "users"):
+        stored = pl.read_parquet(project.latest(f"data/03_primary/retail_ci/{name}.parquet"))
+        assert stored.equals(getattr(in_memory, name)), name

@@ -13,8 +13,10 @@ import logging
 import pandera.polars as pa
 import polars as pl
 
+from seqrec_pipeline.data.progress import Progress
 from seqrec_pipeline.dataset_spec import SINGLE_BEHAVIOR, DatasetSpec
 from seqrec_pipeline.errors import InputError
+from seqrec_pipeline.io.parquet import ParquetParts
 from seqrec_pipeline.io.readers import MalformedLines, RawTable, read_event_batches, read_events
 from seqrec_pipeline.schemas import EVENTS, REJECTED, check_contract, raw_events_schema
 
@@ -179,35 +181,56 @@ def _fail(rejected: pl.DataFrame) -> None:
     )
 
 
-def _combine(parts: list[tuple[pl.DataFrame, pl.DataFrame]], source: str) -> tuple[pl.DataFrame, pl.DataFrame]:
-    if sum(v.height + r.height for v, r in parts) == 0:
+def _combine(parts: list[tuple[pl.DataFrame | None, pl.DataFrame, int]],
+             source: str) -> tuple[pl.DataFrame | None, pl.DataFrame, int]:
+    """(valid events or None when a sink took them, rejected rows, number of valid events) of all batches."""
+    n_valid = sum(n for _, _, n in parts)
+    if sum(n + r.height for _, r, n in parts) == 0:
         raise InputError(f"{source}: no data rows (the file holds at most a header). Put the events in it, "
                          "or point `events:` in the dataset declaration at the right file.")
-    valid = pl.concat([v for v, _ in parts], rechunk=False) if len(parts) > 1 else parts[0][0]
-    rejected = pl.concat([r for _, r in parts]) if len(parts) > 1 else parts[0][1]
-    if valid.height == 0:
+    kept = [v for v, _, _ in parts if v is not None]
+    valid = (pl.concat(kept, rechunk=False) if len(kept) > 1 else kept[0]) if kept else None
+    rejected = pl.concat([r for _, r, _ in parts]) if len(parts) > 1 else parts[0][1]
+    if n_valid == 0:
         top = rejected.group_by("reason").len().sort("len", descending=True).head(3).rows()
         raise InputError(
             f"{source}: no valid events ({rejected.height} rows, all rejected; top reasons {top}). "
             "Check the column mapping, the declared behaviors and the time_window / plausible_time."
         )
-    return check_contract(EVENTS, valid), check_contract(REJECTED, rejected)
+    return valid, check_contract(REJECTED, rejected), n_valid
 
 
 def validate_events(raw: RawTable, spec: DatasetSpec, levels: dict[str, int]) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Valid events and rejected rows of a whole raw table, per the on_invalid policy."""
-    return _combine([validate_batch(raw, spec, levels)], raw.source_file)
+    valid, rejected = validate_batch(raw, spec, levels)
+    valid, rejected, _ = _combine([(check_contract(EVENTS, valid), rejected, valid.height)], raw.source_file)
+    return valid, rejected
 
 
-def ingest_events(spec: DatasetSpec, batch_rows: int = 1_000_000):
+def ingest_events(spec: DatasetSpec, batch_rows: int = 1_000_000, parts: ParquetParts | None = None):
     """Read, type, validate and quarantine a dataset's events batch by batch.
 
     Returns ``(events, rejected, behavior_levels)``.  Streaming keeps only the typed valid events
-    in memory, never the whole log as strings; a file with ragged, blank or non-UTF-8 lines is re-read
-    by the careful parser so that every bad line is reported.
+    in memory, never the whole log as strings; with ``parts``, each batch's valid events are written there
+    as one Parquet part instead (a log larger than memory) and ``events`` is the number of valid events.
+    A file with ragged, blank or non-UTF-8 lines is re-read whole by the careful parser so that every bad
+    line is reported.
     """
-    levels, parts = spec.behavior_levels, []
+    levels, batches = spec.behavior_levels, []
     source = spec.events or spec.name  # a header-only file yields no batch to name it
+    progress = Progress(f"ingest: {source}")
+
+    def add(raw: RawTable, spec: DatasetSpec) -> None:
+        valid, rejected = validate_batch(raw, spec, levels)
+        valid = check_contract(EVENTS, valid)
+        if parts is not None:
+            if valid.height:
+                parts.write(valid)
+            batches.append((None, rejected, valid.height))
+        else:
+            batches.append((valid, rejected, valid.height))
+        progress.add(raw.rows.height + raw.unreadable.height)
+
     try:
         for raw in read_event_batches(spec, batch_rows):
             if raw.behavior_levels:  # levels declared by the files themselves (reference layout)
@@ -215,20 +238,27 @@ def ingest_events(spec: DatasetSpec, batch_rows: int = 1_000_000):
                 spec = DatasetSpec.model_validate(spec.model_dump() | {"behaviors": levels})
             if spec.timestamp_unit == "auto" and "timestamp" in raw.rows.columns:
                 spec = spec.model_copy(update={"timestamp_unit": resolve_unit(raw.rows["timestamp"], "auto")})
-            parts.append(validate_batch(raw, spec, levels))
+            add(raw, spec)
             source = raw.source_file
     except MalformedLines:
+        log.warning("%s has ragged, blank or non-UTF-8 lines: read whole by the careful parser", source)
+        batches = []
+        if parts is not None:
+            parts.clear()
         raw = read_events(spec)
-        parts, source = [validate_batch(raw, spec, levels)], raw.source_file
-    events, rejected = _combine(parts, source)
-    return events, rejected, levels
+        add(raw, spec)
+        source = raw.source_file
+    events, rejected, n_valid = _combine(batches, source)
+    return (n_valid if parts is not None else events), rejected, levels
 
 
-def ingest_stats(valid: pl.DataFrame, rejected: pl.DataFrame) -> dict:
+def ingest_stats(valid: pl.DataFrame | int, rejected: pl.DataFrame) -> dict:
+    """Counts of a run; ``valid`` is the valid events or their number."""
+    n_valid = valid if isinstance(valid, int) else valid.height
     by_reason = rejected.group_by("reason").len().sort("len", descending=True)
     stats = {
-        "n_raw": valid.height + rejected.height,
-        "n_valid": valid.height,
+        "n_raw": n_valid + rejected.height,
+        "n_valid": n_valid,
         "n_rejected": rejected.height,
         "rejected_by_reason": {r: int(n) for r, n in by_reason.rows()},
     }

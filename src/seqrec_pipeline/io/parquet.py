@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-from pathlib import PurePosixPath
+import shutil
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import polars as pl
 from kedro.io.core import DatasetError, Version, get_filepath_str
 
-from seqrec_pipeline.io.versioning import RunVersionedDataset
+from seqrec_pipeline.io.versioning import FolderDataset, RunVersionedDataset
 
 
 class PolarsParquetDataset(RunVersionedDataset[pl.DataFrame, pl.DataFrame]):
@@ -59,3 +60,53 @@ class PolarsParquetDataset(RunVersionedDataset[pl.DataFrame, pl.DataFrame]):
 
     def _describe(self) -> dict[str, Any]:
         return {"filepath": str(self._filepath), "version": self._version, "compression": self._compression}
+
+
+class ParquetParts:
+    """A table written part by part (one Parquet file per batch) into a folder, so that a node can produce a
+    table larger than memory; :class:`PolarsPartsDataset` moves the parts into place."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.count = 0
+
+    def write(self, frame: pl.DataFrame) -> None:
+        frame.write_parquet(self.folder / f"part-{self.count:05d}.parquet", compression="zstd")
+        self.count += 1
+
+    def clear(self) -> None:
+        for f in self.files():
+            f.unlink()
+        self.count = 0
+
+    def discard(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def files(self) -> list[Path]:
+        return sorted(self.folder.glob("part-*.parquet"))
+
+    def scan(self) -> pl.LazyFrame:
+        return pl.scan_parquet(self.files())
+
+
+class PolarsPartsDataset(FolderDataset):
+    """A table as a folder of Parquet parts, loaded lazily (``pl.LazyFrame``) so that its consumer reads it in
+    batches.  Saves a :class:`ParquetParts` (its files are moved, not rewritten) or a polars DataFrame /
+    LazyFrame (one part; a LazyFrame is streamed), into a temporary folder renamed into place."""
+
+    def load(self) -> pl.LazyFrame:
+        return pl.scan_parquet(sorted(Path(self._load_path()).glob("part-*.parquet")))
+
+    def _write(self, data: Any, folder: Path) -> None:
+        folder.mkdir(parents=True)
+        if isinstance(data, ParquetParts):
+            for f in data.files():
+                shutil.move(f, folder / f.name)
+            data.discard()
+        elif isinstance(data, pl.DataFrame):
+            data.write_parquet(folder / "part-00000.parquet", compression="zstd")
+        elif isinstance(data, pl.LazyFrame):
+            data.sink_parquet(folder / "part-00000.parquet", compression="zstd")
+        else:
+            raise DatasetError(f"{type(self).__name__} saves ParquetParts or polars frames, got {type(data).__name__}")

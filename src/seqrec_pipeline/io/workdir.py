@@ -1,7 +1,11 @@
-"""Kedro dataset that hands a node a working directory whose location the catalog decides."""
+"""Kedro dataset that hands a node a working directory whose location the catalog decides, and the spill
+folders of the data stages in it."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -28,3 +32,24 @@ class WorkDirDataset(AbstractDataset[None, Path]):
 
     def _describe(self) -> dict[str, Any]:
         return {"path": str(self._path)}
+
+
+def spill_folder(work_dir: Path) -> Path:
+    """A new spill folder of this process in ``work_dir``, after removing those of processes that are gone
+    (an interrupted run); a run reads only its own folder."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    for old in work_dir.glob("spill-*"):
+        pid = old.name.split("-")[1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"spill-{os.getpid()}-", dir=work_dir))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -31,24 +31,54 @@ def _summary(values: np.ndarray) -> dict:
     }
 
 
-def session_lengths(sequences: pl.DataFrame) -> np.ndarray:
-    return (
-        sequences.select("user_idx", "session").explode("session").group_by("user_idx", "session").len()["len"].to_numpy()
-    )
+def user_slices(sequences: pl.DataFrame, events: int | None = None):
+    """Consecutive row slices of whole users with about ``events`` events each (None: the whole table), so
+    that what is computed per event holds one slice at a time."""
+    if events is None or sequences.height == 0:
+        yield sequences
+        return
+    ends = np.cumsum(sequences["n_events"].to_numpy(), dtype=np.int64)
+    cuts = np.unique(np.searchsorted(ends, np.arange(events, int(ends[-1]), events), side="right"))
+    for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, sequences.height]):
+        if hi > lo:
+            yield sequences.slice(int(lo), int(hi - lo))
 
 
-def repeat_shares(sequences: pl.DataFrame, behaviors: pl.DataFrame) -> dict:
+def session_lengths(sequences: pl.DataFrame, events: int | None = None) -> np.ndarray:
+    return np.concatenate([
+        part.select("user_idx", "session").explode("session").group_by("user_idx", "session").len()["len"].to_numpy()
+        for part in user_slices(sequences, events)])
+
+
+def repeat_shares(sequences: pl.DataFrame, behaviors: pl.DataFrame, events: int | None = None) -> dict:
     """Share of events whose item occurs in an earlier session of the same user (``splits``' repeat rule with
     the ``last_session`` history), per behavior and part.
 
     Only users of the ``last_session`` split count.  Parts: ``train`` = events of the training prefix outside
     the user's first session (the first has no history), ``valid`` / ``test`` = the validation / test session.
-    Returns ``{part: {behavior: {"events": n, "repeat_share": s}}}`` (``s`` is None without events).
+    Returns ``{part: {behavior: {"events": n, "repeat_share": s}}}`` (``s`` is None without events); counted
+    over slices of about ``events`` events (None: all at once).
     """
     names = dict(zip(behaviors["behavior_idx"].to_list(), behaviors["behavior"].to_list()))
+    counts: dict[tuple[str, int], tuple[int, int]] = {}
+    for part in user_slices(sequences, events):  # sliced before filtering: a filter copies the lists
+        for key, (n, k) in _repeat_counts(protocol_users(part, "last_session")).items():
+            before = counts.get(key, (0, 0))
+            counts[key] = (before[0] + n, before[1] + k)
+    out = {}
+    for part in ("train", "valid", "test"):
+        out[part] = {}
+        for idx, name in names.items():
+            n, k = counts.get((part, idx), (0, 0))
+            out[part][name] = {"events": int(n), "repeat_share": round(k / n, 4) if n else None}
+    return out
+
+
+def _repeat_counts(users: pl.DataFrame) -> dict[tuple[str, int], tuple[int, int]]:
+    """(part, behavior_idx) -> (events, repeats) of some users of the last_session split."""
     valid_col, test_col = split_columns("last_session")
     events = (
-        protocol_users(sequences, "last_session")
+        users
         .select("user_idx", "item", "behavior", "session", valid_col, test_col,
                 pos=pl.int_ranges(pl.col("item").list.len()))
         .explode("item", "behavior", "session", "pos")
@@ -64,23 +94,19 @@ def repeat_shares(sequences: pl.DataFrame, behaviors: pl.DataFrame) -> dict:
         .group_by("part", "behavior")
         .agg(events=pl.len(), repeats=pl.col("repeat").sum())
     )
-    counts = {(r["part"], r["behavior"]): (r["events"], r["repeats"]) for r in events.iter_rows(named=True)}
-    out = {}
-    for part in ("train", "valid", "test"):
-        out[part] = {}
-        for idx, name in names.items():
-            n, k = counts.get((part, idx), (0, 0))
-            out[part][name] = {"events": int(n), "repeat_share": round(k / n, 4) if n else None}
-    return out
+    return {(r["part"], r["behavior"]): (r["events"], r["repeats"]) for r in events.iter_rows(named=True)}
 
 
 def build_report(dataset: str, sequences: pl.DataFrame, items: pl.DataFrame, behaviors: pl.DataFrame,
-                 ingest: dict, preprocess: dict) -> dict:
+                 ingest: dict, preprocess: dict, events_per_slice: int | None = None) -> dict:
+    """The dataset report; per-event figures are computed over user slices of ``events_per_slice`` events."""
     events_per_user = sequences["n_events"].to_numpy()
     sessions_per_user = sequences["n_sessions"].to_numpy()
-    timestamps = sequences["timestamp"].explode()
+    first, last = sequences.select(pl.col("timestamp").list.min().min().alias("first"),
+                                   pl.col("timestamp").list.max().max().alias("last")).row(0)
     n_users, n_items, n_events = sequences.height, items.height, int(events_per_user.sum())
-    ls = protocol_users(sequences, "last_session")
+    scalars = sequences.select(pl.exclude(pl.List))  # the protocol filters below copy no lists
+    ls = protocol_users(scalars, "last_session")
     return {
         "dataset": dataset,
         "n_users": n_users,
@@ -88,24 +114,24 @@ def build_report(dataset: str, sequences: pl.DataFrame, items: pl.DataFrame, beh
         "n_events": n_events,
         "n_sessions": int(sessions_per_user.sum()),
         "density": round(n_events / max(n_users * n_items, 1), 6),
-        "time_span": {"first": int(timestamps.min()), "last": int(timestamps.max())},
+        "time_span": {"first": int(first), "last": int(last)},
         "behaviors": {
             r["behavior"]: {"level": int(r["level"]), "events": int(r["n_events"]), "target": bool(r["is_target"])}
             for r in behaviors.iter_rows(named=True)
         },
         "events_per_user": _summary(events_per_user),
         "sessions_per_user": _summary(sessions_per_user),
-        "events_per_session": _summary(session_lengths(sequences)),
+        "events_per_session": _summary(session_lengths(sequences, events_per_slice)),
         "events_per_item": _summary(items["n_events"].to_numpy()),
         "splits": {
-            "last_event": {"users": protocol_users(sequences, "last_event").height},
+            "last_event": {"users": protocol_users(scalars, "last_event").height},
             "last_session": {
                 "users": ls.height,
                 "test_targets": int((ls["n_events"] - ls["last_session_test"]).sum()),
                 "valid_targets": int((ls["last_session_test"] - ls["last_session_valid"]).sum()),
             },
         },
-        "repeat_share": repeat_shares(sequences, behaviors),
+        "repeat_share": repeat_shares(sequences, behaviors, events_per_slice),
         "ingest": ingest,
         "preprocess": preprocess,
     }
@@ -136,7 +162,8 @@ def report_metrics(report: dict) -> dict:
     return {k: {"value": float(v), "step": 0} for k, v in flat.items()}
 
 
-def report_figure(report: dict, sequences: pl.DataFrame, items: pl.DataFrame | None = None) -> plt.Figure:
+def report_figure(report: dict, sequences: pl.DataFrame, items: pl.DataFrame | None = None,
+                  events_per_slice: int | None = None) -> plt.Figure:
     """Six panels: behavior mix, repeat share per split part, events per user, sessions per user, events per
     session, events per item."""
     fig, axes = plt.subplots(2, 3, figsize=(16, 7.5), constrained_layout=True)
@@ -180,7 +207,7 @@ def report_figure(report: dict, sequences: pl.DataFrame, items: pl.DataFrame | N
 
     hist(axes[0, 2], sequences["n_events"].to_numpy(), "sequence length", "events per user")
     hist(axes[1, 0], sequences["n_sessions"].to_numpy(), "sessions per user", "sessions")
-    hist(axes[1, 1], session_lengths(sequences), "session length", "events per session")
+    hist(axes[1, 1], session_lengths(sequences, events_per_slice), "session length", "events per session")
     if items is not None and "n_events" in items.columns:
         hist(axes[1, 2], items["n_events"].to_numpy(), "item popularity", "events per item")
     else:

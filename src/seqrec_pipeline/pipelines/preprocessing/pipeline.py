@@ -8,19 +8,21 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             node(
                 build_sequences,
-                ["events", "item_text", "behavior_levels", "params:dataset", "params:datasets"],
+                ["events", "item_text", "behavior_levels", "params:dataset", "params:datasets", "params:data",
+                 "data_work_dir"],
                 ["sequences", "items", "users", "behaviors", "preprocess_stats"],
                 name="build_sequences",
             ),
             node(
                 dataset_report,
-                ["sequences", "items", "behaviors", "ingest_report", "preprocess_stats", "params:dataset"],
+                ["sequences", "items", "behaviors", "ingest_report", "preprocess_stats", "params:dataset",
+                 "params:data"],
                 ["dataset_report", "dataset_report_plot", "dataset_metrics"],
                 name="dataset_report",
             ),
         ],
         namespace="preprocess",
-        inputs={"events", "item_text", "behavior_levels", "ingest_report"},
+        inputs={"events", "item_text", "behavior_levels", "ingest_report", "data_work_dir"},
         outputs={"sequences", "items", "users", "behaviors", "dataset_report", "dataset_report_plot", "dataset_metrics"},
-        parameters={"params:dataset", "params:datasets"},
+        parameters={"params:dataset", "params:datasets", "params:data"},
     )
