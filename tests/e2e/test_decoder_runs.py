@@ -139,6 +139,24 @@ def test_smb_decoder_runs_the_session_variants(project):
         assert model.config.model_type == f"seqrec_{name}" and model.config.session_mask
 
 
+def test_smb_decoder_runs_the_moe_variants(project):
+    """`model=qwen3_moe` / `gamer_action_moe` / `qwen3_session_moe` (slot-routed sparse FFNs) train one epoch and
+    evaluate end to end; each stored model comes back as itself, with its experts."""
+    items = None
+    for name in ("qwen3_moe", "gamer_action_moe", "qwen3_session_moe"):
+        _ok(project.run("run", "--pipeline=smb_decoder", f"--params=dataset=retail_ci,tokenizer=cid,model={name},"
+                        "train.epochs=1,eval.beam_size=10,max_history=20"))
+        items = items if items is not None else pl.read_parquet(project.latest("data/03_primary/retail_ci/items.parquet"))
+        report = json.loads(
+            (project.path / f"data/08_reporting/retail_ci/smb_decoder/{name}-cid/metrics.json").read_text())
+        _check_metrics(report, items.height)
+        assert report["model"] == name
+        model = load_model(project.latest(f"data/06_models/retail_ci/{name}-cid/model"))
+        assert model.config.model_type == f"seqrec_{name}" and model_name_of(model.config) == name
+        assert model.config.session_mask == (name == "qwen3_session_moe")
+        assert model.config.ffn_experts == ("behavior_slot" if name == "gamer_action_moe" else "slot")
+
+
 def test_tiger_mb_predicts_the_behavior_and_evaluates_end_to_end(project):
     """`model=tiger_mb` (TIGER_MB): the behavior token is a training target, so mb_decoder can report how often
     the model's own next behavior is right; the stored model comes back as tiger_mb."""

@@ -56,7 +56,8 @@ def test_smb_rec_trains_evaluates_and_tracks(project):
 
     # windows (the default) train next-item and cloze models alike; one sample per event on request;
     # a clear message for an unknown mode; a "+behavior" baseline runs like the others
-    for model, mode in (("gru4rec", "event"), ("bert4rec", "sequence"), ("sasrec_behavior", "sequence")):
+    for model, mode in (("gru4rec", "event"), ("bert4rec", "sequence"), ("sasrec_behavior", "sequence"),
+                        ("bert4rec_behavior", "sequence"), ("gru4rec_behavior", "sequence")):
         _ok(project.run("run", "--pipeline=smb_rec",
                         f"--params=dataset=retail_ci,model={model},rec.sample_mode={mode},rec.epochs=1"))
         seq = json.loads((project.path / f"data/08_reporting/retail_ci/smb_rec/{model}/metrics.json").read_text())
@@ -68,7 +69,7 @@ def test_smb_rec_trains_evaluates_and_tracks(project):
     # every evaluated run of the dataset in one table (paths from the catalog)
     result = project.run("compare", "--dataset", "retail_ci")
     _ok(result)
-    assert "### retail_ci · last_session (8 runs)" in result.stdout and "| sasrec+repeat |" in result.stdout and "| sasrec |" in result.stdout
+    assert "### retail_ci · last_session (12 runs)" in result.stdout and "| sasrec+repeat |" in result.stdout and "| sasrec |" in result.stdout
     assert "| sasrec_behavior+repeat |" in result.stdout and "| sasrec_behavior |" in result.stdout
     behavior_model = RecModelDataset(str(project.latest("data/06_models/retail_ci/rec-sasrec_behavior/model"))).load()
     assert behavior_model.name == "sasrec_behavior" and behavior_model.behavior_input is not None
