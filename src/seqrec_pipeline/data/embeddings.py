@@ -141,13 +141,13 @@ def _ppmi_matrix(users: np.ndarray, items: np.ndarray, n_items: int, window: int
     counts = _pair_counts(users, items, n_items, window, chunk_events)
     counts.sort_indices()
     counts = counts.tocoo()
-    data = counts.data.astype(np.float64)
-    total = data.sum()
-    item_total = np.bincount(counts.row, weights=data, minlength=n_items)
-    context = np.bincount(counts.col, weights=data, minlength=n_items) ** smoothing
-    pmi = np.log(data * context.sum() / (item_total[counts.row] * context[counts.col]))
+    row, col, data = counts.row, counts.col, counts.data.astype(np.float64)
+    del counts  # the int32 counts are not needed past here
+    item_total = np.bincount(row, weights=data, minlength=n_items)
+    context = np.bincount(col, weights=data, minlength=n_items) ** smoothing
+    pmi = np.log(data * context.sum() / (item_total[row] * context[col]))
     keep = pmi > 0
-    return sp.csr_matrix((pmi[keep], (counts.row[keep], counts.col[keep])), shape=(n_items, n_items))
+    return sp.csr_matrix((pmi[keep], (row[keep], col[keep])), shape=(n_items, n_items))
 
 
 def cf_embeddings(sequences: pl.DataFrame, n_items: int, dim: int, seed: int, kind: str, window: int,
@@ -168,7 +168,7 @@ def cf_embeddings(sequences: pl.DataFrame, n_items: int, dim: int, seed: int, ki
         raise InputError(f"too few users/items ({matrix.shape}, {matrix.nnz} non-zeros) for collaborative "
                          f"embeddings; use embed.cf=user_item or items with text")
     rng = np.random.default_rng(seed)
-    u, s, vt = svds(matrix.astype(np.float64), k=k, v0=rng.standard_normal(min(matrix.shape)))
+    u, s, vt = svds(matrix.astype(np.float64, copy=False), k=k, v0=rng.standard_normal(min(matrix.shape)))
     factors = u if kind == "cooccurrence" else vt.T
     vectors = (factors * np.sqrt(s)).astype(np.float32)
     if k < dim:
