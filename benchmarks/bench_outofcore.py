@@ -8,7 +8,10 @@ Generates the log with ``gen_taobao.py`` into ``--work`` (never the repository; 
   per ``data.batch_rows`` batch (the ``events`` dataset's layout), and the rejected rows;
 - preprocess: what the ``preprocess`` node calls on the lazily loaded parts (``data.bucket_events`` user
   buckets, spilled when there is more than one), then the primary tables written as the catalog does;
-- dataset_report: the ``preprocess`` pipeline's report node on those tables (figures over user slices).
+- dataset_report: the ``preprocess`` pipeline's report node on those tables (figures over user slices);
+- embed: the ``embed`` node on those tables (no item text: the collaborative ``embed.cf`` vectors, the
+  co-occurrence counts built over ``embed.cf_chunk_events`` chunks);
+- tokenize: the ``tokenize`` node with the default ``rqkmeans`` on those vectors (its own ``n_threads``).
 ``--bucket-events`` overrides ``data.bucket_events``; ``--compare-in-core`` runs preprocess a second time as
 one in-memory bucket and checks that every table is equal row for row.  The JSON goes to ``benchmarks/results/outofcore_<N>.json``.
 """
@@ -111,6 +114,48 @@ def stage_report(csv: Path, work: Path, bucket_events: int | None) -> dict:
             "n_items": report["n_items"], "repeat_share_test": report["repeat_share"]["test"]}
 
 
+def stage_embed(csv: Path, work: Path) -> dict:
+    import numpy as np
+    import polars as pl
+
+    from seqrec_pipeline.params import load_parameters
+    from seqrec_pipeline.pipelines.embedding.nodes import embed
+
+    _spec(csv)
+    params = load_parameters({"dataset": "taobao"}, project=ROOT)
+    t0 = time.perf_counter()
+    tables = {n: pl.read_parquet(work / "primary_buckets" / f"{n}.parquet") for n in ("sequences", "items")}
+    load_seconds = time.perf_counter() - t0
+    vectors, info, _ = embed(tables["items"], tables["sequences"], params.embed.model_dump(), params.seed)
+    np.save(work / "item_embeddings.npy", vectors)
+    return {"seconds": time.perf_counter() - t0, "load_seconds": round(load_seconds, 1),
+            "rows": int(tables["sequences"]["n_events"].sum()), "n_items": int(vectors.shape[0]),
+            "dim": int(vectors.shape[1]), "encoder": info["encoder"],
+            "cf_chunk_events": params.embed.cf_chunk_events,
+            "zero_vectors": int((~np.any(vectors, axis=1)).sum())}
+
+
+def stage_tokenize(csv: Path, work: Path) -> dict:
+    import numpy as np
+    import polars as pl
+
+    from seqrec_pipeline.params import load_parameters
+    from seqrec_pipeline.pipelines.tokenization.nodes import tokenize
+
+    _spec(csv)
+    params = load_parameters({"dataset": "taobao", "tokenizer": "rqkmeans"}, project=ROOT)
+    t0 = time.perf_counter()
+    vectors = np.load(work / "item_embeddings.npy")
+    tables = {n: pl.read_parquet(work / "primary_buckets" / f"{n}.parquet") for n in ("items", "behaviors")}
+    rows = int(pl.scan_parquet(work / "primary_buckets" / "sequences.parquet").select(pl.col("n_events").sum())
+               .collect().item())
+    table, _, stats, _, _ = tokenize(vectors, tables["items"], tables["behaviors"], "rqkmeans",
+                                     params.tokenizers.model_dump(), params.seed, "taobao", params.datasets)
+    return {"seconds": time.perf_counter() - t0, "rows": rows, "n_items": table.height,
+            "unique_ratio": stats["unique_ratio"], "max_group_size": stats["max_group_size"],
+            "precision": stats.get("precision"), "level_mse": stats.get("level_mse")}
+
+
 def _child(args: list[str], threads: int) -> dict:
     env = dict(os.environ, POLARS_MAX_THREADS=str(threads), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
                PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -153,7 +198,8 @@ def main() -> None:
     ap.add_argument("--compare-in-core", action="store_true")
     ap.add_argument("--keep-csv", action="store_true")
     ap.add_argument("--out", type=Path, default=None)
-    ap.add_argument("--stage", choices=["ingest", "preprocess", "report"], help=argparse.SUPPRESS)
+    ap.add_argument("--stage", choices=["ingest", "preprocess", "report", "embed", "tokenize"],
+                    help=argparse.SUPPRESS)
     ap.add_argument("--csv", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--tag", default="buckets", help=argparse.SUPPRESS)
     ap.add_argument("--bucket-events", type=int, default=None, help="data.bucket_events (default: the parameter)")
@@ -161,6 +207,8 @@ def main() -> None:
     if args.stage:  # a child: one stage, its figures as the last stdout line
         result = (stage_ingest(args.csv, args.work) if args.stage == "ingest"
                   else stage_report(args.csv, args.work, args.bucket_events) if args.stage == "report"
+                  else stage_embed(args.csv, args.work) if args.stage == "embed"
+                  else stage_tokenize(args.csv, args.work) if args.stage == "tokenize"
                   else stage_preprocess(args.csv, args.work, args.tag, args.bucket_events))
         print(json.dumps(result | {"peak_rss_gb": _peak_rss_gb()}))
         return
@@ -177,15 +225,19 @@ def main() -> None:
         buckets = ["--bucket-events", str(args.bucket_events)] if args.bucket_events else []
         preprocess = _rate(_child(["--stage", "preprocess", *common, *buckets], args.threads))
         report = _rate(_child(["--stage", "report", *common, *buckets], args.threads))
+        embed = _rate(_child(["--stage", "embed", *common], args.threads))
+        tokenize = _rate(_child(["--stage", "tokenize", *common], args.threads))
         result = {
             "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "command": "python benchmarks/bench_outofcore.py " + " ".join(sys.argv[1:]),
             "machine": {"cpus": os.cpu_count(), "polars_threads": args.threads, "platform": platform.platform(),
                         "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024 ** 3, 1)},
             "log": generated,
-            "stages": {"ingest": ingest, "preprocess": preprocess, "dataset_report": report},
+            "stages": {"ingest": ingest, "preprocess": preprocess, "dataset_report": report, "embed": embed,
+                       "tokenize": tokenize},
             "ingest_plus_preprocess_seconds": round(ingest["seconds"] + preprocess["seconds"], 1),
-            "peak_rss_gb": max(ingest["peak_rss_gb"], preprocess["peak_rss_gb"], report["peak_rss_gb"]),
+            "embed_plus_tokenize_seconds": round(embed["seconds"] + tokenize["seconds"], 1),
+            "peak_rss_gb": max(stage["peak_rss_gb"] for stage in (ingest, preprocess, report, embed, tokenize)),
         }
         result["targets"] = {"peak_rss_gb<=6": result["peak_rss_gb"] <= 6,
                              "ingest+preprocess<=600s": result["ingest_plus_preprocess_seconds"] <= 600}
@@ -199,10 +251,12 @@ def main() -> None:
             csv.unlink(missing_ok=True)
         for name in ("events", "spill", "primary_buckets", "primary_in_core"):
             shutil.rmtree(args.work / name, ignore_errors=True)
+        (args.work / "item_embeddings.npy").unlink(missing_ok=True)
     out = args.out or HERE / "results" / f"outofcore_{args.events}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: result[k] for k in ("ingest_plus_preprocess_seconds", "peak_rss_gb", "targets")}))
+    print(json.dumps({k: result[k] for k in ("ingest_plus_preprocess_seconds", "embed_plus_tokenize_seconds",
+                                             "peak_rss_gb", "targets")}))
 
 
 if __name__ == "__main__":

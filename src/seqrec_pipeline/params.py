@@ -58,6 +58,7 @@ class EmbedParams(Strict):
     cf_dim: int = Field(ge=1)
     cf: Literal["cooccurrence", "user_item"]
     cf_window: int = Field(ge=1)
+    cf_chunk_events: int = Field(ge=1)
     device: str | None
 
 

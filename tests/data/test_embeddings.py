@@ -1,9 +1,12 @@
 import numpy as np
 import polars as pl
 import pytest
+import scipy.sparse as sp
 
 from seqrec_pipeline.data.embeddings import (
+    _in_past,
     _ppmi_matrix,
+    _training_events,
     cf_embeddings,
     clean_text,
     embed_items,
@@ -57,7 +60,8 @@ def test_collaborative_vectors_ignore_validation_and_test_events(kind):
     changed = _log(np.random.default_rng(0), [[int(x) for x in rng.integers(0, 12, 3)] for _ in range(30)])
     a, b = _primary(base), _primary(changed)
     assert a.items["item_id"].to_list() == b.items["item_id"].to_list()
-    va, vb = (cf_embeddings(p.sequences, p.items.height, 8, seed=1, kind=kind) for p in (a, b))
+    va, vb = (cf_embeddings(p.sequences, p.items.height, 8, seed=1, kind=kind, window=3,
+                                  chunk_events=7) for p in (a, b))
     assert va.shape == (12, 8)
     np.testing.assert_allclose(np.abs(va), np.abs(vb), atol=1e-6)  # SVD factors are defined up to sign
     norms = np.linalg.norm(va, axis=1)
@@ -67,12 +71,12 @@ def test_collaborative_vectors_ignore_validation_and_test_events(kind):
 def test_ppmi_counts_pairs_within_the_window_of_the_same_user_only():
     users = np.array([0, 0, 0, 0, 1, 1])
     items = np.array([0, 1, 1, 2, 3, 0])
-    one = _ppmi_matrix(users, items, 4, window=1).toarray()
+    one = _ppmi_matrix(users, items, 4, window=1, chunk_events=100).toarray()
     # pairs at gap 1: (0,1), (1,2) for user 0 (1 next to 1 is no evidence), (3,0) for user 1; never (2,3) across users
     assert set(zip(*np.nonzero(one))) <= {(0, 1), (1, 0), (1, 2), (2, 1), (3, 0), (0, 3)}
     assert one[2, 3] == 0 and one[3, 2] == 0 and one[0, 2] == 0
     assert np.array_equal(one > 0, (one > 0).T)  # both directions (values differ: context smoothing)
-    two = _ppmi_matrix(users, items, 4, window=2).toarray()
+    two = _ppmi_matrix(users, items, 4, window=2, chunk_events=100).toarray()
     assert (np.count_nonzero(two[0, 1:3]) >= 1) and two[2, 3] == 0  # gap 2 reaches (0, 1) again, still not users
 
 
@@ -85,7 +89,8 @@ def test_cooccurrence_vectors_put_items_browsed_together_close():
             rows.append((u, int(item), "view", t * 60))
     primary = _primary(rows)
     ids = primary.items["item_id"].cast(pl.Int64).to_numpy()
-    vectors = cf_embeddings(primary.sequences, primary.items.height, 4, seed=0, kind="cooccurrence", window=2)
+    vectors = cf_embeddings(primary.sequences, primary.items.height, 4, seed=0, kind="cooccurrence", window=2,
+                            chunk_events=1000)
     similarity = vectors @ vectors.T
     same = (ids[:, None] < 6) == (ids[None, :] < 6)
     off_diagonal = ~np.eye(len(ids), dtype=bool)
@@ -143,3 +148,56 @@ def test_auto_keeps_the_text_vectors_only_when_the_probe_prefers_them(monkeypatc
     assert info["source"] == "cf" and info["probe_ndcg@10"]["cf"] > info["probe_ndcg@10"]["text"]
     only_text = validate(EmbedParams, base_parameters()["embed"] | {"source": "text"}, prefix="embed.")
     assert embed_items(items, primary.sequences, only_text, seed=0)[1]["source"] == "text"  # no choice asked
+
+
+def _ppmi_in_one_pass(users, items, n_items, window, smoothing=0.75):
+    """The unchunked PPMI in float64, written out directly: the reference for the chunked build."""
+    rows, cols = [], []
+    for gap in range(1, window + 1):
+        pair = (users[gap:] == users[:-gap]) & (items[gap:] != items[:-gap])
+        rows += [items[:-gap][pair], items[gap:][pair]]
+        cols += [items[gap:][pair], items[:-gap][pair]]
+    row, col = np.concatenate(rows), np.concatenate(cols)
+    counts = sp.coo_matrix((np.ones(len(row)), (row, col)),
+                                                          shape=(n_items, n_items)).tocsr().tocoo()
+    item_total = np.bincount(counts.row, weights=counts.data, minlength=n_items)
+    context = np.bincount(counts.col, weights=counts.data, minlength=n_items) ** smoothing
+    pmi = np.log(counts.data * context.sum() / (item_total[counts.row] * context[counts.col]))
+    keep = pmi > 0
+    return sp.csr_matrix((pmi[keep], (counts.row[keep], counts.col[keep])),
+                                                        shape=(n_items, n_items))
+
+
+@pytest.mark.parametrize("chunk_events", [1, 5, 37, 10_000])
+def test_chunked_ppmi_equals_the_one_pass_build_exactly(chunk_events):
+    rng = np.random.default_rng(11)
+    rows = [(u, int(rng.integers(0, 25)), "view", t * 60) for u in range(60) for t in range(int(rng.integers(2, 30)))]
+    primary = _primary(rows)
+    users, items = _training_events(primary.sequences)
+    assert users.dtype == np.int32 and items.dtype == np.int32
+    assert np.all(np.diff(users) >= 0) and len(np.unique(users)) > 40
+    expected = _ppmi_in_one_pass(users.astype(np.int64), items.astype(np.int64), primary.items.height, 3)
+    got = _ppmi_matrix(users, items, primary.items.height, 3, chunk_events)
+    expected.sort_indices()
+    got.sort_indices()
+    assert got.nnz == expected.nnz > 100
+    np.testing.assert_array_equal(got.indptr, expected.indptr)
+    np.testing.assert_array_equal(got.indices, expected.indices)
+    np.testing.assert_array_equal(got.data, expected.data)  # bit-identical, not merely close
+    vectors = [cf_embeddings(primary.sequences, primary.items.height, 6, 0, "cooccurrence", 3, c) for c in (3, 10**6)]
+    np.testing.assert_array_equal(vectors[0], vectors[1])
+
+
+def test_in_past_on_a_subset_equals_the_full_check():
+    from seqrec_pipeline.splits import eval_set
+
+    primary = _two_group_log()
+    data = eval_set(primary.sequences, "last_session", "valid", 3)
+    rng = np.random.default_rng(2)
+    rows = np.sort(rng.choice(data.n_samples, data.n_samples // 2, replace=False))
+    items = rng.integers(-1, primary.items.height, (len(rows), 7))
+    full = np.full((data.n_samples, 7), -1, dtype=np.int64)
+    full[rows] = items
+    expected = data.in_past(full)[rows]
+    assert expected.any() and not expected.all()
+    np.testing.assert_array_equal(_in_past(data, rows, items), expected)

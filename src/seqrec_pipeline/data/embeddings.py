@@ -94,14 +94,14 @@ def encode_texts(texts: list[str], encoder: str, batch_size: int, device: str | 
 
 
 def _training_events(sequences: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """(user row, item) of every training event, in sequence order."""
+    """(user row, item) of every training event, in sequence order (int32: these arrays are log-sized)."""
     prefix = training_lengths(sequences, PROTOCOLS)  # training data under every protocol
-    lengths = sequences["n_events"].to_numpy()
-    starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
-    position = np.arange(lengths.sum()) - starts
-    in_train = position < np.repeat(prefix, lengths)
-    users = np.repeat(np.arange(sequences.height), lengths)[in_train]
-    return users, sequences["item"].explode().to_numpy()[in_train]
+    lengths = sequences["n_events"].to_numpy().astype(np.int64)
+    starts = np.repeat((np.cumsum(lengths) - lengths).astype(np.int32), lengths)
+    in_train = np.arange(lengths.sum(), dtype=np.int32) - starts < np.repeat(prefix.astype(np.int32), lengths)
+    del starts
+    users = np.repeat(np.arange(sequences.height, dtype=np.int32), lengths)[in_train]
+    return users, sequences["item"].explode().to_numpy().astype(np.int32, copy=False)[in_train]
 
 
 def _user_item_matrix(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int) -> sp.csr_matrix:
@@ -110,28 +110,48 @@ def _user_item_matrix(users: np.ndarray, items: np.ndarray, n_users: int, n_item
     return matrix
 
 
-def _ppmi_matrix(users: np.ndarray, items: np.ndarray, n_items: int, window: int,
+def _pair_counts(users: np.ndarray, items: np.ndarray, n_items: int, window: int,
+                 chunk_events: int) -> sp.csr_matrix:
+    """How often each (item, context item) pair occurs at most ``window`` events apart in the same user's
+    sequence (both directions; an item next to itself is no evidence).  Built over chunks of about
+    ``chunk_events`` events cut at user boundaries, so no pair is lost or split, and memory stays bounded by
+    the chunk's pairs plus the distinct pairs seen; int32 counts are exact (a pair occurs at most
+    ``2 * window`` times per event)."""
+    user_start = np.flatnonzero(np.r_[True, users[1:] != users[:-1]]) if len(users) else np.zeros(0, np.int64)
+    cuts = np.r_[user_start[np.unique(user_start // chunk_events, return_index=True)[1]], len(users)]
+    counts = sp.csr_matrix((n_items, n_items), dtype=np.int32)
+    for lo, hi in zip(cuts[:-1], cuts[1:]):
+        chunk_users, chunk_items = users[lo:hi], items[lo:hi]
+        rows, cols = [], []
+        for gap in range(1, window + 1):
+            pair = (chunk_users[gap:] == chunk_users[:-gap]) & (chunk_items[gap:] != chunk_items[:-gap])
+            first, second = chunk_items[:-gap][pair], chunk_items[gap:][pair]
+            rows += [first, second]
+            cols += [second, first]
+        row = np.concatenate(rows).astype(np.int32, copy=False)
+        col = np.concatenate(cols).astype(np.int32, copy=False)
+        del rows, cols
+        counts = counts + sp.csr_matrix((np.ones(len(row), np.int32), (row, col)), shape=(n_items, n_items))
+    return counts
+
+
+def _ppmi_matrix(users: np.ndarray, items: np.ndarray, n_items: int, window: int, chunk_events: int,
                  smoothing: float = 0.75) -> sp.csr_matrix:
-    """Positive PMI of (item, context item) pairs at most ``window`` events apart in the same user's sequence
-    (both directions; an item next to itself is no evidence), with the usual context smoothing."""
-    rows, cols = [], []
-    for gap in range(1, window + 1):
-        pair = (users[gap:] == users[:-gap]) & (items[gap:] != items[:-gap])
-        first, second = items[:-gap][pair], items[gap:][pair]
-        rows += [first, second]
-        cols += [second, first]
-    row, col = np.concatenate(rows), np.concatenate(cols)
-    counts = sp.coo_matrix((np.ones(len(row)), (row, col)), shape=(n_items, n_items)).tocsr().tocoo()
-    total = counts.data.sum()
-    item_total = np.bincount(counts.row, weights=counts.data, minlength=n_items)
-    context = np.bincount(counts.col, weights=counts.data, minlength=n_items) ** smoothing
-    pmi = np.log(counts.data * context.sum() / (item_total[counts.row] * context[counts.col]))
+    """Positive PMI of the :func:`_pair_counts` pairs, with the usual context smoothing."""
+    counts = _pair_counts(users, items, n_items, window, chunk_events)
+    counts.sort_indices()
+    counts = counts.tocoo()
+    row, col, data = counts.row, counts.col, counts.data.astype(np.float64)
+    del counts  # the int32 counts are not needed past here
+    item_total = np.bincount(row, weights=data, minlength=n_items)
+    context = np.bincount(col, weights=data, minlength=n_items) ** smoothing
+    pmi = np.log(data * context.sum() / (item_total[row] * context[col]))
     keep = pmi > 0
-    return sp.csr_matrix((pmi[keep], (counts.row[keep], counts.col[keep])), shape=(n_items, n_items))
+    return sp.csr_matrix((pmi[keep], (row[keep], col[keep])), shape=(n_items, n_items))
 
 
-def cf_embeddings(sequences: pl.DataFrame, n_items: int, dim: int, seed: int, kind: str = "cooccurrence",
-                  window: int = 3) -> np.ndarray:
+def cf_embeddings(sequences: pl.DataFrame, n_items: int, dim: int, seed: int, kind: str, window: int,
+                  chunk_events: int) -> np.ndarray:
     """Collaborative item vectors from the training events (module docstring), L2-normalized: the truncated
     SVD ``U sqrt(S)`` of the PPMI matrix (``cooccurrence``) or ``V sqrt(S)`` of the user-item matrix.
 
@@ -140,7 +160,7 @@ def cf_embeddings(sequences: pl.DataFrame, n_items: int, dim: int, seed: int, ki
     """
     users, items = _training_events(sequences)
     if kind == "cooccurrence":
-        matrix = _ppmi_matrix(users, items, n_items, window)
+        matrix = _ppmi_matrix(users, items, n_items, window, chunk_events)
     else:
         matrix = _user_item_matrix(users, items, sequences.height, n_items)
     k = int(min(dim, min(matrix.shape) - 1))
@@ -148,7 +168,7 @@ def cf_embeddings(sequences: pl.DataFrame, n_items: int, dim: int, seed: int, ki
         raise InputError(f"too few users/items ({matrix.shape}, {matrix.nnz} non-zeros) for collaborative "
                          f"embeddings; use embed.cf=user_item or items with text")
     rng = np.random.default_rng(seed)
-    u, s, vt = svds(matrix.astype(np.float64), k=k, v0=rng.standard_normal(min(matrix.shape)))
+    u, s, vt = svds(matrix.astype(np.float64, copy=False), k=k, v0=rng.standard_normal(min(matrix.shape)))
     factors = u if kind == "cooccurrence" else vt.T
     vectors = (factors * np.sqrt(s)).astype(np.float32)
     if k < dim:
@@ -198,10 +218,16 @@ def probe_ndcg(vectors: np.ndarray, sequences: pl.DataFrame, *, k: int = 10, las
 
 
 def _in_past(data, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
-    """``data.in_past`` for a subset of the samples."""
-    full = np.full((data.n_samples, items.shape[1]), -1, dtype=np.int64)
-    full[rows] = items
-    return data.in_past(full)[rows]
+    """``data.in_past`` for the samples ``rows`` only: the past events of their users, not the whole log's."""
+    sample_user = data.sample_user[rows].astype(np.int64)
+    users = np.unique(sample_user)
+    first, lengths = data.past_offsets[users], data.past_offsets[users + 1] - data.past_offsets[users]
+    at = np.repeat(first - (np.cumsum(lengths) - lengths), lengths) + np.arange(lengths.sum())
+    past_item = np.asarray(data.past_item[at], dtype=np.int64)
+    items = np.asarray(items, dtype=np.int64)
+    width = np.int64(max(int(past_item.max(initial=0)), int(items.max(initial=0))) + 1)
+    keys = np.unique(np.repeat(users, lengths) * width + past_item)
+    return np.isin(sample_user[:, None] * width + items, keys) & (items >= 0)
 
 
 def embed_items(items: pl.DataFrame, sequences: pl.DataFrame, params: EmbedParams,
@@ -219,7 +245,8 @@ def embed_items(items: pl.DataFrame, sequences: pl.DataFrame, params: EmbedParam
     candidates = {}
     if params.source in ("auto", "cf") or not has_text:
         try:
-            vectors = cf_embeddings(sequences, n_items, params.cf_dim, seed, params.cf, params.cf_window)
+            vectors = cf_embeddings(sequences, n_items, params.cf_dim, seed, params.cf, params.cf_window,
+                                    params.cf_chunk_events)
             candidates["cf"] = (vectors, {"source": "cf", "encoder": _cf_name(params), "dim": vectors.shape[1],
                                           "n_text": 0, "n_cf": n_items})
         except InputError:
@@ -233,7 +260,7 @@ def embed_items(items: pl.DataFrame, sequences: pl.DataFrame, params: EmbedParam
         if empty.any():
             log.warning("%d of %d items have no text: they get collaborative vectors instead", empty.sum(), n_items)
             vectors[empty] = cf_embeddings(sequences, n_items, vectors.shape[1], seed, params.cf,
-                                           params.cf_window)[empty]
+                                           params.cf_window, params.cf_chunk_events)[empty]
         candidates["text"] = (vectors, {"source": "text", "encoder": params.encoder, "dim": int(vectors.shape[1]),
                                         "fields": fields or text_columns, "n_text": int((~empty).sum()),
                                         "n_cf": int(empty.sum())})
