@@ -15,13 +15,12 @@ import numpy as np
 import polars as pl
 import torch
 
-from seqrec_pipeline.data.samples import make_datasets
 from seqrec_pipeline.errors import InputError
 from seqrec_pipeline.models.generative import build_model, load_model
 from seqrec_pipeline.params import TrainingSettings
 from seqrec_pipeline.ranking.generative import validation_ndcg
 from seqrec_pipeline.splits import BehaviorTable
-from seqrec_pipeline.training.launch import launch_training
+from seqrec_pipeline.training.launch import launch_training, model_datasets
 from seqrec_pipeline.training.trainer import JsonlLogger, TrainConfig, train
 from seqrec_pipeline.vocab import TokenVocab
 
@@ -164,10 +163,7 @@ def _train(sequences, behaviors, codes, vocab, settings: TrainingSettings, outpu
                 callback(record.get("step", record.get("epoch")), record["metrics"])
         return result, result.get("n_train_samples"), result.get("n_valid_samples"), launch
     model = build_model(spec.name, vocab, spec.preset, **spec.overrides)
-    train_set, valid_set = make_datasets(sequences, behaviors, codes, vocab,
-                                         encoder_decoder=bool(model.config.is_encoder_decoder),
-                                         behavior_loss=bool(getattr(model.config, "predict_behavior", False)),
-                                         **samples)
+    train_set, valid_set = model_datasets(model, sequences, behaviors, codes, vocab, samples)
     metric_fn = validation_ndcg(sequences, codes, vocab, table.levels, **metric_kwargs) if select_ndcg else None
     result = train(model, train_set, valid_set, config, on_log=on_log, on_epoch=on_epoch, validation_metric=metric_fn)
     return result, len(train_set), len(valid_set), launch

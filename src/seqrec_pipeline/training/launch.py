@@ -97,6 +97,14 @@ def build_job_model(spec: dict[str, Any], vocab: TokenVocab) -> torch.nn.Module:
     return build_model(spec["name"], vocab, spec.get("preset", "cpu-small"), **spec.get("overrides", {}))
 
 
+def model_datasets(model, sequences: pl.DataFrame, behaviors: pl.DataFrame, codes: np.ndarray, vocab: TokenVocab,
+                   samples: dict[str, Any]):
+    """(train, valid) sample datasets shaped for ``model``: encoder-decoder batches for tiger / tiger_mb / mbgen,
+    the target's behavior token in the labels when the model predicts the behavior."""
+    return make_datasets(sequences, behaviors, codes, vocab, encoder_decoder=bool(model.config.is_encoder_decoder),
+                         behavior_loss=bool(getattr(model.config, "predict_behavior", False)), **samples)
+
+
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
     """The training a job file describes, in this process (one rank of a launched run)."""
     dist = setup_distributed()
@@ -104,11 +112,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     config = TrainConfig(**job["train"])
     seed_everything(config.seed)  # identical initial weights on every rank
     model = build_job_model(context.model, context.vocab)
-    train_data, valid_data = make_datasets(
-        context.sequences, context.behaviors, context.codes, context.vocab,
-        encoder_decoder=bool(model.config.is_encoder_decoder),
-        behavior_loss=bool(getattr(model.config, "predict_behavior", False)), **context.samples,
-    )  # fmt: skip
+    train_data, valid_data = model_datasets(model, context.sequences, context.behaviors, context.codes,
+                                            context.vocab, context.samples)
     metric = None
     if job.get("validation_metric"):
         spec = job["validation_metric"]
