@@ -76,15 +76,28 @@ def test_smb_decoder_trains_evaluates_and_tracks(project):
 def test_smb_rule_baseline_writes_its_own_metrics(project):
     _ok(project.run("run", "--pipeline=smb_rule", "--params=dataset=retail_ci,model=popularity"))
     items = pl.read_parquet(project.latest("data/03_primary/retail_ci/items.parquet"))
-    report = json.loads((project.path / "data/08_reporting/retail_ci/smb_rule/popularity/metrics.json").read_text())
+    report = json.loads((project.path / "data/08_reporting/retail_ci/smb_rule/last_session/popularity/metrics.json").read_text())
     _check_metrics(report, items.height)
     assert report["tokenizer"] is None and report["model"] == "popularity"
     assert report["metrics"]["merged"]["hit@10"] > 0  # popular items do get bought/viewed
     # the personal recency-and-frequency rule, fitted on the validation session
     _ok(project.run("run", "--pipeline=smb_rule", "--params=dataset=retail_ci,model=tifu"))
-    tifu = json.loads((project.path / "data/08_reporting/retail_ci/smb_rule/tifu/metrics.json").read_text())
+    tifu = json.loads((project.path / "data/08_reporting/retail_ci/smb_rule/last_session/tifu/metrics.json").read_text())
     _check_metrics(tifu, items.height)
     assert tifu["parts"]["repeat"]["merged"]["hit@10"] > 0.5  # history items come back
+    # the same rule on the other protocol gets its own folder: both reports stay, compare lists both
+    _ok(project.run("run", "--pipeline=smb_rule", "--params=dataset=retail_ci,model=popularity,"
+                                                  "split.protocol=last_event"))
+    on_event = json.loads((project.path / "data/08_reporting/retail_ci/smb_rule/last_event/popularity/metrics.json")
+                          .read_text())
+    again = json.loads((project.path / "data/08_reporting/retail_ci/smb_rule/last_session/popularity/metrics.json")
+                       .read_text())
+    assert (on_event["protocol"], again["protocol"]) == ("last_event", "last_session")
+    assert again == report
+    compared = project.run("compare", "--dataset", "retail_ci")
+    _ok(compared)
+    assert "### retail_ci · last_event (1 runs)" in compared.stdout
+    assert "### retail_ci · last_session (2 runs)" in compared.stdout
     bad = project.run("run", "--pipeline=smb_rule", "--params=dataset=retail_ci,model=gamer")
     assert bad.returncode == 2 and "unknown model 'gamer' for pipeline smb_rule" in bad.stderr
 

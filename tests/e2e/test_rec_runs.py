@@ -17,7 +17,7 @@ def _ok(result):
 def test_smb_rec_trains_evaluates_and_tracks(project):
     _ok(project.run("run", "--pipeline=smb_rec", "--params=dataset=retail_ci,model=sasrec,rec.epochs=2"))
     items = pl.read_parquet(project.latest("data/03_primary/retail_ci/items.parquet"))
-    report = json.loads((project.path / "data/08_reporting/retail_ci/smb_rec/sasrec/metrics.json").read_text())
+    report = json.loads((project.path / "data/08_reporting/retail_ci/smb_rec/last_session/sasrec/metrics.json").read_text())
     assert set(report) == METRICS_JSON_KEYS
     assert (report["pipeline"], report["model"], report["tokenizer"], report["protocol"]) == (
         "smb_rec", "sasrec", None, "last_session")
@@ -28,18 +28,18 @@ def test_smb_rec_trains_evaluates_and_tracks(project):
         assert all(0.0 <= v <= 1.0 for v in group.values())
         assert group["hit@1"] <= group["hit@5"] <= group["hit@10"]
 
-    preds = pl.read_parquet(project.latest("data/07_model_output/retail_ci/smb_rec/sasrec/predictions.parquet"))
+    preds = pl.read_parquet(project.latest("data/07_model_output/retail_ci/smb_rec/last_session/sasrec/predictions.parquet"))
     assert preds.height == report["n_test"]
     for row in preds.iter_rows(named=True):
         ranked = row["items"]
         assert len(ranked) == len(set(ranked)) == 50  # full catalog scoring: repeat.candidates distinct real items
         assert all(0 <= i < items.height for i in ranked)
-    assert (project.path / "data/08_reporting/retail_ci/smb_rec/sasrec/metrics.png").stat().st_size > 10_000
+    assert (project.path / "data/08_reporting/retail_ci/smb_rec/last_session/sasrec/metrics.png").stat().st_size > 10_000
 
-    model_dir = project.latest("data/06_models/retail_ci/rec-sasrec/model")
+    model_dir = project.latest("data/06_models/retail_ci/rec-sasrec/last_session/model")
     assert sorted(p.name for p in model_dir.iterdir()) == ["config.json", "model.safetensors"]  # no pickle
     model = RecModelDataset(str(model_dir)).load()
-    summary = json.loads((project.path / "data/06_models/retail_ci/rec-sasrec/train_summary.json").read_text())
+    summary = json.loads((project.path / "data/06_models/retail_ci/rec-sasrec/last_session/train_summary.json").read_text())
     assert model.n_items == items.height and 1 <= summary["best_epoch"] <= 2
 
     run = project.mlflow("select r.run_uuid from runs r join experiments e on r.experiment_id = e.experiment_id "
@@ -60,7 +60,7 @@ def test_smb_rec_trains_evaluates_and_tracks(project):
                         ("bert4rec_behavior", "sequence"), ("gru4rec_behavior", "sequence")):
         _ok(project.run("run", "--pipeline=smb_rec",
                         f"--params=dataset=retail_ci,model={model},rec.sample_mode={mode},rec.epochs=1"))
-        seq = json.loads((project.path / f"data/08_reporting/retail_ci/smb_rec/{model}/metrics.json").read_text())
+        seq = json.loads((project.path / f"data/08_reporting/retail_ci/smb_rec/last_session/{model}/metrics.json").read_text())
         assert seq["model"] == model and seq["n_test"] == report["n_test"]
     bad = project.run("run", "--pipeline=smb_rec", "--params=dataset=retail_ci,model=bert4rec,rec.sample_mode=windows")
     assert bad.returncode == 2 and "'rec.sample_mode': Input should be 'sequence' or 'event'" in bad.stderr
@@ -71,7 +71,7 @@ def test_smb_rec_trains_evaluates_and_tracks(project):
     _ok(result)
     assert "### retail_ci · last_session (12 runs)" in result.stdout and "| sasrec+repeat |" in result.stdout and "| sasrec |" in result.stdout
     assert "| sasrec_behavior+repeat |" in result.stdout and "| sasrec_behavior |" in result.stdout
-    behavior_model = RecModelDataset(str(project.latest("data/06_models/retail_ci/rec-sasrec_behavior/model"))).load()
+    behavior_model = RecModelDataset(str(project.latest("data/06_models/retail_ci/rec-sasrec_behavior/last_session/model"))).load()
     assert behavior_model.name == "sasrec_behavior" and behavior_model.behavior_input is not None
     assert (project.path / "data/08_reporting/retail_ci/comparison.md").read_text().strip() in result.stdout
     assert (project.path / "data/08_reporting/retail_ci/comparison.png").stat().st_size > 0
