@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch.testing import assert_close
 
 from seqrec_pipeline.decoding import build_prompts, score_catalog
+from seqrec_pipeline.decoding.exact import score_items
 from seqrec_pipeline.vocab import BOS, TokenVocab
 
 from .helpers import BEHAVIORS, LEVELS, MODELS, random_codes, random_histories, tiny_model
@@ -52,3 +54,23 @@ def test_exact_scores_equal_uncached_full_forwards(name):
             for item in (0, 17, 39):
                 expected = full_forward_score(model, vocab, prompts, user, behavior, codes[item], 0.8)
                 assert_close(scores[user, behavior, item].item(), expected, atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("renormalize", [False, True])
+def test_scores_of_chosen_items_equal_the_catalog_scores(name, renormalize):
+    vocab = TokenVocab(BEHAVIORS, SIZES)
+    codes = random_codes(SIZES, 40, seed=9)
+    model = tiny_model(name, vocab)
+    prompts = build_prompts(random_histories([3, 1, 2, 4], 40, 4, seed=4), codes, vocab, LEVELS,
+                            sessions=[[4, 4, 9], [1], [7, 7], [1, 2, 2, 3]])
+    catalog = score_catalog(model, prompts, codes, behaviors=None, behavior_levels=LEVELS, temperature=0.8,
+                            renormalize=renormalize)
+    # queries (user, behavior) in any order, users without pairs, repeated items, uneven batches of users
+    query_user, query_behavior = np.array([2, 0, 0, 3, 1]), np.array([1, 3, 0, 2, 0])
+    pair_query = np.array([0, 0, 1, 2, 1, 3, 3, 3, 0])
+    pair_item = np.array([5, 39, 0, 17, 0, 1, 2, 3, 5])
+    scores = score_items(model, prompts, codes, query_user, query_behavior, pair_query, pair_item,
+                         behavior_levels=LEVELS, temperature=0.8, renormalize=renormalize, chunk_rows=4)
+    expected = catalog[query_user[pair_query], query_behavior[pair_query], pair_item].double().numpy()
+    np.testing.assert_allclose(scores, expected, atol=1e-4, rtol=1e-5)

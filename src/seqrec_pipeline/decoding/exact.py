@@ -243,3 +243,89 @@ def _pad(t: torch.Tensor, width: int, fill) -> torch.Tensor:
     """Pad the last axis of ``t`` to ``width`` with ``fill``."""
     missing = width - t.shape[-1]
     return t if missing <= 0 else torch.cat([t, t.new_full((*t.shape[:-1], missing), fill)], dim=-1)
+
+
+def score_items(
+    model: PreTrainedModel,
+    prompts: PromptBatch,
+    codes: np.ndarray,
+    query_user: np.ndarray,
+    query_behavior: np.ndarray,
+    pair_query: np.ndarray,
+    pair_item: np.ndarray,
+    *,
+    behavior_levels: Sequence[int] | np.ndarray | torch.Tensor | None = None,
+    renormalize: bool = False,
+    temperature: float | None = None,
+    chunk_rows: int = 4096,
+) -> np.ndarray:
+    """Exact log-probabilities (float64 ``[n_pairs]``) of chosen items: pair ``j`` scores item ``pair_item[j]``
+    for query ``pair_query[j]`` = (prompt row ``query_user[q]``, requested behavior ``query_behavior[q]``), as
+    :func:`score_catalog` scores it (fixed-behavior mode; single mode when the vocabulary has no behavior token).
+
+    Used for candidates outside the beam, e.g. a user's history items.  Users are taken in batches whose pairs
+    fit ``chunk_rows`` decoding rows; each batch prefills its histories once and feeds every pair's first L-1
+    codes in one forward.  ``renormalize=True`` renormalizes over the codes that follow the item's prefix in the
+    whole code table (no per-behavior catalogs here).
+    """
+    stepper = ModelStepper(model)
+    vocab, device = stepper.vocab, stepper.device
+    codes = np.asarray(codes, dtype=np.int64)
+    if codes.ndim != 2 or codes.shape[1] != vocab.n_levels:
+        raise InputError(f"codes must have shape [n_items, {vocab.n_levels}], got {codes.shape}")
+    query_user, query_behavior = np.asarray(query_user, np.int64), np.asarray(query_behavior, np.int64)
+    pair_query, pair_item = np.asarray(pair_query, np.int64), np.asarray(pair_item, np.int64)
+    out = np.full(len(pair_query), -np.inf)
+    if len(pair_query) == 0:
+        return out
+    single = not vocab.use_behavior_token
+    n_behaviors = n_behaviors_of(vocab)
+    levels = resolve_behavior_levels(model, behavior_levels, n_behaviors)
+    tables = _CatalogTables(codes, vocab.level_sizes, None, device)
+    scorer = _ExactScorer(stepper, codes, tables, levels, renormalize, resolve_temperature(model, temperature),
+                          chunk_rows)  # fmt: skip
+    check_prompts_nonempty(model, prompts, "single" if single else "fixed_behavior")
+    # pairs ordered by user, batches of whole users with at most chunk_rows pairs (at least one user)
+    pair_user = query_user[pair_query]
+    order = np.argsort(pair_user, kind="stable")
+    per_user = np.bincount(pair_user, minlength=len(prompts))
+    ends = np.cumsum(per_user)
+    code_offsets = torch.tensor(vocab.level_offsets[:-1], device=device)
+    slot = torch.arange(scorer.first_slot, scorer.first_slot + vocab.n_levels - 1, device=device)
+    with eval_mode(model):
+        start = 0
+        while start < len(prompts):
+            stop = max(start + 1, int(np.searchsorted(ends, ends[start - 1] + chunk_rows if start else chunk_rows,
+                                                      side="right")))
+            stop = min(stop, len(prompts))
+            lo, hi = (ends[start - 1] if start else 0), ends[stop - 1]
+            if hi > lo:
+                rows = order[lo:hi]
+                queries, local = np.unique(pair_query[rows], return_inverse=True)
+                state, logits = stepper.prefill(prompts.rows(slice(start, stop)))
+                q_user = torch.from_numpy(query_user[queries] - start).to(device)
+                q_behavior = torch.from_numpy(query_behavior[queries]).to(device)
+                stepper.select(state, q_user)
+                if single:
+                    first_logits = logits[q_user]
+                    q_behavior = torch.zeros_like(q_behavior)
+                else:
+                    token = q_behavior[:, None]
+                    first_logits = stepper.step(state, token + N_SPECIAL, torch.zeros_like(token), token,
+                                                levels[token])[:, -1]  # fmt: skip
+                local_t = torch.from_numpy(local).to(device)
+                items = torch.from_numpy(pair_item[rows]).to(device)
+                item_codes = scorer.codes[items]  # [P, L]
+                zero = torch.zeros(len(rows), dtype=torch.long, device=device)
+                total = scorer.log_probs(0, first_logits[local_t], zero, zero).gather(1, item_codes[:, :1])[:, 0]
+                if vocab.n_levels > 1:
+                    stepper.select(state, local_t)
+                    tokens = code_offsets + item_codes[:, :-1]
+                    behaviors = q_behavior[local_t][:, None].expand_as(tokens)
+                    step_logits = stepper.step(state, tokens, slot.expand_as(tokens), behaviors, levels[behaviors])
+                    for level in range(1, vocab.n_levels):
+                        logp = scorer.log_probs(level, step_logits[:, level - 1], zero, items)
+                        total = total + logp.gather(1, item_codes[:, level : level + 1])[:, 0]
+                out[rows] = total.double().cpu().numpy()
+            start = stop
+    return out

@@ -1,0 +1,248 @@
+"""Where the repeat / explore mixture's accuracy can still come from: four measurements on a project's stored runs.
+
+    python benchmarks/repeat_headroom.py --project . --dataset retailrocket [--model gamer] [--baseline sasrec_behavior]
+
+Reads, through the project's catalog, the newest ``smb_decoder`` run of ``--model`` (its model, beam rankings of the
+validation and test sessions) and the newest ``smb_rec`` run of ``--baseline`` (last_session), and reports NDCG@10 on
+the test session, every choice made on the validation session (``ranking.repeat``'s grids, as the pipeline does):
+
+1. **the shipped mixture** of each model (the pipeline's figure, recomputed);
+2. **the model's view of the history**: the repeat distribution ``P_repeat(i) ∝ repeat score(i) · p_model(i)^β``
+   and the gate ``+ γ · log Σ_history p_model`` (exact log-probabilities of every history item, for the decoder from
+   ``decoding.exact.score_items``), with β, γ chosen on validation;
+3. **a second explorer**: the decoder's explore scores multiplied with the baseline's (product of experts over the
+   union of both candidate lists, weight ``a`` on validation), i.e. what an item-level head added to the decoder
+   could give at most;
+4. **an oracle explorer**: each sample's explore target moved to rank r of the decoder's own list, with the
+   decoder's fitted gate: how much of the metric the explore side can move at all.
+
+Paired differences are against ``<baseline>+repeat`` (95 % normal interval).  Prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+
+from seqrec_pipeline.decoding import build_prompts
+from seqrec_pipeline.decoding.exact import score_items
+from seqrec_pipeline.params import RepeatParams, validate
+from seqrec_pipeline.ranking import repeat as R
+from seqrec_pipeline.ranking.core import Ranking, selection_scores
+from seqrec_pipeline.ranking.discriminative import eval_tensors
+from seqrec_pipeline.ranking.metrics import per_sample_metrics
+from seqrec_pipeline.reporting.evaluation import ranking_from_predictions
+from seqrec_pipeline.splits import BehaviorTable, eval_set
+from seqrec_pipeline.vocab import TokenVocab
+
+K = 10
+
+
+def ndcg(items: np.ndarray, data) -> np.ndarray:
+    return per_sample_metrics(items[:, :K], data.targets, ks=(K,))[f"ndcg@{K}"]
+
+
+def catalog_of(project: Path, params: dict):
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    bootstrap_project(project)
+    session = KedroSession.create(project_path=project, runtime_params=params)
+    context = session.load_context()
+    return context.catalog, context.params
+
+
+def decoder_history_logp(model, data, inputs, codes, vocab, levels) -> np.ndarray:
+    prompts = build_prompts(data.histories, codes, vocab, levels, sessions=data.history_sessions)
+    return score_items(model, prompts, codes, data.sample_user, data.sample_behavior, inputs.group_sample,
+                       inputs.group_item, behavior_levels=levels, chunk_rows=2048)
+
+
+@torch.no_grad()
+def baseline_logp(model, data, max_history: int) -> np.ndarray:
+    """Full-catalog log-softmax ``[n_samples, n_items]`` of a discriminative model."""
+    items, behaviors = eval_tensors(data, max_history)
+    user = torch.from_numpy(data.sample_user.astype(np.int64))
+    target = torch.from_numpy(data.sample_behavior.astype(np.int64))
+    return model.eval().score(items[user], behaviors[user], target).float().log_softmax(-1).numpy()
+
+
+def mixture(data, feats, base: Ranking, mix: R.Mixture, hist_logp: np.ndarray, beta, gamma) -> np.ndarray:
+    """``ranking.repeat.mixture_ranking`` with the model's history probabilities in P_repeat (β) and the gate (γ)."""
+    rep = R.repeat_scores(feats, data, mix.scorer.behavior_weights)
+    behavior = data.sample_behavior
+    b = np.asarray(beta, float)[behavior][feats.sample]
+    logw = np.log(np.maximum(rep, 1e-300)) + b * hist_logp
+    peak = np.full(data.n_samples, -np.inf)
+    np.maximum.at(peak, feats.sample, np.where(rep > 0, logw, -np.inf))
+    w = np.where(rep > 0, np.exp(logw - peak[feats.sample]), 0.0)
+    p_rep = w / np.maximum(np.bincount(feats.sample, weights=w, minlength=data.n_samples)[feats.sample], 1e-300)
+    total = np.bincount(feats.sample, weights=rep, minlength=data.n_samples)
+    mass = np.full(data.n_samples, -np.inf)
+    np.logaddexp.at(mass, feats.sample, hist_logp)
+    bias, slope = np.asarray(mix.gate_bias, float)[behavior], np.asarray(mix.gate_slope, float)[behavior]
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        logit = bias + slope * np.log(np.maximum(total, 1e-300)) + np.asarray(gamma, float)[behavior] * np.maximum(mass, -30)
+        gate = np.where(np.isposinf(bias), 1.0, 1.0 / (1.0 + np.exp(-logit)))
+    gate = np.where(total > 0, gate, 0.0)
+    e_sample, e_item, e_score = R.explore_candidates(data, base)
+    tau = np.asarray(mix.temperature, float)[behavior][e_sample]
+    p_exp = R._softmax_per_sample(e_sample, e_score / tau, data.n_samples)
+    has_explore = np.bincount(e_sample, minlength=data.n_samples) > 0
+    gate = np.where(has_explore, gate, np.where(total > 0, 1.0, gate))
+    sample, item = np.concatenate([feats.sample, e_sample]), np.concatenate([feats.item, e_item])
+    score = np.concatenate([gate[feats.sample] * p_rep, np.maximum(1.0 - gate, 1e-12)[e_sample] * p_exp])
+    tiebreak = np.concatenate([feats.last_time, np.full(len(e_sample), np.iinfo(np.int64).min)])
+    return R.top_items(sample, item, score, tiebreak, data.n_samples, K)[0]
+
+
+def fit_history_view(valid, fv, base_v, hv, scorer, grid, betas, gammas, n_behaviors) -> tuple[R.Mixture, list, list]:
+    logits = [np.inf if g >= 1 else float(np.log(g / (1 - g))) for g in grid.gates]
+    best = {b: (-1.0,) for b in range(n_behaviors)}
+    for bias, slope, tau, beta, gamma in itertools.product(logits, grid.gate_slopes, grid.temperatures, betas, gammas):
+        if np.isinf(bias) and (slope != grid.gate_slopes[0] or tau != grid.temperatures[0] or gamma != gammas[0]):
+            continue
+        mix = R.Mixture(scorer, [bias] * n_behaviors, [slope] * n_behaviors, [tau] * n_behaviors)
+        v = ndcg(mixture(valid, fv, base_v, mix, hv, [beta] * n_behaviors, [gamma] * n_behaviors), valid)
+        for b in range(n_behaviors):
+            rows = valid.sample_behavior == b
+            if rows.any() and v[rows].mean() > best[b][0] + 1e-12:
+                best[b] = (float(v[rows].mean()), bias, slope, tau, beta, gamma)
+    mix = R.Mixture(scorer, *([best[b][i] for b in range(n_behaviors)] for i in (1, 2, 3)))
+    return mix, [best[b][4] for b in range(n_behaviors)], [best[b][5] for b in range(n_behaviors)]
+
+
+def product_of_experts(data, decoder_rank: Ranking, decoder_logp_fn, base_logp: np.ndarray, a: float,
+                       width: int = 50) -> Ranking:
+    """Scores ``a · log p_decoder + (1 - a) · log p_baseline`` over the union of both lists (``width`` of the
+    baseline's best items plus the decoder's beam)."""
+    top = np.argsort(-base_logp, axis=1)[:, :width]
+    union = np.concatenate([decoder_rank.items, top], axis=1)
+    union = np.where(union >= 0, union, top[:, :1])
+    dec = decoder_logp_fn(union)
+    score = a * dec + (1 - a) * np.take_along_axis(base_logp, union, 1)
+    by_item = np.argsort(union, axis=1, kind="stable")  # an item in both lists keeps its first place only
+    sorted_items = np.take_along_axis(union, by_item, 1)
+    repeated = np.zeros(union.shape, dtype=bool)
+    repeated[:, 1:] = sorted_items[:, 1:] == sorted_items[:, :-1]
+    duplicate = np.zeros_like(repeated)
+    np.put_along_axis(duplicate, by_item, repeated, 1)
+    score = np.where(duplicate, -np.inf, score)
+    order = np.argsort(-score, axis=1, kind="stable")
+    score = np.take_along_axis(score, order, 1)
+    items = np.where(np.isfinite(score), np.take_along_axis(union, order, 1), -1)
+    return Ranking(items, score)
+
+
+def oracle(data, base: Ranking, rank: int) -> Ranking:
+    """Each sample's first explore target moved to ``rank`` of ``base`` (a score just above that slot's)."""
+    items, scores = base.items.copy(), base.scores.copy()
+    for i, (targets, repeat) in enumerate(zip(data.targets, data.repeat)):
+        new = [t for t, r in zip(targets, repeat) if not r]
+        if new:
+            row = [x for x in items[i] if x != new[0]]
+            slot = scores[i][min(rank, len(row) - 1)]
+            row.insert(rank, new[0])
+            items[i] = row[: items.shape[1]]
+            scores[i] = np.r_[scores[i][:rank], slot + 1e-4, scores[i][rank:]][: items.shape[1]]
+    return Ranking(items, scores)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--project", type=Path, default=Path("."))
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--model", default="gamer")
+    parser.add_argument("--baseline", default="sasrec_behavior")
+    args = parser.parse_args()
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    project = args.project.resolve()
+    catalog, params = catalog_of(project, {"dataset": args.dataset, "model": args.model})
+    seq, behaviors = catalog.load("sequences"), catalog.load("behaviors")
+    n_items, n_behaviors = catalog.load("items").height, behaviors.height
+    levels, max_history = BehaviorTable.from_table(behaviors).levels, params["max_history"]
+    grid = validate(RepeatParams, params["repeat"], prefix="repeat.")
+    valid, test = (eval_set(seq, "last_session", split, max_history) for split in ("valid", "test"))
+    model = catalog.load("decoder_model").eval()
+    codes = catalog.load("sid_table").sort("item_idx").drop("item_idx").to_numpy()
+    vocab = TokenVocab.from_dict(catalog.load("sid_vocab"))
+    dec = {s: ranking_from_predictions(catalog.load(f"smb_decoder.{n}"), d)
+           for s, n, d in (("valid", "validation_predictions", valid), ("test", "predictions", test))}
+    base_catalog, _ = catalog_of(project, {"dataset": args.dataset, "model": args.baseline})
+    rec = base_catalog.load("smb_rec.rec_model")
+    ref = ndcg(ranking_from_predictions(base_catalog.load("smb_rec.repeat_predictions"), test).items, test)
+    rec_rank = {s: ranking_from_predictions(base_catalog.load(f"smb_rec.{n}"), d)
+                for s, n, d in (("valid", "validation_predictions", valid), ("test", "predictions", test))}
+
+    scorer, _ = R.fit_repeat_scorer(valid, n_behaviors, n_items, day_decays=grid.day_decays,
+                                    session_decays=grid.session_decays, weights=grid.behavior_weights, neighbors=0,
+                                    neighbor_weights=[0.0], k=K)
+    inputs = {"valid": R.RepeatInputs(valid, n_behaviors), "test": R.RepeatInputs(test, n_behaviors)}
+    feats = {s: inputs[s].features(scorer.day_decay, scorer.session_decay) for s in inputs}
+    data = {"valid": valid, "test": test}
+    full = {s: baseline_logp(rec, data[s], max_history) for s in data}
+    rows = []
+
+    def row(name: str, items: np.ndarray, explore: Ranking | None = None) -> None:
+        values = ndcg(items, test)
+        d = values - ref
+        interval = 1.96 * d.std(ddof=1) / np.sqrt(len(d))
+        exp = f"{selection_scores(test, explore, K, True)[f'ndcg@{K}']:.4f}" if explore is not None else "–"
+        rows.append(f"| {name} | {values.mean():.4f} | {d.mean():+.4f} ± {interval:.4f} | {exp} |")
+
+    def shipped(base):
+        mix = R.fit_mixture(valid, base["valid"], scorer, n_behaviors, gates=grid.gates, gate_slopes=grid.gate_slopes,
+                            temperatures=grid.temperatures, k=K)
+        return mix, R.mixture_ranking(test, inputs["test"], base["test"], mix, K, feats["test"]).items
+
+    mix_dec, items = shipped(dec)
+    row(f"{args.model}+repeat (shipped)", items, dec["test"])
+    row(f"{args.baseline}+repeat (shipped)", shipped(rec_rank)[1], rec_rank["test"])
+    for name, hist in ((args.model, {s: decoder_history_logp(model, data[s], inputs[s], codes, vocab, levels)
+                                     for s in data}),
+                       (args.baseline, {s: full[s][inputs[s].group_sample, inputs[s].group_item] for s in data})):
+        base = dec if name == args.model else rec_rank
+        mix, beta, gamma = fit_history_view(valid, feats["valid"], base["valid"], hist["valid"], scorer, grid,
+                                            [0.0, 0.25, 0.5, 1.0], [0.0, 0.5, 1.0, 2.0], n_behaviors)
+        row(f"{name}+repeat, model's history view (β {beta}, γ {gamma})",
+            mixture(test, feats["test"], base["test"], mix, hist["test"], beta, gamma))
+
+    def decoder_scores(split):
+        d = data[split]
+        prompts = build_prompts(d.histories, codes, vocab, levels, sessions=d.history_sessions)
+
+        def fn(union):
+            pair_sample = np.repeat(np.arange(d.n_samples), union.shape[1])
+            return score_items(model, prompts, codes, d.sample_user, d.sample_behavior, pair_sample, union.ravel(),
+                               behavior_levels=levels, chunk_rows=4096).reshape(union.shape)
+        return fn
+
+    fns = {s: decoder_scores(s) for s in data}
+    best = None
+    for a in (0.25, 0.5, 0.75):
+        poe = {s: product_of_experts(data[s], dec[s], fns[s], full[s], a) for s in data}
+        mix = R.fit_mixture(valid, poe["valid"], scorer, n_behaviors, gates=grid.gates, gate_slopes=grid.gate_slopes,
+                            temperatures=grid.temperatures, k=K)
+        if best is None or mix.validation[f"ndcg@{K}"] > best[0]:
+            best = (mix.validation[f"ndcg@{K}"], a, poe, mix)
+    _, a, poe, mix = best
+    row(f"{args.model} × {args.baseline} explore scores (a = {a}) +repeat",
+        R.mixture_ranking(test, inputs["test"], poe["test"], mix, K, feats["test"]).items, poe["test"])
+    for rank in (0, 4, 9):
+        base = oracle(test, dec["test"], rank)
+        row(f"oracle: explore target at rank {rank + 1} of {args.model}'s list, its fitted gate",
+            R.mixture_ranking(test, inputs["test"], base, mix_dec, K, feats["test"]).items, base)
+    print(f"NDCG@{K} on {test.n_samples} test samples of {args.dataset} (last_session); Δ vs {args.baseline}+repeat; "
+          f"explore: NDCG@{K} of the base list without history items on the explore targets\n")
+    print("| ranking | NDCG@10 | Δ vs baseline+repeat | explore (base) |\n|---|---|---|---|")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()

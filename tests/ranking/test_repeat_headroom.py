@@ -1,0 +1,43 @@
+"""The headroom benchmark's helpers: the product of two explorers over the union of their lists, the oracle."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from seqrec_pipeline.ranking.core import Ranking
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "repeat_headroom.py"
+
+
+@pytest.fixture(scope="module")
+def headroom():
+    spec = importlib.util.spec_from_file_location("repeat_headroom", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_product_of_experts_ranks_the_union_once_per_item(headroom):
+    decoder = Ranking(np.array([[3, 1, -1]]), np.array([[-1.0, -2.0, -np.inf]]))
+    decoder_logp = np.log(np.array([0.1, 0.2, 0.05, 0.6, 0.05]))  # the decoder's exact scores of items 0..4
+    base_logp = np.log(np.array([[0.4, 0.1, 0.3, 0.1, 0.1]]))
+    ranked = headroom.product_of_experts(None, decoder, lambda union: decoder_logp[union], base_logp, a=0.5, width=3)
+    # union {3, 1, 0, 2}; 0.5 * (log p_dec + log p_base): 3 -> 0.06, 0 -> 0.04, 2 -> 0.015, 1 -> 0.02
+    assert ranked.items[0][ranked.items[0] >= 0].tolist() == [3, 0, 1, 2]
+    np.testing.assert_allclose(np.exp(2 * ranked.scores[0, :4]), [0.06, 0.04, 0.02, 0.015], rtol=1e-6)
+
+
+def test_oracle_moves_the_first_explore_target_to_the_requested_rank(headroom):
+    class Data:  # the two fields the oracle reads
+        targets = [[7, 9], [5]]
+        repeat = [[True, False], [True]]
+
+    base = Ranking(np.array([[1, 9, 2, 3], [4, 6, 8, 0]]), np.array([[-1.0, -2.0, -3.0, -4.0]] * 2))
+    moved = headroom.oracle(Data, base, rank=2)
+    assert moved.items[0].tolist() == [1, 2, 9, 3]  # 9 (explore) moved from rank 2 to rank 3, nothing lost
+    assert moved.scores[0, 2] > moved.scores[0, 3] and (np.diff(moved.scores[0]) < 0).all()
+    assert moved.items[1].tolist() == [4, 6, 8, 0]  # no explore target: unchanged
