@@ -22,6 +22,10 @@ from tests.conftest import base_parameters
 LEVELS = {"view": 0, "buy": 1}
 
 
+def _cf(**changes) -> EmbedParams:
+    return validate(EmbedParams, base_parameters()["embed"] | changes, prefix="embed.")
+
+
 def test_clean_text():
     assert clean_text("  <p>Great&amp;cheap</p>\n\n tool ", 100) == "Great&cheap tool"
     assert clean_text("one two three four", 9) == "one two"  # cut at a word boundary
@@ -60,8 +64,8 @@ def test_collaborative_vectors_ignore_validation_and_test_events(kind):
     changed = _log(np.random.default_rng(0), [[int(x) for x in rng.integers(0, 12, 3)] for _ in range(30)])
     a, b = _primary(base), _primary(changed)
     assert a.items["item_id"].to_list() == b.items["item_id"].to_list()
-    va, vb = (cf_embeddings(p.sequences, p.items.height, 8, seed=1, kind=kind, window=3,
-                                  chunk_events=7) for p in (a, b))
+    params = _cf(cf=kind, cf_window=3, cf_chunk_events=7)
+    va, vb = (cf_embeddings(p.sequences, p.items.height, 8, 1, params) for p in (a, b))
     assert va.shape == (12, 8)
     np.testing.assert_allclose(np.abs(va), np.abs(vb), atol=1e-6)  # SVD factors are defined up to sign
     norms = np.linalg.norm(va, axis=1)
@@ -71,12 +75,12 @@ def test_collaborative_vectors_ignore_validation_and_test_events(kind):
 def test_ppmi_counts_pairs_within_the_window_of_the_same_user_only():
     users = np.array([0, 0, 0, 0, 1, 1])
     items = np.array([0, 1, 1, 2, 3, 0])
-    one = _ppmi_matrix(users, items, 4, window=1, chunk_events=100).toarray()
+    one = _ppmi_matrix(users, items, 4, window=1, chunk_events=100, dtype=np.float64).toarray()
     # pairs at gap 1: (0,1), (1,2) for user 0 (1 next to 1 is no evidence), (3,0) for user 1; never (2,3) across users
     assert set(zip(*np.nonzero(one))) <= {(0, 1), (1, 0), (1, 2), (2, 1), (3, 0), (0, 3)}
     assert one[2, 3] == 0 and one[3, 2] == 0 and one[0, 2] == 0
     assert np.array_equal(one > 0, (one > 0).T)  # both directions (values differ: context smoothing)
-    two = _ppmi_matrix(users, items, 4, window=2, chunk_events=100).toarray()
+    two = _ppmi_matrix(users, items, 4, window=2, chunk_events=100, dtype=np.float64).toarray()
     assert (np.count_nonzero(two[0, 1:3]) >= 1) and two[2, 3] == 0  # gap 2 reaches (0, 1) again, still not users
 
 
@@ -89,8 +93,7 @@ def test_cooccurrence_vectors_put_items_browsed_together_close():
             rows.append((u, int(item), "view", t * 60))
     primary = _primary(rows)
     ids = primary.items["item_id"].cast(pl.Int64).to_numpy()
-    vectors = cf_embeddings(primary.sequences, primary.items.height, 4, seed=0, kind="cooccurrence", window=2,
-                            chunk_events=1000)
+    vectors = cf_embeddings(primary.sequences, primary.items.height, 4, 0, _cf(cf_window=2, cf_chunk_events=1000))
     similarity = vectors @ vectors.T
     same = (ids[:, None] < 6) == (ids[None, :] < 6)
     off_diagonal = ~np.eye(len(ids), dtype=bool)
@@ -177,14 +180,15 @@ def test_chunked_ppmi_equals_the_one_pass_build_exactly(chunk_events):
     assert users.dtype == np.int32 and items.dtype == np.int32
     assert np.all(np.diff(users) >= 0) and len(np.unique(users)) > 40
     expected = _ppmi_in_one_pass(users.astype(np.int64), items.astype(np.int64), primary.items.height, 3)
-    got = _ppmi_matrix(users, items, primary.items.height, 3, chunk_events)
+    got = _ppmi_matrix(users, items, primary.items.height, 3, chunk_events, np.float64)
     expected.sort_indices()
     got.sort_indices()
     assert got.nnz == expected.nnz > 100
     np.testing.assert_array_equal(got.indptr, expected.indptr)
     np.testing.assert_array_equal(got.indices, expected.indices)
     np.testing.assert_array_equal(got.data, expected.data)  # bit-identical, not merely close
-    vectors = [cf_embeddings(primary.sequences, primary.items.height, 6, 0, "cooccurrence", 3, c) for c in (3, 10**6)]
+    vectors = [cf_embeddings(primary.sequences, primary.items.height, 6, 0, _cf(cf_window=3, cf_chunk_events=c))
+               for c in (3, 10**6)]
     np.testing.assert_array_equal(vectors[0], vectors[1])
 
 

@@ -136,39 +136,105 @@ def _pair_counts(users: np.ndarray, items: np.ndarray, n_items: int, window: int
 
 
 def _ppmi_matrix(users: np.ndarray, items: np.ndarray, n_items: int, window: int, chunk_events: int,
-                 smoothing: float = 0.75) -> sp.csr_matrix:
-    """Positive PMI of the :func:`_pair_counts` pairs, with the usual context smoothing."""
+                 dtype: type, smoothing: float = 0.75, block: int = 1 << 22) -> sp.csr_matrix:
+    """Positive PMI of the :func:`_pair_counts` pairs, with the usual context smoothing, in ``dtype``.
+
+    Computed in float64 over blocks of ``block`` non-zeros and compacted in place into the counts' column
+    indices, so besides the counts only the output values and one block's temporaries are held; every
+    value is the same float64 expression as a one-pass build, hence bit-identical to it in float64."""
     counts = _pair_counts(users, items, n_items, window, chunk_events)
     counts.sort_indices()
-    counts = counts.tocoo()
-    row, col, data = counts.row, counts.col, counts.data.astype(np.float64)
-    del counts  # the int32 counts are not needed past here
-    item_total = np.bincount(row, weights=data, minlength=n_items)
-    context = np.bincount(col, weights=data, minlength=n_items) ** smoothing
-    pmi = np.log(data * context.sum() / (item_total[row] * context[col]))
-    keep = pmi > 0
-    return sp.csr_matrix((pmi[keep], (row[keep], col[keep])), shape=(n_items, n_items))
+    indptr, indices, counted = counts.indptr.astype(np.int64), counts.indices, counts.data
+    del counts
+    nnz = len(indices)
+    # every pair is counted in both directions, so the row sums (item totals) are the column sums;
+    # float64 sums of integers are exact, whatever the order
+    item_total = np.zeros(n_items)
+    for lo in range(0, nnz, block):
+        item_total += np.bincount(indices[lo:lo + block], weights=counted[lo:lo + block], minlength=n_items)
+    context = item_total ** smoothing
+    scale = context.sum()
+    values = np.empty(nnz, dtype)
+    kept_per_row = np.zeros(n_items, np.int64)
+    kept = 0
+    for lo in range(0, nnz, block):
+        hi = min(lo + block, nnz)
+        row = np.searchsorted(indptr, np.arange(lo, hi), side="right") - 1
+        col = indices[lo:hi]
+        pmi = np.log(counted[lo:hi].astype(np.float64) * scale / (item_total[row] * context[col]))
+        keep = pmi > 0
+        n_keep = int(keep.sum())
+        indices[kept:kept + n_keep] = col[keep]  # kept <= lo: never overwrites what is still to be read
+        values[kept:kept + n_keep] = pmi[keep]
+        kept_per_row += np.bincount(row[keep], minlength=n_items)
+        kept += n_keep
+    del counted
+    indptr = np.r_[0, np.cumsum(kept_per_row)]
+    return sp.csr_matrix((values[:kept].copy(), indices[:kept].copy(), indptr), shape=(n_items, n_items))
 
 
-def cf_embeddings(sequences: pl.DataFrame, n_items: int, dim: int, seed: int, kind: str, window: int,
-                  chunk_events: int) -> np.ndarray:
+def randomized_svd(matrix: sp.spmatrix, k: int, oversample: int, power_iters: int,
+                   seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Truncated SVD ``(U, s, Vt)`` of a sparse matrix, ``s`` descending, in float32: the randomized range
+    finder with subspace iteration of Halko, Martinsson & Tropp, "Finding structure with randomness:
+    probabilistic algorithms for constructing approximate matrix decompositions", SIAM Review 53(2), 2011
+    (Algorithm 4.4 for the basis, 5.1 for the factors).  A seeded Gaussian test matrix of ``k + oversample``
+    columns; each power iteration multiplies by ``A^T`` then ``A`` and re-orthonormalizes both sides (QR),
+    so float32 rounding cannot collapse the basis onto the top singular vectors.  Memory: the matrix
+    plus about four ``n x (k + oversample)`` float32 blocks.  (The PPMI matrix has a symmetric pattern but
+    not symmetric values, context smoothing, so the general two-sided form is used.)"""
+    a = matrix.astype(np.float32, copy=False)
+    width = min(k + oversample, min(a.shape))
+    omega = np.random.default_rng(seed).standard_normal((a.shape[1], width), dtype=np.float32)
+    q = np.linalg.qr(a @ omega)[0]
+    del omega
+    for _ in range(power_iters):
+        w = np.linalg.qr(a.T @ q)[0]
+        del q  # at most the old basis, the product and QR's own copies are alive at once
+        q = np.linalg.qr(a @ w)[0]
+        del w
+    w, r = np.linalg.qr(a.T @ q)  # A^T Q = W R, so Q^T A = R^T W^T
+    small_u, s, small_vt = np.linalg.svd(r.T.astype(np.float64))  # R^T = Ub S Vb^T: A ~ (Q Ub) S (W Vb)^T
+    u = q @ small_u[:, :k].astype(np.float32)
+    vt = (w @ small_vt[:k].T.astype(np.float32)).T
+    return u, s[:k].astype(np.float32), vt
+
+
+def cf_solver(params: EmbedParams, n_items: int) -> str:
+    """The truncated-SVD solver ``embed.cf_solver`` names; ``auto``: ARPACK (exact, float64) up to
+    ``cf_arpack_max_items`` items, the randomized one (bounded memory and time) above."""
+    if params.cf_solver != "auto":
+        return params.cf_solver
+    return "arpack" if n_items <= params.cf_arpack_max_items else "randomized"
+
+
+def cf_embeddings(sequences: pl.DataFrame, n_items: int, dim: int, seed: int, params: EmbedParams) -> np.ndarray:
     """Collaborative item vectors from the training events (module docstring), L2-normalized: the truncated
-    SVD ``U sqrt(S)`` of the PPMI matrix (``cooccurrence``) or ``V sqrt(S)`` of the user-item matrix.
+    SVD ``U sqrt(S)`` of the PPMI matrix (``cooccurrence``) or ``V sqrt(S)`` of the user-item matrix, by the
+    :func:`cf_solver` of ``params``.
 
     Items without training events get a zero vector (their codes are then told apart by
     the collision level).
     """
+    kind, solver = params.cf, cf_solver(params, n_items)
     users, items = _training_events(sequences)
     if kind == "cooccurrence":
-        matrix = _ppmi_matrix(users, items, n_items, window, chunk_events)
+        # the randomized solver works in float32, so its input is stored so (half the memory)
+        matrix = _ppmi_matrix(users, items, n_items, params.cf_window, params.cf_chunk_events,
+                              np.float64 if solver == "arpack" else np.float32)
     else:
         matrix = _user_item_matrix(users, items, sequences.height, n_items)
+    del users, items
     k = int(min(dim, min(matrix.shape) - 1))
     if k < 1 or matrix.nnz == 0:
         raise InputError(f"too few users/items ({matrix.shape}, {matrix.nnz} non-zeros) for collaborative "
                          f"embeddings; use embed.cf=user_item or items with text")
-    rng = np.random.default_rng(seed)
-    u, s, vt = svds(matrix.astype(np.float64, copy=False), k=k, v0=rng.standard_normal(min(matrix.shape)))
+    if solver == "arpack":
+        rng = np.random.default_rng(seed)
+        u, s, vt = svds(matrix.astype(np.float64, copy=False), k=k, v0=rng.standard_normal(min(matrix.shape)))
+    else:
+        u, s, vt = randomized_svd(matrix, k, params.cf_oversample, params.cf_power_iters, seed)
+    del matrix
     factors = u if kind == "cooccurrence" else vt.T
     vectors = (factors * np.sqrt(s)).astype(np.float32)
     if k < dim:
@@ -245,8 +311,7 @@ def embed_items(items: pl.DataFrame, sequences: pl.DataFrame, params: EmbedParam
     candidates = {}
     if params.source in ("auto", "cf") or not has_text:
         try:
-            vectors = cf_embeddings(sequences, n_items, params.cf_dim, seed, params.cf, params.cf_window,
-                                    params.cf_chunk_events)
+            vectors = cf_embeddings(sequences, n_items, params.cf_dim, seed, params)
             candidates["cf"] = (vectors, {"source": "cf", "encoder": _cf_name(params), "dim": vectors.shape[1],
                                           "n_text": 0, "n_cf": n_items})
         except InputError:
@@ -259,8 +324,7 @@ def embed_items(items: pl.DataFrame, sequences: pl.DataFrame, params: EmbedParam
         vectors = encode_texts(texts, params.encoder, params.batch_size, params.device)
         if empty.any():
             log.warning("%d of %d items have no text: they get collaborative vectors instead", empty.sum(), n_items)
-            vectors[empty] = cf_embeddings(sequences, n_items, vectors.shape[1], seed, params.cf,
-                                           params.cf_window, params.cf_chunk_events)[empty]
+            vectors[empty] = cf_embeddings(sequences, n_items, vectors.shape[1], seed, params)[empty]
         candidates["text"] = (vectors, {"source": "text", "encoder": params.encoder, "dim": int(vectors.shape[1]),
                                         "fields": fields or text_columns, "n_text": int((~empty).sum()),
                                         "n_cf": int(empty.sum())})
