@@ -8,10 +8,12 @@ from seqrec_pipeline.data.embeddings import (
     _ppmi_matrix,
     _training_events,
     cf_embeddings,
+    cf_solver,
     clean_text,
     embed_items,
     item_texts,
     probe_ndcg,
+    randomized_svd,
 )
 from seqrec_pipeline.data.preprocess import build_primary
 from seqrec_pipeline.dataset_spec import FilterSpec
@@ -205,3 +207,73 @@ def test_in_past_on_a_subset_equals_the_full_check():
     expected = data.in_past(full)[rows]
     assert expected.any() and not expected.all()
     np.testing.assert_array_equal(_in_past(data, rows, items), expected)
+
+
+def _gapped_matrix(seed: int) -> tuple[sp.csr_matrix, np.ndarray]:
+    """A sparse 300 x 200 matrix whose 8 leading singular values (40 .. 12) stand far above the rest (< 1.5)."""
+    rng = np.random.default_rng(seed)
+    left = np.linalg.qr(rng.standard_normal((300, 8)))[0]
+    right = np.linalg.qr(rng.standard_normal((200, 8)))[0]
+    low_rank = (left * np.linspace(40, 12, 8)) @ right.T
+    noise = sp.random(300, 200, density=0.05, random_state=seed, data_rvs=lambda n: rng.uniform(-0.3, 0.3, n))
+    matrix = sp.csr_matrix(np.where(np.abs(low_rank) > 0.05, low_rank, 0.0)) + noise  # sparse, not exactly rank 8
+    return matrix.tocsr(), np.sort(sp.linalg.svds(matrix, k=8)[1])[::-1]
+
+
+def test_randomized_svd_finds_the_leading_singular_values_and_vectors_of_arpack():
+    matrix, expected = _gapped_matrix(0)
+    u, s, vt = randomized_svd(matrix, 8, oversample=8, power_iters=2, seed=0)
+    assert u.dtype == s.dtype == vt.dtype == np.float32
+    assert u.shape == (300, 8) and vt.shape == (8, 200)
+    assert expected[-1] > 5 * np.linalg.svd(matrix.toarray(), compute_uv=False)[8]  # the gap is there
+    np.testing.assert_allclose(s, expected, rtol=1e-4)
+    assert np.all(np.diff(s) < 0)
+    np.testing.assert_allclose(u.T @ u, np.eye(8), atol=1e-5)
+    # the same subspace as the exact SVD: the cosines of the principal angles are all ~1
+    exact_u, _, exact_vt = np.linalg.svd(matrix.toarray(), full_matrices=False)
+    np.testing.assert_allclose(np.linalg.svd(exact_u[:, :8].T @ u, compute_uv=False), 1.0, atol=1e-4)
+    np.testing.assert_allclose(np.linalg.svd(exact_vt[:8] @ vt.T, compute_uv=False), 1.0, atol=1e-4)
+    np.testing.assert_allclose((u * s) @ vt, (exact_u[:, :8] * expected) @ exact_vt[:8], atol=1e-3)
+
+
+def test_randomized_svd_without_power_iterations_is_less_accurate():
+    # a flat spectrum past the gap is where the power iterations matter; none gives a visibly worse estimate
+    matrix, expected = _gapped_matrix(1)
+    plain = randomized_svd(matrix, 8, oversample=0, power_iters=0, seed=0)[1]
+    iterated = randomized_svd(matrix, 8, oversample=0, power_iters=3, seed=0)[1]
+    assert np.abs(iterated - expected).max() < np.abs(plain - expected).max() / 10
+
+
+def test_randomized_svd_is_seeded():
+    matrix, _ = _gapped_matrix(2)
+    first, second = (randomized_svd(matrix, 8, 4, 2, seed=5) for _ in range(2))
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+    other = randomized_svd(matrix, 8, 4, 2, seed=6)
+    assert not np.array_equal(first[0], other[0])
+    np.testing.assert_allclose(first[1], other[1], rtol=1e-4)  # another start, the same answer
+
+
+def test_cf_solver_is_chosen_by_the_item_threshold_and_unknown_solvers_are_refused():
+    auto = _cf(cf_arpack_max_items=100)
+    assert cf_solver(auto, 100) == "arpack" and cf_solver(auto, 101) == "randomized"
+    assert cf_solver(_cf(cf_solver="arpack", cf_arpack_max_items=0), 10) == "arpack"
+    assert cf_solver(_cf(cf_solver="randomized"), 10) == "randomized"
+    with pytest.raises(InputError, match="embed.cf_solver"):
+        _cf(cf_solver="lanczos")
+    with pytest.raises(InputError, match="cf_oversampling"):
+        _cf(cf_oversampling=4)
+
+
+def test_auto_solver_runs_arpack_below_the_threshold_and_randomized_above():
+    primary = _two_group_log()
+    n_items = primary.items.height
+    by = {solver: cf_embeddings(primary.sequences, n_items, 4, 0, _cf(cf_solver=solver))
+          for solver in ("arpack", "randomized")}
+    below = cf_embeddings(primary.sequences, n_items, 4, 0, _cf(cf_arpack_max_items=n_items))
+    above = cf_embeddings(primary.sequences, n_items, 4, 0, _cf(cf_arpack_max_items=n_items - 1))
+    np.testing.assert_array_equal(below, by["arpack"])
+    np.testing.assert_array_equal(above, by["randomized"])
+    assert not np.array_equal(by["arpack"], by["randomized"])
+    # both are unit vectors spanning (nearly) the same space: the Gram matrices agree
+    np.testing.assert_allclose(by["randomized"] @ by["randomized"].T, by["arpack"] @ by["arpack"].T, atol=0.05)
