@@ -277,3 +277,14 @@ def test_auto_solver_runs_arpack_below_the_threshold_and_randomized_above():
     assert not np.array_equal(by["arpack"], by["randomized"])
     # both are unit vectors spanning (nearly) the same space: the Gram matrices agree
     np.testing.assert_allclose(by["randomized"] @ by["randomized"].T, by["arpack"] @ by["arpack"].T, atol=0.05)
+
+
+def test_probe_reads_the_log_in_user_slices_with_the_same_value():
+    primary = _two_group_log(users=60)
+    vectors = np.random.default_rng(5).normal(size=(primary.items.height, 4)).astype(np.float32)
+    whole = probe_ndcg(vectors, primary.sequences, seed=1)
+    sampled = probe_ndcg(vectors, primary.sequences, seed=1, max_users=9)
+    assert whole > 0 and sampled != whole
+    for slice_events in (1, 13, 10**6):
+        assert probe_ndcg(vectors, primary.sequences, seed=1, slice_events=slice_events) == whole
+        assert probe_ndcg(vectors, primary.sequences, seed=1, max_users=9, slice_events=slice_events) == sampled

@@ -258,21 +258,39 @@ def _cf_name(params: EmbedParams) -> str:
 
 
 def probe_ndcg(vectors: np.ndarray, sequences: pl.DataFrame, *, k: int = 10, last: int = 3, decay: float = 0.7,
-               max_users: int = 2000, seed: int = 0) -> float:
+               max_users: int = 2000, seed: int = 0, slice_events: int | None = None) -> float:
     """How well item vectors find the items a user turns to next: NDCG@k on the explore targets of the
     ``last_session`` **validation** session, ranking the catalog by the inner product with the decayed sum of
     the vectors of the user's last ``last`` history items, the user's past left out.  A cheap stand-in for
-    the decoder's explore quality, used to choose the vectors; test targets are never read."""
+    the decoder's explore quality, used to choose the vectors; test targets are never read.
+
+    The samples are found over user slices of about ``slice_events`` events (None: one slice) and the probe
+    then reads only the sampled users, so memory follows one slice, not the log; the value does not depend
+    on the slicing."""
     from seqrec_pipeline.ranking.metrics import per_sample_metrics
     from seqrec_pipeline.splits import eval_set
 
-    data = eval_set(sequences, "last_session", "valid", max(last, 1))
-    explore = [[t for t, rep in zip(targets, repeat) if not rep] for targets, repeat in zip(data.targets, data.repeat)]
-    rows = np.flatnonzero([len(t) > 0 for t in explore])
+    history = max(last, 1)
+    keys, rows, offset, longest_past = [], [], 0, 0
+    for part in _user_slices(sequences, slice_events):
+        data = eval_set(part, "last_session", "valid", history)
+        explore = np.fromiter((not all(repeat) for repeat in data.repeat), bool, len(data.repeat))
+        keys.append(np.stack([data.user_idx[data.sample_user], data.sample_behavior], axis=1).astype(np.int64))
+        rows.append(offset + np.flatnonzero(explore))
+        offset += len(explore)
+        longest_past = max(longest_past, int(np.diff(data.past_offsets).max(initial=0)))
+    rows = np.concatenate(rows)
     if len(rows) > max_users:
         rows = np.sort(np.random.default_rng(seed).choice(rows, max_users, replace=False))
     if not len(rows):
         return 0.0
+    chosen = np.concatenate(keys)[rows]
+    sampled_users = sequences.filter(pl.Series(np.isin(sequences["user_idx"].to_numpy(), chosen[:, 0])))
+    data = eval_set(sampled_users, "last_session", "valid", history)
+    width = np.int64(max(int(chosen[:, 1].max()), int(data.sample_behavior.max())) + 1)
+    sample_keys = data.user_idx[data.sample_user].astype(np.int64) * width + data.sample_behavior
+    rows = np.flatnonzero(np.isin(sample_keys, chosen[:, 0] * width + chosen[:, 1]))
+    explore = [[t for t, rep in zip(data.targets[r], data.repeat[r]) if not rep] for r in rows]
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     offsets = data.history_offsets
     query = np.zeros((data.n_users, vectors.shape[1]), np.float32)
@@ -284,11 +302,23 @@ def probe_ndcg(vectors: np.ndarray, sequences: pl.DataFrame, *, k: int = 10, las
 
     index = faiss.IndexFlatIP(vectors.shape[1])
     index.add(vectors)
-    depth = int(min(len(vectors), k + np.diff(data.past_offsets).max(initial=0)))
+    depth = int(min(len(vectors), k + longest_past))
     _, found = index.search(np.ascontiguousarray(query[data.sample_user[rows]]), depth)
     found = np.where(_in_past(data, rows, found), -1, found)
     ranked = np.take_along_axis(found, np.argsort(found < 0, axis=1, kind="stable"), axis=1)[:, :k]
-    return float(per_sample_metrics(ranked, [explore[r] for r in rows], ks=(k,))[f"ndcg@{k}"].mean())
+    return float(per_sample_metrics(ranked, explore, ks=(k,))[f"ndcg@{k}"].mean())
+
+
+def _user_slices(sequences: pl.DataFrame, events: int | None):
+    """Consecutive slices of whole users (rows) of about ``events`` events each."""
+    if events is None or not sequences.height:
+        yield sequences
+        return
+    lengths = sequences["n_events"].to_numpy().astype(np.int64)
+    bucket = (np.cumsum(lengths) - lengths) // events
+    starts = np.flatnonzero(np.r_[True, bucket[1:] != bucket[:-1]])
+    for lo, hi in zip(starts, np.r_[starts[1:], sequences.height]):
+        yield sequences.slice(int(lo), int(hi - lo))
 
 
 def _in_past(data, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
@@ -339,7 +369,8 @@ def embed_items(items: pl.DataFrame, sequences: pl.DataFrame, params: EmbedParam
     if len(candidates) == 1:
         vectors, described = next(iter(candidates.values()))
         return vectors, info | described
-    probe = {name: probe_ndcg(vectors, sequences, seed=seed) for name, (vectors, _) in candidates.items()}
+    probe = {name: probe_ndcg(vectors, sequences, seed=seed, slice_events=params.cf_chunk_events)
+             for name, (vectors, _) in candidates.items()}
     chosen = max(probe, key=lambda name: (probe[name], name == "text"))  # a tie keeps the text
     log.info("item vectors chosen on the validation session: %s (probe NDCG@10 %s)", chosen,
              ", ".join(f"{name} {value:.4f}" for name, value in probe.items()))
