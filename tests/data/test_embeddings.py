@@ -265,13 +265,14 @@ def test_cf_solver_is_chosen_by_the_item_threshold_and_unknown_solvers_are_refus
         _cf(cf_oversampling=4)
 
 
-def test_auto_solver_runs_arpack_below_the_threshold_and_randomized_above():
+@pytest.mark.parametrize("kind", ["cooccurrence", "user_item"])
+def test_auto_solver_runs_arpack_below_the_threshold_and_randomized_above(kind):
     primary = _two_group_log()
     n_items = primary.items.height
-    by = {solver: cf_embeddings(primary.sequences, n_items, 4, 0, _cf(cf_solver=solver))
+    by = {solver: cf_embeddings(primary.sequences, n_items, 4, 0, _cf(cf=kind, cf_solver=solver))
           for solver in ("arpack", "randomized")}
-    below = cf_embeddings(primary.sequences, n_items, 4, 0, _cf(cf_arpack_max_items=n_items))
-    above = cf_embeddings(primary.sequences, n_items, 4, 0, _cf(cf_arpack_max_items=n_items - 1))
+    below = cf_embeddings(primary.sequences, n_items, 4, 0, _cf(cf=kind, cf_arpack_max_items=n_items))
+    above = cf_embeddings(primary.sequences, n_items, 4, 0, _cf(cf=kind, cf_arpack_max_items=n_items - 1))
     np.testing.assert_array_equal(below, by["arpack"])
     np.testing.assert_array_equal(above, by["randomized"])
     assert not np.array_equal(by["arpack"], by["randomized"])
