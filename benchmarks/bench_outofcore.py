@@ -10,7 +10,8 @@ Generates the log with ``gen_taobao.py`` into ``--work`` (never the repository; 
   buckets, spilled when there is more than one), then the primary tables written as the catalog does;
 - dataset_report: the ``preprocess`` pipeline's report node on those tables (figures over user slices);
 - embed: the ``embed`` node on those tables (no item text: the collaborative ``embed.cf`` vectors, the
-  co-occurrence counts built over ``embed.cf_chunk_events`` chunks);
+  co-occurrence counts built over ``embed.cf_chunk_events`` chunks; ``--cf-solver`` overrides
+  ``embed.cf_solver``);
 - tokenize: the ``tokenize`` node with the default ``rqkmeans`` on those vectors (its own ``n_threads``).
 ``--bucket-events`` overrides ``data.bucket_events``; ``--compare-in-core`` runs preprocess a second time as
 one in-memory bucket and checks that every table is equal row for row.  The JSON goes to ``benchmarks/results/outofcore_<N>.json``.
@@ -114,15 +115,16 @@ def stage_report(csv: Path, work: Path, bucket_events: int | None) -> dict:
             "n_items": report["n_items"], "repeat_share_test": report["repeat_share"]["test"]}
 
 
-def stage_embed(csv: Path, work: Path) -> dict:
+def stage_embed(csv: Path, work: Path, solver: str | None) -> dict:
     import numpy as np
     import polars as pl
 
+    from seqrec_pipeline.data.embeddings import cf_solver
     from seqrec_pipeline.params import load_parameters
     from seqrec_pipeline.pipelines.embedding.nodes import embed
 
     _spec(csv)
-    params = load_parameters({"dataset": "taobao"}, project=ROOT)
+    params = load_parameters({"dataset": "taobao"} | ({"embed.cf_solver": solver} if solver else {}), project=ROOT)
     t0 = time.perf_counter()
     tables = {n: pl.read_parquet(work / "primary_buckets" / f"{n}.parquet") for n in ("sequences", "items")}
     load_seconds = time.perf_counter() - t0
@@ -131,7 +133,8 @@ def stage_embed(csv: Path, work: Path) -> dict:
     return {"seconds": time.perf_counter() - t0, "load_seconds": round(load_seconds, 1),
             "rows": int(tables["sequences"]["n_events"].sum()), "n_items": int(vectors.shape[0]),
             "dim": int(vectors.shape[1]), "encoder": info["encoder"],
-            "cf_chunk_events": params.embed.cf_chunk_events,
+            "cf_chunk_events": params.embed.cf_chunk_events, "cf_solver": params.embed.cf_solver,
+            "solver_used": cf_solver(params.embed, int(vectors.shape[0])),
             "zero_vectors": int((~np.any(vectors, axis=1)).sum())}
 
 
@@ -203,11 +206,13 @@ def main() -> None:
     ap.add_argument("--csv", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--tag", default="buckets", help=argparse.SUPPRESS)
     ap.add_argument("--bucket-events", type=int, default=None, help="data.bucket_events (default: the parameter)")
+    ap.add_argument("--cf-solver", choices=["auto", "arpack", "randomized"], default=None,
+                    help="embed.cf_solver (default: the parameter)")
     args = ap.parse_args()
     if args.stage:  # a child: one stage, its figures as the last stdout line
         result = (stage_ingest(args.csv, args.work) if args.stage == "ingest"
                   else stage_report(args.csv, args.work, args.bucket_events) if args.stage == "report"
-                  else stage_embed(args.csv, args.work) if args.stage == "embed"
+                  else stage_embed(args.csv, args.work, args.cf_solver) if args.stage == "embed"
                   else stage_tokenize(args.csv, args.work) if args.stage == "tokenize"
                   else stage_preprocess(args.csv, args.work, args.tag, args.bucket_events))
         print(json.dumps(result | {"peak_rss_gb": _peak_rss_gb()}))
@@ -225,7 +230,8 @@ def main() -> None:
         buckets = ["--bucket-events", str(args.bucket_events)] if args.bucket_events else []
         preprocess = _rate(_child(["--stage", "preprocess", *common, *buckets], args.threads))
         report = _rate(_child(["--stage", "report", *common, *buckets], args.threads))
-        embed = _rate(_child(["--stage", "embed", *common], args.threads))
+        solver = ["--cf-solver", args.cf_solver] if args.cf_solver else []
+        embed = _rate(_child(["--stage", "embed", *common, *solver], args.threads))
         tokenize = _rate(_child(["--stage", "tokenize", *common], args.threads))
         result = {
             "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),

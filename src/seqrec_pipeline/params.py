@@ -59,6 +59,10 @@ class EmbedParams(Strict):
     cf: Literal["cooccurrence", "user_item"]
     cf_window: int = Field(ge=1)
     cf_chunk_events: int = Field(ge=1)
+    cf_solver: Literal["auto", "arpack", "randomized"]
+    cf_arpack_max_items: int = Field(ge=0)
+    cf_oversample: int = Field(ge=0)
+    cf_power_iters: int = Field(ge=0)
     device: str | None
 
 

@@ -8,10 +8,12 @@ from seqrec_pipeline.data.embeddings import (
     _ppmi_matrix,
     _training_events,
     cf_embeddings,
+    cf_solver,
     clean_text,
     embed_items,
     item_texts,
     probe_ndcg,
+    randomized_svd,
 )
 from seqrec_pipeline.data.preprocess import build_primary
 from seqrec_pipeline.dataset_spec import FilterSpec
@@ -20,6 +22,10 @@ from seqrec_pipeline.params import EmbedParams, validate
 from tests.conftest import base_parameters
 
 LEVELS = {"view": 0, "buy": 1}
+
+
+def _cf(**changes) -> EmbedParams:
+    return validate(EmbedParams, base_parameters()["embed"] | changes, prefix="embed.")
 
 
 def test_clean_text():
@@ -60,8 +66,8 @@ def test_collaborative_vectors_ignore_validation_and_test_events(kind):
     changed = _log(np.random.default_rng(0), [[int(x) for x in rng.integers(0, 12, 3)] for _ in range(30)])
     a, b = _primary(base), _primary(changed)
     assert a.items["item_id"].to_list() == b.items["item_id"].to_list()
-    va, vb = (cf_embeddings(p.sequences, p.items.height, 8, seed=1, kind=kind, window=3,
-                                  chunk_events=7) for p in (a, b))
+    params = _cf(cf=kind, cf_window=3, cf_chunk_events=7)
+    va, vb = (cf_embeddings(p.sequences, p.items.height, 8, 1, params) for p in (a, b))
     assert va.shape == (12, 8)
     np.testing.assert_allclose(np.abs(va), np.abs(vb), atol=1e-6)  # SVD factors are defined up to sign
     norms = np.linalg.norm(va, axis=1)
@@ -71,12 +77,12 @@ def test_collaborative_vectors_ignore_validation_and_test_events(kind):
 def test_ppmi_counts_pairs_within_the_window_of_the_same_user_only():
     users = np.array([0, 0, 0, 0, 1, 1])
     items = np.array([0, 1, 1, 2, 3, 0])
-    one = _ppmi_matrix(users, items, 4, window=1, chunk_events=100).toarray()
+    one = _ppmi_matrix(users, items, 4, window=1, chunk_events=100, dtype=np.float64).toarray()
     # pairs at gap 1: (0,1), (1,2) for user 0 (1 next to 1 is no evidence), (3,0) for user 1; never (2,3) across users
     assert set(zip(*np.nonzero(one))) <= {(0, 1), (1, 0), (1, 2), (2, 1), (3, 0), (0, 3)}
     assert one[2, 3] == 0 and one[3, 2] == 0 and one[0, 2] == 0
     assert np.array_equal(one > 0, (one > 0).T)  # both directions (values differ: context smoothing)
-    two = _ppmi_matrix(users, items, 4, window=2, chunk_events=100).toarray()
+    two = _ppmi_matrix(users, items, 4, window=2, chunk_events=100, dtype=np.float64).toarray()
     assert (np.count_nonzero(two[0, 1:3]) >= 1) and two[2, 3] == 0  # gap 2 reaches (0, 1) again, still not users
 
 
@@ -89,8 +95,7 @@ def test_cooccurrence_vectors_put_items_browsed_together_close():
             rows.append((u, int(item), "view", t * 60))
     primary = _primary(rows)
     ids = primary.items["item_id"].cast(pl.Int64).to_numpy()
-    vectors = cf_embeddings(primary.sequences, primary.items.height, 4, seed=0, kind="cooccurrence", window=2,
-                            chunk_events=1000)
+    vectors = cf_embeddings(primary.sequences, primary.items.height, 4, 0, _cf(cf_window=2, cf_chunk_events=1000))
     similarity = vectors @ vectors.T
     same = (ids[:, None] < 6) == (ids[None, :] < 6)
     off_diagonal = ~np.eye(len(ids), dtype=bool)
@@ -177,14 +182,15 @@ def test_chunked_ppmi_equals_the_one_pass_build_exactly(chunk_events):
     assert users.dtype == np.int32 and items.dtype == np.int32
     assert np.all(np.diff(users) >= 0) and len(np.unique(users)) > 40
     expected = _ppmi_in_one_pass(users.astype(np.int64), items.astype(np.int64), primary.items.height, 3)
-    got = _ppmi_matrix(users, items, primary.items.height, 3, chunk_events)
+    got = _ppmi_matrix(users, items, primary.items.height, 3, chunk_events, np.float64)
     expected.sort_indices()
     got.sort_indices()
     assert got.nnz == expected.nnz > 100
     np.testing.assert_array_equal(got.indptr, expected.indptr)
     np.testing.assert_array_equal(got.indices, expected.indices)
     np.testing.assert_array_equal(got.data, expected.data)  # bit-identical, not merely close
-    vectors = [cf_embeddings(primary.sequences, primary.items.height, 6, 0, "cooccurrence", 3, c) for c in (3, 10**6)]
+    vectors = [cf_embeddings(primary.sequences, primary.items.height, 6, 0, _cf(cf_window=3, cf_chunk_events=c))
+               for c in (3, 10**6)]
     np.testing.assert_array_equal(vectors[0], vectors[1])
 
 
@@ -201,3 +207,85 @@ def test_in_past_on_a_subset_equals_the_full_check():
     expected = data.in_past(full)[rows]
     assert expected.any() and not expected.all()
     np.testing.assert_array_equal(_in_past(data, rows, items), expected)
+
+
+def _gapped_matrix(seed: int) -> tuple[sp.csr_matrix, np.ndarray]:
+    """A sparse 300 x 200 matrix whose 8 leading singular values (40 .. 12) stand far above the rest (< 1.5)."""
+    rng = np.random.default_rng(seed)
+    left = np.linalg.qr(rng.standard_normal((300, 8)))[0]
+    right = np.linalg.qr(rng.standard_normal((200, 8)))[0]
+    low_rank = (left * np.linspace(40, 12, 8)) @ right.T
+    noise = sp.random(300, 200, density=0.05, random_state=seed, data_rvs=lambda n: rng.uniform(-0.3, 0.3, n))
+    matrix = sp.csr_matrix(np.where(np.abs(low_rank) > 0.05, low_rank, 0.0)) + noise  # sparse, not exactly rank 8
+    return matrix.tocsr(), np.sort(sp.linalg.svds(matrix, k=8)[1])[::-1]
+
+
+def test_randomized_svd_finds_the_leading_singular_values_and_vectors_of_arpack():
+    matrix, expected = _gapped_matrix(0)
+    u, s, vt = randomized_svd(matrix, 8, oversample=8, power_iters=2, seed=0)
+    assert u.dtype == s.dtype == vt.dtype == np.float32
+    assert u.shape == (300, 8) and vt.shape == (8, 200)
+    assert expected[-1] > 5 * np.linalg.svd(matrix.toarray(), compute_uv=False)[8]  # the gap is there
+    np.testing.assert_allclose(s, expected, rtol=1e-4)
+    assert np.all(np.diff(s) < 0)
+    np.testing.assert_allclose(u.T @ u, np.eye(8), atol=1e-5)
+    # the same subspace as the exact SVD: the cosines of the principal angles are all ~1
+    exact_u, _, exact_vt = np.linalg.svd(matrix.toarray(), full_matrices=False)
+    np.testing.assert_allclose(np.linalg.svd(exact_u[:, :8].T @ u, compute_uv=False), 1.0, atol=1e-4)
+    np.testing.assert_allclose(np.linalg.svd(exact_vt[:8] @ vt.T, compute_uv=False), 1.0, atol=1e-4)
+    np.testing.assert_allclose((u * s) @ vt, (exact_u[:, :8] * expected) @ exact_vt[:8], atol=1e-3)
+
+
+def test_randomized_svd_without_power_iterations_is_less_accurate():
+    # a flat spectrum past the gap is where the power iterations matter; none gives a visibly worse estimate
+    matrix, expected = _gapped_matrix(1)
+    plain = randomized_svd(matrix, 8, oversample=0, power_iters=0, seed=0)[1]
+    iterated = randomized_svd(matrix, 8, oversample=0, power_iters=3, seed=0)[1]
+    assert np.abs(iterated - expected).max() < np.abs(plain - expected).max() / 10
+
+
+def test_randomized_svd_is_seeded():
+    matrix, _ = _gapped_matrix(2)
+    first, second = (randomized_svd(matrix, 8, 4, 2, seed=5) for _ in range(2))
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+    other = randomized_svd(matrix, 8, 4, 2, seed=6)
+    assert not np.array_equal(first[0], other[0])
+    np.testing.assert_allclose(first[1], other[1], rtol=1e-4)  # another start, the same answer
+
+
+def test_cf_solver_is_chosen_by_the_item_threshold_and_unknown_solvers_are_refused():
+    auto = _cf(cf_arpack_max_items=100)
+    assert cf_solver(auto, 100) == "arpack" and cf_solver(auto, 101) == "randomized"
+    assert cf_solver(_cf(cf_solver="arpack", cf_arpack_max_items=0), 10) == "arpack"
+    assert cf_solver(_cf(cf_solver="randomized"), 10) == "randomized"
+    with pytest.raises(InputError, match="embed.cf_solver"):
+        _cf(cf_solver="lanczos")
+    with pytest.raises(InputError, match="cf_oversampling"):
+        _cf(cf_oversampling=4)
+
+
+@pytest.mark.parametrize("kind", ["cooccurrence", "user_item"])
+def test_auto_solver_runs_arpack_below_the_threshold_and_randomized_above(kind):
+    primary = _two_group_log()
+    n_items = primary.items.height
+    by = {solver: cf_embeddings(primary.sequences, n_items, 4, 0, _cf(cf=kind, cf_solver=solver))
+          for solver in ("arpack", "randomized")}
+    below = cf_embeddings(primary.sequences, n_items, 4, 0, _cf(cf=kind, cf_arpack_max_items=n_items))
+    above = cf_embeddings(primary.sequences, n_items, 4, 0, _cf(cf=kind, cf_arpack_max_items=n_items - 1))
+    np.testing.assert_array_equal(below, by["arpack"])
+    np.testing.assert_array_equal(above, by["randomized"])
+    assert not np.array_equal(by["arpack"], by["randomized"])
+    # both are unit vectors spanning (nearly) the same space: the Gram matrices agree
+    np.testing.assert_allclose(by["randomized"] @ by["randomized"].T, by["arpack"] @ by["arpack"].T, atol=0.05)
+
+
+def test_probe_reads_the_log_in_user_slices_with_the_same_value():
+    primary = _two_group_log(users=60)
+    vectors = np.random.default_rng(5).normal(size=(primary.items.height, 4)).astype(np.float32)
+    whole = probe_ndcg(vectors, primary.sequences, seed=1)
+    sampled = probe_ndcg(vectors, primary.sequences, seed=1, max_users=9)
+    assert whole > 0 and sampled != whole
+    for slice_events in (1, 13, 10**6):
+        assert probe_ndcg(vectors, primary.sequences, seed=1, slice_events=slice_events) == whole
+        assert probe_ndcg(vectors, primary.sequences, seed=1, max_users=9, slice_events=slice_events) == sampled

@@ -22,6 +22,7 @@ import re
 
 import numpy as np
 import polars as pl
+import scipy.linalg
 import scipy.sparse as sp
 from scipy.sparse.linalg import svds
 
@@ -136,39 +137,112 @@ def _pair_counts(users: np.ndarray, items: np.ndarray, n_items: int, window: int
 
 
 def _ppmi_matrix(users: np.ndarray, items: np.ndarray, n_items: int, window: int, chunk_events: int,
-                 smoothing: float = 0.75) -> sp.csr_matrix:
-    """Positive PMI of the :func:`_pair_counts` pairs, with the usual context smoothing."""
+                 dtype: type, smoothing: float = 0.75, block: int = 1 << 22) -> sp.csr_matrix:
+    """Positive PMI of the :func:`_pair_counts` pairs, with the usual context smoothing, in ``dtype``.
+
+    Computed in float64 over blocks of ``block`` non-zeros and compacted in place into the counts' column
+    indices, so besides the counts only the output values and one block's temporaries are held; every
+    value is the same float64 expression as a one-pass build, hence bit-identical to it in float64."""
     counts = _pair_counts(users, items, n_items, window, chunk_events)
     counts.sort_indices()
-    counts = counts.tocoo()
-    row, col, data = counts.row, counts.col, counts.data.astype(np.float64)
-    del counts  # the int32 counts are not needed past here
-    item_total = np.bincount(row, weights=data, minlength=n_items)
-    context = np.bincount(col, weights=data, minlength=n_items) ** smoothing
-    pmi = np.log(data * context.sum() / (item_total[row] * context[col]))
-    keep = pmi > 0
-    return sp.csr_matrix((pmi[keep], (row[keep], col[keep])), shape=(n_items, n_items))
+    indptr, indices, counted = counts.indptr.astype(np.int64), counts.indices, counts.data
+    del counts
+    nnz = len(indices)
+    # every pair is counted in both directions, so the row sums (item totals) are the column sums;
+    # float64 sums of integers are exact, whatever the order
+    item_total = np.zeros(n_items)
+    for lo in range(0, nnz, block):
+        item_total += np.bincount(indices[lo:lo + block], weights=counted[lo:lo + block], minlength=n_items)
+    context = item_total ** smoothing
+    scale = context.sum()
+    values = np.empty(nnz, dtype)
+    kept_per_row = np.zeros(n_items, np.int64)
+    kept = 0
+    for lo in range(0, nnz, block):
+        hi = min(lo + block, nnz)
+        row = np.searchsorted(indptr, np.arange(lo, hi), side="right") - 1
+        col = indices[lo:hi]
+        pmi = np.log(counted[lo:hi].astype(np.float64) * scale / (item_total[row] * context[col]))
+        keep = pmi > 0
+        n_keep = int(keep.sum())
+        indices[kept:kept + n_keep] = col[keep]  # kept <= lo: never overwrites what is still to be read
+        values[kept:kept + n_keep] = pmi[keep]
+        kept_per_row += np.bincount(row[keep], minlength=n_items)
+        kept += n_keep
+    del counted
+    indptr = np.r_[0, np.cumsum(kept_per_row)]
+    return sp.csr_matrix((values[:kept].copy(), indices[:kept].copy(), indptr), shape=(n_items, n_items))
 
 
-def cf_embeddings(sequences: pl.DataFrame, n_items: int, dim: int, seed: int, kind: str, window: int,
-                  chunk_events: int) -> np.ndarray:
+def randomized_svd(matrix: sp.spmatrix, k: int, oversample: int, power_iters: int,
+                   seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Truncated SVD ``(U, s, Vt)`` of a sparse matrix, ``s`` descending, in float32: the randomized range
+    finder with subspace iteration of Halko, Martinsson & Tropp, "Finding structure with randomness:
+    probabilistic algorithms for constructing approximate matrix decompositions", SIAM Review 53(2), 2011
+    (Algorithm 4.4 for the basis, 5.1 for the factors).  A seeded Gaussian test matrix of ``k + oversample``
+    columns; each power iteration multiplies by ``A`` then ``A^T`` and renormalizes after each product, so
+    float32 rounding cannot collapse the basis onto the top singular vectors.  The renormalization is the
+    ``L`` of a pivoted LU (Rokhlin, Szlam & Tygert, SIAM J. Matrix Anal. Appl. 31(3), 2009): the same column
+    space, well conditioned, several times cheaper than a QR; the last basis is orthonormalized by QR.
+    Memory: the matrix plus about four ``n x (k + oversample)`` float32 blocks.  (The PPMI matrix has a
+    symmetric pattern but not symmetric values, context smoothing, so the general two-sided form is used.)"""
+    a = matrix.astype(np.float32, copy=False)
+    width = min(k + oversample, min(a.shape))
+    basis = np.random.default_rng(seed).standard_normal((a.shape[1], width), dtype=np.float32)
+    for _ in range(power_iters):
+        for side in (a, a.T):
+            product = side @ basis
+            del basis  # only the product, LU's copy and its result are alive at once
+            basis = scipy.linalg.lu(product, permute_l=True, overwrite_a=True, check_finite=False)[0]
+            del product
+    product = a @ basis
+    del basis
+    q = scipy.linalg.qr(product, mode="economic", overwrite_a=True, check_finite=False)[0]
+    del product
+    # A^T Q = W R, so Q^T A = R^T W^T; R^T = Ub S Vb^T gives A ~ (Q Ub) S (W Vb)^T
+    w, r = scipy.linalg.qr(a.T @ q, mode="economic", overwrite_a=True, check_finite=False)
+    small_u, s, small_vt = np.linalg.svd(r.T.astype(np.float64))
+    u = q @ small_u[:, :k].astype(np.float32)
+    del q
+    vt = (w @ small_vt[:k].T.astype(np.float32)).T
+    return u, s[:k].astype(np.float32), vt
+
+
+def cf_solver(params: EmbedParams, n_items: int) -> str:
+    """The truncated-SVD solver ``embed.cf_solver`` names; ``auto``: ARPACK (exact, float64) up to
+    ``cf_arpack_max_items`` items, the randomized one (bounded memory and time) above."""
+    if params.cf_solver != "auto":
+        return params.cf_solver
+    return "arpack" if n_items <= params.cf_arpack_max_items else "randomized"
+
+
+def cf_embeddings(sequences: pl.DataFrame, n_items: int, dim: int, seed: int, params: EmbedParams) -> np.ndarray:
     """Collaborative item vectors from the training events (module docstring), L2-normalized: the truncated
-    SVD ``U sqrt(S)`` of the PPMI matrix (``cooccurrence``) or ``V sqrt(S)`` of the user-item matrix.
+    SVD ``U sqrt(S)`` of the PPMI matrix (``cooccurrence``) or ``V sqrt(S)`` of the user-item matrix, by the
+    :func:`cf_solver` of ``params``.
 
     Items without training events get a zero vector (their codes are then told apart by
     the collision level).
     """
+    kind, solver = params.cf, cf_solver(params, n_items)
     users, items = _training_events(sequences)
     if kind == "cooccurrence":
-        matrix = _ppmi_matrix(users, items, n_items, window, chunk_events)
+        # the randomized solver works in float32, so its input is stored so (half the memory)
+        matrix = _ppmi_matrix(users, items, n_items, params.cf_window, params.cf_chunk_events,
+                              np.float64 if solver == "arpack" else np.float32)
     else:
         matrix = _user_item_matrix(users, items, sequences.height, n_items)
+    del users, items
     k = int(min(dim, min(matrix.shape) - 1))
     if k < 1 or matrix.nnz == 0:
         raise InputError(f"too few users/items ({matrix.shape}, {matrix.nnz} non-zeros) for collaborative "
                          f"embeddings; use embed.cf=user_item or items with text")
-    rng = np.random.default_rng(seed)
-    u, s, vt = svds(matrix.astype(np.float64, copy=False), k=k, v0=rng.standard_normal(min(matrix.shape)))
+    if solver == "arpack":
+        rng = np.random.default_rng(seed)
+        u, s, vt = svds(matrix.astype(np.float64, copy=False), k=k, v0=rng.standard_normal(min(matrix.shape)))
+    else:
+        u, s, vt = randomized_svd(matrix, k, params.cf_oversample, params.cf_power_iters, seed)
+    del matrix
     factors = u if kind == "cooccurrence" else vt.T
     vectors = (factors * np.sqrt(s)).astype(np.float32)
     if k < dim:
@@ -184,21 +258,39 @@ def _cf_name(params: EmbedParams) -> str:
 
 
 def probe_ndcg(vectors: np.ndarray, sequences: pl.DataFrame, *, k: int = 10, last: int = 3, decay: float = 0.7,
-               max_users: int = 2000, seed: int = 0) -> float:
+               max_users: int = 2000, seed: int = 0, slice_events: int | None = None) -> float:
     """How well item vectors find the items a user turns to next: NDCG@k on the explore targets of the
     ``last_session`` **validation** session, ranking the catalog by the inner product with the decayed sum of
     the vectors of the user's last ``last`` history items, the user's past left out.  A cheap stand-in for
-    the decoder's explore quality, used to choose the vectors; test targets are never read."""
+    the decoder's explore quality, used to choose the vectors; test targets are never read.
+
+    The samples are found over user slices of about ``slice_events`` events (None: one slice) and the probe
+    then reads only the sampled users, so memory follows one slice, not the log; the value does not depend
+    on the slicing."""
     from seqrec_pipeline.ranking.metrics import per_sample_metrics
     from seqrec_pipeline.splits import eval_set
 
-    data = eval_set(sequences, "last_session", "valid", max(last, 1))
-    explore = [[t for t, rep in zip(targets, repeat) if not rep] for targets, repeat in zip(data.targets, data.repeat)]
-    rows = np.flatnonzero([len(t) > 0 for t in explore])
+    history = max(last, 1)
+    keys, rows, offset, longest_past = [], [], 0, 0
+    for part in _user_slices(sequences, slice_events):
+        data = eval_set(part, "last_session", "valid", history)
+        explore = np.fromiter((not all(repeat) for repeat in data.repeat), bool, len(data.repeat))
+        keys.append(np.stack([data.user_idx[data.sample_user], data.sample_behavior], axis=1).astype(np.int64))
+        rows.append(offset + np.flatnonzero(explore))
+        offset += len(explore)
+        longest_past = max(longest_past, int(np.diff(data.past_offsets).max(initial=0)))
+    rows = np.concatenate(rows)
     if len(rows) > max_users:
         rows = np.sort(np.random.default_rng(seed).choice(rows, max_users, replace=False))
     if not len(rows):
         return 0.0
+    chosen = np.concatenate(keys)[rows]
+    sampled_users = sequences.filter(pl.Series(np.isin(sequences["user_idx"].to_numpy(), chosen[:, 0])))
+    data = eval_set(sampled_users, "last_session", "valid", history)
+    width = np.int64(max(int(chosen[:, 1].max()), int(data.sample_behavior.max())) + 1)
+    sample_keys = data.user_idx[data.sample_user].astype(np.int64) * width + data.sample_behavior
+    rows = np.flatnonzero(np.isin(sample_keys, chosen[:, 0] * width + chosen[:, 1]))
+    explore = [[t for t, rep in zip(data.targets[r], data.repeat[r]) if not rep] for r in rows]
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     offsets = data.history_offsets
     query = np.zeros((data.n_users, vectors.shape[1]), np.float32)
@@ -210,11 +302,23 @@ def probe_ndcg(vectors: np.ndarray, sequences: pl.DataFrame, *, k: int = 10, las
 
     index = faiss.IndexFlatIP(vectors.shape[1])
     index.add(vectors)
-    depth = int(min(len(vectors), k + np.diff(data.past_offsets).max(initial=0)))
+    depth = int(min(len(vectors), k + longest_past))
     _, found = index.search(np.ascontiguousarray(query[data.sample_user[rows]]), depth)
     found = np.where(_in_past(data, rows, found), -1, found)
     ranked = np.take_along_axis(found, np.argsort(found < 0, axis=1, kind="stable"), axis=1)[:, :k]
-    return float(per_sample_metrics(ranked, [explore[r] for r in rows], ks=(k,))[f"ndcg@{k}"].mean())
+    return float(per_sample_metrics(ranked, explore, ks=(k,))[f"ndcg@{k}"].mean())
+
+
+def _user_slices(sequences: pl.DataFrame, events: int | None):
+    """Consecutive slices of whole users (rows) of about ``events`` events each."""
+    if events is None or not sequences.height:
+        yield sequences
+        return
+    lengths = sequences["n_events"].to_numpy().astype(np.int64)
+    bucket = (np.cumsum(lengths) - lengths) // events
+    starts = np.flatnonzero(np.r_[True, bucket[1:] != bucket[:-1]])
+    for lo, hi in zip(starts, np.r_[starts[1:], sequences.height]):
+        yield sequences.slice(int(lo), int(hi - lo))
 
 
 def _in_past(data, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
@@ -245,8 +349,7 @@ def embed_items(items: pl.DataFrame, sequences: pl.DataFrame, params: EmbedParam
     candidates = {}
     if params.source in ("auto", "cf") or not has_text:
         try:
-            vectors = cf_embeddings(sequences, n_items, params.cf_dim, seed, params.cf, params.cf_window,
-                                    params.cf_chunk_events)
+            vectors = cf_embeddings(sequences, n_items, params.cf_dim, seed, params)
             candidates["cf"] = (vectors, {"source": "cf", "encoder": _cf_name(params), "dim": vectors.shape[1],
                                           "n_text": 0, "n_cf": n_items})
         except InputError:
@@ -259,15 +362,15 @@ def embed_items(items: pl.DataFrame, sequences: pl.DataFrame, params: EmbedParam
         vectors = encode_texts(texts, params.encoder, params.batch_size, params.device)
         if empty.any():
             log.warning("%d of %d items have no text: they get collaborative vectors instead", empty.sum(), n_items)
-            vectors[empty] = cf_embeddings(sequences, n_items, vectors.shape[1], seed, params.cf,
-                                           params.cf_window, params.cf_chunk_events)[empty]
+            vectors[empty] = cf_embeddings(sequences, n_items, vectors.shape[1], seed, params)[empty]
         candidates["text"] = (vectors, {"source": "text", "encoder": params.encoder, "dim": int(vectors.shape[1]),
                                         "fields": fields or text_columns, "n_text": int((~empty).sum()),
                                         "n_cf": int(empty.sum())})
     if len(candidates) == 1:
         vectors, described = next(iter(candidates.values()))
         return vectors, info | described
-    probe = {name: probe_ndcg(vectors, sequences, seed=seed) for name, (vectors, _) in candidates.items()}
+    probe = {name: probe_ndcg(vectors, sequences, seed=seed, slice_events=params.cf_chunk_events)
+             for name, (vectors, _) in candidates.items()}
     chosen = max(probe, key=lambda name: (probe[name], name == "text"))  # a tie keeps the text
     log.info("item vectors chosen on the validation session: %s (probe NDCG@10 %s)", chosen,
              ", ".join(f"{name} {value:.4f}" for name, value in probe.items()))

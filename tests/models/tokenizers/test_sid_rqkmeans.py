@@ -179,6 +179,29 @@ def test_spread_last_level_moves_to_the_nearest_free_code():
     assert out[:, 1].tolist() == [0, 1, 2, 0]
 
 
+def test_nearest_free_code_chunk_by_chunk_equals_the_full_distance_matrix():
+    from seqrec_pipeline.models.tokenizers.rqkmeans import _nearest_free
+
+    rng = np.random.default_rng(4)
+    rows = rng.normal(size=(500, 8)).astype(np.float32)
+    centroids = rng.normal(size=(16, 8))
+    prefix = rng.integers(0, 5, 500)
+    taken = rng.random((5, 16)) < 0.5
+    taken[3] = True  # nothing free for prefix 3
+    open_rows = np.sort(rng.choice(500, 300, replace=False))
+    t = rows[open_rows].astype(np.float64)
+    dist = ((t[:, None, :] - centroids[None]) ** 2).sum(-1)
+    dist[taken[prefix[open_rows]]] = np.inf
+    for chunk in (1, 7, 4096):
+        best, best_d = _nearest_free(rows, open_rows, centroids, taken, prefix, chunk=chunk)
+        free = np.isfinite(dist).any(1)
+        assert np.array_equal(best[free], dist[free].argmin(1))
+        np.testing.assert_allclose(best_d[free], dist[free].min(1), rtol=1e-9, atol=1e-9)
+        assert np.all(np.isinf(best_d[~free])) and (~free).sum() == (prefix[open_rows] == 3).sum() > 0
+    np.testing.assert_array_equal(_nearest_free(rows, open_rows, centroids, taken, prefix, chunk=7)[1],
+                                  _nearest_free(rows, open_rows, centroids, taken, prefix, chunk=4096)[1])
+
+
 def test_refinement_never_increases_error():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(2000, 16)).astype(np.float32)

@@ -296,6 +296,24 @@ def _row_groups(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return group.reshape(-1), counts
 
 
+def _nearest_free(rows: np.ndarray, open_rows: np.ndarray, centroids: np.ndarray, taken: np.ndarray,
+                  prefix: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of ``rows[open_rows]``: the nearest centroid its prefix has not taken, and the squared float64
+    distance to it (inf: none free).  Chunk by chunk, so memory stays at one chunk's distances, not
+    colliding items x codebook (which reaches gigabytes at millions of items)."""
+    best = np.empty(len(open_rows), dtype=np.int64)
+    best_d = np.empty(len(open_rows))
+    squares = (centroids * centroids).sum(1)[None, :]
+    for start in range(0, len(open_rows), chunk):
+        at = open_rows[start : start + chunk]
+        t = np.asarray(rows[at], dtype=np.float64)
+        dist = (t * t).sum(1)[:, None] - 2.0 * (t @ centroids.T) + squares
+        dist[taken[prefix[at]]] = np.inf
+        best[start : start + chunk] = dist.argmin(axis=1)
+        best_d[start : start + chunk] = dist[np.arange(len(at)), best[start : start + chunk]]
+    return best, best_d
+
+
 def spread_last_level(codes: np.ndarray, target: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     """Collision-aware last level: spread items that share a full code over free last-level codes.
 
@@ -343,16 +361,13 @@ def spread_last_level(codes: np.ndarray, target: np.ndarray, centroids: np.ndarr
     pos = np.minimum(np.searchsorted(prefixes, prefix[others]), len(prefixes) - 1)
     holds = prefixes[pos] == prefix[others]
     taken[pos[holds], codes[others[holds], -1]] = True
-    t = np.asarray(target[items], dtype=np.float64)
+    rows = target[items]
     c = np.asarray(centroids, dtype=np.float64)
-    dist = (t * t).sum(1)[:, None] - 2.0 * (t @ c.T) + (c * c).sum(1)[None, :]
     new = codes[items, -1].copy()
     open_ = np.ones(len(items), dtype=bool)
     while open_.any():
         u = np.flatnonzero(open_)
-        masked = np.where(taken[pid[u]], np.inf, dist[u])
-        best = masked.argmin(axis=1)
-        best_d = masked[np.arange(len(u)), best]
+        best, best_d = _nearest_free(rows, u, c, taken, pid)
         stuck = ~np.isfinite(best_d)  # every code of the prefix is taken: keep the old code
         open_[u[stuck]] = False
         u, best, best_d = u[~stuck], best[~stuck], best_d[~stuck]
