@@ -1,9 +1,13 @@
 """`kedro run` of ingest/preprocess on real data slices, checked through the artifacts and MLflow."""
 
 import json
+import shutil
+import time
 
 import polars as pl
 import pytest
+
+from tests.e2e.conftest import Project
 
 
 def _ok(result):
@@ -128,3 +132,34 @@ def test_preprocess_in_spilled_user_buckets_gives_the_in_memory_tables(project):
     for name in ("sequences", "items", "users"):
         stored = pl.read_parquet(project.latest(f"data/03_primary/retail_ci/{name}.parquet"))
         assert stored.equals(getattr(in_memory, name)), name
+
+
+def test_a_preprocess_killed_mid_bucket_leaves_nothing_a_later_run_reads(project):
+    """SIGKILL (no cleanup runs) while user buckets are spilled: no partial table is visible, and the next run
+    removes the dead run's spill folder and writes the same tables as an uninterrupted run."""
+    params = "--params=dataset=retail_ci,data.batch_rows=1000,data.bucket_events=500"
+    _ok(project.run("run", "--pipeline=ingest", params))
+    work = project.path / "data/02_intermediate/retail_ci/work"
+    primary = project.path / "data/03_primary/retail_ci"
+    process = project.start("run", "--pipeline=preprocess", params)
+    deadline = time.monotonic() + 300  # a bound on a hang, not a performance check
+    while not (work.is_dir() and any(p.name.startswith("spill-") for p in work.iterdir())):
+        assert process.poll() is None, "preprocess ended before it spilled a bucket"
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    process.kill()
+    process.communicate(timeout=60)
+    assert [p.name for p in work.iterdir() if p.name.startswith("spill-")]  # the dead run's folder is left
+    for name in ("sequences", "items", "users"):  # nothing half-written where a later run would read it
+        versions = list((primary / f"{name}.parquet").glob("*")) if (primary / f"{name}.parquet").exists() else []
+        assert versions == [], f"{name}: {versions}"
+
+    _ok(project.run("run", "--pipeline=preprocess", params))
+    assert not list(work.iterdir())  # the dead run's spill folder is gone, the new one cleaned up
+    reference = project.path.parent / "reference"  # the same project, never interrupted
+    shutil.copytree(project.path, reference, ignore=shutil.ignore_patterns("03_primary", "mlruns", "mlflow.db"))
+    (reference / "data/03_primary").mkdir()
+    _ok(Project(reference).run("run", "--pipeline=preprocess", params))
+    for name in ("sequences", "items", "users"):
+        again = pl.read_parquet(Project(reference).latest(f"data/03_primary/retail_ci/{name}.parquet"))
+        assert pl.read_parquet(project.latest(f"data/03_primary/retail_ci/{name}.parquet")).equals(again), name
