@@ -180,32 +180,62 @@ def randomized_svd(matrix: sp.spmatrix, k: int, oversample: int, power_iters: in
     finder with subspace iteration of Halko, Martinsson & Tropp, "Finding structure with randomness:
     probabilistic algorithms for constructing approximate matrix decompositions", SIAM Review 53(2), 2011
     (Algorithm 4.4 for the basis, 5.1 for the factors).  A seeded Gaussian test matrix of ``k + oversample``
-    columns; each power iteration multiplies by ``A`` then ``A^T`` and renormalizes after each product, so
-    float32 rounding cannot collapse the basis onto the top singular vectors.  The renormalization is the
-    ``L`` of a pivoted LU (Rokhlin, Szlam & Tygert, SIAM J. Matrix Anal. Appl. 31(3), 2009): the same column
-    space, well conditioned, several times cheaper than a QR; the last basis is orthonormalized by QR.
-    Memory: the matrix plus about four ``n x (k + oversample)`` float32 blocks.  (The PPMI matrix has a
+    columns; each power iteration multiplies by ``A`` then ``A^T`` and re-conditions the product in place
+    (one CholeskyQR pass, :func:`_orthonormalize`), so float32 rounding cannot collapse the basis onto the top
+    singular vectors; the last basis gets two passes (orthonormal).  The small factorization goes through the
+    Gram matrix of ``C = A^T Q`` and both factors are formed in place, so at most two ``n x (k + oversample)``
+    float32 blocks are alive besides the matrix; ``U`` and ``Vt`` are views of them.  (The PPMI matrix has a
     symmetric pattern but not symmetric values, context smoothing, so the general two-sided form is used.)"""
     a = matrix.astype(np.float32, copy=False)
     width = min(k + oversample, min(a.shape))
     basis = np.random.default_rng(seed).standard_normal((a.shape[1], width), dtype=np.float32)
     for _ in range(power_iters):
         for side in (a, a.T):
-            product = side @ basis
-            del basis  # only the product, LU's copy and its result are alive at once
-            basis = scipy.linalg.lu(product, permute_l=True, overwrite_a=True, check_finite=False)[0]
-            del product
-    product = a @ basis
+            basis = _orthonormalize(side @ basis, passes=1)
+    q = _orthonormalize(a @ basis, passes=2)
     del basis
-    q = scipy.linalg.qr(product, mode="economic", overwrite_a=True, check_finite=False)[0]
-    del product
-    # A^T Q = W R, so Q^T A = R^T W^T; R^T = Ub S Vb^T gives A ~ (Q Ub) S (W Vb)^T
-    w, r = scipy.linalg.qr(a.T @ q, mode="economic", overwrite_a=True, check_finite=False)
-    small_u, s, small_vt = np.linalg.svd(r.T.astype(np.float64))
-    u = q @ small_u[:, :k].astype(np.float32)
-    del q
-    vt = (w @ small_vt[:k].T.astype(np.float32)).T
-    return u, s[:k].astype(np.float32), vt
+    # B = Q^T A = C^T with C = A^T Q; B B^T = C^T C = Ub S^2 Ub^T gives A ~ (Q Ub) S (C Ub S^-1)^T
+    c = a.T @ q
+    values, vectors = np.linalg.eigh(_gram(c))
+    top = np.argsort(values)[::-1][:k]
+    s = np.sqrt(np.maximum(values[top], 0.0))
+    small_u = vectors[:, top]
+    u = _times(q, small_u)
+    vt = _times(c, small_u / np.maximum(s, 1e-30)).T
+    return u, s.astype(np.float32), vt
+
+
+def _times(block: np.ndarray, small: np.ndarray, rows: int = 1 << 18) -> np.ndarray:
+    """``block @ small`` written over the first columns of ``block`` (row slice by slice); a view of it."""
+    right = small.astype(np.float32)
+    for lo in range(0, len(block), rows):
+        block[lo:lo + rows, : right.shape[1]] = block[lo:lo + rows] @ right
+    return block[:, : right.shape[1]]
+
+
+def _gram(block: np.ndarray, rows: int = 1 << 18) -> np.ndarray:
+    """``block^T block`` in float64, accumulated over row slices (no float64 copy of the block)."""
+    gram = np.zeros((block.shape[1], block.shape[1]))
+    for lo in range(0, len(block), rows):
+        part = block[lo:lo + rows].astype(np.float64)
+        gram += part.T @ part
+    return gram
+
+
+def _orthonormalize(block: np.ndarray, passes: int, rows: int = 1 << 18) -> np.ndarray:
+    """A basis of a tall float32 block's columns, written over it: ``passes`` rounds of CholeskyQR (Gram
+    matrix in float64; two rounds, CholeskyQR2 of Yamamoto et al., ETNA 44, 2015, give an orthonormal basis; one
+    round a well-conditioned one), no copy of the block.  A rank-deficient block has no Cholesky factor; it
+    gets a (copying) Householder QR instead."""
+    for _ in range(passes):
+        try:
+            upper = np.linalg.cholesky(_gram(block, rows)).T
+        except np.linalg.LinAlgError:
+            return scipy.linalg.qr(block, mode="economic", overwrite_a=True, check_finite=False)[0]
+        inverse = scipy.linalg.solve_triangular(upper, np.eye(len(upper)), check_finite=False).astype(np.float32)
+        for lo in range(0, len(block), rows):
+            block[lo:lo + rows] = block[lo:lo + rows] @ inverse
+    return block
 
 
 def cf_solver(params: EmbedParams, n_items: int) -> str:
@@ -244,6 +274,7 @@ def cf_embeddings(sequences: pl.DataFrame, n_items: int, dim: int, seed: int, pa
         u, s, vt = randomized_svd(matrix, k, params.cf_oversample, params.cf_power_iters, seed)
     del matrix
     factors = u if kind == "cooccurrence" else vt.T
+    del u, vt  # the other factor's block is freed
     vectors = (factors * np.sqrt(s)).astype(np.float32)
     if k < dim:
         vectors = np.pad(vectors, ((0, 0), (0, dim - k)))
