@@ -74,32 +74,14 @@ def baseline_logp(model, data, max_history: int) -> np.ndarray:
 
 
 def mixture(data, feats, base: Ranking, mix: R.Mixture, hist_logp: np.ndarray, beta, gamma) -> np.ndarray:
-    """``ranking.repeat.mixture_ranking`` with the model's history probabilities in P_repeat (β) and the gate (γ)."""
-    rep = R.repeat_scores(feats, data, mix.scorer.behavior_weights)
+    """The pipeline's mixture with the model's history probabilities in P_repeat (``p_model^β``) and the gate
+    (``+ γ · log Σ_history p_model``)."""
     behavior = data.sample_behavior
-    b = np.asarray(beta, float)[behavior][feats.sample]
-    logw = np.log(np.maximum(rep, 1e-300)) + b * hist_logp
-    peak = np.full(data.n_samples, -np.inf)
-    np.maximum.at(peak, feats.sample, np.where(rep > 0, logw, -np.inf))
-    w = np.where(rep > 0, np.exp(logw - peak[feats.sample]), 0.0)
-    p_rep = w / np.maximum(np.bincount(feats.sample, weights=w, minlength=data.n_samples)[feats.sample], 1e-300)
-    total = np.bincount(feats.sample, weights=rep, minlength=data.n_samples)
     mass = np.full(data.n_samples, -np.inf)
     np.logaddexp.at(mass, feats.sample, hist_logp)
-    bias, slope = np.asarray(mix.gate_bias, float)[behavior], np.asarray(mix.gate_slope, float)[behavior]
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        logit = bias + slope * np.log(np.maximum(total, 1e-300)) + np.asarray(gamma, float)[behavior] * np.maximum(mass, -30)
-        gate = np.where(np.isposinf(bias), 1.0, 1.0 / (1.0 + np.exp(-logit)))
-    gate = np.where(total > 0, gate, 0.0)
-    e_sample, e_item, e_score = R.explore_candidates(data, base)
-    tau = np.asarray(mix.temperature, float)[behavior][e_sample]
-    p_exp = R._softmax_per_sample(e_sample, e_score / tau, data.n_samples)
-    has_explore = np.bincount(e_sample, minlength=data.n_samples) > 0
-    gate = np.where(has_explore, gate, np.where(total > 0, 1.0, gate))
-    sample, item = np.concatenate([feats.sample, e_sample]), np.concatenate([feats.item, e_item])
-    score = np.concatenate([gate[feats.sample] * p_rep, np.maximum(1.0 - gate, 1e-12)[e_sample] * p_exp])
-    tiebreak = np.concatenate([feats.last_time, np.full(len(e_sample), np.iinfo(np.int64).min)])
-    return R.top_items(sample, item, score, tiebreak, data.n_samples, K)[0]
+    return R.mixture_ranking(data, None, base, mix, K, feats,
+                             repeat_log_weight=np.asarray(beta, float)[behavior][feats.sample] * hist_logp,
+                             gate_offset=np.asarray(gamma, float)[behavior] * np.maximum(mass, -30)).items
 
 
 def fit_history_view(valid, fv, base_v, hv, scorer, grid, betas, gammas, n_behaviors) -> tuple[R.Mixture, list, list]:

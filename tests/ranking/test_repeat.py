@@ -79,6 +79,34 @@ def test_the_mixture_at_its_extremes():
     np.testing.assert_allclose(ranked.scores[0], sorted(mixed.values(), reverse=True), rtol=1e-6)
 
 
+
+def test_the_mixture_with_extra_evidence_for_the_history_and_the_gate():
+    data = eval_set(sequences(), "last_session", "test", max_history=50)
+    inputs = RepeatInputs(data, 2)
+    scorer = RepeatScorer([[1.0, 1.0], [1.0, 1.0]], day_decay=1.0, session_decay=1.0)
+    features = inputs.features(1.0, 1.0)
+    base = Ranking(np.array([[9, 2, 7, 8]]), np.array([[-1.0, -2.0, -3.0, -4.0]], dtype=np.float32))
+    half = Mixture(scorer, [0.0, 0.0], [0.0, 0.0], [1.0, 1.0])
+    # a weight e^w per history item: P_repeat ∝ count · e^w (items 1, 2, 3, 4 with counts 1, 3, 1, 1)
+    weight = {1: np.log(6.0), 2: 0.0, 3: 0.0, 4: np.log(2.0)}
+    log_weight = np.array([weight[int(i)] for i in features.item])
+    ranked = mixture_ranking(data, inputs, base, half, k=7, features=features, repeat_log_weight=log_weight)
+    p_rep = {1: 6 / 12, 2: 3 / 12, 4: 2 / 12, 3: 1 / 12}
+    p_exp = dict(zip([9, 7, 8], np.exp([-1.0, -3.0, -4.0]) / np.exp([-1.0, -3.0, -4.0]).sum()))
+    mixed = {i: 0.5 * p for i, p in p_rep.items()} | {i: 0.5 * p for i, p in p_exp.items()}
+    assert ranked.items[0].tolist() == sorted(mixed, key=mixed.get, reverse=True)
+    np.testing.assert_allclose(ranked.scores[0], sorted(mixed.values(), reverse=True), rtol=1e-6)
+    # a gate offset moves P(repeat): +50 puts every history item first, -50 leaves the model's list
+    first = mixture_ranking(data, inputs, base, half, k=7, gate_offset=np.array([50.0])).items.tolist()
+    assert first == [[2, 4, 3, 1, 9, 7, 8]]
+    assert mixture_ranking(data, inputs, base, half, k=3, gate_offset=np.array([-50.0])).items.tolist() == [[9, 7, 8]]
+    # zero evidence changes nothing
+    plain = mixture_ranking(data, inputs, base, half, k=7)
+    zero = mixture_ranking(data, inputs, base, half, k=7, repeat_log_weight=np.zeros(len(features.item)),
+                           gate_offset=np.zeros(1))
+    assert zero.items.tolist() == plain.items.tolist()
+    np.testing.assert_allclose(zero.scores, plain.scores, rtol=1e-12)
+
 def test_fitting_never_reads_the_test_window():
     grid = load_parameters().repeat
     fitted = []

@@ -122,6 +122,17 @@ class _ExactScorer:
         return torch.where(self.tables.member[catalog], out, float("-inf"))
 
 
+def _start_queries(stepper: ModelStepper, state: DecodeState, logits: torch.Tensor, query_user: torch.Tensor,
+                   behavior: torch.Tensor, levels: torch.Tensor, single: bool) -> torch.Tensor:
+    """Rows of ``state`` become the queries (prompt rows ``query_user``), positioned before the first code;
+    returns the logits there: the prefill's (single mode) or those after the requested behavior token."""
+    stepper.select(state, query_user)
+    if single:
+        return logits[query_user]
+    token = behavior[:, None]
+    return stepper.step(state, token + N_SPECIAL, torch.zeros_like(token), token, levels[token])[:, -1]
+
+
 def score_catalog(
     model: PreTrainedModel,
     prompts: PromptBatch,
@@ -175,22 +186,14 @@ def score_catalog(
                 continue
             state, logits = stepper.prefill(prompts.rows(slice(start, stop)))
             base = torch.zeros(len(query_user), device=device)
-            if mode == "single":
-                behavior = torch.zeros_like(query_col)
-                first_logits = logits[query_user]
-                stepper.select(state, query_user)
-            else:
-                if mode == "behavior_item":
-                    behavior_logp = level_log_probs(
-                        logits, N_SPECIAL, N_SPECIAL + n_behaviors, allowed_behavior.expand(len(logits), -1),
-                        renormalize, scorer.temperature,
-                    )  # fmt: skip
-                    base = behavior_logp[query_user, query_col]
-                behavior = query_col
-                stepper.select(state, query_user)
-                token = behavior[:, None]
-                first_logits = stepper.step(state, token + N_SPECIAL, torch.zeros_like(token), token,
-                                            levels[token])[:, -1]  # fmt: skip
+            if mode == "behavior_item":
+                behavior_logp = level_log_probs(
+                    logits, N_SPECIAL, N_SPECIAL + n_behaviors, allowed_behavior.expand(len(logits), -1),
+                    renormalize, scorer.temperature,
+                )  # fmt: skip
+                base = behavior_logp[query_user, query_col]
+            behavior = torch.zeros_like(query_col) if mode == "single" else query_col
+            first_logits = _start_queries(stepper, state, logits, query_user, behavior, levels, mode == "single")
             out[start + query_user, query_col] = scorer.score(state, first_logits, base, behavior)
     return out.cpu()
 
@@ -305,14 +308,9 @@ def score_items(
                 state, logits = stepper.prefill(prompts.rows(slice(start, stop)))
                 q_user = torch.from_numpy(query_user[queries] - start).to(device)
                 q_behavior = torch.from_numpy(query_behavior[queries]).to(device)
-                stepper.select(state, q_user)
                 if single:
-                    first_logits = logits[q_user]
                     q_behavior = torch.zeros_like(q_behavior)
-                else:
-                    token = q_behavior[:, None]
-                    first_logits = stepper.step(state, token + N_SPECIAL, torch.zeros_like(token), token,
-                                                levels[token])[:, -1]  # fmt: skip
+                first_logits = _start_queries(stepper, state, logits, q_user, q_behavior, levels, single)
                 local_t = torch.from_numpy(local).to(device)
                 items = torch.from_numpy(pair_item[rows]).to(device)
                 item_codes = scorer.codes[items]  # [P, L]

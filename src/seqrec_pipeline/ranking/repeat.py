@@ -272,17 +272,32 @@ def _softmax_per_sample(sample: np.ndarray, values: np.ndarray, n_samples: int) 
 
 
 def mixture_ranking(data: EvalSet, inputs: RepeatInputs, base: Ranking, mixture: Mixture, k: int,
-                    features: RepeatFeatures | None = None) -> Ranking:
-    """The mixture's top ``k`` items: scores are the mixture probabilities ``P(i | q)``."""
+                    features: RepeatFeatures | None = None, *, repeat_log_weight: np.ndarray | None = None,
+                    gate_offset: np.ndarray | None = None) -> Ranking:
+    """The mixture's top ``k`` items: scores are the mixture probabilities ``P(i | q)``.
+
+    Optional extra evidence (``benchmarks/repeat_headroom.py`` measures it; the pipeline passes none):
+    ``repeat_log_weight`` per (sample, history item) group of ``features`` multiplies each repeat score by its
+    exponential before normalization; ``gate_offset`` per sample is added to the gate's logit."""
     scorer = mixture.scorer
     features = features or inputs.features(scorer.day_decay, scorer.session_decay)
     rep = repeat_scores(features, data, scorer.behavior_weights)
     total = np.bincount(features.sample, weights=rep, minlength=data.n_samples)
-    p_rep = rep / np.maximum(total[features.sample], 1e-300)
+    if repeat_log_weight is None:
+        p_rep = rep / np.maximum(total[features.sample], 1e-300)
+    else:
+        log_w = np.where(rep > 0, np.log(np.maximum(rep, 1e-300)) + repeat_log_weight, -np.inf)
+        peak = np.full(data.n_samples, -np.inf)
+        np.maximum.at(peak, features.sample, log_w)
+        w = np.where(rep > 0, np.exp(log_w - peak[features.sample]), 0.0)
+        p_rep = w / np.maximum(np.bincount(features.sample, weights=w, minlength=data.n_samples)[features.sample],
+                               1e-300)
     behavior = data.sample_behavior
     bias, slope = np.asarray(mixture.gate_bias, float)[behavior], np.asarray(mixture.gate_slope, float)[behavior]
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         logit = bias + slope * np.log(np.maximum(total, 1e-300))
+        if gate_offset is not None:
+            logit = logit + gate_offset
         gate = np.where(np.isposinf(bias), 1.0, 1.0 / (1.0 + np.exp(-logit)))
     gate = np.where(total > 0, gate, 0.0)  # no history item: nothing to repeat
     e_sample, e_item, e_score = explore_candidates(data, base)
