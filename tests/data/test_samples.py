@@ -91,6 +91,26 @@ def test_user_mode_tokens_by_hand():
     assert batch["attention_mask"] == [[1] * 9] * 2
 
 
+def test_item_labels_sit_on_the_first_code_of_every_block_with_loss():
+    train, _ = make_datasets(TWO_USERS, BEHAVIORS, CODES, VOCAB, protocol="last_event", mode="user", max_history=2,
+                             item_labels=True)
+    batch = as_lists(batch_of(train))
+    # the same windows as above: user 0 items 1 2 3, user 1 items 5 4 3; the first code follows the behavior token
+    assert batch["item_labels"] == [[X, 1, X, X, 2, X, X, 3, X], [X, 5, X, X, 4, X, X, 3, X]]
+    event, _ = make_datasets(TWO_USERS, BEHAVIORS, CODES, VOCAB, protocol="last_session", mode="event", max_history=5,
+                             item_labels=True)
+    assert as_lists(batch_of(event))["item_labels"] == [  # loss on the target only, none on history or pads
+        [X, 1, X, X, X, X, X, X, X], [X, X, X, X, X, X, X, 2, X], [X, X, X, X, X, X, X, 3, X]]
+    assert "item_labels" not in batch_of(make_datasets(TWO_USERS, BEHAVIORS, CODES, VOCAB, protocol="last_event")[0])
+    single = TokenVocab(("cart", "pv", "buy"), (4, 3), use_behavior_token=False)
+    train, _ = make_datasets(TWO_USERS, BEHAVIORS, CODES, single, protocol="last_event", mode="user", max_history=2,
+                             item_labels=True)
+    assert as_lists(batch_of(train))["item_labels"][0] == [1, X, 2, X, 3, X]  # no behavior token: slot 0
+    with pytest.raises(ValueError, match="decoder-only"):
+        make_datasets(TWO_USERS, BEHAVIORS, CODES, VOCAB, protocol="last_event", encoder_decoder=True,
+                      item_labels=True)
+
+
 def test_history_truncation_keeps_the_most_recent_events():
     for max_history, expected_events in ((1, [2, 3]), (2, [1, 2, 3]), (50, [0, 1, 2, 3])):
         samples = training_samples(TWO_USERS, BEHAVIORS, protocol="last_event", mode="user", max_history=max_history)

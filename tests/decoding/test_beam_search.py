@@ -1,4 +1,5 @@
-"""Constrained beam search against the exact full-catalog scorer, and its invariants, for every model type.
+"""Constrained beam search against the exact full-catalog scorer, and its invariants, for every model type; the
+gamer family's item head (its loss, its rescoring of the final beams, its checkpoint).
 
 Exactness needs a beam wide enough to keep every prefix: with level sizes (3, 4, 12), the beam holds all
 12 two-code prefixes of one (user, behavior) query (48 = 4 behaviors x 12 in behavior-item mode), so the last
@@ -11,10 +12,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.testing import assert_close
 
 from seqrec_pipeline.decoding import PrefixIndex, beam_search, build_prompts, exact_topk, score_catalog
 from seqrec_pipeline.errors import InputError
+from seqrec_pipeline.models.generative import build_model, load_model
 from seqrec_pipeline.vocab import TokenVocab
 
 from .helpers import BEHAVIORS, LEVELS, MODELS, random_catalogs, random_codes, random_histories, tiny_model
@@ -238,3 +241,103 @@ def test_bad_arguments_are_rejected(vocab, codes):
         beam_search(model, prompts, index, mode="behavior_item", behavior_levels=LEVELS)
     with pytest.raises(InputError, match="catalogs"):
         beam_search(model, prompts, PrefixIndex.build(codes, SIZES, catalogs=[[0], [1]]), behavior_levels=LEVELS)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The gamer family's item head: its loss, its place in beam search, its checkpoint
+# ----------------------------------------------------------------------------------------------------------
+
+
+def head_model(name, vocab, **overrides):
+    return tiny_model(name, vocab, item_head=True, catalog_size=N_ITEMS, **overrides)
+
+
+def query_item_logp(model, prompts, behavior: int) -> torch.Tensor:
+    """The head's log-probabilities after each prompt plus the behavior token, from one plain forward per user."""
+    rows = []
+    for u in range(len(prompts)):
+        p = prompts.rows(slice(u, u + 1))
+        keep = p.attention_mask[0].bool()
+        column = lambda t, v: torch.cat([t[0][keep], torch.tensor([v])])[None]  # noqa: E731
+        out = model(input_ids=column(p.input_ids, 3 + behavior), attention_mask=column(p.attention_mask, 1),
+                    slot=column(p.slot, 0), behavior=column(p.behavior, behavior),
+                    level=column(p.level, LEVELS[behavior]), session=column(p.session, int(p.session.max()) + 1),
+                    return_item_logits=True)
+        rows.append(torch.log_softmax(out.item_logits[0].float(), -1))
+    return torch.stack(rows)
+
+
+def test_the_loss_adds_the_weighted_item_cross_entropy(vocab):
+    model = head_model("gamer", vocab, item_loss_weight=0.5)
+    ids = torch.tensor([[3, 5, 9, 20, 4, 6, 10, 21]])
+    meta = dict(slot=torch.tensor([[0, 1, 2, 3] * 2]), behavior=torch.tensor([[0] * 4 + [1] * 4]),
+                level=torch.tensor([[0] * 4 + [1] * 4]), session=torch.zeros(1, 8, dtype=torch.long))
+    labels = torch.tensor([[-100, 5, 9, 20, -100, 6, 10, 21]])
+    item_labels = torch.tensor([[-100, 7, -100, -100, -100, 42, -100, -100]])
+    plain = model(input_ids=ids, labels=labels, **meta)
+    both = model(input_ids=ids, labels=labels, item_labels=item_labels, **meta)
+    hidden = model.model(input_ids=ids, **meta).last_hidden_state
+    expected = F.cross_entropy(model.item_head(hidden[0, [0, 4]]), torch.tensor([7, 42]))
+    assert_close(both.loss, plain.loss + 0.5 * expected)
+    assert plain.item_logits is None
+    assert model(input_ids=ids, return_item_logits=True, **meta).item_logits.shape == (1, N_ITEMS)
+
+
+@pytest.mark.parametrize("name", ["gamer", "gamer_session", "qwen3_session"])
+def test_beam_search_ranks_by_codes_plus_weighted_item_log_probability(name, vocab, codes):
+    """A beam wide enough to keep every item: the result is the exact code score plus w x the head's log-prob,
+    over the whole catalog, re-sorted."""
+    model = head_model(name, vocab, item_score_weight=0.7)
+    prompts = build_prompts(random_histories([3, 1, 4], N_ITEMS, len(BEHAVIORS), 0), codes, vocab, LEVELS)
+    index = PrefixIndex.build(codes, SIZES)
+    beam = beam_search(model, prompts, index, beam_size=12, top_k=10, behavior_levels=LEVELS, behaviors=[2])
+    plain = beam_search(model, prompts, index, beam_size=12, top_k=12, behavior_levels=LEVELS, behaviors=[2],
+                        item_weight=0.0)
+    exact = exact_topk(model, prompts, codes, top_k=N_ITEMS, behavior_levels=LEVELS, behaviors=[2], chunk_rows=512)
+    full = torch.full((len(prompts), N_ITEMS), float("-inf"))
+    full.scatter_(1, exact.items, exact.scores)
+    with torch.no_grad():
+        fused = full + 0.7 * query_item_logp(model, prompts, behavior=2)
+    # the beam keeps the 12 best items by code score; among them the fused score decides
+    kept = torch.full_like(fused, float("-inf")).scatter(1, plain.items, fused.gather(1, plain.items))
+    scores, items = kept.topk(10, dim=1)
+    assert torch.equal(beam.items, items)
+    assert_close(beam.scores, scores, atol=1e-4, rtol=1e-5)
+    assert not torch.equal(beam.items, plain.items[:, :10])  # the head changes the order here
+
+
+def test_single_mode_uses_the_head_after_the_history():
+    vocab = TokenVocab(("item",), (4, 5, 10), use_behavior_token=False)
+    codes = random_codes((4, 5, 10), N_ITEMS, seed=5)
+    model = head_model("gamer", vocab)
+    prompts = build_prompts(random_histories([2, 4, 1], N_ITEMS, 1, seed=2), codes, vocab)
+    index = PrefixIndex.build(codes, (4, 5, 10))
+    beam = beam_search(model, prompts, index, mode="single", beam_size=20, top_k=20)
+    plain = beam_search(model, prompts, index, mode="single", beam_size=20, top_k=20, item_weight=0.0)
+    with torch.no_grad():
+        head = torch.log_softmax(model(**prompts.model_inputs(), return_item_logits=True).item_logits.float(), -1)
+    expected = plain.scores + head.gather(1, plain.items)
+    assert_close(beam.scores, expected.sort(dim=1, descending=True).values, atol=1e-4, rtol=1e-5)
+    assert sorted(beam.items[0].tolist()) == sorted(plain.items[0].tolist())
+
+
+def test_the_head_needs_the_catalog_size_and_the_gamer_family(vocab):
+    with pytest.raises(ValueError, match="catalog size"):
+        build_model("gamer", vocab, item_head=True)
+    with pytest.raises(ValueError, match="derived"):  # the catalog size comes from the SID table, not the yml
+        build_model("gamer", vocab, item_head=True, catalog_size=5, n_items=5)
+    with pytest.raises(ValueError, match="unknown qwen3 config fields"):
+        build_model("qwen3", vocab, item_head=True, catalog_size=5)
+
+
+def test_a_saved_model_keeps_its_head(vocab, codes, tmp_path):
+    model = head_model("gamer", vocab)
+    model.save_pretrained(tmp_path)
+    loaded = load_model(tmp_path).eval()
+    prompts = build_prompts(random_histories([3, 2], N_ITEMS, len(BEHAVIORS), 1), codes, vocab, LEVELS)
+    index = PrefixIndex.build(codes, SIZES)
+    first = beam_search(model, prompts, index, beam_size=12, behavior_levels=LEVELS)
+    again = beam_search(loaded, prompts, index, beam_size=12, behavior_levels=LEVELS)
+    assert loaded.config.n_items == N_ITEMS and loaded.item_head is not None
+    for b in first.by_behavior:
+        assert torch.equal(first.by_behavior[b].items, again.by_behavior[b].items)

@@ -14,7 +14,7 @@ from seqrec_pipeline.models.generative import load_model
 from seqrec_pipeline.training import TrainConfig, load_deepspeed_config, train, warmup_cosine
 from seqrec_pipeline.training.trainer import parameter_groups, resolve_deepspeed_config
 
-from .helpers import BEHAVIORS, CODES, CPU_CONFIG, REPO, VOCAB, Marker, tiny_model
+from .helpers import BEHAVIORS, CODES, CPU_CONFIG, N_ITEMS, REPO, VOCAB, Marker, tiny_model
 
 
 def datasets(sequences, *, encoder_decoder=False, **kwargs):
@@ -120,6 +120,24 @@ def test_validation_loss_improves_on_a_learnable_pattern(sequences, tmp_path):
     assert result["metric_name"] == "valid/neg_loss" and result["best_metric"] == pytest.approx(-min(losses))
     best = load_model(result["best_dir"])
     assert type(best).__name__ == "GamerForCausalLM"
+
+
+def test_the_item_head_learns_the_next_item_alongside_the_codes(sequences, tmp_path):
+    train_data, valid_data = datasets(sequences, mode="event", item_labels=True)
+    model = tiny_model("gamer", item_head=True, catalog_size=N_ITEMS)
+    result = train(model, train_data, valid_data, config(tmp_path, epochs=6, micro_batch_size=32))
+    losses = [m["valid/loss"] for m in result["history"]]  # codes + item head
+    assert losses[-1] < 0.5 * losses[0], losses
+    best = load_model(result["best_dir"]).eval()
+    batch = valid_data.__getitems__(list(range(len(valid_data))))
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "slot", "behavior", "level", "session")}
+    with torch.no_grad():
+        hidden = best.model(**inputs).last_hidden_state
+    targets = batch["item_labels"][:, 1:]
+    rows = targets != -100
+    assert rows.sum() == len(valid_data)  # one target item per validation sample
+    accuracy = (best.item_head(hidden[:, :-1][rows]).argmax(-1) == targets[rows]).float().mean()
+    assert accuracy > 0.5  # next item = previous + 1 (chance: 1 / 12)
 
 
 @pytest.mark.parametrize("name", ["tiger", "mbgen"])

@@ -49,7 +49,8 @@ Batches (:class:`TokenCollator`), all int64 and right-padded:
   block, ``behavior`` / ``level`` = the block's; ``labels`` = token ids with −100 on behavior tokens, pads
   and (outside ``user`` mode) on history codes; ``session`` = 0-based rank of the event's session inside
   the sample (dense: consecutive distinct sessions get consecutive ranks).  Pads are 0 everywhere except
-  ``labels``.  No BOS/EOS (as the reference decoders).
+  ``labels``.  No BOS/EOS (as the reference decoders).  With an item head (``item_labels=True``) also
+  ``item_labels``: the event's item index on its first code token where that code carries loss, −100 elsewhere.
 - encoder-decoder (``tiger``, ``tiger_mb``, ``mbgen``): the encoder side (``input_ids, attention_mask, slot,
   behavior, level, session``, ``[B, S_enc]``, from the history only; at least one pad block when every history
   is empty) plus ``decoder_input_ids``, ``decoder_behavior`` and ``labels`` of shape ``[B, block_size + 1]``:
@@ -243,7 +244,7 @@ class TokenCollator:
     """
 
     def __init__(self, codes: np.ndarray, vocab: TokenVocab, levels: np.ndarray, encoder_decoder: bool = False,
-                 behavior_loss: bool = False):
+                 behavior_loss: bool = False, item_labels: bool = False):
         codes = np.asarray(codes)
         if codes.ndim != 2 or codes.shape[1] != vocab.n_levels:
             raise ValueError(f"codes must be [n_items, {vocab.n_levels}] for this vocabulary, got {codes.shape}")
@@ -256,6 +257,9 @@ class TokenCollator:
         self.levels = np.asarray(levels, dtype=np.int64)
         self.encoder_decoder = encoder_decoder
         self.behavior_loss = behavior_loss and vocab.use_behavior_token  # tiger_mb: the target's behavior token too
+        if item_labels and encoder_decoder:
+            raise ValueError("item labels (an item head) exist for decoder-only models only")
+        self.item_labels = item_labels  # decoder-only models with an item head: the item at each block's first code
 
     @property
     def block_size(self) -> int:
@@ -299,7 +303,7 @@ class TokenCollator:
             return np.broadcast_to(a[..., None], (batch, n_events, size)).reshape(batch, -1)
 
         slot = np.broadcast_to(np.arange(size), (batch, n_events, size))
-        return {
+        out = {
             "input_ids": np.where(real, ids, PAD).reshape(batch, -1),
             "attention_mask": real.reshape(batch, -1),
             "slot": np.where(real, slot, 0).reshape(batch, -1),
@@ -308,6 +312,11 @@ class TokenCollator:
             "labels": np.where(real, labels, IGNORE_INDEX).reshape(batch, -1),
             "session": per_token(session_rank),
         }
+        if self.item_labels:
+            first_code = slot == int(self.vocab.use_behavior_token)
+            wanted = (valid & loss)[..., None] & first_code
+            out["item_labels"] = np.where(wanted, item[..., None], IGNORE_INDEX).reshape(batch, -1)
+        return out
 
     @staticmethod
     def _windows(starts: list[np.ndarray], stops: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -464,10 +473,10 @@ class EpochSampler(torch.utils.data.Sampler[int]):
 
 def make_collator(
     codes: np.ndarray, vocab: TokenVocab, behaviors: pl.DataFrame, *, encoder_decoder: bool = False,
-    behavior_loss: bool = False,
+    behavior_loss: bool = False, item_labels: bool = False,
 ) -> TokenCollator:
     return TokenCollator(codes, vocab, BehaviorTable.from_table(behaviors).levels, encoder_decoder=encoder_decoder,
-                         behavior_loss=behavior_loss)
+                         behavior_loss=behavior_loss, item_labels=item_labels)
 
 
 def make_datasets(
@@ -486,9 +495,11 @@ def make_datasets(
     behavior_loss: bool = False,
     users: Users = "protocol",
     loss_on_repeats: bool = True,
+    item_labels: bool = False,
 ) -> tuple[SampleDataset, SampleDataset]:
     """(train, valid) datasets for a model (``encoder_decoder=True`` for ``tiger`` / ``tiger_mb``;
-    ``behavior_loss=True`` for ``tiger_mb``, whose target behavior token carries loss).
+    ``behavior_loss=True`` for ``tiger_mb``, whose target behavior token carries loss; ``item_labels=True`` for a
+    decoder with an item head).
 
     ``mode="auto"``: ``windows`` for decoder-only models (every code of every event carries loss) and
     ``event`` for encoder-decoders, whose sample has a single target (windows would give them one target
@@ -500,7 +511,8 @@ def make_datasets(
         raise ValueError(f"unknown augment_mode {augment_mode!r}; choose one of {list(AUGMENT_MODES)}")
     if augment < 0:
         raise ValueError(f"augment must be >= 0, got {augment}")
-    collator = make_collator(codes, vocab, behaviors, encoder_decoder=encoder_decoder, behavior_loss=behavior_loss)
+    collator = make_collator(codes, vocab, behaviors, encoder_decoder=encoder_decoder, behavior_loss=behavior_loss,
+                             item_labels=item_labels)
 
     def build(epoch: int) -> SampleSet:
         return training_samples(sequences, behaviors, protocol=protocol, mode=mode, max_history=max_history,

@@ -27,6 +27,10 @@ too in behavior-item mode), ranked descending.  Two explicit switches (docs/desi
   over the allowed codes only, at every level; the scores then form a distribution over the catalog, but
   locally renormalized scores favor items under prefixes with few continuations ("label bias"), which the
   model's own probabilities do not.  Hence the default.
+
+A model with an item head (the gamer family's ``item_head``) adds ``item_weight x log p_head(item)`` to the final
+beams' scores and re-sorts them; the head's logits come from the behavior-token step (or the prefill in single
+mode), so nothing is decoded twice.
 """
 
 from __future__ import annotations
@@ -68,18 +72,31 @@ class _Search:
         renormalize: bool,
         temperature: float,
         levels: torch.Tensor,
+        item_weight: float = 0.0,
     ) -> None:
         self.stepper, self.index, self.vocab = stepper, index, stepper.vocab
+        self.item_weight = item_weight if stepper.has_item_head else 0.0
         self.beam_size, self.renormalize, self.temperature = beam_size, renormalize, temperature
         self.levels = levels  # [n_behaviors] level of each behavior
         self.catalog_of = catalog_of_behavior(index.n_catalogs, n_behaviors_of(self.vocab), stepper.device)
         self.first_code_slot = int(self.vocab.use_behavior_token)
 
-    def feed_behavior(self, state: DecodeState, behavior: torch.Tensor) -> torch.Tensor:
+    def feed_behavior(self, state: DecodeState, behavior: torch.Tensor, item_logits: bool = False) -> torch.Tensor:
         """Feed each row its behavior token (slot 0); returns the next-token logits ``[R, V]``."""
         column = behavior[:, None]
-        logits = self.stepper.step(state, column + N_SPECIAL, torch.zeros_like(column), column, self.levels[column])
+        logits = self.stepper.step(state, column + N_SPECIAL, torch.zeros_like(column), column, self.levels[column],
+                                   item_logits=item_logits)
         return logits[:, -1]
+
+    def rescore(self, scores: torch.Tensor, items: torch.Tensor, item_logits: torch.Tensor | None):
+        """With an item head: each beam's score plus ``item_weight`` x the head's log-probability of its item
+        (a product of the two experts), re-sorted; unchanged otherwise."""
+        if item_logits is None or self.item_weight == 0.0:
+            return scores, items
+        item_logp = torch.log_softmax(item_logits.float(), dim=-1).gather(1, items.clamp(min=0))
+        scores = torch.where(items >= 0, scores + self.item_weight * item_logp, scores)
+        scores, order = scores.sort(dim=1, descending=True, stable=True)
+        return scores, items.gather(1, order)
 
     def codes(
         self,
@@ -135,6 +152,7 @@ def beam_search(
     renormalize: bool = False,
     temperature: float | None = None,
     allowed_behaviors: Sequence[int] | None = None,
+    item_weight: float | None = None,
 ) -> DecodeResult:
     """Constrained beam search of the top items for every prompt (history) in ``prompts``.
 
@@ -156,6 +174,9 @@ def beam_search(
             log-softmax as the reference; T = the model's ``loss_temperature``).
         allowed_behaviors: behavior-item mode: behaviors the model may generate (default all; behaviors with
             an empty catalog are never generated).
+        item_weight: models with an item head, fixed-behavior and single modes: the final beams are ranked by
+            ``score + item_weight * log p_head(item)`` (default: the config's ``item_score_weight``; 0: the codes'
+            score alone).
 
     Returns a :class:`~.common.DecodeResult` of CPU tensors.
     """
@@ -171,7 +192,10 @@ def beam_search(
         raise InputError(f"the prefix index is on {index.device}, the model on {stepper.device}: use index.to(...)")
     n_users, n_behaviors, device = len(prompts), n_behaviors_of(vocab), stepper.device
     levels = resolve_behavior_levels(model, behavior_levels, n_behaviors)
-    search = _Search(stepper, index, beam_size, renormalize, resolve_temperature(model, temperature), levels)
+    if item_weight is None:
+        item_weight = float(getattr(model.config, "item_score_weight", 0.0))
+    search = _Search(stepper, index, beam_size, renormalize, resolve_temperature(model, temperature), levels,
+                     item_weight)
     check_prompts_nonempty(model, prompts, mode)
 
     with eval_mode(model):
@@ -185,7 +209,9 @@ def beam_search(
         out_behaviors = torch.full((n_users, top_k), -1, dtype=torch.long, device=device)
         for start in range(0, n_users, batch_size):
             stop = min(start + batch_size, n_users)
-            state, logits = stepper.prefill(prompts.rows(slice(start, stop)))
+            state, logits = stepper.prefill(prompts.rows(slice(start, stop)),
+                                            item_logits=mode == "single" and search.item_weight != 0.0)
+            item_logits = state.item_logits
             n = stop - start
             if mode == "behavior_item":
                 behavior_logp = level_log_probs(
@@ -203,6 +229,8 @@ def beam_search(
                 behavior = torch.zeros(n, dtype=torch.long, device=device)
                 nodes = index.roots(search.catalog_of[behavior])
             scores, items, behavior = search.codes(state, logits, scores, nodes, behavior)
+            if mode == "single":
+                scores, items = search.rescore(scores, items, item_logits)
             behavior = torch.where(items >= 0, behavior, -1)
             scores, items, behavior = pad_ranked(scores, (items, -1), (behavior, -1), top_k=top_k)
             out_items[start:stop], out_scores[start:stop], out_behaviors[start:stop] = items, scores, behavior
@@ -232,10 +260,12 @@ def _fixed_behavior(
         behavior = torch.from_numpy(pair_behavior).to(device)
         state, _ = stepper.prefill(prompts.rows(slice(start, stop)))
         stepper.select(state, pair_user)  # the history cache, once per requested behavior
-        logits = search.feed_behavior(state, behavior)
+        logits = search.feed_behavior(state, behavior, item_logits=search.item_weight != 0.0)
+        item_logits = state.item_logits
         scores = torch.zeros(len(behavior), 1, device=device)
         nodes = search.index.roots(search.catalog_of[behavior])
         scores, items, _ = search.codes(state, logits, scores, nodes, behavior)
+        scores, items = search.rescore(scores, items, item_logits)
         scores, items = pad_ranked(scores, (items, -1), top_k=top_k)
         out_items[start + pair_user, behavior] = items
         out_scores[start + pair_user, behavior] = scores

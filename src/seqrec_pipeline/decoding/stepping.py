@@ -70,6 +70,8 @@ class DecodeState:
     buffered: bool = False  # cache layers are BufferedLayers (after the first select)
     # session models: the generated item's session rank per row (one after the history's last session)
     next_session: torch.Tensor | None = None
+    # models with an item head: its logits [R, n_items] where the last fed token starts an item (when asked for)
+    item_logits: torch.Tensor | None = None
 
     @property
     def n_rows(self) -> int:
@@ -88,8 +90,13 @@ class ModelStepper:
         self.shared_prefix = isinstance(model, Qwen3ForCausalLM)
         self.uses_sessions = bool(getattr(model.config, "session_mask", False))
 
-    def prefill(self, prompts: PromptBatch) -> tuple[DecodeState, torch.Tensor]:
-        """Run the history once; returns the state and the next-token logits ``[B, V]`` after it."""
+    @property
+    def has_item_head(self) -> bool:
+        return getattr(self.model, "item_head", None) is not None
+
+    def prefill(self, prompts: PromptBatch, item_logits: bool = False) -> tuple[DecodeState, torch.Tensor]:
+        """Run the history once; returns the state and the next-token logits ``[B, V]`` after it (``item_logits``:
+        keep the item head's logits after it in ``state.item_logits``)."""
         prompts = prompts.to(self.device)
         source = torch.arange(len(prompts), device=self.device)
         if self.is_encoder_decoder:
@@ -105,9 +112,12 @@ class ModelStepper:
             )
             state = DecodeState(out.cache, prompts.attention_mask, source, states, states)
             return state, out.logits[:, -1]
-        out = self.model(**prompts.model_inputs(), use_cache=True, logits_to_keep=1)
+        extra = {"return_item_logits": True} if item_logits and self.has_item_head else {}
+        out = self.model(**prompts.model_inputs(), use_cache=True, logits_to_keep=1, **extra)
         next_session = prompts.session.max(dim=1).values + 1 if self.uses_sessions else None
-        return DecodeState(out.cache, prompts.attention_mask, source, next_session=next_session), out.logits[:, -1]
+        state = DecodeState(out.cache, prompts.attention_mask, source, next_session=next_session,
+                            item_logits=getattr(out, "item_logits", None))
+        return state, out.logits[:, -1]
 
     def select(self, state: DecodeState, rows: torch.Tensor, same_sources: bool = False) -> None:
         """Keep rows ``rows`` (any length, repeats allowed) of the state, in that order, in place.
@@ -136,10 +146,12 @@ class ModelStepper:
             state.encoder_rows = state.encoder_states.index_select(0, state.source)
 
     def step(
-        self, state: DecodeState, tokens: torch.Tensor, slot: torch.Tensor, behavior: torch.Tensor, level: torch.Tensor
+        self, state: DecodeState, tokens: torch.Tensor, slot: torch.Tensor, behavior: torch.Tensor, level: torch.Tensor,
+        item_logits: bool = False,
     ) -> torch.Tensor:
         """Feed ``tokens [R, n]`` (with their metadata, same shape) to every row; returns logits ``[R, n, V]``.
-        Session models get the session rank after the history's last one (the target is a new session)."""
+        Session models get the session rank after the history's last one (the target is a new session).
+        ``item_logits``: keep the item head's logits after the last token in ``state.item_logits``."""
         if self.is_encoder_decoder:
             out = self.model(
                 encoder_outputs=BaseModelOutput(last_hidden_state=state.encoder_rows),
@@ -155,12 +167,15 @@ class ModelStepper:
                           level=level, cache=state.cache, use_cache=True)
             if state.next_session is not None:  # every generated token belongs to the new (target) session
                 inputs["session"] = state.next_session[:, None].expand_as(tokens)
+            if item_logits and self.has_item_head:
+                inputs["return_item_logits"] = True
             if self.shared_prefix and state.buffered:
                 with shared_prefix_backend(self.model):
                     out = self.model(**inputs, shared_prefix=state.cache)
             else:
                 out = self.model(**inputs)
         state.cache = out.cache
+        state.item_logits = getattr(out, "item_logits", None)
         return out.logits
 
     def rewind(self, state: DecodeState, n_tokens: int) -> None:

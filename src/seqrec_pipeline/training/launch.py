@@ -89,12 +89,13 @@ def load_job_data(job: dict[str, Any]) -> JobContext:
     )
 
 
-def build_job_model(spec: dict[str, Any], vocab: TokenVocab) -> torch.nn.Module:
+def build_job_model(spec: dict[str, Any], vocab: TokenVocab, catalog_size: int) -> torch.nn.Module:
     from seqrec_pipeline.models.generative import build_model, load_model
 
     if "path" in spec:
         return load_model(spec["path"])
-    return build_model(spec["name"], vocab, spec.get("preset", "cpu-small"), **spec.get("overrides", {}))
+    return build_model(spec["name"], vocab, spec.get("preset", "cpu-small"), catalog_size=catalog_size,
+                       **spec.get("overrides", {}))
 
 
 def model_datasets(model, sequences: pl.DataFrame, behaviors: pl.DataFrame, codes: np.ndarray, vocab: TokenVocab,
@@ -102,7 +103,8 @@ def model_datasets(model, sequences: pl.DataFrame, behaviors: pl.DataFrame, code
     """(train, valid) sample datasets shaped for ``model``: encoder-decoder batches for tiger / tiger_mb / mbgen,
     the target's behavior token in the labels when the model predicts the behavior."""
     return make_datasets(sequences, behaviors, codes, vocab, encoder_decoder=bool(model.config.is_encoder_decoder),
-                         behavior_loss=bool(getattr(model.config, "predict_behavior", False)), **samples)
+                         behavior_loss=bool(getattr(model.config, "predict_behavior", False)),
+                         item_labels=bool(getattr(model.config, "item_head", False)), **samples)
 
 
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
@@ -111,7 +113,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     context = load_job_data(job)
     config = TrainConfig(**job["train"])
     seed_everything(config.seed)  # identical initial weights on every rank
-    model = build_job_model(context.model, context.vocab)
+    model = build_job_model(context.model, context.vocab, len(context.codes))
     train_data, valid_data = model_datasets(model, context.sequences, context.behaviors, context.codes,
                                             context.vocab, context.samples)
     metric = None

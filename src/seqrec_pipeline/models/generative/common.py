@@ -18,8 +18,11 @@ serves all models.  Nothing here parses token ids to recover metadata.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
+from transformers.modeling_outputs import CausalLMOutputWithPast
 
 IGNORE_INDEX = -100
 METADATA_KEYS = ("slot", "behavior", "level", "session")
@@ -45,6 +48,23 @@ def tempered_cross_entropy(
     )
     n_targets = (labels != IGNORE_INDEX).sum()
     return total / n_targets.clamp(min=1)
+
+
+def item_cross_entropy(head: torch.nn.Module, hidden: torch.Tensor, item_labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of the item head at the positions whose *next* token starts an item
+    (``item_labels[:, 1:]``, causal shift); only those rows are projected onto the catalog."""
+    targets = item_labels[:, 1:]
+    rows = targets != IGNORE_INDEX
+    if not bool(rows.any()):
+        return hidden.sum() * 0.0
+    return F.cross_entropy(head(hidden[:, :-1][rows]).float(), targets[rows])
+
+
+@dataclass
+class RecLMOutput(CausalLMOutputWithPast):
+    """A causal LM output with the item head's logits at the last position (``None`` without the head)."""
+
+    item_logits: torch.FloatTensor | None = None
 
 
 def position_ids_from_mask(

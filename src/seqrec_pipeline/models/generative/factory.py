@@ -167,17 +167,19 @@ _COMMON_DEFAULTS: dict[str, dict[str, Any]] = {
 } | {name: {"use_cache": False, "tie_word_embeddings": True} for name in GAMER_FAMILY}
 
 
-def build_config(name: str, vocab: TokenVocab, preset: str = "cpu-small", **overrides: Any) -> PretrainedConfig:
-    """The config ``build_model`` would use (see the module docstring for presets and overrides)."""
+def build_config(name: str, vocab: TokenVocab, preset: str = "cpu-small", *, catalog_size: int | None = None,
+                 **overrides: Any) -> PretrainedConfig:
+    """The config ``build_model`` would use (see the module docstring for presets and overrides); ``catalog_size``
+    (the number of items) is needed when the overrides turn on the gamer family's ``item_head``."""
     if name not in MODEL_NAMES:
         raise ValueError(f"unknown generative model {name!r}; valid: {', '.join(MODEL_NAMES)}")
     if preset not in PRESET_NAMES:
         raise ValueError(f"unknown preset {preset!r}; valid: {', '.join(PRESET_NAMES)}")
     config_class = CONFIG_CLASSES[name]
     derived = _vocab_fields(name, vocab)
-    fixed = sorted(set(overrides) & set(derived))
+    fixed = sorted(set(overrides) & (set(derived) | {"n_items"}))
     if fixed:
-        raise ValueError(f"{fixed} are derived from the TokenVocab and cannot be overridden")
+        raise ValueError(f"{fixed} are derived from the TokenVocab or the SID table and cannot be overridden")
     variant = sorted(set(overrides) & {"ffn_experts", "session_mask"}) if name in GAMER_FAMILY else []
     if variant:
         raise ValueError(f"{variant} are fixed by the model name {name!r}; choose another model instead")
@@ -187,6 +189,10 @@ def build_config(name: str, vocab: TokenVocab, preset: str = "cpu-small", **over
         raise ValueError(f"unknown {name} config fields {unknown}")
 
     fields = {**_COMMON_DEFAULTS[name], **PRESETS[name][preset], **overrides, **derived}
+    if fields.get("item_head"):
+        if not catalog_size:
+            raise ValueError(f"{name} with item_head needs the catalog size (build_model(..., catalog_size=n_items))")
+        fields["n_items"] = int(catalog_size)
     if "rope_theta" in fields:  # Qwen3 configs take RoPE settings as a dict
         fields["rope_parameters"] = {"rope_type": "default", "rope_theta": float(fields.pop("rope_theta"))}
     try:
@@ -195,12 +201,14 @@ def build_config(name: str, vocab: TokenVocab, preset: str = "cpu-small", **over
         raise ValueError(f"invalid {name} config: {error}") from error
 
 
-def build_model(name: str, vocab: TokenVocab, preset: str = "cpu-small", **overrides: Any) -> PreTrainedModel:
-    """A freshly initialised model ``name`` (one of ``MODEL_NAMES``) for ``vocab``.
+def build_model(name: str, vocab: TokenVocab, preset: str = "cpu-small", *, catalog_size: int | None = None,
+                **overrides: Any) -> PreTrainedModel:
+    """A freshly initialised model ``name`` (one of ``MODEL_NAMES``) for ``vocab`` (``catalog_size``: number of
+    items, read only by an item head).
 
     Raises ValueError for an unknown name, preset or config field.
     """
-    config = build_config(name, vocab, preset, **overrides)
+    config = build_config(name, vocab, preset, catalog_size=catalog_size, **overrides)
     return MODEL_CLASSES[name](config)
 
 

@@ -38,7 +38,7 @@ from torch import nn
 from transformers import PreTrainedModel, Qwen3Config
 from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
-from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.modeling_outputs import BaseModelOutputWithPast
 from transformers.models.qwen3.modeling_qwen3 import (
     Qwen3RMSNorm,
     Qwen3RotaryEmbedding,
@@ -46,7 +46,7 @@ from transformers.models.qwen3.modeling_qwen3 import (
     rotate_half,
 )
 
-from .common import Dropout, dropout, position_ids_from_mask, tempered_cross_entropy
+from .common import RecLMOutput, Dropout, dropout, item_cross_entropy, position_ids_from_mask, tempered_cross_entropy
 from .experts import EXPERT_IMPLS, SlotExpertFFN, SlotRouting, injection_index
 from .masks import TokenMeta, block_ids, build_attention_masks, session_position_ids
 
@@ -72,6 +72,12 @@ class GamerConfig(Qwen3Config):
     ffn_experts: str = "slot"  # dense: one FFN | slot: one expert per slot | behavior_slot: per (behavior, slot)
     session_mask: bool = False  # session self-/cross-masks and session RoPE positions
     vocab: dict | None = None
+    # Item head (docs/design.md#item-head): a dense softmax over the catalog from the hidden state that predicts an
+    # item's first code, trained with the code loss (weight ``item_loss_weight``); it rescores the beam's items.
+    item_head: bool = False
+    n_items: int = 0  # catalog size, set from the SID table when ``item_head`` is on
+    item_loss_weight: float = 1.0
+    item_score_weight: float = 1.0  # decoding: beam score + this x log p_head(item)
 
     # What ``None`` layer lists become: injection in the lower half, cross-level attention in the upper half
     # (gamer), or none (class attributes, not fields: each variant fixes its own).
@@ -100,6 +106,8 @@ class GamerConfig(Qwen3Config):
             raise ValueError("num_slots and num_behaviors must be >= 1")
         if self.ffn_experts not in FFN_EXPERTS:
             raise ValueError(f"ffn_experts must be one of {FFN_EXPERTS}, got {self.ffn_experts!r}")
+        if self.item_head and self.n_items < 1:
+            raise ValueError("item_head needs n_items, the catalog size (build_model(..., catalog_size=len(codes)))")
 
     @property
     def num_experts(self) -> int:
@@ -490,6 +498,7 @@ class GamerForCausalLM(GamerPreTrainedModel):
         super().__init__(config)
         self.model = GamerModel(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.item_head = nn.Linear(config.hidden_size, config.n_items, bias=False) if config.item_head else None
         self.post_init()
 
     def forward(
@@ -506,9 +515,15 @@ class GamerForCausalLM(GamerPreTrainedModel):
         logits_to_keep: int = 0,
         session: torch.LongTensor | None = None,
         past_key_values: GamerCache | None = None,  # the pre-5.x name of ``cache``
+        item_labels: torch.LongTensor | None = None,
+        return_item_logits: bool = False,
         **kwargs,  # e.g. num_items_in_batch from the HF Trainer: unused
-    ) -> CausalLMOutputWithPast:
+    ) -> RecLMOutput:
         """Logits are untempered; ``labels`` give the loss on ``logits / config.loss_temperature`` (causal shift).
+
+        With an item head, ``item_labels`` (the item index at each block's first code, -100 elsewhere) add
+        ``item_loss_weight`` x its cross-entropy to the loss, and ``return_item_logits`` returns its logits
+        ``[B, n_items]`` at the last position.
 
         With ``cache``, ``attention_mask`` covers cached + new tokens and ``slot`` / ``behavior`` / ``level``
         (and ``session``, read by the session variants only) cover the new tokens only.  ``logits_to_keep=n``
@@ -533,4 +548,10 @@ class GamerForCausalLM(GamerPreTrainedModel):
         loss = None
         if labels is not None:
             loss = tempered_cross_entropy(logits, labels, self.config.loss_temperature, shift=True)
-        return CausalLMOutputWithPast(loss=loss, logits=logits, cache=outputs.cache)
+        if item_labels is not None and self.item_head is not None:
+            item_loss = item_cross_entropy(self.item_head, hidden_states, item_labels)
+            loss = self.config.item_loss_weight * item_loss if loss is None else \
+                loss + self.config.item_loss_weight * item_loss
+        item_logits = self.item_head(hidden_states[:, -1]) if return_item_logits and self.item_head is not None \
+            else None
+        return RecLMOutput(loss=loss, logits=logits, cache=outputs.cache, item_logits=item_logits)
