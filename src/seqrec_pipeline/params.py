@@ -284,6 +284,7 @@ def check_parameters(params: dict, pipeline: str | None = None) -> Parameters:
     """Validate the whole parameter tree, and ``model`` against the models ``pipeline`` runs (generative
     models unless the pipeline is a baseline; pipelines without a model do not check it)."""
     parsed = validate(Parameters, params)
+    _check_model_options(parsed)
     allowed = PIPELINE_MODELS.get(pipeline or "__default__")
     if allowed and parsed.model not in allowed:
         close = difflib.get_close_matches(parsed.model, allowed, n=1)
@@ -291,6 +292,22 @@ def check_parameters(params: dict, pipeline: str | None = None) -> Parameters:
         raise InputError(f"unknown model '{parsed.model}' for pipeline {pipeline or '__default__'}; choose one of "
                          f"{list(allowed)}{hint}")
     return parsed
+
+
+def _check_model_options(parsed: Parameters) -> None:
+    """``models.<name>`` and ``rec.models.<name>`` against the models' own config / constructor options."""
+    from seqrec_pipeline.models.discriminative.registry import check_options
+    from seqrec_pipeline.models.generative.factory import check_config
+
+    checks = [(f"models.{name}", check_config, (name, parsed.model_preset, overrides or {}))
+              for name, overrides in parsed.models.items()]
+    checks += [(f"rec.models.{name}", check_options, (name, overrides or {}))
+               for name, overrides in parsed.rec.models.items()]
+    for where, check, args in checks:
+        try:
+            check(*args)
+        except InputError as error:
+            raise InputError(f"invalid parameters: {where}: {error}") from None
 
 
 def load_parameters(overrides: dict[str, Any] | None = None, project: str | Path = ".", env: str = "local",

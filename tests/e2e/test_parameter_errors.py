@@ -38,6 +38,19 @@ CASES = {
                        "invalid parameters: unknown parameter 'trian.epochs'; did you mean 'train.epochs'?"),
     "train.epochs=0": ("smb_decoder", "train.epochs=0",
                        "invalid parameters: 'train.epochs': Input should be greater than or equal to 1 (got 0)"),
+    "models.gamer.hiden_size=8": ("smb_decoder", "models.gamer.hiden_size=8",
+                                  "invalid parameters: models.gamer: unknown gamer config fields ['hiden_size']; did "
+                                  "you mean 'hidden_size'?"),
+    "models.qwen3.item_head=true": ("smb_decoder", "models.qwen3.item_head=true",
+                                    "invalid parameters: models.qwen3: unknown qwen3 config fields ['item_head']"),
+    "models.gamer.hidden_size=abc": ("smb_decoder", "models.gamer.hidden_size=abc",
+                                     "invalid parameters: models.gamer: invalid gamer config: Validation error for "
+                                     "field 'hidden_size': TypeError: Field 'hidden_size' expected int, got str "
+                                     "(value: 'abc')"),
+    "rec.models.sasrec.hidden=8": ("smb_rec", "model=sasrec,rec.models.sasrec.hidden=8",
+                                   "invalid parameters: rec.models.sasrec: unknown option(s) ['hidden'] for sasrec; "
+                                   "valid options: hidden_size, n_layers, n_heads, inner_size, dropout, hidden_act, "
+                                   "default_target_behavior, loss_type"),
     "eval.beam_size=5": ("smb_decoder", "eval.beam_size=5",
                          "invalid parameters: 'eval': eval.beam_size (5) must be >= the largest eval.topk (10): beam "
                          "search returns at most beam_size items"),

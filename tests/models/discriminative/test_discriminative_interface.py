@@ -9,6 +9,7 @@ import torch
 from discriminative_testutils import BEHAVIOR_VARIANTS, MAX_LEN, N_BEHAVIORS, N_ITEMS, assert_differs, random_batch
 
 from seqrec_pipeline import params
+from seqrec_pipeline.errors import InputError
 from seqrec_pipeline.models.discriminative import (
     DISCRIMINATIVE_MODELS,
     build_discriminative,
@@ -193,9 +194,9 @@ def test_topk_items_matches_a_full_sort():
 
 
 def test_factory_errors_and_config_roundtrip():
-    with pytest.raises(ValueError, match="valid names: sasrec, bert4rec, gru4rec, mbht, mbstr, pbat"):
+    with pytest.raises(InputError, match="valid names: sasrec, bert4rec, gru4rec, mbht, mbstr, pbat"):
         build_discriminative("caser", 10, 2, 5)
-    with pytest.raises(ValueError, match="unknown option.*hiden_size"):
+    with pytest.raises(InputError, match="unknown option.*hiden_size"):
         build_discriminative("sasrec", 10, 2, 5, hiden_size=8)
     with pytest.raises(ValueError, match="loss_type"):
         build_discriminative("sasrec", 10, 2, 5, loss_type="hinge")
@@ -204,7 +205,7 @@ def test_factory_errors_and_config_roundtrip():
     assert variant.name == variant.config["name"] == "sasrec_behavior" and variant.config["hidden_size"] == 8
     rebuilt = build_discriminative(**variant.config)
     rebuilt.load_state_dict(variant.state_dict())  # strict: the behavior tables are part of the checkpoint
-    with pytest.raises(ValueError, match="unknown option.*behaviors"):
+    with pytest.raises(InputError, match="unknown option.*behaviors"):
         build_discriminative("gru4rec_behavior", 10, 2, 5, behaviors=True)
 
     model = build_discriminative("MB-STR", 10, 2, 5, hidden_size=8, inner_size=16)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from seqrec_pipeline import params
+from seqrec_pipeline.errors import InputError
 from seqrec_pipeline.models.generative import (
     MODEL_NAMES,
     GamerForCausalLM,
@@ -46,17 +47,17 @@ def test_model_names_and_classes(vocab):
 
 
 def test_unknown_names_presets_and_fields_are_rejected(vocab):
-    with pytest.raises(ValueError, match="qwen3, tiger, tiger_mb, gamer"):
+    with pytest.raises(InputError, match="qwen3, tiger, tiger_mb, gamer"):
         build_model("sasrec", vocab)
-    with pytest.raises(ValueError, match="cpu-small, paper"):
+    with pytest.raises(InputError, match="cpu-small, paper"):
         build_model("gamer", vocab, preset="huge")
-    with pytest.raises(ValueError, match="hiden_size"):
+    with pytest.raises(InputError, match="hiden_size"):
         build_model("gamer", vocab, hiden_size=32)
-    with pytest.raises(ValueError, match="vocab_size"):
+    with pytest.raises(InputError, match="vocab_size"):
         build_model("qwen3", vocab, vocab_size=10)
-    with pytest.raises(ValueError, match="outside"):
+    with pytest.raises(InputError, match="outside"):
         build_model("gamer", vocab, cross_layers=[7])
-    with pytest.raises(ValueError, match="fixed by the model name"):
+    with pytest.raises(InputError, match="fixed by the model name"):
         build_model("gamer", vocab, session_mask=True)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 
+from ...errors import InputError
 from .base import SequentialRecommender, behavior_variant
 from .bert4rec import BERT4Rec
 from .gru4rec import GRU4Rec
@@ -28,6 +29,21 @@ def _canonical(name: str) -> str:
 _BY_CANONICAL = {_canonical(name): name for name in DISCRIMINATIVE_MODELS}
 
 
+def check_options(name: str, overrides: dict) -> tuple[str, type, inspect.Signature]:
+    """Raise :class:`InputError` for an unknown model or constructor option (``rec.models.<name>``); returns the
+    model's registry key, class and constructor signature."""
+    key = _BY_CANONICAL.get(_canonical(name))
+    if key is None:
+        raise InputError(f"unknown discriminative model {name!r}; valid names: {', '.join(DISCRIMINATIVE_MODELS)}")
+    cls = DISCRIMINATIVE_MODELS[key]
+    signature = inspect.signature(cls.__init__)
+    allowed = [p for p in signature.parameters if p not in ("self", "n_items", "n_behaviors", "max_len")]
+    unknown = sorted(set(overrides) - set(allowed))
+    if unknown:
+        raise InputError(f"unknown option(s) {unknown} for {key}; valid options: {', '.join(allowed)}")
+    return key, cls, signature
+
+
 def build_discriminative(
     name: str, n_items: int, n_behaviors: int, max_len: int, **overrides
 ) -> SequentialRecommender:
@@ -37,17 +53,7 @@ def build_discriminative(
     checkpoint ``{"config": model.config, "state_dict": ...}`` can be rebuilt with
     ``build_discriminative(**config)``.
     """
-    key = _BY_CANONICAL.get(_canonical(name))
-    if key is None:
-        raise ValueError(
-            f"unknown discriminative model {name!r}; valid names: {', '.join(DISCRIMINATIVE_MODELS)}"
-        )
-    cls = DISCRIMINATIVE_MODELS[key]
-    signature = inspect.signature(cls.__init__)
-    allowed = [p for p in signature.parameters if p not in ("self", "n_items", "n_behaviors", "max_len")]
-    unknown = sorted(set(overrides) - set(allowed))
-    if unknown:
-        raise ValueError(f"unknown option(s) {unknown} for {key}; valid options: {', '.join(allowed)}")
+    key, cls, signature = check_options(name, overrides)
     if isinstance(overrides.get("scales"), list):
         overrides["scales"] = tuple(overrides["scales"])  # YAML gives lists
     model = cls(n_items, n_behaviors, max_len, **overrides)

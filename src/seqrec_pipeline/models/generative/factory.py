@@ -29,6 +29,7 @@ plus ``rope_theta`` as a shortcut into ``rope_parameters``.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from typing import Any
 from huggingface_hub.errors import StrictDataclassClassValidationError, StrictDataclassFieldValidationError
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, PretrainedConfig, PreTrainedModel
 
+from ...errors import InputError
 from ...vocab import BOS, EOS, PAD, TokenVocab
 from .gamer import GamerConfig, GamerForCausalLM
 from .gamer_session import GamerSessionConfig, GamerSessionForCausalLM
@@ -172,33 +174,42 @@ def build_config(name: str, vocab: TokenVocab, preset: str = "cpu-small", *, cat
     """The config ``build_model`` would use (see the module docstring for presets and overrides); ``catalog_size``
     (the number of items) is needed when the overrides turn on the gamer family's ``item_head``."""
     if name not in MODEL_NAMES:
-        raise ValueError(f"unknown generative model {name!r}; valid: {', '.join(MODEL_NAMES)}")
+        raise InputError(f"unknown generative model {name!r}; valid: {', '.join(MODEL_NAMES)}")
     if preset not in PRESET_NAMES:
-        raise ValueError(f"unknown preset {preset!r}; valid: {', '.join(PRESET_NAMES)}")
+        raise InputError(f"unknown preset {preset!r}; valid: {', '.join(PRESET_NAMES)}")
     config_class = CONFIG_CLASSES[name]
     derived = _vocab_fields(name, vocab)
     fixed = sorted(set(overrides) & (set(derived) | {"n_items"}))
     if fixed:
-        raise ValueError(f"{fixed} are derived from the TokenVocab or the SID table and cannot be overridden")
+        raise InputError(f"{fixed} are derived from the TokenVocab or the SID table and cannot be overridden")
     variant = sorted(set(overrides) & {"ffn_experts", "session_mask"}) if name in GAMER_FAMILY else []
     if variant:
-        raise ValueError(f"{variant} are fixed by the model name {name!r}; choose another model instead")
+        raise InputError(f"{variant} are fixed by the model name {name!r}; choose another model instead")
     known = {field.name for field in dataclasses.fields(config_class)} | {"rope_theta"}
     unknown = sorted(set(overrides) - known)
     if unknown:
-        raise ValueError(f"unknown {name} config fields {unknown}")
+        close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise InputError(f"unknown {name} config fields {unknown}{hint}")
 
     fields = {**_COMMON_DEFAULTS[name], **PRESETS[name][preset], **overrides, **derived}
     if fields.get("item_head"):
         if not catalog_size:
-            raise ValueError(f"{name} with item_head needs the catalog size (build_model(..., catalog_size=n_items))")
+            raise InputError(f"{name} with item_head needs the catalog size (build_model(..., catalog_size=n_items))")
         fields["n_items"] = int(catalog_size)
     if "rope_theta" in fields:  # Qwen3 configs take RoPE settings as a dict
         fields["rope_parameters"] = {"rope_type": "default", "rope_theta": float(fields.pop("rope_theta"))}
     try:
         return config_class(**fields)
-    except (StrictDataclassClassValidationError, StrictDataclassFieldValidationError) as error:
-        raise ValueError(f"invalid {name} config: {error}") from error
+    except (StrictDataclassClassValidationError, StrictDataclassFieldValidationError, ValueError) as error:
+        raise InputError(f"invalid {name} config: {' '.join(str(error).split())}") from error
+
+
+def check_config(name: str, preset: str, overrides: dict[str, Any]) -> None:
+    """Raise :class:`InputError` when ``models.<name>`` overrides do not make a valid config (unknown or fixed fields,
+    bad values), before any run: the config is built for a placeholder vocabulary and catalog, which only the
+    derived fields read."""
+    build_config(name, TokenVocab(("behavior",), (2,)), preset, catalog_size=1, **overrides)
 
 
 def build_model(name: str, vocab: TokenVocab, preset: str = "cpu-small", *, catalog_size: int | None = None,
@@ -206,7 +217,7 @@ def build_model(name: str, vocab: TokenVocab, preset: str = "cpu-small", *, cata
     """A freshly initialised model ``name`` (one of ``MODEL_NAMES``) for ``vocab`` (``catalog_size``: number of
     items, read only by an item head).
 
-    Raises ValueError for an unknown name, preset or config field.
+    Raises InputError (a ValueError) for an unknown name, preset or config field.
     """
     config = build_config(name, vocab, preset, catalog_size=catalog_size, **overrides)
     return MODEL_CLASSES[name](config)
