@@ -46,7 +46,14 @@ from transformers.models.qwen3.modeling_qwen3 import (
     rotate_half,
 )
 
-from .common import RecLMOutput, Dropout, dropout, item_cross_entropy, position_ids_from_mask, tempered_cross_entropy
+from .common import (
+    Dropout,
+    RecLMOutput,
+    dropout,
+    item_cross_entropy,
+    position_ids_from_mask,
+    tempered_cross_entropy,
+)
 from .experts import EXPERT_IMPLS, SlotExpertFFN, SlotRouting, injection_index
 from .masks import TokenMeta, block_ids, build_attention_masks, session_position_ids
 
@@ -549,9 +556,9 @@ class GamerForCausalLM(GamerPreTrainedModel):
         if labels is not None:
             loss = tempered_cross_entropy(logits, labels, self.config.loss_temperature, shift=True)
         if item_labels is not None and self.item_head is not None:
-            item_loss = item_cross_entropy(self.item_head, hidden_states, item_labels)
-            loss = self.config.item_loss_weight * item_loss if loss is None else \
-                loss + self.config.item_loss_weight * item_loss
-        item_logits = self.item_head(hidden_states[:, -1]) if return_item_logits and self.item_head is not None \
-            else None
+            item_loss = self.config.item_loss_weight * item_cross_entropy(self.item_head, hidden_states, item_labels)
+            loss = item_loss if loss is None else loss + item_loss
+        item_logits = None
+        if return_item_logits and self.item_head is not None:
+            item_logits = self.item_head(hidden_states[:, -1])
         return RecLMOutput(loss=loss, logits=logits, cache=outputs.cache, item_logits=item_logits)
