@@ -289,3 +289,32 @@ def test_probe_reads_the_log_in_user_slices_with_the_same_value():
     for slice_events in (1, 13, 10**6):
         assert probe_ndcg(vectors, primary.sequences, seed=1, slice_events=slice_events) == whole
         assert probe_ndcg(vectors, primary.sequences, seed=1, max_users=9, slice_events=slice_events) == sampled
+
+
+def test_the_lazy_view_of_a_stored_table_gives_the_same_vectors_and_probe(tmp_path, monkeypatch):
+    """The embed node gets ``sequences@lazy`` (a scan of the Parquet file): the same vectors, choice and probe
+    values as from the table in memory, and the collaborative vectors read only the item lists, lengths and
+    split points (a scan without the other columns gives them too)."""
+    from seqrec_pipeline.io.parquet import PolarsParquetDataset
+
+    primary = _two_group_log(users=60)
+    path = tmp_path / "sequences.parquet"
+    PolarsParquetDataset(str(path)).save(primary.sequences)
+    lazy = PolarsParquetDataset(str(path), lazy=True).load()
+    assert isinstance(lazy, pl.LazyFrame)
+    n_items = primary.items.height
+    for kind in ("cooccurrence", "user_item"):
+        eager = cf_embeddings(primary.sequences, n_items, 4, 0, _cf(cf=kind))
+        np.testing.assert_array_equal(cf_embeddings(lazy, n_items, 4, 0, _cf(cf=kind)), eager)
+        narrow = pl.scan_parquet(path).drop("user_idx", "behavior", "timestamp", "session", "n_sessions",
+                                            "last_event_test", "last_session_test")
+        np.testing.assert_array_equal(cf_embeddings(narrow, n_items, 4, 0, _cf(cf=kind)), eager)
+    ids = primary.items["item_id"].cast(pl.Int64).to_numpy()
+    items = primary.items.with_columns(pl.Series("title", [f"item {i}" for i in ids]))
+    noise = np.random.default_rng(0).standard_normal((n_items, 2)).astype(np.float32)
+    monkeypatch.setattr("seqrec_pipeline.data.embeddings.encode_texts", lambda texts, *a: noise.copy())
+    params = validate(EmbedParams, base_parameters()["embed"] | {"cf_dim": 2}, prefix="embed.")
+    vectors, info = embed_items(items, primary.sequences, params, seed=0)
+    lazy_vectors, lazy_info = embed_items(items, lazy, params, seed=0)
+    assert set(info["probe_ndcg@10"]) == {"text", "cf"} and lazy_info == info
+    np.testing.assert_array_equal(lazy_vectors, vectors)

@@ -28,7 +28,7 @@ from scipy.sparse.linalg import svds
 
 from seqrec_pipeline.errors import InputError
 from seqrec_pipeline.params import EmbedParams
-from seqrec_pipeline.splits import PROTOCOLS, training_lengths
+from seqrec_pipeline.splits import PROTOCOLS, split_columns, training_lengths
 
 log = logging.getLogger(__name__)
 
@@ -94,15 +94,19 @@ def encode_texts(texts: list[str], encoder: str, batch_size: int, device: str | 
     return vectors.astype(np.float32)
 
 
-def _training_events(sequences: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """(user row, item) of every training event, in sequence order (int32: these arrays are log-sized)."""
-    prefix = training_lengths(sequences, PROTOCOLS)  # training data under every protocol
-    lengths = sequences["n_events"].to_numpy().astype(np.int64)
+def _training_events(sequences: pl.DataFrame | pl.LazyFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(user row, item) of every training event, in sequence order (int32: these arrays are log-sized).  Only
+    the item lists, lengths and split points are read: of a LazyFrame (the embed node's input) only those
+    columns are loaded, and they are freed on return, before the matrix is built."""
+    split_points = [split_columns(protocol)[0] for protocol in PROTOCOLS]
+    table = sequences.lazy().select("item", "n_events", *split_points).collect()
+    prefix = training_lengths(table, PROTOCOLS)  # training data under every protocol
+    lengths = table["n_events"].to_numpy().astype(np.int64)
     starts = np.repeat((np.cumsum(lengths) - lengths).astype(np.int32), lengths)
     in_train = np.arange(lengths.sum(), dtype=np.int32) - starts < np.repeat(prefix.astype(np.int32), lengths)
     del starts
-    users = np.repeat(np.arange(sequences.height, dtype=np.int32), lengths)[in_train]
-    return users, sequences["item"].explode().to_numpy().astype(np.int32, copy=False)[in_train]
+    users = np.repeat(np.arange(table.height, dtype=np.int32), lengths)[in_train]
+    return users, table["item"].explode().to_numpy().astype(np.int32, copy=False)[in_train]
 
 
 def _user_item_matrix(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int) -> sp.csr_matrix:
@@ -246,7 +250,8 @@ def cf_solver(params: EmbedParams, n_items: int) -> str:
     return "arpack" if n_items <= params.cf_arpack_max_items else "randomized"
 
 
-def cf_embeddings(sequences: pl.DataFrame, n_items: int, dim: int, seed: int, params: EmbedParams) -> np.ndarray:
+def cf_embeddings(sequences: pl.DataFrame | pl.LazyFrame, n_items: int, dim: int, seed: int,
+                  params: EmbedParams) -> np.ndarray:
     """Collaborative item vectors from the training events (module docstring), L2-normalized: the truncated
     SVD ``U sqrt(S)`` of the PPMI matrix (``cooccurrence``) or ``V sqrt(S)`` of the user-item matrix, by the
     :func:`cf_solver` of ``params``.
@@ -261,7 +266,8 @@ def cf_embeddings(sequences: pl.DataFrame, n_items: int, dim: int, seed: int, pa
         matrix = _ppmi_matrix(users, items, n_items, params.cf_window, params.cf_chunk_events,
                               np.float64 if solver == "arpack" else np.float32)
     else:
-        matrix = _user_item_matrix(users, items, sequences.height, n_items)
+        n_users = sequences.lazy().select(pl.len()).collect().item()
+        matrix = _user_item_matrix(users, items, n_users, n_items)
     del users, items
     k = int(min(dim, min(matrix.shape) - 1))
     if k < 1 or matrix.nnz == 0:
@@ -365,11 +371,13 @@ def _in_past(data, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
     return np.isin(sample_user[:, None] * width + items, keys) & (items >= 0)
 
 
-def embed_items(items: pl.DataFrame, sequences: pl.DataFrame, params: EmbedParams,
+def embed_items(items: pl.DataFrame, sequences: pl.DataFrame | pl.LazyFrame, params: EmbedParams,
                 seed: int) -> tuple[np.ndarray, dict]:
     """Vectors [n_items, d] aligned with item_idx, and what produced them.  ``source=auto`` with item text
     computes both the text and the collaborative vectors and keeps the one with the higher validation
-    :func:`probe_ndcg`."""
+    :func:`probe_ndcg`.  ``sequences`` may be a LazyFrame: each step then loads only what it reads, when it
+    reads it (the collaborative vectors: the item lists, lengths and split points, freed before the matrix is
+    factorized)."""
     n_items = items.height
     fields = params.text_fields
     text_columns = [c for c in items.columns if c not in ITEM_KEYS]
@@ -400,7 +408,8 @@ def embed_items(items: pl.DataFrame, sequences: pl.DataFrame, params: EmbedParam
     if len(candidates) == 1:
         vectors, described = next(iter(candidates.values()))
         return vectors, info | described
-    probe = {name: probe_ndcg(vectors, sequences, seed=seed, slice_events=params.cf_chunk_events)
+    table = sequences.lazy().collect()
+    probe = {name: probe_ndcg(vectors, table, seed=seed, slice_events=params.cf_chunk_events)
              for name, (vectors, _) in candidates.items()}
     chosen = max(probe, key=lambda name: (probe[name], name == "text"))  # a tie keeps the text
     log.info("item vectors chosen on the validation session: %s (probe NDCG@10 %s)", chosen,
