@@ -5,6 +5,7 @@ import scipy.sparse as sp
 
 from seqrec_pipeline.data.embeddings import (
     _in_past,
+    _pair_counts,
     _ppmi_matrix,
     _training_events,
     cf_embeddings,
@@ -318,3 +319,22 @@ def test_the_lazy_view_of_a_stored_table_gives_the_same_vectors_and_probe(tmp_pa
     lazy_vectors, lazy_info = embed_items(items, lazy, params, seed=0)
     assert set(info["probe_ndcg@10"]) == {"text", "cf"} and lazy_info == info
     np.testing.assert_array_equal(lazy_vectors, vectors)
+
+
+@pytest.mark.parametrize("row_blocks", [1, 3, 8, 100])
+def test_pair_counts_in_row_blocks_stack_to_the_one_pass_counts(row_blocks):
+    rng = np.random.default_rng(4)
+    users = np.repeat(np.arange(50, dtype=np.int32), rng.integers(2, 40, 50))
+    items = (rng.zipf(1.5, len(users)) % 30).astype(np.int32)  # skewed: the blocks need not be equally wide
+    bounds, blocks = _pair_counts(users, items, 30, 2, chunk_events=17, row_blocks=row_blocks)
+    assert bounds[0] == 0 and bounds[-1] == 30 and np.all(np.diff(bounds) > 0)
+    assert len(blocks) == len(bounds) - 1 <= row_blocks and (len(blocks) > 1) == (row_blocks > 1)
+    assert [block.shape for block in blocks] == [(hi - lo, 30) for lo, hi in zip(bounds[:-1], bounds[1:])]
+    expected = np.zeros((30, 30), np.int64)
+    for gap in (1, 2):
+        pair = (users[gap:] == users[:-gap]) & (items[gap:] != items[:-gap])
+        np.add.at(expected, (items[:-gap][pair], items[gap:][pair]), 1)
+    expected += expected.T
+    got = sp.vstack(blocks).toarray()
+    assert got.dtype == np.int32 and expected.sum() > 500
+    np.testing.assert_array_equal(got, expected)
