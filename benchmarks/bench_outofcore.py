@@ -9,9 +9,9 @@ Generates the log with ``gen_taobao.py`` into ``--work`` (never the repository; 
 - preprocess: what the ``preprocess`` node calls on the lazily loaded parts (``data.bucket_events`` user
   buckets, spilled when there is more than one), then the primary tables written as the catalog does;
 - dataset_report: the ``preprocess`` pipeline's report node on those tables (figures over user slices);
-- embed: the ``embed`` node on those tables (no item text: the collaborative ``embed.cf`` vectors, the
-  co-occurrence counts built over ``embed.cf_chunk_events`` chunks; ``--cf-solver`` overrides
-  ``embed.cf_solver``);
+- embed: the ``embed`` node on those tables, loaded as the catalog does (``sequences@lazy``: a scan); no item
+  text: the collaborative ``embed.cf`` vectors, the co-occurrence counts built over ``embed.cf_chunk_events``
+  chunks; ``--cf-solver`` overrides ``embed.cf_solver``;
 - tokenize: the ``tokenize`` node with the default ``rqkmeans`` on those vectors (its own ``n_threads``).
 ``--bucket-events`` overrides ``data.bucket_events``; ``--compare-in-core`` runs preprocess a second time as
 one in-memory bucket and checks that every table is equal row for row.  The JSON goes to ``benchmarks/results/outofcore_<N>.json``.
@@ -120,18 +120,21 @@ def stage_embed(csv: Path, work: Path, solver: str | None) -> dict:
     import polars as pl
 
     from seqrec_pipeline.data.embeddings import cf_solver
+    from seqrec_pipeline.io.parquet import PolarsParquetDataset
     from seqrec_pipeline.params import load_parameters
     from seqrec_pipeline.pipelines.embedding.nodes import embed
 
     _spec(csv)
     params = load_parameters({"dataset": "taobao"} | ({"embed.cf_solver": solver} if solver else {}), project=ROOT)
     t0 = time.perf_counter()
-    tables = {n: pl.read_parquet(work / "primary_buckets" / f"{n}.parquet") for n in ("sequences", "items")}
+    items = pl.read_parquet(work / "primary_buckets" / "items.parquet")
+    # the node's inputs as the catalog loads them: `sequences@lazy` is a scan
+    sequences = PolarsParquetDataset(str(work / "primary_buckets" / "sequences.parquet"), lazy=True).load()
     load_seconds = time.perf_counter() - t0
-    vectors, info, _ = embed(tables["items"], tables["sequences"], params.embed.model_dump(), params.seed)
+    vectors, info, _ = embed(items, sequences, params.embed.model_dump(), params.seed)
     np.save(work / "item_embeddings.npy", vectors)
     return {"seconds": time.perf_counter() - t0, "load_seconds": round(load_seconds, 1),
-            "rows": int(tables["sequences"]["n_events"].sum()), "n_items": int(vectors.shape[0]),
+            "rows": int(sequences.select(pl.col("n_events").sum()).collect().item()), "n_items": int(vectors.shape[0]),
             "dim": int(vectors.shape[1]), "encoder": info["encoder"],
             "cf_chunk_events": params.embed.cf_chunk_events, "cf_solver": params.embed.cf_solver,
             "solver_used": cf_solver(params.embed, int(vectors.shape[0])),

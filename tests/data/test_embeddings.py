@@ -5,6 +5,7 @@ import scipy.sparse as sp
 
 from seqrec_pipeline.data.embeddings import (
     _in_past,
+    _pair_counts,
     _ppmi_matrix,
     _training_events,
     cf_embeddings,
@@ -289,3 +290,51 @@ def test_probe_reads_the_log_in_user_slices_with_the_same_value():
     for slice_events in (1, 13, 10**6):
         assert probe_ndcg(vectors, primary.sequences, seed=1, slice_events=slice_events) == whole
         assert probe_ndcg(vectors, primary.sequences, seed=1, max_users=9, slice_events=slice_events) == sampled
+
+
+def test_the_lazy_view_of_a_stored_table_gives_the_same_vectors_and_probe(tmp_path, monkeypatch):
+    """The embed node gets ``sequences@lazy`` (a scan of the Parquet file): the same vectors, choice and probe
+    values as from the table in memory, and the collaborative vectors read only the item lists, lengths and
+    split points (a scan without the other columns gives them too)."""
+    from seqrec_pipeline.io.parquet import PolarsParquetDataset
+
+    primary = _two_group_log(users=60)
+    path = tmp_path / "sequences.parquet"
+    PolarsParquetDataset(str(path)).save(primary.sequences)
+    lazy = PolarsParquetDataset(str(path), lazy=True).load()
+    assert isinstance(lazy, pl.LazyFrame)
+    n_items = primary.items.height
+    for kind in ("cooccurrence", "user_item"):
+        eager = cf_embeddings(primary.sequences, n_items, 4, 0, _cf(cf=kind))
+        np.testing.assert_array_equal(cf_embeddings(lazy, n_items, 4, 0, _cf(cf=kind)), eager)
+        narrow = pl.scan_parquet(path).drop("user_idx", "behavior", "timestamp", "session", "n_sessions",
+                                            "last_event_test", "last_session_test")
+        np.testing.assert_array_equal(cf_embeddings(narrow, n_items, 4, 0, _cf(cf=kind)), eager)
+    ids = primary.items["item_id"].cast(pl.Int64).to_numpy()
+    items = primary.items.with_columns(pl.Series("title", [f"item {i}" for i in ids]))
+    noise = np.random.default_rng(0).standard_normal((n_items, 2)).astype(np.float32)
+    monkeypatch.setattr("seqrec_pipeline.data.embeddings.encode_texts", lambda texts, *a: noise.copy())
+    params = validate(EmbedParams, base_parameters()["embed"] | {"cf_dim": 2}, prefix="embed.")
+    vectors, info = embed_items(items, primary.sequences, params, seed=0)
+    lazy_vectors, lazy_info = embed_items(items, lazy, params, seed=0)
+    assert set(info["probe_ndcg@10"]) == {"text", "cf"} and lazy_info == info
+    np.testing.assert_array_equal(lazy_vectors, vectors)
+
+
+@pytest.mark.parametrize("row_blocks", [1, 3, 8, 100])
+def test_pair_counts_in_row_blocks_stack_to_the_one_pass_counts(row_blocks):
+    rng = np.random.default_rng(4)
+    users = np.repeat(np.arange(50, dtype=np.int32), rng.integers(2, 40, 50))
+    items = (rng.zipf(1.5, len(users)) % 30).astype(np.int32)  # skewed: the blocks need not be equally wide
+    bounds, blocks = _pair_counts(users, items, 30, 2, chunk_events=17, row_blocks=row_blocks)
+    assert bounds[0] == 0 and bounds[-1] == 30 and np.all(np.diff(bounds) > 0)
+    assert len(blocks) == len(bounds) - 1 <= row_blocks and (len(blocks) > 1) == (row_blocks > 1)
+    assert [block.shape for block in blocks] == [(hi - lo, 30) for lo, hi in zip(bounds[:-1], bounds[1:])]
+    expected = np.zeros((30, 30), np.int64)
+    for gap in (1, 2):
+        pair = (users[gap:] == users[:-gap]) & (items[gap:] != items[:-gap])
+        np.add.at(expected, (items[:-gap][pair], items[gap:][pair]), 1)
+    expected += expected.T
+    got = sp.vstack(blocks).toarray()
+    assert got.dtype == np.int32 and expected.sum() > 500
+    np.testing.assert_array_equal(got, expected)

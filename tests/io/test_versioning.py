@@ -39,6 +39,22 @@ def test_each_run_loads_the_version_it_saved(tmp_path, cls, name, data_a, data_b
     assert value(cls(filepath=path, version=Version(None, None)).load()) == value(data_b)
 
 
+def test_a_view_of_the_same_files_loads_the_version_its_run_saved(tmp_path):
+    """A transcoded catalog entry (``sequences@lazy`` of ``sequences@eager``) is another dataset object of the
+    same files: it never saved, yet it reads what its run saved through the sibling, not a newer run's."""
+    path = str(tmp_path / "t.parquet")
+    eager_a = PolarsParquetDataset(filepath=path, version=Version(None, RUN_A))
+    lazy_a = PolarsParquetDataset(filepath=path, version=Version(None, RUN_A), lazy=True)
+    with pytest.raises(DatasetError):  # nothing saved yet: no version to read
+        lazy_a.load()
+    eager_a.save(pl.DataFrame({"x": [1]}))
+    PolarsParquetDataset(filepath=path, version=Version(None, RUN_B)).save(pl.DataFrame({"x": [2]}))
+    assert lazy_a.load().collect()["x"].to_list() == [1]
+    # a run that saved nothing (an embed-only run) reads the newest version
+    assert PolarsParquetDataset(filepath=path, version=Version(None, "2026-01-01T00.00.09.000Z"),
+                                lazy=True).load().collect()["x"].to_list() == [2]
+
+
 def test_a_failed_save_pins_nothing(tmp_path):
     path = str(tmp_path / "a.npy")
     NumpyDataset(filepath=path, version=Version(None, RUN_A)).save(np.array([1.0]))
@@ -52,8 +68,10 @@ def test_every_versioned_dataset_of_the_catalog_pins_its_saved_version():
     catalog = yaml.safe_load((REPO / "conf" / "base" / "catalog.yml").read_text())
     versioned = {name: entry["type"] for name, entry in catalog.items()
                  if isinstance(entry, dict) and entry.get("versioned") and not name.startswith("_")}
-    assert {"events", "sequences", "sid_table", "item_embeddings", "tokenizer_model", "decoder_model",
-            "smb_rec.rec_model"} <= set(versioned)
+    assert {"events", "sequences@eager", "sequences@lazy", "sid_table", "item_embeddings", "tokenizer_model",
+            "decoder_model", "smb_rec.rec_model"} <= set(versioned)
+    assert catalog["sequences@lazy"]["filepath"] == catalog["sequences@eager"]["filepath"]  # one table, two loaders
+    assert catalog["sequences@lazy"].get("lazy") is True and "lazy" not in catalog["sequences@eager"]
     for name, dotted in versioned.items():
         module, _, attr = dotted.rpartition(".")
         assert issubclass(getattr(importlib.import_module(module), attr), RunVersionedDataset), name

@@ -28,7 +28,7 @@ from scipy.sparse.linalg import svds
 
 from seqrec_pipeline.errors import InputError
 from seqrec_pipeline.params import EmbedParams
-from seqrec_pipeline.splits import PROTOCOLS, training_lengths
+from seqrec_pipeline.splits import PROTOCOLS, split_columns, training_lengths
 
 log = logging.getLogger(__name__)
 
@@ -94,15 +94,19 @@ def encode_texts(texts: list[str], encoder: str, batch_size: int, device: str | 
     return vectors.astype(np.float32)
 
 
-def _training_events(sequences: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """(user row, item) of every training event, in sequence order (int32: these arrays are log-sized)."""
-    prefix = training_lengths(sequences, PROTOCOLS)  # training data under every protocol
-    lengths = sequences["n_events"].to_numpy().astype(np.int64)
+def _training_events(sequences: pl.DataFrame | pl.LazyFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(user row, item) of every training event, in sequence order (int32: these arrays are log-sized).  Only
+    the item lists, lengths and split points are read: of a LazyFrame (the embed node's input) only those
+    columns are loaded, and they are freed on return, before the matrix is built."""
+    split_points = [split_columns(protocol)[0] for protocol in PROTOCOLS]
+    table = sequences.lazy().select("item", "n_events", *split_points).collect()
+    prefix = training_lengths(table, PROTOCOLS)  # training data under every protocol
+    lengths = table["n_events"].to_numpy().astype(np.int64)
     starts = np.repeat((np.cumsum(lengths) - lengths).astype(np.int32), lengths)
     in_train = np.arange(lengths.sum(), dtype=np.int32) - starts < np.repeat(prefix.astype(np.int32), lengths)
     del starts
-    users = np.repeat(np.arange(sequences.height, dtype=np.int32), lengths)[in_train]
-    return users, sequences["item"].explode().to_numpy().astype(np.int32, copy=False)[in_train]
+    users = np.repeat(np.arange(table.height, dtype=np.int32), lengths)[in_train]
+    return users, table["item"].explode().to_numpy().astype(np.int32, copy=False)[in_train]
 
 
 def _user_item_matrix(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int) -> sp.csr_matrix:
@@ -111,16 +115,22 @@ def _user_item_matrix(users: np.ndarray, items: np.ndarray, n_users: int, n_item
     return matrix
 
 
-def _pair_counts(users: np.ndarray, items: np.ndarray, n_items: int, window: int,
-                 chunk_events: int) -> sp.csr_matrix:
+def _pair_counts(users: np.ndarray, items: np.ndarray, n_items: int, window: int, chunk_events: int,
+                 row_blocks: int = 8) -> tuple[np.ndarray, list[sp.csr_matrix]]:
     """How often each (item, context item) pair occurs at most ``window`` events apart in the same user's
     sequence (both directions; an item next to itself is no evidence).  Built over chunks of about
-    ``chunk_events`` events cut at user boundaries, so no pair is lost or split, and memory stays bounded by
-    the chunk's pairs plus the distinct pairs seen; int32 counts are exact (a pair occurs at most
-    ``2 * window`` times per event)."""
+    ``chunk_events`` events cut at user boundaries, so no pair is lost or split; int32 counts are exact (a pair
+    occurs at most ``2 * window`` times per event).
+
+    Returned as CSR blocks of consecutive item rows (``bounds``: the first row of each block, then
+    ``n_items``), cut so that each block gets about the same number of pairs; each chunk's counts are added
+    block by block, so a sum's transient second copy is one block, not the whole matrix."""
     user_start = np.flatnonzero(np.r_[True, users[1:] != users[:-1]]) if len(users) else np.zeros(0, np.int64)
     cuts = np.r_[user_start[np.unique(user_start // chunk_events, return_index=True)[1]], len(users)]
-    counts = sp.csr_matrix((n_items, n_items), dtype=np.int32)
+    occurrences = np.cumsum(np.bincount(items, minlength=n_items))  # an item's pairs grow with its occurrences
+    share = np.searchsorted(occurrences, occurrences[-1:] * np.arange(1, row_blocks) / row_blocks)
+    bounds = np.unique(np.r_[0, share, n_items])
+    blocks = [sp.csr_matrix((hi - lo, n_items), dtype=np.int32) for lo, hi in zip(bounds[:-1], bounds[1:])]
     for lo, hi in zip(cuts[:-1], cuts[1:]):
         chunk_users, chunk_items = users[lo:hi], items[lo:hi]
         rows, cols = [], []
@@ -132,46 +142,64 @@ def _pair_counts(users: np.ndarray, items: np.ndarray, n_items: int, window: int
         row = np.concatenate(rows).astype(np.int32, copy=False)
         col = np.concatenate(cols).astype(np.int32, copy=False)
         del rows, cols
-        counts = counts + sp.csr_matrix((np.ones(len(row), np.int32), (row, col)), shape=(n_items, n_items))
-    return counts
+        chunk = sp.csr_matrix((np.ones(len(row), np.int32), (row, col)), shape=(n_items, n_items))
+        del row, col
+        for b, (start, end) in enumerate(zip(bounds[:-1], bounds[1:])):
+            blocks[b] = blocks[b] + chunk[start:end]
+    return bounds, blocks
 
 
 def _ppmi_matrix(users: np.ndarray, items: np.ndarray, n_items: int, window: int, chunk_events: int,
                  dtype: type, smoothing: float = 0.75, block: int = 1 << 22) -> sp.csr_matrix:
     """Positive PMI of the :func:`_pair_counts` pairs, with the usual context smoothing, in ``dtype``.
 
-    Computed in float64 over blocks of ``block`` non-zeros and compacted in place into the counts' column
-    indices, so besides the counts only the output values and one block's temporaries are held; every
-    value is the same float64 expression as a one-pass build, hence bit-identical to it in float64."""
-    counts = _pair_counts(users, items, n_items, window, chunk_events)
-    counts.sort_indices()
-    indptr, indices, counted = counts.indptr.astype(np.int64), counts.indices, counts.data
-    del counts
-    nnz = len(indices)
+    Computed in float64 row block by row block of the counts, each in pieces of ``block`` non-zeros compacted
+    in place into its column indices and freed once its kept entries are copied out, so what is held is the
+    counts of the blocks to do, the output of those done and one block's temporaries.  Every value is the
+    same float64 expression as a one-pass build, hence bit-identical to it in float64."""
+    bounds, blocks = _pair_counts(users, items, n_items, window, chunk_events)
     # every pair is counted in both directions, so the row sums (item totals) are the column sums;
-    # float64 sums of integers are exact, whatever the order
+    # int64 sums of the int32 counts are exact, and so is their float64 value
     item_total = np.zeros(n_items)
-    for lo in range(0, nnz, block):
-        item_total += np.bincount(indices[lo:lo + block], weights=counted[lo:lo + block], minlength=n_items)
+    for start, counts in zip(bounds, blocks):
+        item_total[start:start + counts.shape[0]] = np.asarray(counts.sum(axis=1, dtype=np.int64)).ravel()
     context = item_total ** smoothing
     scale = context.sum()
-    values = np.empty(nnz, dtype)
     kept_per_row = np.zeros(n_items, np.int64)
-    kept = 0
-    for lo in range(0, nnz, block):
-        hi = min(lo + block, nnz)
-        row = np.searchsorted(indptr, np.arange(lo, hi), side="right") - 1
-        col = indices[lo:hi]
-        pmi = np.log(counted[lo:hi].astype(np.float64) * scale / (item_total[row] * context[col]))
-        keep = pmi > 0
-        n_keep = int(keep.sum())
-        indices[kept:kept + n_keep] = col[keep]  # kept <= lo: never overwrites what is still to be read
-        values[kept:kept + n_keep] = pmi[keep]
-        kept_per_row += np.bincount(row[keep], minlength=n_items)
-        kept += n_keep
-    del counted
-    indptr = np.r_[0, np.cumsum(kept_per_row)]
-    return sp.csr_matrix((values[:kept].copy(), indices[:kept].copy(), indptr), shape=(n_items, n_items))
+    parts = []
+    for start in bounds[:-1]:
+        counts = blocks.pop(0)
+        counts.sort_indices()
+        indptr, indices, counted = counts.indptr.astype(np.int64), counts.indices, counts.data
+        del counts
+        nnz = len(indices)
+        values = np.empty(nnz, dtype)
+        kept = 0
+        for lo in range(0, nnz, block):
+            hi = min(lo + block, nnz)
+            row = start + np.searchsorted(indptr, np.arange(lo, hi), side="right") - 1
+            col = indices[lo:hi]
+            pmi = np.log(counted[lo:hi].astype(np.float64) * scale / (item_total[row] * context[col]))
+            keep = pmi > 0
+            n_keep = int(keep.sum())
+            indices[kept:kept + n_keep] = col[keep]  # kept <= lo: never overwrites what is still to be read
+            values[kept:kept + n_keep] = pmi[keep]
+            kept_per_row += np.bincount(row[keep], minlength=n_items)
+            kept += n_keep
+        parts.append((indices[:kept].astype(np.int32), values[:kept].copy()))
+        del indptr, indices, counted, values
+    # the parts are copied into the output one by one and freed; the output's pages are only touched when
+    # written, so the matrix is never held twice
+    total = sum(len(part_indices) for part_indices, _ in parts)
+    indices, values = np.empty(total, np.int32), np.empty(total, dtype)
+    at = 0
+    while parts:
+        part_indices, part_values = parts.pop(0)
+        indices[at:at + len(part_indices)] = part_indices
+        values[at:at + len(part_values)] = part_values
+        at += len(part_indices)
+        del part_indices, part_values
+    return sp.csr_matrix((values, indices, np.r_[0, np.cumsum(kept_per_row)]), shape=(n_items, n_items))
 
 
 def randomized_svd(matrix: sp.spmatrix, k: int, oversample: int, power_iters: int,
@@ -246,7 +274,8 @@ def cf_solver(params: EmbedParams, n_items: int) -> str:
     return "arpack" if n_items <= params.cf_arpack_max_items else "randomized"
 
 
-def cf_embeddings(sequences: pl.DataFrame, n_items: int, dim: int, seed: int, params: EmbedParams) -> np.ndarray:
+def cf_embeddings(sequences: pl.DataFrame | pl.LazyFrame, n_items: int, dim: int, seed: int,
+                  params: EmbedParams) -> np.ndarray:
     """Collaborative item vectors from the training events (module docstring), L2-normalized: the truncated
     SVD ``U sqrt(S)`` of the PPMI matrix (``cooccurrence``) or ``V sqrt(S)`` of the user-item matrix, by the
     :func:`cf_solver` of ``params``.
@@ -261,7 +290,8 @@ def cf_embeddings(sequences: pl.DataFrame, n_items: int, dim: int, seed: int, pa
         matrix = _ppmi_matrix(users, items, n_items, params.cf_window, params.cf_chunk_events,
                               np.float64 if solver == "arpack" else np.float32)
     else:
-        matrix = _user_item_matrix(users, items, sequences.height, n_items)
+        n_users = sequences.lazy().select(pl.len()).collect().item()
+        matrix = _user_item_matrix(users, items, n_users, n_items)
     del users, items
     k = int(min(dim, min(matrix.shape) - 1))
     if k < 1 or matrix.nnz == 0:
@@ -365,11 +395,13 @@ def _in_past(data, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
     return np.isin(sample_user[:, None] * width + items, keys) & (items >= 0)
 
 
-def embed_items(items: pl.DataFrame, sequences: pl.DataFrame, params: EmbedParams,
+def embed_items(items: pl.DataFrame, sequences: pl.DataFrame | pl.LazyFrame, params: EmbedParams,
                 seed: int) -> tuple[np.ndarray, dict]:
     """Vectors [n_items, d] aligned with item_idx, and what produced them.  ``source=auto`` with item text
     computes both the text and the collaborative vectors and keeps the one with the higher validation
-    :func:`probe_ndcg`."""
+    :func:`probe_ndcg`.  ``sequences`` may be a LazyFrame: each step then loads only what it reads, when it
+    reads it (the collaborative vectors: the item lists, lengths and split points, freed before the matrix is
+    factorized)."""
     n_items = items.height
     fields = params.text_fields
     text_columns = [c for c in items.columns if c not in ITEM_KEYS]
@@ -400,7 +432,8 @@ def embed_items(items: pl.DataFrame, sequences: pl.DataFrame, params: EmbedParam
     if len(candidates) == 1:
         vectors, described = next(iter(candidates.values()))
         return vectors, info | described
-    probe = {name: probe_ndcg(vectors, sequences, seed=seed, slice_events=params.cf_chunk_events)
+    table = sequences.lazy().collect()
+    probe = {name: probe_ndcg(vectors, table, seed=seed, slice_events=params.cf_chunk_events)
              for name, (vectors, _) in candidates.items()}
     chosen = max(probe, key=lambda name: (probe[name], name == "text"))  # a tie keeps the text
     log.info("item vectors chosen on the validation session: %s (probe NDCG@10 %s)", chosen,

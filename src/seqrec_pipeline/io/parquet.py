@@ -18,13 +18,17 @@ class PolarsParquetDataset(RunVersionedDataset[pl.DataFrame, pl.DataFrame]):
 
     Saves go to a temporary file renamed into place, so a crash never leaves a
     half-written table where the next run would load it.  With ``versioned: true``
-    every run writes a new version and older ones are kept (Kedro versioning).
+    every run writes a new version and older ones are kept (Kedro versioning).  With ``lazy: true`` it loads
+    a ``pl.LazyFrame`` scan instead, so that a consumer reads only the columns it selects, when it needs them
+    (the catalog's transcoded ``<name>@lazy`` views of a table).
     """
 
     def __init__(self, filepath: str, version: Version | None = None, compression: str = "zstd",
-                 metadata: dict[str, Any] | None = None, mlflow_artifact_path: str | None = None):
+                 metadata: dict[str, Any] | None = None, mlflow_artifact_path: str | None = None,
+                 lazy: bool = False):
         super().__init__(filepath=PurePosixPath(filepath), version=version, exists_function=self._exists_local)
         self._compression = compression
+        self._lazy = lazy
         # kedro-mlflow's MlflowArtifactDataset cannot wrap a versioned dataset (Kedro refuses its second save
         # version), so a table that also goes to MLflow is logged here, after its versioned save
         self._mlflow_artifact_path = mlflow_artifact_path
@@ -34,8 +38,9 @@ class PolarsParquetDataset(RunVersionedDataset[pl.DataFrame, pl.DataFrame]):
     def _exists_local(path: str) -> bool:
         return os.path.exists(path)
 
-    def load(self) -> pl.DataFrame:
-        return pl.read_parquet(get_filepath_str(self._get_load_path(), "file"))
+    def load(self) -> pl.DataFrame | pl.LazyFrame:
+        path = get_filepath_str(self._get_load_path(), "file")
+        return pl.scan_parquet(path) if self._lazy else pl.read_parquet(path)
 
     def save(self, data: pl.DataFrame) -> None:
         if not isinstance(data, pl.DataFrame):
@@ -59,7 +64,8 @@ class PolarsParquetDataset(RunVersionedDataset[pl.DataFrame, pl.DataFrame]):
         return os.path.exists(path)
 
     def _describe(self) -> dict[str, Any]:
-        return {"filepath": str(self._filepath), "version": self._version, "compression": self._compression}
+        return {"filepath": str(self._filepath), "version": self._version, "compression": self._compression,
+                "lazy": self._lazy}
 
 
 class ParquetParts:

@@ -26,7 +26,16 @@ class RunVersionedDataset(AbstractVersionedDataset[_DI, _DO]):
     overlap, a node of run A would then load what run B saved later (B's model, B's SID table).  After a
     save, this dataset pins its load version to the version it saved, so the rest of the run reads exactly
     what the run wrote.  An explicit ``--load-versions`` pin is replaced too: the run's own output wins.
+    The same holds for another catalog entry of the same files (a transcoded view such as
+    ``sequences@lazy`` of ``sequences@eager``): it loads the version its run saved through the sibling.
     """
+
+    def resolve_load_version(self) -> str | None:
+        save = self._version.save if self._version else None
+        # the run's save version exists only if this run wrote it (each run has its own, OwnVersionSession)
+        if save and self._exists_function(str(self._get_versioned_path(save))):
+            return save
+        return super().resolve_load_version()
 
     @classmethod
     def _save_wrapper(cls, save_func: Callable[[Any, Any], None]) -> Callable[[Any, Any], None]:

@@ -13,7 +13,7 @@ from .nodes import rank_rec, train_rec
 
 TRAIN = ["params:model", "params:split.protocol", "params:split.train_users", "params:max_history", "params:seed",
          "params:rec"]
-RANK = ["rec_model", "sequences", "params:split.protocol", "params:max_history", "params:rec", "params:repeat"]
+RANK = ["rec_model", "sequences@eager", "params:split.protocol", "params:max_history", "params:rec", "params:repeat"]
 
 
 def _on(split: str):
@@ -23,7 +23,7 @@ def _on(split: str):
 def create_pipeline(**kwargs) -> Pipeline:
     return pipeline(
         [
-            node(train_rec, ["sequences", "items", "behaviors", *TRAIN], ["rec_model", "rec_summary"],
+            node(train_rec, ["sequences@eager", "items", "behaviors", *TRAIN], ["rec_model", "rec_summary"],
                  name="train_rec"),
             node(_on("test"), RANK, "predictions", name="rank_rec"),
             node(_on("valid"), RANK, "validation_predictions", name="rank_rec_validation"),

@@ -24,7 +24,7 @@ def _on(split: str):
 
 def create_pipeline(pipeline_name: str, **kwargs) -> Pipeline:
     """Beam search on the test and the validation samples, then the repeat / explore mixture over it."""
-    decoder = ["decoder_model", "sequences", "behaviors", "sid_table", "sid_vocab", *RANK]
+    decoder = ["decoder_model", "sequences@eager", "behaviors", "sid_table", "sid_vocab", *RANK]
     nodes = [node(_on("test"), decoder, "predictions", name="rank_decoder"),
              node(_on("valid"), decoder, "validation_predictions", name="rank_decoder_validation")]
     if pipeline_name == "mb_decoder":  # also let the model choose the behavior: next-behavior accuracy
@@ -39,9 +39,9 @@ def create_repeat_pipeline(namespace: str, **kwargs) -> Pipeline:
     ``<namespace>.predictions`` + head -> ``repeat_predictions`` (any model with scores)."""
     return pipeline(
         [
-            node(fit_repeat_head, ["validation_predictions", "sequences", "items", "behaviors", *RANK,
+            node(fit_repeat_head, ["validation_predictions", "sequences@eager", "items", "behaviors", *RANK,
                                    "params:repeat"], "repeat_head", name="fit_repeat_head"),
-            node(rank_repeat_aware, ["predictions", "repeat_head", "sequences", "behaviors", *RANK],
+            node(rank_repeat_aware, ["predictions", "repeat_head", "sequences@eager", "behaviors", *RANK],
                  "repeat_predictions", name="rank_repeat_aware"),
         ],
         namespace=namespace,
@@ -52,7 +52,7 @@ def create_repeat_pipeline(namespace: str, **kwargs) -> Pipeline:
 
 def create_rule_pipeline(**kwargs) -> Pipeline:
     return pipeline(
-        [node(rank_with_rule, ["sequences", "items", "behaviors", "params:model", *RANK, "params:repeat"],
+        [node(rank_with_rule, ["sequences@eager", "items", "behaviors", "params:model", *RANK, "params:repeat"],
               "predictions", name="rank_rule")],
         namespace="smb_rule",
         inputs={"sequences", "items", "behaviors"},

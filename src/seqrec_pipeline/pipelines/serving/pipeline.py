@@ -6,12 +6,12 @@ from kedro.pipeline import Pipeline, node, pipeline
 from .nodes import package_model, recommend
 
 SETTINGS = ["params:split.protocol", "params:max_history", "params:eval", "params:dataset", "params:datasets"]
-ARTIFACTS = ["decoder_model", "sequences", "items", "behaviors", "sid_table", "sid_vocab"]
+ARTIFACTS = ["decoder_model", "sequences@eager", "items", "behaviors", "sid_table", "sid_vocab"]
 
 
 def create_recommend_pipeline(**kwargs) -> Pipeline:
     return pipeline(
-        [node(recommend, ["decoder_model", "sequences", "users", "items", "behaviors", "sid_table", "sid_vocab",
+        [node(recommend, ["decoder_model", "sequences@eager", "users", "items", "behaviors", "sid_table", "sid_vocab",
                           "repeat_head", "params:recommend", *SETTINGS], ["recommendations", "summary", "metrics"],
               name="recommend")],
         namespace="recommend",

@@ -10,8 +10,8 @@ def create_pipeline(**kwargs) -> Pipeline:
     return pipeline(
         [
             node(training_settings, SETTINGS, "training_settings", name="training_settings"),
-            node(train_decoder, ["sequences", "behaviors", "sid_table", "sid_vocab", "training_settings", "work_dir"],
-                 ["decoder_model", "train_summary"], name="train_decoder"),
+            node(train_decoder, ["sequences@eager", "behaviors", "sid_table", "sid_vocab", "training_settings",
+                                 "work_dir"], ["decoder_model", "train_summary"], name="train_decoder"),
         ],
         namespace="train",
         inputs={"sequences", "behaviors", "sid_table", "sid_vocab"},
