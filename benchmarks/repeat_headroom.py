@@ -146,7 +146,7 @@ def main() -> None:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     project = args.project.resolve()
     catalog, params = catalog_of(project, {"dataset": args.dataset, "model": args.model})
-    seq, behaviors = catalog.load("sequences"), catalog.load("behaviors")
+    seq, behaviors = catalog.load("sequences@eager"), catalog.load("behaviors")
     n_items, n_behaviors = catalog.load("items").height, behaviors.height
     levels, max_history = BehaviorTable.from_table(behaviors).levels, params["max_history"]
     grid = validate(RepeatParams, params["repeat"], prefix="repeat.")
