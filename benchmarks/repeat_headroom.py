@@ -14,7 +14,12 @@ the test session, every choice made on the validation session (``ranking.repeat`
    union of both candidate lists, weight ``a`` on validation), i.e. what an item-level head added to the decoder
    could give at most;
 4. **an oracle explorer**: each sample's explore target moved to rank r of the decoder's own list, with the
-   decoder's fitted gate: how much of the metric the explore side can move at all.
+   decoder's fitted gate: how much of the metric the explore side can move at all;
+5. **the model's absolute confidence**: ``P_explore(i) = p_model(i)^(1/tau)`` with the model's own log-probabilities
+   (the decoder's beam scores, the baseline's full-catalog log-softmax) instead of a softmax over the candidates,
+   so a model unsure of every new item leaves the history first (``normalize_explore=False``);
+6. **an oracle gate**: each test sample's best (gate, temperature) of the grid, the scorer fixed: how much any
+   per-query gate, however it is computed, could add.
 
 Paired differences are against ``<baseline>+repeat`` (95 % normal interval).  Prints a Markdown table.
 """
@@ -136,6 +141,20 @@ def oracle(data, base: Ranking, rank: int) -> Ranking:
     return Ranking(items, scores)
 
 
+def oracle_gate(data, base: Ranking, scorer, feats, inputs, grid, n_behaviors: int) -> np.ndarray:
+    """Per sample, the final list of the (gate, temperature) of the grid that scores best on that sample."""
+    best_items, best = None, np.full(data.n_samples, -1.0)
+    for g, tau in itertools.product(grid.gates, grid.temperatures):
+        bias = np.inf if g >= 1 else float(np.log(g / (1 - g)))
+        mix = R.Mixture(scorer, [bias] * n_behaviors, [0.0] * n_behaviors, [tau] * n_behaviors)
+        items = R.mixture_ranking(data, inputs, base, mix, K, feats).items
+        value = ndcg(items, data)
+        better = value > best
+        best_items = items if best_items is None else np.where(better[:, None], items, best_items)
+        best = np.maximum(best, value)
+    return best_items
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--project", type=Path, default=Path("."))
@@ -218,6 +237,17 @@ def main() -> None:
     _, a, poe, mix = best
     row(f"{args.model} × {args.baseline} explore scores (a = {a}) +repeat",
         R.mixture_ranking(test, inputs["test"], poe["test"], mix, K, feats["test"]).items, poe["test"])
+    for name, base in ((args.model, dec),
+                       (args.baseline, {s: Ranking(rec_rank[s].items, np.where(
+                           rec_rank[s].items >= 0, np.take_along_axis(full[s], np.maximum(rec_rank[s].items, 0), 1),
+                           -np.inf)) for s in data})):
+        mix = R.fit_mixture(valid, base["valid"], scorer, n_behaviors, gates=grid.gates, gate_slopes=grid.gate_slopes,
+                            temperatures=grid.temperatures, k=K, normalize_explore=False)
+        row(f"{name}+repeat, absolute explore probabilities",
+            R.mixture_ranking(test, inputs["test"], base["test"], mix, K, feats["test"], normalize_explore=False).items)
+    for name, base in ((args.model, dec), (args.baseline, rec_rank)):
+        row(f"oracle: {name}+repeat, each test sample's best gate and temperature", oracle_gate(test, base["test"],
+            scorer, feats["test"], inputs["test"], grid, n_behaviors))
     for rank in (0, 4, 9):
         base = oracle(test, dec["test"], rank)
         row(f"oracle: explore target at rank {rank + 1} of {args.model}'s list, its fitted gate",

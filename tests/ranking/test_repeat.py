@@ -107,6 +107,22 @@ def test_the_mixture_with_extra_evidence_for_the_history_and_the_gate():
     assert zero.items.tolist() == plain.items.tolist()
     np.testing.assert_allclose(zero.scores, plain.scores, rtol=1e-12)
 
+
+def test_absolute_explore_probabilities_keep_the_models_confidence():
+    data = eval_set(sequences(), "last_session", "test", max_history=50)
+    inputs = RepeatInputs(data, 2)
+    scorer = RepeatScorer([[1.0, 1.0], [1.0, 1.0]], day_decay=1.0, session_decay=1.0)
+    half = Mixture(scorer, [0.0, 0.0], [0.0, 0.0], [2.0, 2.0])
+    # absolute log-probabilities: the explore items carry little mass, so every history item comes first ...
+    unsure = Ranking(np.array([[9, 2, 7, 8]]), np.log(np.array([[0.02, 0.3, 0.01, 0.005]], dtype=np.float32)))
+    ranked = mixture_ranking(data, inputs, unsure, half, k=7, normalize_explore=False)
+    assert ranked.items.tolist() == [[2, 4, 3, 1, 9, 7, 8]]
+    p_exp = np.sqrt([0.02, 0.01, 0.005])  # exp(log p / tau), tau 2, not renormalized over the candidates
+    np.testing.assert_allclose(ranked.scores[0][4:], 0.5 * p_exp, rtol=1e-6)
+    # ... while the softmax over the candidates hands them all the explore mass (0.45, 0.32, 0.23 of it) and
+    # puts every explore item above the history items with one event (0.5 * 1/6)
+    assert mixture_ranking(data, inputs, unsure, half, k=7).items.tolist() == [[2, 9, 7, 8, 4, 3, 1]]
+
 def test_fitting_never_reads_the_test_window():
     grid = load_parameters().repeat
     fitted = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
+import torch
 
 from seqrec_pipeline.errors import InputError
 from seqrec_pipeline.ranking.repeat import Mixture, RepeatScorer
@@ -152,3 +153,26 @@ def test_batch_users_from_a_file_count_the_unknown_ones(setup, tmp_path):
         recommend_users(rec, sequences, users, k=20)
     with pytest.raises(InputError, match="no file"):
         recommend_users(rec, sequences, users, which=str(tmp_path / "missing.txt"), k=2)
+
+
+def test_a_recommender_with_an_item_head_ranks_with_it_and_saves_it(setup, tmp_path):
+    rec, sequences, _ = setup
+    vocab = TokenVocab(NAMES, SIZES)
+    sid = pl.DataFrame({"item_idx": np.arange(N_ITEMS, dtype=np.int32),
+                        **{f"c{lvl}": c.astype(np.int32) for lvl, c in enumerate(random_codes(SIZES, N_ITEMS, 1).T)}})
+    model = tiny_model("gamer", vocab, item_head=True, catalog_size=N_ITEMS)
+    torch.nn.init.normal_(model.item_head.weight, std=2.0)  # a head strong enough to reorder the beam
+    head_rec = build_recommender(model, sequences, rec.items, rec.behaviors_table, sid, vocab.to_dict(), None,
+                                 protocol="last_session", max_history=5, beam_size=8, batch_size=4,
+                                 renormalize=False, temperature=None, session_gap_seconds=GAP)
+    requests = [_request(sequences, r, k=5) for r in range(N_USERS)]
+    with_head = answer(head_rec, requests)
+    model.config.item_score_weight = 0.0
+    without = answer(head_rec, requests)
+    def items(answers):
+        return [[r["items"] for r in a["recommendations"]] for a in answers]
+    assert items(with_head) != items(without)  # the head's log-probabilities re-rank the beams
+    model.config.item_score_weight = 1.0
+    loaded = Recommender.load(head_rec.save(tmp_path))
+    assert loaded.model.config.item_head and loaded.model.item_head is not None
+    assert answer(loaded, requests) == with_head

@@ -273,12 +273,14 @@ def _softmax_per_sample(sample: np.ndarray, values: np.ndarray, n_samples: int) 
 
 def mixture_ranking(data: EvalSet, inputs: RepeatInputs, base: Ranking, mixture: Mixture, k: int,
                     features: RepeatFeatures | None = None, *, repeat_log_weight: np.ndarray | None = None,
-                    gate_offset: np.ndarray | None = None) -> Ranking:
+                    gate_offset: np.ndarray | None = None, normalize_explore: bool = True) -> Ranking:
     """The mixture's top ``k`` items: scores are the mixture probabilities ``P(i | q)``.
 
     Optional extra evidence (``benchmarks/repeat_headroom.py`` measures it; the pipeline passes none):
     ``repeat_log_weight`` per (sample, history item) group of ``features`` multiplies each repeat score by its
-    exponential before normalization; ``gate_offset`` per sample is added to the gate's logit."""
+    exponential before normalization; ``gate_offset`` per sample is added to the gate's logit;
+    ``normalize_explore=False`` takes ``exp(score / tau)`` of base scores that are already absolute
+    log-probabilities instead of a softmax over the candidates (the model's own confidence, not renormalized)."""
     scorer = mixture.scorer
     features = features or inputs.features(scorer.day_decay, scorer.session_decay)
     rep = repeat_scores(features, data, scorer.behavior_weights)
@@ -302,7 +304,10 @@ def mixture_ranking(data: EvalSet, inputs: RepeatInputs, base: Ranking, mixture:
     gate = np.where(total > 0, gate, 0.0)  # no history item: nothing to repeat
     e_sample, e_item, e_score = explore_candidates(data, base)
     tau = np.asarray(mixture.temperature, float)[behavior][e_sample]
-    p_exp = _softmax_per_sample(e_sample, e_score / tau, data.n_samples) if len(e_sample) else e_score
+    if not normalize_explore:
+        p_exp = np.exp(e_score / tau)
+    else:
+        p_exp = _softmax_per_sample(e_sample, e_score / tau, data.n_samples) if len(e_sample) else e_score
     has_explore = np.bincount(e_sample, minlength=data.n_samples) > 0
     gate = np.where(has_explore, gate, np.where(total > 0, 1.0, gate))
     # an exact gate of 1 still ranks explore items after the history (a vanishing weight, not zero)
@@ -315,9 +320,10 @@ def mixture_ranking(data: EvalSet, inputs: RepeatInputs, base: Ranking, mixture:
 
 
 def fit_mixture(valid: EvalSet, base: Ranking, scorer: RepeatScorer, n_behaviors: int, *, gates, gate_slopes,
-                temperatures, k: int = 10) -> Mixture:
+                temperatures, k: int = 10, normalize_explore: bool = True) -> Mixture:
     """Choose, per requested behavior, the gate (``P(repeat)`` at unit repeat evidence), its slope and the
-    explore temperature on the validation set, by NDCG@k of that behavior's samples."""
+    explore temperature on the validation set, by NDCG@k of that behavior's samples (``normalize_explore``:
+    as :func:`mixture_ranking`)."""
     inputs = RepeatInputs(valid, n_behaviors)
     features = inputs.features(scorer.day_decay, scorer.session_decay)
     logits = [np.inf if g >= 1 else float(np.log(g / (1 - g))) for g in gates]
@@ -326,14 +332,16 @@ def fit_mixture(valid: EvalSet, base: Ranking, scorer: RepeatScorer, n_behaviors
         if np.isinf(bias) and (slope != gate_slopes[0] or tau != temperatures[0]):
             continue  # always-repeat-first: slope and temperature do not matter
         mixture = Mixture(scorer, [bias] * n_behaviors, [slope] * n_behaviors, [tau] * n_behaviors)
-        ndcg = _ndcg(mixture_ranking(valid, inputs, base, mixture, k, features).items, valid.targets, k)
+        ndcg = _ndcg(mixture_ranking(valid, inputs, base, mixture, k, features, normalize_explore=normalize_explore).items,
+                     valid.targets, k)
         for b in range(n_behaviors):
             rows = valid.sample_behavior == b
             if rows.any() and ndcg[rows].mean() > best[b][0] + 1e-12:
                 best[b] = (float(ndcg[rows].mean()), bias, slope, tau)
     mixture = Mixture(scorer, [best[b][1] for b in range(n_behaviors)], [best[b][2] for b in range(n_behaviors)],
                       [best[b][3] for b in range(n_behaviors)])
-    fitted = _ndcg(mixture_ranking(valid, inputs, base, mixture, k, features).items, valid.targets, k).mean()
+    fitted = _ndcg(mixture_ranking(valid, inputs, base, mixture, k, features, normalize_explore=normalize_explore).items,
+                   valid.targets, k).mean()
     plain = _ndcg(base.items[:, :k], valid.targets, k).mean()
     mixture.validation = {f"ndcg@{k}": float(fitted), f"base_ndcg@{k}": float(plain), "n_samples": valid.n_samples}
     return mixture
