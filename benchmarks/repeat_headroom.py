@@ -19,7 +19,10 @@ the test session, every choice made on the validation session (``ranking.repeat`
    (the decoder's beam scores, the baseline's full-catalog log-softmax) instead of a softmax over the candidates,
    so a model unsure of every new item leaves the history first (``normalize_explore=False``);
 6. **an oracle gate**: each test sample's best (gate, temperature) of the grid, the scorer fixed: how much any
-   per-query gate, however it is computed, could add.
+   per-query gate, however it is computed, could add;
+7. **a training-free explorer**: the catalog ranked by the inner product of the item vectors with the decayed sum
+   of the user's last three items' vectors (the embed stage's validation probe), alone and as a product of experts
+   with each model (temperature and weight on validation).
 
 Paired differences are against ``<baseline>+repeat`` (95 % normal interval).  Prints a Markdown table.
 """
@@ -35,6 +38,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from seqrec_pipeline.data.embeddings import recent_items_query
 from seqrec_pipeline.decoding import build_prompts
 from seqrec_pipeline.decoding.exact import score_items
 from seqrec_pipeline.params import RepeatParams, validate
@@ -237,6 +241,31 @@ def main() -> None:
     _, a, poe, mix = best
     row(f"{args.model} × {args.baseline} explore scores (a = {a}) +repeat",
         R.mixture_ranking(test, inputs["test"], poe["test"], mix, K, feats["test"]).items, poe["test"])
+    vectors = np.asarray(catalog.load("item_embeddings"), np.float32)
+    knn = {s: recent_items_query(vectors, data[s])[data[s].sample_user] @ vectors.T for s in data}
+
+    def top(scores: np.ndarray, width: int = 50) -> Ranking:
+        best = np.argsort(-scores, axis=1)[:, :width]
+        return Ranking(best, np.take_along_axis(scores, best, 1))
+
+    knn_rank = {s: top(knn[s]) for s in data}
+    mix = R.fit_mixture(valid, knn_rank["valid"], scorer, n_behaviors, gates=grid.gates, gate_slopes=grid.gate_slopes,
+                        temperatures=[0.02, 0.05, 0.1, 0.2], k=K)  # inner products of unit vectors: a sharper scale
+    row("item-vector kNN (no training) +repeat",
+        R.mixture_ranking(test, inputs["test"], knn_rank["test"], mix, K, feats["test"]).items, knn_rank["test"])
+    for name in (args.baseline, args.model):
+        best = None
+        for t, a in itertools.product((0.05, 0.1), (0.3, 0.5, 0.7)):
+            logp = {s: torch.from_numpy(knn[s] / t).log_softmax(-1).numpy() for s in data}
+            base = ({s: top(a * full[s] + (1 - a) * logp[s]) for s in data} if name == args.baseline else
+                    {s: product_of_experts(data[s], dec[s], fns[s], logp[s], a) for s in data})
+            mix = R.fit_mixture(valid, base["valid"], scorer, n_behaviors, gates=grid.gates,
+                                gate_slopes=grid.gate_slopes, temperatures=grid.temperatures, k=K)
+            if best is None or mix.validation[f"ndcg@{K}"] > best[0]:
+                best = (mix.validation[f"ndcg@{K}"], t, a, base, mix)
+        _, t, a, base, mix = best
+        row(f"{name} × item-vector kNN (temperature {t}, a = {a}) +repeat",
+            R.mixture_ranking(test, inputs["test"], base["test"], mix, K, feats["test"]).items, base["test"])
     for name, base in ((args.model, dec),
                        (args.baseline, {s: Ranking(rec_rank[s].items, np.where(
                            rec_rank[s].items >= 0, np.take_along_axis(full[s], np.maximum(rec_rank[s].items, 0), 1),

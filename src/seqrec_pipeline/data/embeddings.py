@@ -353,12 +353,7 @@ def probe_ndcg(vectors: np.ndarray, sequences: pl.DataFrame, *, k: int = 10, las
     rows = np.flatnonzero(np.isin(sample_keys, chosen[:, 0] * width + chosen[:, 1]))
     explore = [[t for t, rep in zip(data.targets[r], data.repeat[r]) if not rep] for r in rows]
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    offsets = data.history_offsets
-    query = np.zeros((data.n_users, vectors.shape[1]), np.float32)
-    for back in range(1, last + 1):
-        at = offsets[1:] - back
-        ok = at >= offsets[:-1]
-        query[ok] += decay ** (back - 1) * vectors[data.history_item[at[ok]]]
+    query = recent_items_query(vectors, data, last, decay)
     import faiss
 
     index = faiss.IndexFlatIP(vectors.shape[1])
@@ -368,6 +363,18 @@ def probe_ndcg(vectors: np.ndarray, sequences: pl.DataFrame, *, k: int = 10, las
     found = np.where(_in_past(data, rows, found), -1, found)
     ranked = np.take_along_axis(found, np.argsort(found < 0, axis=1, kind="stable"), axis=1)[:, :k]
     return float(per_sample_metrics(ranked, explore, ks=(k,))[f"ndcg@{k}"].mean())
+
+
+def recent_items_query(vectors: np.ndarray, data, last: int = 3, decay: float = 0.7) -> np.ndarray:
+    """Per user of the eval set ``data``, the decayed sum of the vectors of its ``last`` newest history items
+    (weight ``decay ** (back - 1)``): the probe's query ``[n_users, dim]``."""
+    offsets = data.history_offsets
+    query = np.zeros((data.n_users, vectors.shape[1]), np.float32)
+    for back in range(1, last + 1):
+        at = offsets[1:] - back
+        ok = at >= offsets[:-1]
+        query[ok] += decay ** (back - 1) * vectors[data.history_item[at[ok]]]
+    return query
 
 
 def _user_slices(sequences: pl.DataFrame, events: int | None):
