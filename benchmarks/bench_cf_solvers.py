@@ -51,14 +51,14 @@ def primary_tables(dataset: str, raw: Path, work: Path):
 def compare(dataset: str, sequences, n_items: int) -> dict:
     from scipy.sparse.linalg import svds
 
-    from seqrec_pipeline.data.embeddings import (_ppmi_matrix, _training_events, cf_embeddings, probe_ndcg,
+    from seqrec_pipeline.data.embeddings import (ppmi_matrix, _training_events, cf_embeddings, probe_ndcg,
                                                  randomized_svd)
     from seqrec_pipeline.params import load_parameters
 
     params = load_parameters({"dataset": dataset}, project=ROOT)
     embed, seed = params.embed, params.seed
     users, items = _training_events(sequences)
-    matrix = _ppmi_matrix(users, items, n_items, embed.cf_window, embed.cf_chunk_events, np.float64)
+    matrix = ppmi_matrix(users, items, n_items, embed.cf_window, embed.cf_chunk_events, np.float64)
     del users, items
     out = {"n_items": n_items, "nnz": int(matrix.nnz), "k": embed.cf_dim, "oversample": embed.cf_oversample,
            "power_iters": embed.cf_power_iters}

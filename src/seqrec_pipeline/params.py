@@ -24,7 +24,7 @@ from seqrec_pipeline.errors import InputError
 
 GENERATIVE_MODELS = ("gamer", "qwen3", "tiger", "tiger_mb", "qwen3_session", "gamer_session", "qwen3_moe",
                      "gamer_action_moe", "qwen3_session_moe", "mbgen")
-RULE_MODELS = ("recent", "popularity", "transitions", "tifu")
+RULE_MODELS = ("recent", "popularity", "transitions", "tifu", "item_knn")
 DISCRIMINATIVE_MODELS = ("sasrec", "bert4rec", "gru4rec", "mbht", "mbstr", "pbat",
                          "sasrec_behavior", "bert4rec_behavior", "gru4rec_behavior")
 TOKENIZERS = ("rqkmeans", "rqvae", "cid", "rid", "given")

@@ -6,7 +6,7 @@ import scipy.sparse as sp
 from seqrec_pipeline.data.embeddings import (
     _in_past,
     _pair_counts,
-    _ppmi_matrix,
+    ppmi_matrix,
     _training_events,
     cf_embeddings,
     cf_solver,
@@ -78,12 +78,12 @@ def test_collaborative_vectors_ignore_validation_and_test_events(kind):
 def test_ppmi_counts_pairs_within_the_window_of_the_same_user_only():
     users = np.array([0, 0, 0, 0, 1, 1])
     items = np.array([0, 1, 1, 2, 3, 0])
-    one = _ppmi_matrix(users, items, 4, window=1, chunk_events=100, dtype=np.float64).toarray()
+    one = ppmi_matrix(users, items, 4, window=1, chunk_events=100, dtype=np.float64).toarray()
     # pairs at gap 1: (0,1), (1,2) for user 0 (1 next to 1 is no evidence), (3,0) for user 1; never (2,3) across users
     assert set(zip(*np.nonzero(one))) <= {(0, 1), (1, 0), (1, 2), (2, 1), (3, 0), (0, 3)}
     assert one[2, 3] == 0 and one[3, 2] == 0 and one[0, 2] == 0
     assert np.array_equal(one > 0, (one > 0).T)  # both directions (values differ: context smoothing)
-    two = _ppmi_matrix(users, items, 4, window=2, chunk_events=100, dtype=np.float64).toarray()
+    two = ppmi_matrix(users, items, 4, window=2, chunk_events=100, dtype=np.float64).toarray()
     assert (np.count_nonzero(two[0, 1:3]) >= 1) and two[2, 3] == 0  # gap 2 reaches (0, 1) again, still not users
 
 
@@ -183,7 +183,7 @@ def test_chunked_ppmi_equals_the_one_pass_build_exactly(chunk_events):
     assert users.dtype == np.int32 and items.dtype == np.int32
     assert np.all(np.diff(users) >= 0) and len(np.unique(users)) > 40
     expected = _ppmi_in_one_pass(users.astype(np.int64), items.astype(np.int64), primary.items.height, 3)
-    got = _ppmi_matrix(users, items, primary.items.height, 3, chunk_events, np.float64)
+    got = ppmi_matrix(users, items, primary.items.height, 3, chunk_events, np.float64)
     expected.sort_indices()
     got.sort_indices()
     assert got.nnz == expected.nnz > 100

@@ -85,6 +85,12 @@ def test_smb_rule_baseline_writes_its_own_metrics(project):
     tifu = json.loads((project.path / "data/08_reporting/retail_ci/smb_rule/last_session/tifu/metrics.json").read_text())
     _check_metrics(tifu, items.height)
     assert tifu["parts"]["repeat"]["merged"]["hit@10"] > 0.5  # history items come back
+    # co-occurring items as the explorer of the same mixture: new items in the lists, history items first
+    _ok(project.run("run", "--pipeline=smb_rule", "--params=dataset=retail_ci,model=item_knn"))
+    knn = json.loads((project.path / "data/08_reporting/retail_ci/smb_rule/last_session/item_knn/metrics.json")
+                     .read_text())
+    _check_metrics(knn, items.height)
+    assert knn["parts"]["repeat"]["merged"]["hit@10"] > 0.5 and 0 < knn["history_share"]["merged"] < 1
     # the same rule on the other protocol gets its own folder: both reports stay, compare lists both
     _ok(project.run("run", "--pipeline=smb_rule", "--params=dataset=retail_ci,model=popularity,"
                                                   "split.protocol=last_event"))
@@ -97,7 +103,7 @@ def test_smb_rule_baseline_writes_its_own_metrics(project):
     compared = project.run("compare", "--dataset", "retail_ci")
     _ok(compared)
     assert "### retail_ci · last_event (1 runs)" in compared.stdout
-    assert "### retail_ci · last_session (2 runs)" in compared.stdout
+    assert "### retail_ci · last_session (3 runs)" in compared.stdout
     bad = project.run("run", "--pipeline=smb_rule", "--params=dataset=retail_ci,model=gamer")
     assert bad.returncode == 2 and "unknown model 'gamer' for pipeline smb_rule" in bad.stderr
 

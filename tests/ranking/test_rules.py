@@ -1,8 +1,12 @@
-"""The rule baselines (smb_rule) on a hand-checked log: recent repeat, popularity, item transitions."""
+"""The rule baselines (smb_rule) on hand-checked logs: recent repeat, popularity, item transitions, item
+neighbors."""
 
+import numpy as np
 import polars as pl
 
+from seqrec_pipeline.params import load_parameters
 from seqrec_pipeline.ranking import rank_rule
+from seqrec_pipeline.ranking.rules import item_knn_ranking, item_neighbors
 from seqrec_pipeline.splits import eval_set
 
 
@@ -32,3 +36,45 @@ def test_rules_on_a_hand_checked_log():
     top = rank_rule("transitions", seq, data, 6, "last_event", 2).items.tolist()
     assert top[0] == [1, 4]  # 2->1 and 2->4 once each; the tie goes to the more popular item 1
     assert top[1][0] == 1  # 3 has no training successor: popularity order (1 first)
+
+
+def _knn_log(test_item: int = 1) -> pl.DataFrame:
+    # last_event: users 0-2 train on 1 2 x (x = 5, 6, 7), validate and test on 9; user 3 trains on 3 1 8,
+    # validates on 4 and tests on ``test_item``
+    rows = [[1, 2, 5, 9, 9], [1, 2, 6, 9, 9], [1, 2, 7, 9, 9], [3, 1, 8, 4, test_item]]
+    return pl.DataFrame(
+        {"user_idx": list(range(4)), "item": rows, "behavior": [[0] * 5] * 4, "session": [list(range(5))] * 4,
+         "timestamp": [[100 * i for i in range(5)]] * 4, "n_events": [5] * 4,
+         "last_event_valid": [3] * 4, "last_event_test": [4] * 4,
+         "last_session_valid": [-1] * 4, "last_session_test": [-1] * 4},
+        schema_overrides={"item": pl.List(pl.Int32), "behavior": pl.List(pl.Int8), "session": pl.List(pl.Int32),
+                          "timestamp": pl.List(pl.Int64)},
+    )
+
+
+def test_item_neighbors_are_the_items_that_co_occur_with_the_last_ones():
+    seq = _knn_log()
+    test = eval_set(seq, "last_event", "test", max_history=10)
+    (ranked,) = item_neighbors(seq, [test], 10, "last_event", window=3, chunk_events=100, width=4)
+    # user 3's last items 4 (no training event), 8 and 1: item 1 co-occurs with 2 in three users (first), with
+    # 5, 6 and 7 two events apart; 3, 1 and 8 are its past and never explore candidates
+    assert ranked.items[3, 0] == 2 and set(ranked.items[3, 1:].tolist()) == {5, 6, 7}
+    assert (np.diff(ranked.scores[3]) <= 0).all() and np.isfinite(ranked.scores[3]).all()
+    # user 0 (past 1 2 5 9): 2 co-occurs with 6 and 7; then the fallback, the width = 4 most popular training
+    # items (1, 2, then 3 and 5 of the ties), gives 3; nothing else
+    assert ranked.items[0].tolist()[:2] in ([6, 7], [7, 6]) and ranked.items[0].tolist()[2:] == [3, -1]
+    assert 0 < ranked.scores[0, 2] < 1e-6 < ranked.scores[0, 1]
+    assert not test.in_past(ranked.items).any()
+
+
+def test_item_knn_is_fitted_on_the_validation_session_only():
+    grid = load_parameters().repeat
+    runs = []
+    for test_item in (1, 2):
+        seq = _knn_log(test_item)
+        valid, test = (eval_set(seq, "last_event", s, max_history=10) for s in ("valid", "test"))
+        runs.append(item_knn_ranking(seq, valid, test, 10, 1, "last_event", grid, window=3, chunk_events=100, k=5))
+    (first, head), (second, other) = runs
+    assert head.to_dict() == other.to_dict()  # the test targets never reach the fit
+    assert first.items.tolist() == second.items.tolist() and first.items.shape == (4, 5)
+    assert 2 in first.items[3].tolist()  # the co-occurring new item is in user 3's list

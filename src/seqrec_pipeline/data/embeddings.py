@@ -149,7 +149,7 @@ def _pair_counts(users: np.ndarray, items: np.ndarray, n_items: int, window: int
     return bounds, blocks
 
 
-def _ppmi_matrix(users: np.ndarray, items: np.ndarray, n_items: int, window: int, chunk_events: int,
+def ppmi_matrix(users: np.ndarray, items: np.ndarray, n_items: int, window: int, chunk_events: int,
                  dtype: type, smoothing: float = 0.75, block: int = 1 << 22) -> sp.csr_matrix:
     """Positive PMI of the :func:`_pair_counts` pairs, with the usual context smoothing, in ``dtype``.
 
@@ -287,7 +287,7 @@ def cf_embeddings(sequences: pl.DataFrame | pl.LazyFrame, n_items: int, dim: int
     users, items = _training_events(sequences)
     if kind == "cooccurrence":
         # the randomized solver works in float32, so its input is stored so (half the memory)
-        matrix = _ppmi_matrix(users, items, n_items, params.cf_window, params.cf_chunk_events,
+        matrix = ppmi_matrix(users, items, n_items, params.cf_window, params.cf_chunk_events,
                               np.float64 if solver == "arpack" else np.float32)
     else:
         n_users = sequences.lazy().select(pl.len()).collect().item()

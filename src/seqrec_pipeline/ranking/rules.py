@@ -1,5 +1,8 @@
-"""Rule baselines on the evaluation samples: recent-history repeat, popularity, item transitions, and the
-personal recency-and-frequency rule ``tifu`` (``repeat.py``; its parameters are fitted on the validation set).
+"""Rule baselines on the evaluation samples: recent-history repeat, popularity, item transitions, the
+personal recency-and-frequency rule ``tifu`` (``repeat.py``; its parameters are fitted on the validation set) and
+``item_knn``: the items that co-occur with the user's last items (PPMI of the training events, as the
+collaborative item vectors before their SVD) as the explorer of the repeat / explore mixture, fitted on the
+validation set like any model's.
 
 Their statistics come from the training events of ``splits.training_prefix(..., users="all")``: the
 protocol users' events before validation plus every event of the users outside the protocol.
@@ -11,13 +14,13 @@ import numpy as np
 import polars as pl
 import scipy.sparse
 
+from seqrec_pipeline.data.embeddings import ppmi_matrix
 from seqrec_pipeline.errors import InputError
+from seqrec_pipeline.params import RULE_MODELS as RULES
 from seqrec_pipeline.splits import EvalSet, training_prefix
 
 from .core import Ranking, top_k_of_scores
-from .repeat import RepeatInputs, RepeatScorer, tifu_ranking
-
-RULES = ("recent", "popularity", "transitions", "tifu")
+from .repeat import Mixture, RepeatInputs, RepeatScorer, fit_repeat_explore, mixture_ranking, tifu_ranking
 
 
 def recent_items(data: EvalSet, n_items: int, top_k: int) -> np.ndarray:
@@ -42,6 +45,8 @@ def rank_rule(rule: str, sequences: pl.DataFrame, data: EvalSet, n_items: int, p
     (``ranking.repeat.fit_repeat_scorer`` on the validation set)."""
     if rule not in RULES:
         raise InputError(f"unknown rule model '{rule}'; choose one of {list(RULES)}")
+    if rule == "item_knn":
+        raise InputError("the item_knn rule is fitted on the validation session: use item_knn_ranking")
     if rule == "recent":  # the reference rule
         return Ranking(recent_items(data, n_items, top_k)[data.sample_user])
     if rule == "tifu":
@@ -68,3 +73,64 @@ def rank_rule(rule: str, sequences: pl.DataFrame, data: EvalSet, n_items: int, p
     has_last = src >= 0
     scores[has_last] += counts[src[has_last]].toarray()
     return Ranking(top_k_of_scores(scores, top_k))
+
+
+def _sparse_top_k(scores: scipy.sparse.csr_matrix, k: int) -> Ranking:
+    """Each row's ``k`` largest stored entries, best first (-1 / -inf where a row has fewer)."""
+    n_rows = scores.shape[0]
+    row = np.repeat(np.arange(n_rows), np.diff(scores.indptr))
+    order = np.lexsort((-scores.data, row))
+    rank = np.arange(len(order)) - scores.indptr[row[order]]
+    keep = rank < k
+    items = np.full((n_rows, k), -1, np.int64)
+    values = np.full((n_rows, k), -np.inf)
+    items[row[order][keep], rank[keep]] = scores.indices[order][keep]
+    values[row[order][keep], rank[keep]] = scores.data[order][keep]
+    return Ranking(items, values)
+
+
+def item_neighbors(sequences: pl.DataFrame, datasets: list[EvalSet], n_items: int, protocol: str, *, window: int,
+                   chunk_events: int, width: int, last: int = 3, decay: float = 0.7) -> list[Ranking]:
+    """``item_knn``'s explore candidates for each eval set: the ``width`` items outside the user's past with
+    the highest ``sum_j decay ** (back_j - 1) * PPMI(j, i)`` over the user's ``last`` newest history items j
+    (PPMI of items within ``window`` events of each other in the training events, the embed stage's matrix).
+    Items that co-occur with none of them follow by training popularity, so every list is full."""
+    train = training_prefix(sequences, protocol, users="all")
+    users = np.repeat(np.arange(train.n_sequences, dtype=np.int32), train.lengths)
+    ppmi = ppmi_matrix(users, train.item.astype(np.int32), n_items, window, chunk_events, np.float32)
+    popularity = np.bincount(train.item, minlength=n_items).astype(np.float64)
+    popular = np.argsort(-popularity, kind="stable")[:width]
+    out = []
+    for data in datasets:
+        offsets, rows, cols, weights = data.history_offsets, [], [], []
+        for back in range(1, last + 1):
+            at = offsets[1:] - back
+            ok = at >= offsets[:-1]
+            rows.append(np.flatnonzero(ok))
+            cols.append(data.history_item[at[ok]])
+            weights.append(np.full(int(ok.sum()), decay ** (back - 1)))
+        query = scipy.sparse.csr_matrix((np.concatenate(weights), (np.concatenate(rows), np.concatenate(cols))),
+                                        shape=(data.n_users, n_items))
+        scores = (query @ ppmi).tocsr()[data.sample_user]
+        # the popular items as a fallback, below every co-occurrence score (PPMI values are positive)
+        fallback = scipy.sparse.csr_matrix(
+            (np.tile(1e-9 * popularity[popular] / max(popularity.max(), 1.0), data.n_samples),
+             (np.repeat(np.arange(data.n_samples), len(popular)), np.tile(popular, data.n_samples))),
+            shape=(data.n_samples, n_items))
+        depth = width + int(np.diff(data.past_offsets).max(initial=0))  # history items are dropped below
+        ranked = _sparse_top_k((scores + fallback).tocsr(), depth)
+        ranked.items[data.in_past(ranked.items)] = -1
+        first = np.argsort(ranked.items < 0, axis=1, kind="stable")[:, :width]
+        items = np.take_along_axis(ranked.items, first, 1)
+        out.append(Ranking(items, np.where(items >= 0, np.take_along_axis(ranked.scores, first, 1), -np.inf)))
+    return out
+
+
+def item_knn_ranking(sequences: pl.DataFrame, valid: EvalSet, test: EvalSet, n_items: int, n_behaviors: int,
+                     protocol: str, grid, *, window: int, chunk_events: int, k: int) -> tuple[Ranking, Mixture]:
+    """The ``item_knn`` rule: the repeat / explore mixture (``grid``: the ``repeat`` parameters) over
+    :func:`item_neighbors`, every parameter fitted on ``valid``; the test ranking and the fitted mixture."""
+    base_valid, base_test = item_neighbors(sequences, [valid, test], n_items, protocol, window=window,
+                                           chunk_events=chunk_events, width=grid.candidates)
+    mixture = fit_repeat_explore(valid, base_valid, n_behaviors, n_items, grid, k)
+    return mixture_ranking(test, RepeatInputs(test, n_behaviors), base_test, mixture, k), mixture

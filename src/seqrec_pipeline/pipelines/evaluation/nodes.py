@@ -8,8 +8,9 @@ import mlflow
 import polars as pl
 
 from seqrec_pipeline.errors import InputError
-from seqrec_pipeline.params import EvalParams, RepeatParams, validate
+from seqrec_pipeline.params import EmbedParams, EvalParams, RepeatParams, validate
 from seqrec_pipeline.ranking import next_behavior_accuracy, rank_generative, rank_rule
+from seqrec_pipeline.ranking.rules import item_knn_ranking
 from seqrec_pipeline.ranking.generative import prepare_model
 from seqrec_pipeline.ranking.repeat import Mixture, RepeatInputs, fit_repeat_explore, fit_repeat_scorer, mixture_ranking
 from seqrec_pipeline.reporting.evaluation import predictions_table, ranking_from_predictions
@@ -66,10 +67,20 @@ def decoder_behavior_accuracy(decoder_model, sequences: pl.DataFrame, behaviors:
 
 
 def rank_with_rule(sequences: pl.DataFrame, items: pl.DataFrame, behaviors: pl.DataFrame, model: str, protocol: str,
-                   max_history: int, eval_params: dict, repeat: dict) -> pl.DataFrame:
+                   max_history: int, eval_params: dict, repeat: dict, embed: dict) -> pl.DataFrame:
     params = validate(EvalParams, eval_params, prefix="eval.")
     data = eval_set(sequences, protocol, "test", max_history)
     scorer = None
+    if model == "item_knn":  # co-occurring items explore, inside the mixture fitted on the validation session
+        grid, cooc = validate(RepeatParams, repeat, prefix="repeat."), validate(EmbedParams, embed, prefix="embed.")
+        ranking, mixture = item_knn_ranking(sequences, eval_set(sequences, protocol, "valid", max_history), data,
+                                            items.height, len(behaviors), protocol, grid, window=cooc.cf_window,
+                                            chunk_events=cooc.cf_chunk_events, k=params.k)
+        log.info("item_knn fitted on the validation session: NDCG@%d %.4f", params.k,
+                 mixture.validation[f"ndcg@{params.k}"])
+        if mlflow.active_run() is not None:
+            mlflow.log_dict(mixture.to_dict(), "evaluation/item_knn.json")
+        return predictions_table(data, ranking)
     if model == "tifu":  # its parameters come from the validation session only
         grid = validate(RepeatParams, repeat, prefix="repeat.")
         scorer, value = fit_repeat_scorer(
