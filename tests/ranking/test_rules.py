@@ -65,6 +65,9 @@ def test_item_neighbors_are_the_items_that_co_occur_with_the_last_ones():
     assert ranked.items[0].tolist()[:2] in ([6, 7], [7, 6]) and ranked.items[0].tolist()[2:] == [3, -1]
     assert 0 < ranked.scores[0, 2] < 1e-6 < ranked.scores[0, 1]
     assert not test.in_past(ranked.items).any()
+    (one_by_one,) = item_neighbors(seq, [test], 10, "last_event", window=3, chunk_events=100, width=4, block=1)
+    assert one_by_one.items.tolist() == ranked.items.tolist()
+    np.testing.assert_array_equal(one_by_one.scores, ranked.scores)
 
 
 def test_item_knn_is_fitted_on_the_validation_session_only():

@@ -90,16 +90,19 @@ def _sparse_top_k(scores: scipy.sparse.csr_matrix, k: int) -> Ranking:
 
 
 def item_neighbors(sequences: pl.DataFrame, datasets: list[EvalSet], n_items: int, protocol: str, *, window: int,
-                   chunk_events: int, width: int, last: int = 3, decay: float = 0.7) -> list[Ranking]:
+                   chunk_events: int, width: int, last: int = 3, decay: float = 0.7,
+                   block: int = 8192) -> list[Ranking]:
     """``item_knn``'s explore candidates for each eval set: the ``width`` items outside the user's past with
     the highest ``sum_j decay ** (back_j - 1) * PPMI(j, i)`` over the user's ``last`` newest history items j
-    (PPMI of items within ``window`` events of each other in the training events, the embed stage's matrix).
-    Items that co-occur with none of them follow by training popularity, so every list is full."""
+    (PPMI of items within ``window`` events of each other in the training events, the embed stage's matrix),
+    then the most popular training items, below every co-occurring one.  Sparse throughout, ``block`` samples
+    at a time, so memory follows the co-occurrences of a block, not samples x catalog."""
     train = training_prefix(sequences, protocol, users="all")
     users = np.repeat(np.arange(train.n_sequences, dtype=np.int32), train.lengths)
     ppmi = ppmi_matrix(users, train.item.astype(np.int32), n_items, window, chunk_events, np.float32)
     popularity = np.bincount(train.item, minlength=n_items).astype(np.float64)
     popular = np.argsort(-popularity, kind="stable")[:width]
+    popular_score = 1e-9 * popularity[popular] / max(popularity.max(), 1.0)  # PPMI values are positive
     out = []
     for data in datasets:
         offsets, rows, cols, weights = data.history_offsets, [], [], []
@@ -110,19 +113,28 @@ def item_neighbors(sequences: pl.DataFrame, datasets: list[EvalSet], n_items: in
             cols.append(data.history_item[at[ok]])
             weights.append(np.full(int(ok.sum()), decay ** (back - 1)))
         query = scipy.sparse.csr_matrix((np.concatenate(weights), (np.concatenate(rows), np.concatenate(cols))),
-                                        shape=(data.n_users, n_items))
-        scores = (query @ ppmi).tocsr()[data.sample_user]
-        # the popular items as a fallback, below every co-occurrence score (PPMI values are positive)
-        fallback = scipy.sparse.csr_matrix(
-            (np.tile(1e-9 * popularity[popular] / max(popularity.max(), 1.0), data.n_samples),
-             (np.repeat(np.arange(data.n_samples), len(popular)), np.tile(popular, data.n_samples))),
-            shape=(data.n_samples, n_items))
-        depth = width + int(np.diff(data.past_offsets).max(initial=0))  # history items are dropped below
-        ranked = _sparse_top_k((scores + fallback).tocsr(), depth)
-        ranked.items[data.in_past(ranked.items)] = -1
-        first = np.argsort(ranked.items < 0, axis=1, kind="stable")[:, :width]
-        items = np.take_along_axis(ranked.items, first, 1)
-        out.append(Ranking(items, np.where(items >= 0, np.take_along_axis(ranked.scores, first, 1), -np.inf)))
+                                        shape=(data.n_users, n_items))[data.sample_user]
+        items = np.full((data.n_samples, width), -1, np.int64)
+        scores = np.full((data.n_samples, width), -np.inf)
+        for lo in range(0, data.n_samples, block):
+            hi = min(lo + block, data.n_samples)
+            n = hi - lo
+            found = (query[lo:hi] @ ppmi).tocsr()
+            found = found + scipy.sparse.csr_matrix(
+                (np.tile(popular_score, n), (np.repeat(np.arange(n), len(popular)), np.tile(popular, n))),
+                shape=(n, n_items))
+            # the user's past is never an explore candidate: those entries are dropped before the top-k
+            sample_user = data.sample_user[lo:hi]
+            past_len = data.past_offsets[sample_user + 1] - data.past_offsets[sample_user]
+            at = np.repeat(data.past_offsets[sample_user] - np.cumsum(past_len) + past_len, past_len) + np.arange(
+                past_len.sum())
+            past = scipy.sparse.csr_matrix((np.ones(len(at), np.float32), (np.repeat(np.arange(n), past_len),
+                                                                            data.past_item[at])), shape=(n, n_items))
+            found = (found - found.multiply(past > 0)).tocsr()
+            found.eliminate_zeros()
+            ranked = _sparse_top_k(found, width)
+            items[lo:hi], scores[lo:hi] = ranked.items, ranked.scores
+        out.append(Ranking(items, scores))
     return out
 
 
