@@ -104,6 +104,10 @@ def test_smb_rule_baseline_writes_its_own_metrics(project):
     _ok(compared)
     assert "### retail_ci · last_event (1 runs)" in compared.stdout
     assert "### retail_ci · last_session (3 runs)" in compared.stdout
+    # the baselines' predictions (one folder per protocol) are found: paired differences to the best run
+    session_table = compared.stdout.split("### retail_ci · last_session")[1]
+    header = next(line for line in session_table.splitlines() if line.startswith("| pipeline"))
+    assert "| Δ vs best | Δ ±95% |" in header
     bad = project.run("run", "--pipeline=smb_rule", "--params=dataset=retail_ci,model=gamer")
     assert bad.returncode == 2 and "unknown model 'gamer' for pipeline smb_rule" in bad.stderr
 

@@ -59,11 +59,18 @@ def test_unreadable_runs_are_skipped_and_no_run_is_a_message():
 
 
 def test_latest_predictions_version_per_run():
-    parts = {"smb_rule/recent/predictions.parquet/2026-01-01T00.00.00.000Z/": "old",
-             "smb_rule/recent/predictions.parquet/2026-02-01T00.00.00.000Z/": "new",
-             "smb_rec/sasrec/predictions.parquet/2026-01-05T00.00.00.000Z/": "only",
-             "smb_rec/sasrec/validation_predictions.parquet/2026-03-05T00.00.00.000Z/validation_": "not a test run"}
-    assert latest_predictions(parts) == {"smb_rule/recent": "new", "smb_rec/sasrec": "only"}
+    # decoder pipelines: <pipeline>/<variant>; baselines: <pipeline>/<protocol>/<variant> (as their metrics.json)
+    parts = {"smb_rule/last_session/recent/predictions.parquet/2026-01-01T00.00.00.000Z/": "old",
+             "smb_rule/last_session/recent/predictions.parquet/2026-02-01T00.00.00.000Z/": "new",
+             "smb_rule/last_event/recent/predictions.parquet/2026-01-01T00.00.00.000Z/": "event",
+             "smb_rec/last_session/sasrec+repeat/predictions.parquet/2026-01-05T00.00.00.000Z/": "only",
+             "smb_rec/last_session/sasrec/validation_predictions.parquet/2026-03-05T00.00.00.000Z/validation_":
+                 "not a test run",
+             "smb_decoder/gamer-rqkmeans/predictions.parquet/2026-01-02T00.00.00.000Z/": "decoder",
+             "smb_decoder/gamer-rqkmeans/validation_predictions.parquet/2026-01-02T00.00.00.000Z/validation_": "no"}
+    assert latest_predictions(parts) == {"smb_rule/last_session/recent": "new", "smb_rule/last_event/recent": "event",
+                                         "smb_rec/last_session/sasrec+repeat": "only",
+                                         "smb_decoder/gamer-rqkmeans": "decoder"}
 
 
 def _predictions(predictions, pipeline, variant, items, targets, users=None):

@@ -37,14 +37,16 @@ def _load(value: Any) -> Any:
 
 
 def latest_predictions(predictions: Mapping[str, Any]) -> dict[str, Any]:
-    """``<pipeline>/<variant>`` -> the loader of its newest predictions version, from partition ids
-    ``<pipeline>/<variant>/predictions.parquet/<version>/``."""
+    """``<run folder>`` -> the loader of its newest predictions version, from partition ids
+    ``<run folder>/predictions.parquet/<version>/``; the run folder is ``<pipeline>/<variant>`` for the decoder
+    pipelines and ``<pipeline>/<protocol>/<variant>`` for the baselines, as for the run's metrics.json."""
     latest: dict[str, tuple[str, Any]] = {}
     for partition, loader in predictions.items():
         parts = partition.strip("/").split("/")
-        if len(parts) < 3 or parts[2] != "predictions.parquet":  # not e.g. validation_predictions.parquet
+        if "predictions.parquet" not in parts[2:]:  # not e.g. validation_predictions.parquet
             continue
-        key, version = "/".join(parts[:2]), "/".join(parts[2:])
+        at = parts.index("predictions.parquet")
+        key, version = "/".join(parts[:at]), "/".join(parts[at:])
         if key not in latest or version > latest[key][0]:
             latest[key] = (version, loader)
     return {key: loader for key, (_, loader) in latest.items()}
