@@ -179,6 +179,7 @@ class RepeatParams(Strict):
     gate_slopes: list[float] = Field(min_length=1)
     temperatures: list[float] = Field(min_length=1)
     candidates: int = Field(ge=1)
+    ranker_l2: float = Field(ge=0)
 
     @model_validator(mode="after")
     def _ranges(self) -> RepeatParams:

@@ -10,6 +10,9 @@ from seqrec_pipeline.ranking.repeat import (
     Mixture,
     RepeatInputs,
     RepeatScorer,
+    choose_repeat_ranker,
+    fit_repeat_ranker,
+    ranker_scores,
     fit_repeat_explore,
     fit_repeat_scorer,
     mixture_ranking,
@@ -135,3 +138,53 @@ def test_fitting_never_reads_the_test_window():
         head = fit_repeat_explore(valid, base, 2, 10, grid)
         fitted.append((scorer.to_dict(), value, head.to_dict()))
     assert fitted[0] == fitted[1]
+
+
+def _cart_log(n_users: int = 40, seed: int = 0) -> pl.DataFrame:
+    """Per user (behaviors view 0 / cart 1): session 0 (day 0) carts item c and views two others; session 1
+    (day 1) views three more; the validation session (day 2) carts c again; the test session (day 3) views a new
+    item.  The newest history items are views, the target is the older cart."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(n_users):
+        c, *views = (int(i) for i in rng.choice(np.arange(1, 200), 7, replace=False))
+        items = [views[0], c, views[1], views[2], views[3], views[4], c, views[5]]
+        behaviors = [0, 1, 0, 0, 0, 0, 1, 0]
+        times = [0, 60, 120, DAY, DAY + 60, DAY + 120, 2 * DAY, 3 * DAY]
+        rows.append({"user_idx": u, "item": items, "behavior": behaviors, "timestamp": times,
+                     "session": [0, 0, 0, 1, 1, 1, 2, 3], "n_events": 8, "last_session_valid": 6,
+                     "last_session_test": 7, "last_event_valid": 6, "last_event_test": 7})
+    return pl.DataFrame(rows, schema_overrides={"item": pl.List(pl.Int32), "behavior": pl.List(pl.Int8),
+                                                "session": pl.List(pl.Int32), "timestamp": pl.List(pl.Int64),
+                                                "user_idx": pl.Int32})
+
+
+def test_the_learned_ranker_finds_which_history_items_come_back():
+    valid = eval_set(_cart_log(), "last_session", "valid", max_history=50)
+    inputs = RepeatInputs(valid, 2)
+    decays = [(1.0, 1.0), (0.5, 1.0)]
+    ranker = fit_repeat_ranker(valid, 2, decays, l2=0.01, inputs=inputs)
+    assert ranker == fit_repeat_ranker(valid, 2, decays, l2=0.01)  # deterministic
+    z = ranker_scores(ranker, inputs)
+    best = np.full(valid.n_samples, -np.inf)
+    np.maximum.at(best, inputs.group_sample, z)
+    top = inputs.group_item[z == best[inputs.group_sample]]
+    assert top.tolist() == [t[0] for t in valid.targets]  # the carted item first for every user
+    # plain counts with recency ties put the newest view first instead
+    mixture = Mixture(RepeatScorer.uniform(2), [np.inf] * 2, [0.0] * 2, [1.0] * 2)
+    base = Ranking(np.full((valid.n_samples, 1), 0), np.zeros((valid.n_samples, 1), np.float32))
+    plain = mixture_ranking(valid, inputs, base, mixture, k=3)
+    learned = mixture_ranking(valid, inputs, base, Mixture.from_dict(
+        Mixture(RepeatScorer.uniform(2), [np.inf] * 2, [0.0] * 2, [1.0] * 2, ranker=ranker).to_dict()), k=3)
+    assert (learned.items[:, 0] == np.array([t[0] for t in valid.targets])).all()
+    assert (plain.items[:, 0] != np.array([t[0] for t in valid.targets])).all()
+    # out of fold it still beats the recency-and-frequency scores, so the fit keeps it
+    grid = load_parameters().repeat
+    assert choose_repeat_ranker(valid, 2, RepeatScorer.uniform(2), grid) is not None
+
+
+def test_the_ranker_is_dropped_where_nothing_repeats():
+    seq = _cart_log().with_columns(pl.col("item").list.eval(pl.element() + 1000 * pl.element().cum_count()))
+    valid = eval_set(seq, "last_session", "valid", max_history=50)
+    assert not any(r for rs in valid.repeat for r in rs)
+    assert choose_repeat_ranker(valid, 2, RepeatScorer.uniform(2), load_parameters().repeat) is None

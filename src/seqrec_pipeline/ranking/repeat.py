@@ -16,7 +16,11 @@ optionally blended (weight ``neighbor_weight``) with the mean normalized score v
 
     P(i | q) = P(repeat | q) * P_repeat(i | q) + (1 - P(repeat | q)) * P_explore(i | q)
 
-- ``P_repeat``: the repeat scores normalized over the user's history items (a distribution over them);
+- ``P_repeat``: the repeat scores normalized over the user's history items (a distribution over them), or,
+  where it ranks the validation session's repeats better out of fold, the **learned repeat ranker**'s softmax
+  over them: per requested behavior, a log-linear score of the item's decayed event counts per history behavior
+  at every decay of the grids (``log1p``, standardized), fitted by the listwise likelihood of the validation
+  session's repeat targets with an L2 penalty ``ranker_l2`` (``fit_repeat_ranker``);
 - ``P_explore``: the base model's distribution over the catalog **minus** the history (its top candidates'
   scores, softmax with temperature ``tau``), e.g. the constrained beam search of a generative model or the
   full-catalog softmax of a discriminative one;
@@ -75,6 +79,7 @@ class Mixture:
     gate_slope: list[float]
     temperature: list[float]
     validation: dict = field(default_factory=dict)  # what the fit measured (NDCG@k on validation)
+    ranker: RepeatRanker | None = None  # the learned P_repeat; None: the scorer's normalized scores
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -83,8 +88,20 @@ class Mixture:
 
     @classmethod
     def from_dict(cls, values: dict) -> Mixture:
+        ranker = values.get("ranker")
         return cls(RepeatScorer(**values["scorer"]), [np.inf if v is None else v for v in values["gate_bias"]],
-                   list(values["gate_slope"]), list(values["temperature"]), dict(values.get("validation", {})))
+                   list(values["gate_slope"]), list(values["temperature"]), dict(values.get("validation", {})),
+                   RepeatRanker(**ranker) if ranker else None)
+
+
+@dataclass
+class RepeatRanker:
+    """The learned repeat distribution (module docstring): ``z = ((x - mean) / scale) . weights[b]``."""
+
+    decays: list[list[float]]  # (day_decay, session_decay) of each block of features
+    mean: list[float]
+    scale: list[float]
+    weights: list[list[float]]  # [requested behavior][feature]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -135,6 +152,109 @@ class RepeatInputs:
         counts = np.zeros((len(self.group_sample), self.n_behaviors))
         np.add.at(counts, (self.group, behavior), weight[self.pair_event])
         return RepeatFeatures(self.group_sample, self.group_item, self.group_last_time, counts)
+
+
+def ranker_features(inputs: RepeatInputs, decays) -> np.ndarray:
+    """``[groups, len(decays) * behaviors]``: log1p of each (sample, item) group's decayed counts per history
+    behavior, for every (day_decay, session_decay) in ``decays``."""
+    return np.log1p(np.concatenate([inputs.features(d, s).by_behavior for d, s in decays], axis=1))
+
+
+def ranker_scores(ranker: RepeatRanker, inputs: RepeatInputs) -> np.ndarray:
+    """The ranker's log-linear score of every (sample, item) group of ``inputs``."""
+    x = (ranker_features(inputs, ranker.decays) - np.asarray(ranker.mean)) / np.asarray(ranker.scale)
+    return (x * np.asarray(ranker.weights)[inputs.data.sample_behavior[inputs.group_sample]]).sum(1)
+
+
+def _group_is_target(inputs: RepeatInputs) -> np.ndarray:
+    data = inputs.data
+    width = np.int64(max(int(inputs.group_item.max(initial=0)), max((max(t, default=0) for t in data.targets),
+                                                                     default=0)) + 1)
+    lengths = np.fromiter((len(t) for t in data.targets), np.int64, data.n_samples)
+    target_keys = np.repeat(np.arange(data.n_samples), lengths) * width + np.fromiter(
+        (i for t in data.targets for i in t), np.int64, int(lengths.sum()))
+    return np.isin(inputs.group_sample * width + inputs.group_item, target_keys)
+
+
+def fit_repeat_ranker(valid: EvalSet, n_behaviors: int, decays, l2: float, inputs: RepeatInputs | None = None,
+                      samples: np.ndarray | None = None) -> RepeatRanker:
+    """Fit :class:`RepeatRanker` on ``valid`` (only its ``samples``, a bool mask, if given): per requested
+    behavior, maximize the mean log-likelihood of a sample's repeat targets under the softmax of ``z`` over its
+    history items (samples without a repeat target carry no information here), minus ``l2 * |w|^2``; L-BFGS in
+    float64, so the fit is deterministic."""
+    import torch
+
+    inputs = inputs or RepeatInputs(valid, n_behaviors)
+    used = np.ones(valid.n_samples, bool) if samples is None else samples
+    x = ranker_features(inputs, decays)
+    fitted = x[used[inputs.group_sample]]
+    mean = fitted.mean(0) if len(fitted) else np.zeros(x.shape[1])
+    scale = fitted.std(0) if len(fitted) else np.ones(x.shape[1])
+    scale = np.where(scale > 0, scale, 1.0)
+    x = (x - mean) / scale
+    positive = _group_is_target(inputs)
+    weights = np.zeros((n_behaviors, x.shape[1]))
+    for b in range(n_behaviors):
+        rows = (valid.sample_behavior[inputs.group_sample] == b) & used[inputs.group_sample]
+        informative = np.zeros(valid.n_samples, bool)
+        informative[inputs.group_sample[rows & positive]] = True
+        rows &= informative[inputs.group_sample]
+        if not rows.any():
+            continue
+        _, sample = np.unique(inputs.group_sample[rows], return_inverse=True)
+        n = int(sample.max()) + 1
+        xs, sample = torch.from_numpy(x[rows]), torch.from_numpy(sample)
+        pos = torch.from_numpy(positive[rows]).double()
+        n_pos = torch.zeros(n, dtype=torch.float64).index_add(0, sample, pos)
+        w = torch.zeros(x.shape[1], dtype=torch.float64, requires_grad=True)
+        optimizer = torch.optim.LBFGS([w], max_iter=200, line_search_fn="strong_wolfe")
+
+        def loss():
+            optimizer.zero_grad()
+            z = xs @ w
+            peak = torch.full((n,), -torch.inf, dtype=torch.float64).scatter_reduce(0, sample, z.detach(), "amax")
+            log_norm = peak + torch.log(torch.zeros(n, dtype=torch.float64).index_add(0, sample, torch.exp(z - peak[sample])))
+            log_lik = torch.zeros(n, dtype=torch.float64).index_add(0, sample, z * pos) / n_pos - log_norm
+            value = -log_lik.mean() + l2 * (w * w).sum()
+            value.backward()
+            return value
+
+        optimizer.step(loss)
+        weights[b] = w.detach().numpy()
+    return RepeatRanker([list(map(float, d)) for d in decays], mean.tolist(), scale.tolist(), weights.tolist())
+
+
+def ranker_decays(grid) -> list[tuple[float, float]]:
+    """The ranker's feature blocks: every day decay of the grid (no session decay), then every session decay
+    below 1 (no day decay)."""
+    return [(d, 1.0) for d in grid.day_decays] + [(1.0, s) for s in grid.session_decays if s < 1]
+
+
+def _repeat_only_ndcg(data: EvalSet, inputs: RepeatInputs, score: np.ndarray, k: int) -> np.ndarray:
+    """NDCG@k of the history items alone, ranked by ``score`` (higher first), over every sample."""
+    items, _ = top_items(inputs.group_sample, inputs.group_item, np.exp(score - score.max(initial=0)),
+                         inputs.group_last_time, data.n_samples, k)
+    return _ndcg(items, data.targets, k)
+
+
+def choose_repeat_ranker(valid: EvalSet, n_behaviors: int, scorer: RepeatScorer, grid, k: int = 10,
+                         folds: int = 2) -> RepeatRanker | None:
+    """The ranker fitted on the whole validation session if, fitted on ``folds - 1`` user folds and scored on
+    the held-out one, it ranks the history items better than the (in-sample) scorer (NDCG@k of the history
+    items alone, summed over the folds); otherwise None."""
+    decays = ranker_decays(grid)
+    inputs = RepeatInputs(valid, n_behaviors)
+    fold = valid.sample_user % folds
+    held_out = np.zeros(valid.n_samples)
+    for f in range(folds):
+        ranker = fit_repeat_ranker(valid, n_behaviors, decays, grid.ranker_l2, inputs, samples=fold != f)
+        held_out[fold == f] = _repeat_only_ndcg(valid, inputs, ranker_scores(ranker, inputs), k)[fold == f]
+    features = inputs.features(scorer.day_decay, scorer.session_decay)
+    plain = _repeat_only_ndcg(valid, inputs, np.log(np.maximum(repeat_scores(features, valid, scorer.behavior_weights),
+                                                               1e-300)), k)
+    if held_out.mean() <= plain.mean():
+        return None
+    return fit_repeat_ranker(valid, n_behaviors, decays, grid.ranker_l2, inputs)
 
 
 def repeat_scores(features: RepeatFeatures, data: EvalSet, weights: np.ndarray) -> np.ndarray:
@@ -285,7 +405,15 @@ def mixture_ranking(data: EvalSet, inputs: RepeatInputs, base: Ranking, mixture:
     features = features or inputs.features(scorer.day_decay, scorer.session_decay)
     rep = repeat_scores(features, data, scorer.behavior_weights)
     total = np.bincount(features.sample, weights=rep, minlength=data.n_samples)
-    if repeat_log_weight is None:
+    if mixture.ranker is not None:  # the learned distribution over the history items (features' group order)
+        z = ranker_scores(mixture.ranker, inputs or RepeatInputs(data, len(scorer.behavior_weights)))
+        if repeat_log_weight is not None:
+            z = z + repeat_log_weight
+        peak = np.full(data.n_samples, -np.inf)
+        np.maximum.at(peak, features.sample, z)
+        w = np.exp(z - peak[features.sample])
+        p_rep = w / np.bincount(features.sample, weights=w, minlength=data.n_samples)[features.sample]
+    elif repeat_log_weight is None:
         p_rep = rep / np.maximum(total[features.sample], 1e-300)
     else:
         log_w = np.where(rep > 0, np.log(np.maximum(rep, 1e-300)) + repeat_log_weight, -np.inf)
@@ -320,7 +448,8 @@ def mixture_ranking(data: EvalSet, inputs: RepeatInputs, base: Ranking, mixture:
 
 
 def fit_mixture(valid: EvalSet, base: Ranking, scorer: RepeatScorer, n_behaviors: int, *, gates, gate_slopes,
-                temperatures, k: int = 10, normalize_explore: bool = True) -> Mixture:
+                temperatures, k: int = 10, normalize_explore: bool = True,
+                ranker: RepeatRanker | None = None) -> Mixture:
     """Choose, per requested behavior, the gate (``P(repeat)`` at unit repeat evidence), its slope and the
     explore temperature on the validation set, by NDCG@k of that behavior's samples (``normalize_explore``:
     as :func:`mixture_ranking`)."""
@@ -331,7 +460,7 @@ def fit_mixture(valid: EvalSet, base: Ranking, scorer: RepeatScorer, n_behaviors
     for bias, slope, tau in itertools.product(logits, gate_slopes, temperatures):
         if np.isinf(bias) and (slope != gate_slopes[0] or tau != temperatures[0]):
             continue  # always-repeat-first: slope and temperature do not matter
-        mixture = Mixture(scorer, [bias] * n_behaviors, [slope] * n_behaviors, [tau] * n_behaviors)
+        mixture = Mixture(scorer, [bias] * n_behaviors, [slope] * n_behaviors, [tau] * n_behaviors, ranker=ranker)
         ndcg = _ndcg(mixture_ranking(valid, inputs, base, mixture, k, features, normalize_explore=normalize_explore).items,
                      valid.targets, k)
         for b in range(n_behaviors):
@@ -339,7 +468,7 @@ def fit_mixture(valid: EvalSet, base: Ranking, scorer: RepeatScorer, n_behaviors
             if rows.any() and ndcg[rows].mean() > best[b][0] + 1e-12:
                 best[b] = (float(ndcg[rows].mean()), bias, slope, tau)
     mixture = Mixture(scorer, [best[b][1] for b in range(n_behaviors)], [best[b][2] for b in range(n_behaviors)],
-                      [best[b][3] for b in range(n_behaviors)])
+                      [best[b][3] for b in range(n_behaviors)], ranker=ranker)
     fitted = _ndcg(mixture_ranking(valid, inputs, base, mixture, k, features, normalize_explore=normalize_explore).items,
                    valid.targets, k).mean()
     plain = _ndcg(base.items[:, :k], valid.targets, k).mean()
@@ -353,5 +482,6 @@ def fit_repeat_explore(valid: EvalSet, base: Ranking, n_behaviors: int, n_items:
     scorer, _ = fit_repeat_scorer(valid, n_behaviors, n_items, day_decays=grid.day_decays,
                                   session_decays=grid.session_decays, weights=grid.behavior_weights, neighbors=0,
                                   neighbor_weights=[0.0], k=k)
+    ranker = choose_repeat_ranker(valid, n_behaviors, scorer, grid, k)
     return fit_mixture(valid, base, scorer, n_behaviors, gates=grid.gates, gate_slopes=grid.gate_slopes,
-                       temperatures=grid.temperatures, k=k)
+                       temperatures=grid.temperatures, k=k, ranker=ranker)
