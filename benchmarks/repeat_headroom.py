@@ -203,9 +203,8 @@ def main() -> None:
         rows.append(f"| {name} | {values.mean():.4f} | {d.mean():+.4f} ± {interval:.4f} | "
                     f"{mixed['explore']['merged'][f'ndcg@{K}']:.4f} | {exp} |")
 
-    def shipped(base):
-        mix = R.fit_mixture(valid, base["valid"], scorer, n_behaviors, gates=grid.gates, gate_slopes=grid.gate_slopes,
-                            temperatures=grid.temperatures, k=K)
+    def shipped(base):  # the pipeline's mixture, learned repeat ranker included where validation keeps it
+        mix = R.fit_repeat_explore(valid, base["valid"], n_behaviors, n_items, grid, K)
         return mix, R.mixture_ranking(test, inputs["test"], base["test"], mix, K, feats["test"]).items
 
     mix_dec, items = shipped(dec)
