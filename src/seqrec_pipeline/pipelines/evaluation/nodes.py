@@ -76,8 +76,8 @@ def rank_with_rule(sequences: pl.DataFrame, items: pl.DataFrame, behaviors: pl.D
         ranking, mixture = item_knn_ranking(sequences, eval_set(sequences, protocol, "valid", max_history), data,
                                             items.height, len(behaviors), protocol, grid, window=cooc.cf_window,
                                             chunk_events=cooc.cf_chunk_events, k=params.k)
-        log.info("item_knn fitted on the validation session: NDCG@%d %.4f", params.k,
-                 mixture.validation[f"ndcg@{params.k}"])
+        log.info("item_knn fitted on the validation session: NDCG@%d %.4f (learned repeat ranker: %s)", params.k,
+                 mixture.validation[f"ndcg@{params.k}"], "kept" if mixture.ranker else "not better, scorer kept")
         if mlflow.active_run() is not None:
             mlflow.log_dict(mixture.to_dict(), "evaluation/item_knn.json")
         return predictions_table(data, ranking)
@@ -101,8 +101,9 @@ def fit_repeat_head(validation_predictions: pl.DataFrame, sequences: pl.DataFram
     valid = eval_set(sequences, protocol, "valid", max_history)
     head = fit_repeat_explore(valid, ranking_from_predictions(validation_predictions, valid), len(behaviors),
                               items.height, grid, params.k)
-    log.info("repeat/explore head fitted on the validation session: NDCG@%d %.4f (the model alone %.4f)", params.k,
-             head.validation[f"ndcg@{params.k}"], head.validation[f"base_ndcg@{params.k}"])
+    log.info("repeat/explore head fitted on the validation session: NDCG@%d %.4f (the model alone %.4f; learned "
+             "repeat ranker: %s)", params.k, head.validation[f"ndcg@{params.k}"], head.validation[f"base_ndcg@{params.k}"],
+             "kept" if head.ranker else "not better, scorer kept")
     return head.to_dict()
 
 
