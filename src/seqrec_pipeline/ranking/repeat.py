@@ -213,7 +213,8 @@ def fit_repeat_ranker(valid: EvalSet, n_behaviors: int, decays, l2: float, input
             optimizer.zero_grad()
             z = xs @ w
             peak = torch.full((n,), -torch.inf, dtype=torch.float64).scatter_reduce(0, sample, z.detach(), "amax")
-            log_norm = peak + torch.log(torch.zeros(n, dtype=torch.float64).index_add(0, sample, torch.exp(z - peak[sample])))
+            total = torch.zeros(n, dtype=torch.float64).index_add(0, sample, torch.exp(z - peak[sample]))
+            log_norm = peak + torch.log(total)
             log_lik = torch.zeros(n, dtype=torch.float64).index_add(0, sample, z * pos) / n_pos - log_norm
             value = -log_lik.mean() + l2 * (w * w).sum()
             value.backward()
@@ -231,8 +232,11 @@ def ranker_decays(grid) -> list[tuple[float, float]]:
 
 
 def _repeat_only_ndcg(data: EvalSet, inputs: RepeatInputs, score: np.ndarray, k: int) -> np.ndarray:
-    """NDCG@k of the history items alone, ranked by ``score`` (higher first), over every sample."""
-    items, _ = top_items(inputs.group_sample, inputs.group_item, np.exp(score - score.max(initial=0)),
+    """NDCG@k of the history items alone, ranked by the log-score ``score`` (higher first), over every sample."""
+    peak = np.full(data.n_samples, -np.inf)
+    np.maximum.at(peak, inputs.group_sample, score)
+    positive = np.exp(score - peak[inputs.group_sample])  # 1 for each sample's best: no underflow to "no score"
+    items, _ = top_items(inputs.group_sample, inputs.group_item, np.where(np.isfinite(score), positive, 0.0),
                          inputs.group_last_time, data.n_samples, k)
     return _ndcg(items, data.targets, k)
 
@@ -250,8 +254,8 @@ def choose_repeat_ranker(valid: EvalSet, n_behaviors: int, scorer: RepeatScorer,
         ranker = fit_repeat_ranker(valid, n_behaviors, decays, grid.ranker_l2, inputs, samples=fold != f)
         held_out[fold == f] = _repeat_only_ndcg(valid, inputs, ranker_scores(ranker, inputs), k)[fold == f]
     features = inputs.features(scorer.day_decay, scorer.session_decay)
-    plain = _repeat_only_ndcg(valid, inputs, np.log(np.maximum(repeat_scores(features, valid, scorer.behavior_weights),
-                                                               1e-300)), k)
+    with np.errstate(divide="ignore"):  # a zero score is no candidate (log 0 = -inf), as in the mixture
+        plain = _repeat_only_ndcg(valid, inputs, np.log(repeat_scores(features, valid, scorer.behavior_weights)), k)
     if held_out.mean() <= plain.mean():
         return None
     return fit_repeat_ranker(valid, n_behaviors, decays, grid.ranker_l2, inputs)
