@@ -145,6 +145,7 @@ class RepeatInputs:
         self.group_sample, self.group_item = keys // width, keys % width
         self.group_last_time = np.full(len(keys), np.iinfo(np.int64).min)
         np.maximum.at(self.group_last_time, self.group, data.past_time[self.pair_event])
+        self._log_counts: tuple[tuple, np.ndarray] | None = None  # the ranker's features, asked once per grid point
 
     def features(self, day_decay: float, session_decay: float) -> RepeatFeatures:
         weight = (day_decay ** self.age_days) * (session_decay ** self.later_in_session)
@@ -156,8 +157,12 @@ class RepeatInputs:
 
 def ranker_features(inputs: RepeatInputs, decays) -> np.ndarray:
     """``[groups, len(decays) * behaviors]``: log1p of each (sample, item) group's decayed counts per history
-    behavior, for every (day_decay, session_decay) in ``decays``."""
-    return np.log1p(np.concatenate([inputs.features(d, s).by_behavior for d, s in decays], axis=1))
+    behavior, for every (day_decay, session_decay) in ``decays`` (kept on ``inputs`` for the last ``decays``)."""
+    key = tuple(tuple(map(float, d)) for d in decays)
+    if inputs._log_counts is None or inputs._log_counts[0] != key:
+        inputs._log_counts = (key, np.log1p(np.concatenate([inputs.features(d, s).by_behavior for d, s in decays],
+                                                             axis=1)))
+    return inputs._log_counts[1]
 
 
 def ranker_scores(ranker: RepeatRanker, inputs: RepeatInputs) -> np.ndarray:
@@ -242,12 +247,12 @@ def _repeat_only_ndcg(data: EvalSet, inputs: RepeatInputs, score: np.ndarray, k:
 
 
 def choose_repeat_ranker(valid: EvalSet, n_behaviors: int, scorer: RepeatScorer, grid, k: int = 10,
-                         folds: int = 2) -> RepeatRanker | None:
+                         folds: int = 2, inputs: RepeatInputs | None = None) -> RepeatRanker | None:
     """The ranker fitted on the whole validation session if, fitted on ``folds - 1`` user folds and scored on
     the held-out one, it ranks the history items better than the (in-sample) scorer (NDCG@k of the history
     items alone, summed over the folds); otherwise None."""
     decays = ranker_decays(grid)
-    inputs = RepeatInputs(valid, n_behaviors)
+    inputs = inputs or RepeatInputs(valid, n_behaviors)
     fold = valid.sample_user % folds
     held_out = np.zeros(valid.n_samples)
     for f in range(folds):
@@ -338,10 +343,11 @@ def tifu_ranking(data: EvalSet, inputs: RepeatInputs, scorer: RepeatScorer, n_it
 
 
 def fit_repeat_scorer(valid: EvalSet, n_behaviors: int, n_items: int, *, day_decays, session_decays, weights,
-                      neighbors: int, neighbor_weights, k: int = 10, sweeps: int = 2) -> tuple[RepeatScorer, float]:
+                      neighbors: int, neighbor_weights, k: int = 10, sweeps: int = 2,
+                      inputs: RepeatInputs | None = None) -> tuple[RepeatScorer, float]:
     """Choose the scorer on the validation set: decays by grid, behavior weights by coordinate descent (each
     entry over ``weights``, per requested behavior), then the neighbor blend; by merged NDCG@k."""
-    inputs = RepeatInputs(valid, n_behaviors)
+    inputs = inputs or RepeatInputs(valid, n_behaviors)
     best = RepeatScorer.uniform(n_behaviors)
     behavior_of = valid.sample_behavior
 
@@ -453,11 +459,11 @@ def mixture_ranking(data: EvalSet, inputs: RepeatInputs, base: Ranking, mixture:
 
 def fit_mixture(valid: EvalSet, base: Ranking, scorer: RepeatScorer, n_behaviors: int, *, gates, gate_slopes,
                 temperatures, k: int = 10, normalize_explore: bool = True,
-                ranker: RepeatRanker | None = None) -> Mixture:
+                ranker: RepeatRanker | None = None, inputs: RepeatInputs | None = None) -> Mixture:
     """Choose, per requested behavior, the gate (``P(repeat)`` at unit repeat evidence), its slope and the
     explore temperature on the validation set, by NDCG@k of that behavior's samples (``normalize_explore``:
     as :func:`mixture_ranking`)."""
-    inputs = RepeatInputs(valid, n_behaviors)
+    inputs = inputs or RepeatInputs(valid, n_behaviors)
     features = inputs.features(scorer.day_decay, scorer.session_decay)
     logits = [np.inf if g >= 1 else float(np.log(g / (1 - g))) for g in gates]
     best = {b: (-1.0, np.inf, 0.0, 1.0) for b in range(n_behaviors)}
@@ -483,9 +489,10 @@ def fit_mixture(valid: EvalSet, base: Ranking, scorer: RepeatScorer, n_behaviors
 def fit_repeat_explore(valid: EvalSet, base: Ranking, n_behaviors: int, n_items: int, grid, k: int = 10) -> Mixture:
     """Both steps on the validation set: the repeat scorer (without neighbors: the base model explores), then
     the gate and temperature over ``base`` (``grid``: the ``repeat`` parameters)."""
+    inputs = RepeatInputs(valid, n_behaviors)  # one set of (sample, past event) pairs for all three fits
     scorer, _ = fit_repeat_scorer(valid, n_behaviors, n_items, day_decays=grid.day_decays,
                                   session_decays=grid.session_decays, weights=grid.behavior_weights, neighbors=0,
-                                  neighbor_weights=[0.0], k=k)
-    ranker = choose_repeat_ranker(valid, n_behaviors, scorer, grid, k)
+                                  neighbor_weights=[0.0], k=k, inputs=inputs)
+    ranker = choose_repeat_ranker(valid, n_behaviors, scorer, grid, k, inputs=inputs)
     return fit_mixture(valid, base, scorer, n_behaviors, gates=grid.gates, gate_slopes=grid.gate_slopes,
-                       temperatures=grid.temperatures, k=k, ranker=ranker)
+                       temperatures=grid.temperatures, k=k, ranker=ranker, inputs=inputs)
