@@ -30,6 +30,7 @@ travel in a JSON file, an import path can.
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import json
 import logging
@@ -144,8 +145,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     run_job(json.loads(Path(args.job).read_text()))
     if torch.distributed.is_initialized():
+        gc.collect()  # free the engine's tensors while the interpreter and the group are alive
         torch.distributed.barrier()  # no rank tears the group down while another still uses it
         torch.distributed.destroy_process_group()
+        # Everything is written and the group is gone; skip interpreter finalization, where gloo's worker
+        # threads can still be joinable and abort the process ("terminate called without an active exception").
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.shutdown()
+        os._exit(0)
     return 0
 
 
