@@ -204,7 +204,8 @@ def main() -> None:
                     f"{mixed['explore']['merged'][f'ndcg@{K}']:.4f} | {exp} |")
 
     def shipped(base):  # the pipeline's mixture, learned repeat ranker included where validation keeps it
-        mix = R.fit_repeat_explore(valid, base["valid"], n_behaviors, n_items, grid, K)
+        mix = R.fit_repeat_explore(valid, base["valid"], n_behaviors, n_items, grid, K,
+                                   item_prior=R.item_log_share(seq, "last_session", n_items))
         return mix, R.mixture_ranking(test, inputs["test"], base["test"], mix, K, feats["test"]).items
 
     mix_dec, items = shipped(dec)

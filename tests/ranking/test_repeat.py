@@ -15,6 +15,7 @@ from seqrec_pipeline.ranking.repeat import (
     ranker_scores,
     fit_repeat_explore,
     fit_repeat_scorer,
+    item_log_share,
     mixture_ranking,
     tifu_ranking,
 )
@@ -188,3 +189,50 @@ def test_the_ranker_is_dropped_where_nothing_repeats():
     valid = eval_set(seq, "last_session", "valid", max_history=50)
     assert not any(r for rs in valid.repeat for r in rs)
     assert choose_repeat_ranker(valid, 2, RepeatScorer.uniform(2), load_parameters().repeat) is None
+
+
+def test_recency_ranks_and_the_item_prior_by_hand():
+    data = eval_set(sequences(), "last_session", "test", max_history=50)
+    inputs = RepeatInputs(data, 2)
+    # latest events before the test window: 2 (day 3), 4 (day 2 + 60 s), 3 (120 s), 1 (0 s)
+    assert dict(zip(inputs.group_item.tolist(), inputs.group_recency.tolist())) == {2: 0, 4: 1, 3: 2, 1: 3}
+    # training events = before the validation session: 1, 2, 3, 2, 4 (6 items in the catalog, add-one)
+    prior = item_log_share(sequences(test_items=(3, 3, 9)), "last_session", 6)
+    np.testing.assert_allclose(prior, np.round(np.log(np.array([1, 2, 3, 2, 2, 1]) / (5 + 6)), 4))
+
+
+def _popular_log(n_users: int = 60, seed: int = 1) -> pl.DataFrame:
+    """Per user: one session viewing a popular item p (one of three, each seen by many users) and a rare item r
+    in a random order, then a validation session viewing p again, then a test session.  Counts are equal and
+    recency is a coin flip: only the items' popularity tells which one comes back."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(n_users):
+        p, r = int(rng.integers(0, 3)), 100 + u
+        first, second = (p, r) if rng.random() < 0.5 else (r, p)
+        rows.append({"user_idx": u, "item": [first, second, p, 200 + u], "behavior": [0, 0, 0, 0],
+                     "timestamp": [0, 60, DAY, 2 * DAY], "session": [0, 0, 1, 2], "n_events": 4,
+                     "last_session_valid": 2, "last_session_test": 3, "last_event_valid": 2, "last_event_test": 3})
+    return pl.DataFrame(rows, schema_overrides={"item": pl.List(pl.Int32), "behavior": pl.List(pl.Int8),
+                                                "session": pl.List(pl.Int32), "timestamp": pl.List(pl.Int64),
+                                                "user_idx": pl.Int32})
+
+
+def test_the_ranker_uses_the_items_popularity_where_counts_tie():
+    seq = _popular_log()
+    valid = eval_set(seq, "last_session", "valid", max_history=50)
+    inputs = RepeatInputs(valid, 1)
+    prior = item_log_share(seq, "last_session", 300)
+    grid = load_parameters().repeat
+    targets = np.array([t[0] for t in valid.targets])
+    ranker = choose_repeat_ranker(valid, 1, RepeatScorer.uniform(1), grid, inputs=inputs, item_prior=prior)
+    assert ranker is not None and ranker.item_prior == prior.tolist()
+    head = Mixture.from_dict(Mixture(RepeatScorer.uniform(1), [np.inf], [0.0], [1.0], ranker=ranker).to_dict())
+    base = Ranking(np.full((valid.n_samples, 1), 299), np.zeros((valid.n_samples, 1), np.float32))
+    assert (mixture_ranking(valid, inputs, base, head, k=2).items[:, 0] == targets).all()
+    # without the prior the ranker only has recency: half of the users get the rare item first
+    counts_only = fit_repeat_ranker(valid, 1, [(1.0, 1.0)], l2=0.1, inputs=inputs)
+    assert counts_only.item_prior is None
+    plain = mixture_ranking(valid, inputs, base, Mixture(RepeatScorer.uniform(1), [np.inf], [0.0], [1.0],
+                                                         ranker=counts_only), k=2)
+    assert 0.2 < (plain.items[:, 0] == targets).mean() < 0.8

@@ -19,8 +19,10 @@ optionally blended (weight ``neighbor_weight``) with the mean normalized score v
 - ``P_repeat``: the repeat scores normalized over the user's history items (a distribution over them), or,
   where it ranks the validation session's repeats better out of fold, the **learned repeat ranker**'s softmax
   over them: per requested behavior, a log-linear score of the item's decayed event counts per history behavior
-  at every decay of the grids (``log1p``, standardized), fitted by the listwise likelihood of the validation
-  session's repeat targets with an L2 penalty ``ranker_l2`` (``fit_repeat_ranker``);
+  at every decay of the grids (``log1p``), the item's recency rank among the user's items and its popularity
+  in the training events (log share; a trending item is more likely to come back), standardized, fitted by the
+  listwise likelihood of the validation session's repeat targets with an L2 penalty ``ranker_l2``
+  (``fit_repeat_ranker``);
 - ``P_explore``: the base model's distribution over the catalog **minus** the history (its top candidates'
   scores, softmax with temperature ``tau``), e.g. the constrained beam search of a generative model or the
   full-catalog softmax of a discriminative one;
@@ -40,7 +42,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import scipy.sparse
 
-from seqrec_pipeline.splits import EvalSet
+from seqrec_pipeline.splits import EvalSet, training_prefix
 
 from .core import Ranking
 
@@ -102,6 +104,9 @@ class RepeatRanker:
     mean: list[float]
     scale: list[float]
     weights: list[list[float]]  # [requested behavior][feature]
+    # per item: log share of the training events; with it the features end with the recency rank and this
+    # prior (None: decayed counts only, as in heads saved before these features)
+    item_prior: list[float] | None = None
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -145,6 +150,10 @@ class RepeatInputs:
         self.group_sample, self.group_item = keys // width, keys % width
         self.group_last_time = np.full(len(keys), np.iinfo(np.int64).min)
         np.maximum.at(self.group_last_time, self.group, data.past_time[self.pair_event])
+        newest_first = np.lexsort((-self.group_last_time, self.group_sample))
+        self.group_recency = np.empty(len(keys), np.int64)  # 0 = the sample's most recent item
+        self.group_recency[newest_first] = np.arange(len(keys)) - np.searchsorted(self.group_sample,
+                                                                                  self.group_sample[newest_first])
         self._log_counts: tuple[tuple, np.ndarray] | None = None  # the ranker's features, asked once per grid point
 
     def features(self, day_decay: float, session_decay: float) -> RepeatFeatures:
@@ -165,9 +174,29 @@ def ranker_features(inputs: RepeatInputs, decays) -> np.ndarray:
     return inputs._log_counts[1]
 
 
+def item_log_share(sequences, protocol: str, n_items: int) -> np.ndarray:
+    """Each item's log share of the training events (add-one smoothed): the ranker's popularity prior."""
+    counts = np.bincount(training_prefix(sequences, protocol, users="all").item.astype(np.int64),
+                         minlength=n_items)[:n_items]
+    return np.round(np.log((counts + 1.0) / (counts.sum() + n_items)), 4)
+
+
+def ranker_matrix(inputs: RepeatInputs, decays, item_prior) -> np.ndarray:
+    """The ranker's raw features of every group: :func:`ranker_features`, then with ``item_prior`` the log1p
+    recency rank and the item's prior (items outside the prior get its minimum)."""
+    counts = ranker_features(inputs, decays)
+    if item_prior is None:
+        return counts
+    prior = np.asarray(item_prior, np.float64)
+    item = inputs.group_item
+    known = item < len(prior)
+    log_share = np.where(known, prior[np.where(known, item, 0)], prior.min(initial=0.0))
+    return np.column_stack([counts, np.log1p(inputs.group_recency), log_share])
+
+
 def ranker_scores(ranker: RepeatRanker, inputs: RepeatInputs) -> np.ndarray:
     """The ranker's log-linear score of every (sample, item) group of ``inputs``."""
-    x = (ranker_features(inputs, ranker.decays) - np.asarray(ranker.mean)) / np.asarray(ranker.scale)
+    x = (ranker_matrix(inputs, ranker.decays, ranker.item_prior) - np.asarray(ranker.mean)) / np.asarray(ranker.scale)
     return (x * np.asarray(ranker.weights)[inputs.data.sample_behavior[inputs.group_sample]]).sum(1)
 
 
@@ -182,7 +211,7 @@ def _group_is_target(inputs: RepeatInputs) -> np.ndarray:
 
 
 def fit_repeat_ranker(valid: EvalSet, n_behaviors: int, decays, l2: float, inputs: RepeatInputs | None = None,
-                      samples: np.ndarray | None = None) -> RepeatRanker:
+                      samples: np.ndarray | None = None, item_prior: np.ndarray | None = None) -> RepeatRanker:
     """Fit :class:`RepeatRanker` on ``valid`` (only its ``samples``, a bool mask, if given): per requested
     behavior, maximize the mean log-likelihood of a sample's repeat targets under the softmax of ``z`` over its
     history items (samples without a repeat target carry no information here), minus ``l2 * |w|^2``; L-BFGS in
@@ -191,7 +220,7 @@ def fit_repeat_ranker(valid: EvalSet, n_behaviors: int, decays, l2: float, input
 
     inputs = inputs or RepeatInputs(valid, n_behaviors)
     used = np.ones(valid.n_samples, bool) if samples is None else samples
-    x = ranker_features(inputs, decays)
+    x = ranker_matrix(inputs, decays, item_prior)
     fitted = x[used[inputs.group_sample]]
     mean = fitted.mean(0) if len(fitted) else np.zeros(x.shape[1])
     scale = fitted.std(0) if len(fitted) else np.ones(x.shape[1])
@@ -227,7 +256,8 @@ def fit_repeat_ranker(valid: EvalSet, n_behaviors: int, decays, l2: float, input
 
         optimizer.step(loss)
         weights[b] = w.detach().numpy()
-    return RepeatRanker([list(map(float, d)) for d in decays], mean.tolist(), scale.tolist(), weights.tolist())
+    return RepeatRanker([list(map(float, d)) for d in decays], mean.tolist(), scale.tolist(), weights.tolist(),
+                        None if item_prior is None else np.asarray(item_prior, np.float64).tolist())
 
 
 def ranker_decays(grid) -> list[tuple[float, float]]:
@@ -247,7 +277,8 @@ def _repeat_only_ndcg(data: EvalSet, inputs: RepeatInputs, score: np.ndarray, k:
 
 
 def choose_repeat_ranker(valid: EvalSet, n_behaviors: int, scorer: RepeatScorer, grid, k: int = 10,
-                         folds: int = 2, inputs: RepeatInputs | None = None) -> RepeatRanker | None:
+                         folds: int = 2, inputs: RepeatInputs | None = None,
+                         item_prior: np.ndarray | None = None) -> RepeatRanker | None:
     """The ranker fitted on the whole validation session if, fitted on ``folds - 1`` user folds and scored on
     the held-out one, it ranks the history items better than the (in-sample) scorer (NDCG@k of the history
     items alone, summed over the folds); otherwise None."""
@@ -256,14 +287,15 @@ def choose_repeat_ranker(valid: EvalSet, n_behaviors: int, scorer: RepeatScorer,
     fold = valid.sample_user % folds
     held_out = np.zeros(valid.n_samples)
     for f in range(folds):
-        ranker = fit_repeat_ranker(valid, n_behaviors, decays, grid.ranker_l2, inputs, samples=fold != f)
+        ranker = fit_repeat_ranker(valid, n_behaviors, decays, grid.ranker_l2, inputs, samples=fold != f,
+                                   item_prior=item_prior)
         held_out[fold == f] = _repeat_only_ndcg(valid, inputs, ranker_scores(ranker, inputs), k)[fold == f]
     features = inputs.features(scorer.day_decay, scorer.session_decay)
     with np.errstate(divide="ignore"):  # a zero score is no candidate (log 0 = -inf), as in the mixture
         plain = _repeat_only_ndcg(valid, inputs, np.log(repeat_scores(features, valid, scorer.behavior_weights)), k)
     if held_out.mean() <= plain.mean():
         return None
-    return fit_repeat_ranker(valid, n_behaviors, decays, grid.ranker_l2, inputs)
+    return fit_repeat_ranker(valid, n_behaviors, decays, grid.ranker_l2, inputs, item_prior=item_prior)
 
 
 def repeat_scores(features: RepeatFeatures, data: EvalSet, weights: np.ndarray) -> np.ndarray:
@@ -486,13 +518,15 @@ def fit_mixture(valid: EvalSet, base: Ranking, scorer: RepeatScorer, n_behaviors
     return mixture
 
 
-def fit_repeat_explore(valid: EvalSet, base: Ranking, n_behaviors: int, n_items: int, grid, k: int = 10) -> Mixture:
-    """Both steps on the validation set: the repeat scorer (without neighbors: the base model explores), then
-    the gate and temperature over ``base`` (``grid``: the ``repeat`` parameters)."""
+def fit_repeat_explore(valid: EvalSet, base: Ranking, n_behaviors: int, n_items: int, grid, k: int = 10,
+                       item_prior: np.ndarray | None = None) -> Mixture:
+    """Both steps on the validation set: the repeat scorer (without neighbors: the base model explores), the
+    learned ranker where it is better (with ``item_prior``: :func:`item_log_share`), then the gate and
+    temperature over ``base`` (``grid``: the ``repeat`` parameters)."""
     inputs = RepeatInputs(valid, n_behaviors)  # one set of (sample, past event) pairs for all three fits
     scorer, _ = fit_repeat_scorer(valid, n_behaviors, n_items, day_decays=grid.day_decays,
                                   session_decays=grid.session_decays, weights=grid.behavior_weights, neighbors=0,
                                   neighbor_weights=[0.0], k=k, inputs=inputs)
-    ranker = choose_repeat_ranker(valid, n_behaviors, scorer, grid, k, inputs=inputs)
+    ranker = choose_repeat_ranker(valid, n_behaviors, scorer, grid, k, inputs=inputs, item_prior=item_prior)
     return fit_mixture(valid, base, scorer, n_behaviors, gates=grid.gates, gate_slopes=grid.gate_slopes,
                        temperatures=grid.temperatures, k=k, ranker=ranker, inputs=inputs)

@@ -10,6 +10,8 @@ protocol users' events before validation plus every event of the users outside t
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import polars as pl
 import scipy.sparse
@@ -20,7 +22,10 @@ from seqrec_pipeline.params import RULE_MODELS as RULES
 from seqrec_pipeline.splits import EvalSet, training_prefix
 
 from .core import Ranking, top_k_of_scores
-from .repeat import Mixture, RepeatInputs, RepeatScorer, fit_repeat_explore, mixture_ranking, tifu_ranking
+from .repeat import (Mixture, RepeatInputs, RepeatScorer, fit_repeat_explore, fit_repeat_scorer, item_log_share,
+                     mixture_ranking, tifu_ranking)
+
+log = logging.getLogger(__name__)
 
 
 def recent_items(data: EvalSet, n_items: int, top_k: int) -> np.ndarray:
@@ -46,7 +51,7 @@ def rank_rule(rule: str, sequences: pl.DataFrame, data: EvalSet, n_items: int, p
     if rule not in RULES:
         raise InputError(f"unknown rule model '{rule}'; choose one of {list(RULES)}")
     if rule == "item_knn":
-        raise InputError("the item_knn rule is fitted on the validation session: use item_knn_ranking")
+        raise InputError("the item_knn rule is fitted on the validation session: use rule_ranking")
     if rule == "recent":  # the reference rule
         return Ranking(recent_items(data, n_items, top_k)[data.sample_user])
     if rule == "tifu":
@@ -144,5 +149,27 @@ def item_knn_ranking(sequences: pl.DataFrame, valid: EvalSet, test: EvalSet, n_i
     :func:`item_neighbors`, every parameter fitted on ``valid``; the test ranking and the fitted mixture."""
     base_valid, base_test = item_neighbors(sequences, [valid, test], n_items, protocol, window=window,
                                            chunk_events=chunk_events, width=grid.candidates)
-    mixture = fit_repeat_explore(valid, base_valid, n_behaviors, n_items, grid, k)
+    mixture = fit_repeat_explore(valid, base_valid, n_behaviors, n_items, grid, k,
+                                 item_prior=item_log_share(sequences, protocol, n_items))
     return mixture_ranking(test, RepeatInputs(test, n_behaviors), base_test, mixture, k), mixture
+
+
+def rule_ranking(rule: str, sequences: pl.DataFrame, valid: EvalSet, test: EvalSet, n_items: int, n_behaviors: int,
+                 protocol: str, grid, *, window: int, chunk_events: int, k: int) -> tuple[Ranking, dict]:
+    """Any rule's top ``k`` items for the samples of ``test`` and what it fitted on ``valid`` (empty for the
+    rules without parameters).  ``grid``: the ``repeat`` parameters (tifu, item_knn); ``window`` /
+    ``chunk_events``: the embed stage's co-occurrence window and chunk size (item_knn)."""
+    if rule == "item_knn":  # co-occurring items explore, inside the mixture fitted on the validation session
+        ranking, mixture = item_knn_ranking(sequences, valid, test, n_items, n_behaviors, protocol, grid,
+                                            window=window, chunk_events=chunk_events, k=k)
+        log.info("item_knn fitted on the validation session: NDCG@%d %.4f (learned repeat ranker: %s)", k,
+                 mixture.validation[f"ndcg@{k}"], "kept" if mixture.ranker else "not better, scorer kept")
+        return ranking, mixture.to_dict()
+    if rule == "tifu":
+        scorer, value = fit_repeat_scorer(valid, n_behaviors, n_items, day_decays=grid.day_decays,
+                                          session_decays=grid.session_decays, weights=grid.behavior_weights,
+                                          neighbors=grid.neighbors, neighbor_weights=grid.neighbor_weights, k=k)
+        log.info("tifu fitted on the validation session (NDCG@%d %.4f): %s", k, value, scorer.to_dict())
+        fitted = scorer.to_dict() | {f"valid_ndcg@{k}": value}
+        return rank_rule(rule, sequences, test, n_items, protocol, k, scorer), fitted
+    return rank_rule(rule, sequences, test, n_items, protocol, k), {}

@@ -9,10 +9,10 @@ import polars as pl
 
 from seqrec_pipeline.errors import InputError
 from seqrec_pipeline.params import EmbedParams, EvalParams, RepeatParams, validate
-from seqrec_pipeline.ranking import next_behavior_accuracy, rank_generative, rank_rule
-from seqrec_pipeline.ranking.rules import item_knn_ranking
+from seqrec_pipeline.ranking import next_behavior_accuracy, rank_generative
+from seqrec_pipeline.ranking.rules import rule_ranking
 from seqrec_pipeline.ranking.generative import prepare_model
-from seqrec_pipeline.ranking.repeat import Mixture, RepeatInputs, fit_repeat_explore, fit_repeat_scorer, mixture_ranking
+from seqrec_pipeline.ranking.repeat import Mixture, RepeatInputs, fit_repeat_explore, item_log_share, mixture_ranking
 from seqrec_pipeline.reporting.evaluation import predictions_table, ranking_from_predictions
 from seqrec_pipeline.splits import BehaviorTable, eval_set
 from seqrec_pipeline.vocab import TokenVocab
@@ -68,29 +68,16 @@ def decoder_behavior_accuracy(decoder_model, sequences: pl.DataFrame, behaviors:
 
 def rank_with_rule(sequences: pl.DataFrame, items: pl.DataFrame, behaviors: pl.DataFrame, model: str, protocol: str,
                    max_history: int, eval_params: dict, repeat: dict, embed: dict) -> pl.DataFrame:
+    """A rule's ranking of the test samples; the rules with parameters fit them on the validation session."""
     params = validate(EvalParams, eval_params, prefix="eval.")
+    grid, cooc = validate(RepeatParams, repeat, prefix="repeat."), validate(EmbedParams, embed, prefix="embed.")
     data = eval_set(sequences, protocol, "test", max_history)
-    scorer = None
-    if model == "item_knn":  # co-occurring items explore, inside the mixture fitted on the validation session
-        grid, cooc = validate(RepeatParams, repeat, prefix="repeat."), validate(EmbedParams, embed, prefix="embed.")
-        ranking, mixture = item_knn_ranking(sequences, eval_set(sequences, protocol, "valid", max_history), data,
-                                            items.height, len(behaviors), protocol, grid, window=cooc.cf_window,
-                                            chunk_events=cooc.cf_chunk_events, k=params.k)
-        log.info("item_knn fitted on the validation session: NDCG@%d %.4f (learned repeat ranker: %s)", params.k,
-                 mixture.validation[f"ndcg@{params.k}"], "kept" if mixture.ranker else "not better, scorer kept")
-        if mlflow.active_run() is not None:
-            mlflow.log_dict(mixture.to_dict(), "evaluation/item_knn.json")
-        return predictions_table(data, ranking)
-    if model == "tifu":  # its parameters come from the validation session only
-        grid = validate(RepeatParams, repeat, prefix="repeat.")
-        scorer, value = fit_repeat_scorer(
-            eval_set(sequences, protocol, "valid", max_history), len(behaviors), items.height,
-            day_decays=grid.day_decays, session_decays=grid.session_decays, weights=grid.behavior_weights,
-            neighbors=grid.neighbors, neighbor_weights=grid.neighbor_weights, k=params.k)
-        log.info("tifu fitted on the validation session (NDCG@%d %.4f): %s", params.k, value, scorer.to_dict())
-        if mlflow.active_run() is not None:
-            mlflow.log_dict(scorer.to_dict() | {f"valid_ndcg@{params.k}": value}, "evaluation/tifu.json")
-    return predictions_table(data, rank_rule(model, sequences, data, items.height, protocol, params.k, scorer))
+    ranking, fitted = rule_ranking(model, sequences, eval_set(sequences, protocol, "valid", max_history), data,
+                                   items.height, len(behaviors), protocol, grid, window=cooc.cf_window,
+                                   chunk_events=cooc.cf_chunk_events, k=params.k)
+    if fitted and mlflow.active_run() is not None:
+        mlflow.log_dict(fitted, f"evaluation/{model}.json")
+    return predictions_table(data, ranking)
 
 
 def fit_repeat_head(validation_predictions: pl.DataFrame, sequences: pl.DataFrame, items: pl.DataFrame,
@@ -99,8 +86,9 @@ def fit_repeat_head(validation_predictions: pl.DataFrame, sequences: pl.DataFram
     params = validate(EvalParams, eval_params, prefix="eval.")
     grid = validate(RepeatParams, repeat, prefix="repeat.")
     valid = eval_set(sequences, protocol, "valid", max_history)
+    prior = item_log_share(sequences, protocol, items.height)
     head = fit_repeat_explore(valid, ranking_from_predictions(validation_predictions, valid), len(behaviors),
-                              items.height, grid, params.k)
+                              items.height, grid, params.k, item_prior=prior)
     log.info("repeat/explore head fitted on the validation session: NDCG@%d %.4f (the model alone %.4f; learned "
              "repeat ranker: %s)", params.k, head.validation[f"ndcg@{params.k}"], head.validation[f"base_ndcg@{params.k}"],
              "kept" if head.ranker else "not better, scorer kept")
