@@ -289,6 +289,7 @@ def test_probe_reads_the_log_in_user_slices_with_the_same_value():
     assert whole > 0 and sampled != whole
     for slice_events in (1, 13, 10**6):
         assert probe_ndcg(vectors, primary.sequences, seed=1, slice_events=slice_events) == whole
+        assert probe_ndcg(vectors, primary.sequences.lazy(), seed=1, slice_events=slice_events) == whole
         assert probe_ndcg(vectors, primary.sequences, seed=1, max_users=9, slice_events=slice_events) == sampled
 
 

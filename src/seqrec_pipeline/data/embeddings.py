@@ -318,16 +318,16 @@ def _cf_name(params: EmbedParams) -> str:
     return "svd(user-item, train split)"
 
 
-def probe_ndcg(vectors: np.ndarray, sequences: pl.DataFrame, *, k: int = 10, last: int = 3, decay: float = 0.7,
-               max_users: int = 2000, seed: int = 0, slice_events: int | None = None) -> float:
+def probe_ndcg(vectors: np.ndarray, sequences: pl.DataFrame | pl.LazyFrame, *, k: int = 10, last: int = 3,
+               decay: float = 0.7, max_users: int = 2000, seed: int = 0, slice_events: int | None = None) -> float:
     """How well item vectors find the items a user turns to next: NDCG@k on the explore targets of the
     ``last_session`` **validation** session, ranking the catalog by the inner product with the decayed sum of
     the vectors of the user's last ``last`` history items, the user's past left out.  A cheap stand-in for
     the decoder's explore quality, used to choose the vectors; test targets are never read.
 
     The samples are found over user slices of about ``slice_events`` events (None: one slice) and the probe
-    then reads only the sampled users, so memory follows one slice, not the log; the value does not depend
-    on the slicing."""
+    then reads only the sampled users, so memory follows one slice, not the log (``sequences`` may be a
+    LazyFrame: each slice is read when it is used); the value does not depend on the slicing."""
     from seqrec_pipeline.ranking.metrics import per_sample_metrics
     from seqrec_pipeline.splits import eval_set
 
@@ -346,7 +346,7 @@ def probe_ndcg(vectors: np.ndarray, sequences: pl.DataFrame, *, k: int = 10, las
     if not len(rows):
         return 0.0
     chosen = np.concatenate(keys)[rows]
-    sampled_users = sequences.filter(pl.Series(np.isin(sequences["user_idx"].to_numpy(), chosen[:, 0])))
+    sampled_users = sequences.lazy().filter(pl.col("user_idx").is_in(np.unique(chosen[:, 0]).tolist())).collect()
     data = eval_set(sampled_users, "last_session", "valid", history)
     width = np.int64(max(int(chosen[:, 1].max()), int(data.sample_behavior.max())) + 1)
     sample_keys = data.user_idx[data.sample_user].astype(np.int64) * width + data.sample_behavior
@@ -377,16 +377,20 @@ def recent_items_query(vectors: np.ndarray, data, last: int = 3, decay: float = 
     return query
 
 
-def _user_slices(sequences: pl.DataFrame, events: int | None):
-    """Consecutive slices of whole users (rows) of about ``events`` events each."""
-    if events is None or not sequences.height:
-        yield sequences
+def _user_slices(sequences: pl.DataFrame | pl.LazyFrame, events: int | None):
+    """Consecutive slices of whole users (rows) of about ``events`` events each, collected one at a time."""
+    lazy = sequences.lazy()
+    if events is None:
+        yield lazy.collect()
         return
-    lengths = sequences["n_events"].to_numpy().astype(np.int64)
+    lengths = lazy.select("n_events").collect().to_series().to_numpy().astype(np.int64)
+    if not len(lengths):
+        yield lazy.collect()
+        return
     bucket = (np.cumsum(lengths) - lengths) // events
     starts = np.flatnonzero(np.r_[True, bucket[1:] != bucket[:-1]])
-    for lo, hi in zip(starts, np.r_[starts[1:], sequences.height]):
-        yield sequences.slice(int(lo), int(hi - lo))
+    for lo, hi in zip(starts, np.r_[starts[1:], len(lengths)]):
+        yield lazy.slice(int(lo), int(hi - lo)).collect()
 
 
 def _in_past(data, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
@@ -439,8 +443,7 @@ def embed_items(items: pl.DataFrame, sequences: pl.DataFrame | pl.LazyFrame, par
     if len(candidates) == 1:
         vectors, described = next(iter(candidates.values()))
         return vectors, info | described
-    table = sequences.lazy().collect()
-    probe = {name: probe_ndcg(vectors, table, seed=seed, slice_events=params.cf_chunk_events)
+    probe = {name: probe_ndcg(vectors, sequences, seed=seed, slice_events=params.cf_chunk_events)
              for name, (vectors, _) in candidates.items()}
     chosen = max(probe, key=lambda name: (probe[name], name == "text"))  # a tie keeps the text
     log.info("item vectors chosen on the validation session: %s (probe NDCG@10 %s)", chosen,
