@@ -38,6 +38,44 @@ def test_rules_on_a_hand_checked_log():
     assert top[1][0] == 1  # 3 has no training successor: popularity order (1 first)
 
 
+
+def _random_log(n_users: int = 80, n_items: int = 40, seed: int = 3) -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(n_users):
+        n = int(rng.integers(4, 12))
+        items = rng.zipf(1.6, n) % n_items  # a skewed catalog: popular items, many ties among the rare ones
+        rows.append({"user_idx": u, "item": items.tolist(), "behavior": rng.integers(0, 2, n).tolist(),
+                     "session": list(range(n)), "n_events": n, "last_event_valid": n - 2, "last_event_test": n - 1,
+                     "last_session_valid": -1, "last_session_test": -1})
+    return pl.DataFrame(rows, schema_overrides={"item": pl.List(pl.Int32), "behavior": pl.List(pl.Int8),
+                                                "session": pl.List(pl.Int32)})
+
+
+def test_sparse_transitions_and_popularity_equal_their_dense_definition():
+    from seqrec_pipeline.splits import training_prefix
+
+    seq, n_items, k = _random_log(), 40, 10
+    data = eval_set(seq, "last_event", "test", max_history=10)
+    train = training_prefix(seq, "last_event", users="all")
+    overall = np.bincount(train.item, minlength=n_items).astype(np.float64)
+    by_behavior = np.zeros((2, n_items))
+    np.add.at(by_behavior, (train.behavior.astype(np.int64), train.item.astype(np.int64)), 1.0)
+    same_user = np.repeat(np.arange(train.n_sequences), train.lengths)
+    follows = np.flatnonzero(same_user[1:] == same_user[:-1])
+    counts = np.zeros((n_items, n_items))
+    np.add.at(counts, (train.item[follows].astype(np.int64), train.item[follows + 1].astype(np.int64)), 1.0)
+    last = np.array([h[-1, 0] for h in data.histories])[data.sample_user]
+    dense = {"transitions": counts[last] + overall * 1e-9,
+             "popularity": (by_behavior + overall * 1e-9)[data.sample_behavior]}
+    for rule, scores in dense.items():
+        items = rank_rule(rule, seq, data, n_items, "last_event", k).items
+        # the same scores in the same order (items of exactly equal score may swap places)
+        got = np.where(items >= 0, np.take_along_axis(scores, np.maximum(items, 0), 1), 0.0)
+        expected = -np.sort(-np.where(scores > 0, scores, 0.0), axis=1)[:, :k]
+        np.testing.assert_array_equal(got, expected)
+        assert ((items >= 0) == (expected > 0)).all() and (items >= 0).any()
+
 def _knn_log(test_item: int = 1) -> pl.DataFrame:
     # last_event: users 0-2 train on 1 2 x (x = 5, 6, 7), validate and test on 9; user 3 trains on 3 1 8,
     # validates on 4 and tests on ``test_item``

@@ -63,21 +63,29 @@ def rank_rule(rule: str, sequences: pl.DataFrame, data: EvalSet, n_items: int, p
     np.add.at(popularity, (train.behavior.astype(np.int64), train.item.astype(np.int64)), 1.0)
     overall = popularity.sum(0)
     if rule == "popularity":  # most popular items of the sample's behavior (ties: overall popularity)
-        return Ranking(top_k_of_scores(popularity[data.sample_behavior] + overall[None, :] * 1e-9, top_k))
-    # transitions: next-item counts from consecutive training events, from the last history item
+        return Ranking(top_k_of_scores(popularity + overall[None, :] * 1e-9, top_k)[data.sample_behavior])
+    # transitions: next-item counts from consecutive training events, from the last history item (ties and
+    # the rest of the list: overall popularity); sparse, so memory follows the transitions, not samples x catalog
     same_user = np.repeat(np.arange(train.n_sequences), train.lengths)
     follows = np.flatnonzero(same_user[1:] == same_user[:-1])
     counts = scipy.sparse.csr_matrix(
         (np.ones(len(follows)), (train.item[follows].astype(np.int64), train.item[follows + 1].astype(np.int64))),
         shape=(n_items, n_items),
     )
+    counts.data += overall[counts.indices] * 1e-9
+    popular = np.argsort(-overall, kind="stable")[:top_k]
+    popular = popular[overall[popular] > 0]
     ends = data.history_offsets[1:]
     last = np.where(data.history_lengths > 0, data.history_item[np.maximum(ends - 1, 0)], -1)
     src = last[data.sample_user]
-    scores = overall[None, :].repeat(len(src), 0) * 1e-9
-    has_last = src >= 0
-    scores[has_last] += counts[src[has_last]].toarray()
-    return Ranking(top_k_of_scores(scores, top_k))
+    n = len(src)
+    rows = scipy.sparse.diags((src >= 0).astype(np.float64)) @ counts[np.maximum(src, 0)]
+    fill = scipy.sparse.csr_matrix((np.tile(overall[popular] * 1e-9, n), (np.repeat(np.arange(n), len(popular)),
+                                                                           np.tile(popular, n))), shape=(n, n_items))
+    found = (rows + (fill - fill.multiply(rows > 0))).tocsr()  # a popular follower keeps its count
+    found.data[found.data <= 0] = 0.0
+    found.eliminate_zeros()
+    return Ranking(_sparse_top_k(found, top_k).items)
 
 
 def _sparse_top_k(scores: scipy.sparse.csr_matrix, k: int) -> Ranking:
