@@ -8,6 +8,7 @@ from seqrec_pipeline.params import load_parameters
 from seqrec_pipeline.ranking import Ranking
 from seqrec_pipeline.ranking.repeat import (
     Mixture,
+    _neighbor_scores,
     RepeatInputs,
     RepeatScorer,
     choose_repeat_ranker,
@@ -236,3 +237,32 @@ def test_the_ranker_uses_the_items_popularity_where_counts_tie():
     plain = mixture_ranking(valid, inputs, base, Mixture(RepeatScorer.uniform(1), [np.inf], [0.0], [1.0],
                                                          ranker=counts_only), k=2)
     assert 0.2 < (plain.items[:, 0] == targets).mean() < 0.8
+
+
+def test_neighbor_vectors_in_user_blocks_equal_the_dense_definition():
+    """tifu's neighbors: the mean unit score vector of each user's most similar other users (cosine)."""
+    rng = np.random.default_rng(4)
+    rows = []
+    for u in range(30):  # items of a pool of 10 at random ages: no two users equally similar to a third
+        items = rng.integers(0, 10, 6).tolist() + [int(rng.integers(0, 10)), 50]
+        times = np.sort(rng.integers(0, 2 * DAY, 6)).tolist() + [2 * DAY, 3 * DAY]
+        rows.append({"user_idx": u, "item": items, "behavior": [0, 1, 0, 0, 1, 0, 0, 0], "timestamp": times,
+                     "session": [0, 0, 0, 1, 1, 1, 2, 3], "n_events": 8, "last_session_valid": 6,
+                     "last_session_test": 7, "last_event_valid": 6, "last_event_test": 7})
+    seq = pl.DataFrame(rows, schema_overrides={"item": pl.List(pl.Int32), "behavior": pl.List(pl.Int8),
+                                               "session": pl.List(pl.Int32), "timestamp": pl.List(pl.Int64)})
+    valid = eval_set(seq, "last_session", "valid", max_history=50)
+    features = RepeatInputs(valid, 2).features(0.5, 1.0)
+    user = valid.sample_user[features.sample]
+    own = np.zeros((valid.n_users, 200))
+    np.add.at(own, (user, features.item), features.by_behavior.sum(1))
+    unit = own / np.linalg.norm(own, axis=1, keepdims=True)
+    similarity = unit @ unit.T
+    np.fill_diagonal(similarity, -np.inf)
+    nearest = np.argsort(-similarity, axis=1, kind="stable")[:, :3]
+    expected = unit[nearest].mean(1)[valid.sample_user]
+    for block_entries in (1, 7 * valid.n_users, 1 << 24):  # one user per block, 7 per block, one block
+        rows, cols, values = _neighbor_scores(valid, features, 200, 3, block_entries=block_entries)
+        got = np.zeros_like(expected)
+        got[rows, cols] = values
+        np.testing.assert_allclose(got, expected, atol=1e-12)

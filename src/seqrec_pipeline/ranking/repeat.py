@@ -336,17 +336,23 @@ def _ndcg(items: np.ndarray, targets: list[list[int]], k: int) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _neighbor_scores(data: EvalSet, features: RepeatFeatures, n_items: int, neighbors: int):
+def _neighbor_scores(data: EvalSet, features: RepeatFeatures, n_items: int, neighbors: int,
+                     block_entries: int = 1 << 24):
     """Per sample, the mean of its ``neighbors`` most similar users' normalized score vectors (cosine over
-    users' behavior-agnostic vectors), as (sample, item, score) triplets."""
+    users' behavior-agnostic vectors), as (sample, item, score) triplets.  Similarities are computed for blocks
+    of users of about ``block_entries`` (user, user) pairs, so memory does not grow with users squared."""
     user = data.sample_user[features.sample]
     own = scipy.sparse.csr_matrix((features.by_behavior.sum(1), (user, features.item)), shape=(data.n_users, n_items))
     norms = np.sqrt(own.multiply(own).sum(1)).A.ravel()
-    unit = scipy.sparse.diags(1.0 / np.maximum(norms, 1e-12)) @ own
-    similarity = (unit @ unit.T).toarray()
-    np.fill_diagonal(similarity, -np.inf)
+    unit = (scipy.sparse.diags(1.0 / np.maximum(norms, 1e-12)) @ own).tocsr()
     k = min(neighbors, max(data.n_users - 1, 1))
-    nearest = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
+    nearest = np.empty((data.n_users, k), np.int64)
+    step = max(1, block_entries // max(data.n_users, 1))
+    for lo in range(0, data.n_users, step):
+        hi = min(lo + step, data.n_users)
+        similarity = (unit[lo:hi] @ unit.T).toarray()
+        similarity[np.arange(hi - lo), np.arange(lo, hi)] = -np.inf  # never one's own neighbor
+        nearest[lo:hi] = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
     mean = scipy.sparse.csr_matrix(
         (np.full(nearest.size, 1.0 / k), (np.repeat(np.arange(data.n_users), k), nearest.ravel())),
         shape=(data.n_users, data.n_users)) @ unit
