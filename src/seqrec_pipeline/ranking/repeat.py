@@ -279,23 +279,37 @@ def _repeat_only_ndcg(data: EvalSet, inputs: RepeatInputs, score: np.ndarray, k:
 def choose_repeat_ranker(valid: EvalSet, n_behaviors: int, scorer: RepeatScorer, grid, k: int = 10,
                          folds: int = 2, inputs: RepeatInputs | None = None,
                          item_prior: np.ndarray | None = None) -> RepeatRanker | None:
-    """The ranker fitted on the whole validation session if, fitted on ``folds - 1`` user folds and scored on
-    the held-out one, it ranks the history items better than the (in-sample) scorer (NDCG@k of the history
-    items alone, summed over the folds); otherwise None."""
+    """The best ranker, fitted on the whole validation session, if it ranks the history items better than the
+    (in-sample) scorer; otherwise None.  Each candidate (the decayed counts; with ``item_prior`` also the counts
+    with the recency rank and the prior) is fitted on ``folds - 1`` user folds and scored on the held-out one
+    (NDCG@k of the history items alone, summed over the folds)."""
     decays = ranker_decays(grid)
     inputs = inputs or RepeatInputs(valid, n_behaviors)
     fold = valid.sample_user % folds
-    held_out = np.zeros(valid.n_samples)
-    for f in range(folds):
-        ranker = fit_repeat_ranker(valid, n_behaviors, decays, grid.ranker_l2, inputs, samples=fold != f,
-                                   item_prior=item_prior)
-        held_out[fold == f] = _repeat_only_ndcg(valid, inputs, ranker_scores(ranker, inputs), k)[fold == f]
+    held_out = {}
+    for prior in [None] if item_prior is None else [None, item_prior]:
+        values = np.zeros(valid.n_samples)
+        for f in range(folds):
+            ranker = fit_repeat_ranker(valid, n_behaviors, decays, grid.ranker_l2, inputs, samples=fold != f,
+                                       item_prior=prior)
+            values[fold == f] = _repeat_only_ndcg(valid, inputs, ranker_scores(ranker, inputs), k)[fold == f]
+        held_out[prior is not None] = values.mean()
     features = inputs.features(scorer.day_decay, scorer.session_decay)
     with np.errstate(divide="ignore"):  # a zero score is no candidate (log 0 = -inf), as in the mixture
         plain = _repeat_only_ndcg(valid, inputs, np.log(repeat_scores(features, valid, scorer.behavior_weights)), k)
-    if held_out.mean() <= plain.mean():
+    with_prior = max(held_out, key=lambda key: (held_out[key], not key))  # a tie keeps the plain counts
+    if held_out[with_prior] <= plain.mean():
         return None
-    return fit_repeat_ranker(valid, n_behaviors, decays, grid.ranker_l2, inputs, item_prior=item_prior)
+    return fit_repeat_ranker(valid, n_behaviors, decays, grid.ranker_l2, inputs,
+                             item_prior=item_prior if with_prior else None)
+
+
+def repeat_side(mixture: Mixture) -> str:
+    """What ranks the history items in a fitted mixture, for the logs."""
+    if mixture.ranker is None:
+        return "recency-and-frequency scores (the learned ranker was not better)"
+    extra = ", recency rank and popularity" if mixture.ranker.item_prior is not None else ""
+    return f"learned ranker of decayed counts{extra}"
 
 
 def repeat_scores(features: RepeatFeatures, data: EvalSet, weights: np.ndarray) -> np.ndarray:

@@ -23,7 +23,7 @@ from seqrec_pipeline.splits import EvalSet, training_prefix
 
 from .core import Ranking, top_k_of_scores
 from .repeat import (Mixture, RepeatInputs, RepeatScorer, fit_repeat_explore, fit_repeat_scorer, item_log_share,
-                     mixture_ranking, tifu_ranking)
+                     mixture_ranking, repeat_side, tifu_ranking)
 
 log = logging.getLogger(__name__)
 
@@ -170,8 +170,8 @@ def rule_ranking(rule: str, sequences: pl.DataFrame, valid: EvalSet, test: EvalS
     if rule == "item_knn":  # co-occurring items explore, inside the mixture fitted on the validation session
         ranking, mixture = item_knn_ranking(sequences, valid, test, n_items, n_behaviors, protocol, grid,
                                             window=window, chunk_events=chunk_events, k=k)
-        log.info("item_knn fitted on the validation session: NDCG@%d %.4f (learned repeat ranker: %s)", k,
-                 mixture.validation[f"ndcg@{k}"], "kept" if mixture.ranker else "not better, scorer kept")
+        log.info("item_knn fitted on the validation session: NDCG@%d %.4f (history items: %s)", k,
+                 mixture.validation[f"ndcg@{k}"], repeat_side(mixture))
         return ranking, mixture.to_dict()
     if rule == "tifu":
         scorer, value = fit_repeat_scorer(valid, n_behaviors, n_items, day_decays=grid.day_decays,

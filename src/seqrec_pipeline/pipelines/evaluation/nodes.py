@@ -12,7 +12,8 @@ from seqrec_pipeline.params import EmbedParams, EvalParams, RepeatParams, valida
 from seqrec_pipeline.ranking import next_behavior_accuracy, rank_generative
 from seqrec_pipeline.ranking.rules import rule_ranking
 from seqrec_pipeline.ranking.generative import prepare_model
-from seqrec_pipeline.ranking.repeat import Mixture, RepeatInputs, fit_repeat_explore, item_log_share, mixture_ranking
+from seqrec_pipeline.ranking.repeat import (Mixture, RepeatInputs, fit_repeat_explore, item_log_share, mixture_ranking,
+                                            repeat_side)
 from seqrec_pipeline.reporting.evaluation import predictions_table, ranking_from_predictions
 from seqrec_pipeline.splits import BehaviorTable, eval_set
 from seqrec_pipeline.vocab import TokenVocab
@@ -89,9 +90,9 @@ def fit_repeat_head(validation_predictions: pl.DataFrame, sequences: pl.DataFram
     prior = item_log_share(sequences, protocol, items.height)
     head = fit_repeat_explore(valid, ranking_from_predictions(validation_predictions, valid), len(behaviors),
                               items.height, grid, params.k, item_prior=prior)
-    log.info("repeat/explore head fitted on the validation session: NDCG@%d %.4f (the model alone %.4f; learned "
-             "repeat ranker: %s)", params.k, head.validation[f"ndcg@{params.k}"], head.validation[f"base_ndcg@{params.k}"],
-             "kept" if head.ranker else "not better, scorer kept")
+    log.info("repeat/explore head fitted on the validation session: NDCG@%d %.4f (the model alone %.4f; history "
+             "items: %s)", params.k, head.validation[f"ndcg@{params.k}"], head.validation[f"base_ndcg@{params.k}"],
+             repeat_side(head))
     return head.to_dict()
 
 
