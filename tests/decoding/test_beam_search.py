@@ -24,7 +24,7 @@ from .helpers import BEHAVIORS, LEVELS, MODELS, random_catalogs, random_codes, r
 
 SIZES = (3, 4, 12)
 N_ITEMS = 100
-TOL = dict(atol=1e-4, rtol=1e-5)  # cached step-by-step vs chunked multi-token forwards: kernel blockings differ
+TOL = dict(atol=1e-4, rtol=1e-4)  # float32 sums of log-probs: kernel blockings differ with the batch shape and the CPU
 
 
 @pytest.fixture(scope="module")
