@@ -47,7 +47,7 @@ from seqrec_pipeline.ranking.core import Ranking, selection_scores
 from seqrec_pipeline.ranking.discriminative import eval_tensors
 from seqrec_pipeline.ranking.metrics import metrics_by_part, per_sample_metrics
 from seqrec_pipeline.reporting.evaluation import ranking_from_predictions
-from seqrec_pipeline.splits import BehaviorTable, eval_set
+from seqrec_pipeline.splits import BehaviorTable, eval_set, training_prefix
 from seqrec_pipeline.vocab import TokenVocab
 
 K = 10
@@ -205,7 +205,7 @@ def main() -> None:
 
     def shipped(base):  # the pipeline's mixture, learned repeat ranker included where validation keeps it
         mix = R.fit_repeat_explore(valid, base["valid"], n_behaviors, n_items, grid, K,
-                                   item_prior=R.item_log_share(seq, "last_session", n_items))
+                                   item_prior=R.item_log_share(training_prefix(seq, "last_session", users="all").item, n_items))
         return mix, R.mixture_ranking(test, inputs["test"], base["test"], mix, K, feats["test"]).items
 
     mix_dec, items = shipped(dec)

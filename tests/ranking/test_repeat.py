@@ -20,7 +20,7 @@ from seqrec_pipeline.ranking.repeat import (
     mixture_ranking,
     tifu_ranking,
 )
-from seqrec_pipeline.splits import eval_set
+from seqrec_pipeline.splits import eval_set, training_prefix
 
 DAY = 86400
 
@@ -198,7 +198,7 @@ def test_recency_ranks_and_the_item_prior_by_hand():
     # latest events before the test window: 2 (day 3), 4 (day 2 + 60 s), 3 (120 s), 1 (0 s)
     assert dict(zip(inputs.group_item.tolist(), inputs.group_recency.tolist())) == {2: 0, 4: 1, 3: 2, 1: 3}
     # training events = before the validation session: 1, 2, 3, 2, 4 (6 items in the catalog, add-one)
-    prior = item_log_share(sequences(test_items=(3, 3, 9)), "last_session", 6)
+    prior = item_log_share(training_prefix(sequences(test_items=(3, 3, 9)), "last_session", users="all").item, 6)
     np.testing.assert_allclose(prior, np.round(np.log(np.array([1, 2, 3, 2, 2, 1]) / (5 + 6)), 4))
 
 
@@ -223,7 +223,7 @@ def test_the_ranker_uses_the_items_popularity_where_counts_tie():
     seq = _popular_log()
     valid = eval_set(seq, "last_session", "valid", max_history=50)
     inputs = RepeatInputs(valid, 1)
-    prior = item_log_share(seq, "last_session", 300)
+    prior = item_log_share(training_prefix(seq, "last_session", users="all").item, 300)
     grid = load_parameters().repeat
     targets = np.array([t[0] for t in valid.targets])
     ranker = choose_repeat_ranker(valid, 1, RepeatScorer.uniform(1), grid, inputs=inputs, item_prior=prior)

@@ -380,11 +380,8 @@ def recent_items_query(vectors: np.ndarray, data, last: int = 3, decay: float = 
 def _user_slices(sequences: pl.DataFrame | pl.LazyFrame, events: int | None):
     """Consecutive slices of whole users (rows) of about ``events`` events each, collected one at a time."""
     lazy = sequences.lazy()
-    if events is None:
-        yield lazy.collect()
-        return
-    lengths = lazy.select("n_events").collect().to_series().to_numpy().astype(np.int64)
-    if not len(lengths):
+    lengths = None if events is None else lazy.select("n_events").collect().to_series().to_numpy().astype(np.int64)
+    if lengths is None or not len(lengths):
         yield lazy.collect()
         return
     bucket = (np.cumsum(lengths) - lengths) // events

@@ -42,7 +42,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import scipy.sparse
 
-from seqrec_pipeline.splits import EvalSet, training_prefix
+from seqrec_pipeline.splits import EvalSet
 
 from .core import Ranking
 
@@ -174,10 +174,10 @@ def ranker_features(inputs: RepeatInputs, decays) -> np.ndarray:
     return inputs._log_counts[1]
 
 
-def item_log_share(sequences, protocol: str, n_items: int) -> np.ndarray:
-    """Each item's log share of the training events (add-one smoothed): the ranker's popularity prior."""
-    counts = np.bincount(training_prefix(sequences, protocol, users="all").item.astype(np.int64),
-                         minlength=n_items)[:n_items]
+def item_log_share(train_items: np.ndarray, n_items: int) -> np.ndarray:
+    """Each item's log share of the training events (their item ids, e.g. ``splits.training_prefix(...).item``;
+    add-one smoothed): the ranker's popularity prior."""
+    counts = np.bincount(np.asarray(train_items, np.int64), minlength=n_items)[:n_items]
     return np.round(np.log((counts + 1.0) / (counts.sum() + n_items)), 4)
 
 

@@ -19,7 +19,7 @@ import scipy.sparse
 from seqrec_pipeline.data.embeddings import ppmi_matrix
 from seqrec_pipeline.errors import InputError
 from seqrec_pipeline.params import RULE_MODELS as RULES
-from seqrec_pipeline.splits import EvalSet, training_prefix
+from seqrec_pipeline.splits import EvalSet, EventBuffer, training_prefix
 
 from .core import Ranking, top_k_of_scores
 from .repeat import (Mixture, RepeatInputs, RepeatScorer, fit_repeat_explore, fit_repeat_scorer, item_log_share,
@@ -83,7 +83,6 @@ def rank_rule(rule: str, sequences: pl.DataFrame, data: EvalSet, n_items: int, p
     fill = scipy.sparse.csr_matrix((np.tile(overall[popular] * 1e-9, n), (np.repeat(np.arange(n), len(popular)),
                                                                            np.tile(popular, n))), shape=(n, n_items))
     found = (rows + (fill - fill.multiply(rows > 0))).tocsr()  # a popular follower keeps its count
-    found.data[found.data <= 0] = 0.0
     found.eliminate_zeros()
     return Ranking(_sparse_top_k(found, top_k).items)
 
@@ -102,15 +101,14 @@ def _sparse_top_k(scores: scipy.sparse.csr_matrix, k: int) -> Ranking:
     return Ranking(items, values)
 
 
-def item_neighbors(sequences: pl.DataFrame, datasets: list[EvalSet], n_items: int, protocol: str, *, window: int,
-                   chunk_events: int, width: int, last: int = 3, decay: float = 0.7,
-                   block: int = 8192) -> list[Ranking]:
+def item_neighbors(train: EventBuffer, datasets: list[EvalSet], n_items: int, *, window: int, chunk_events: int,
+                   width: int, last: int = 3, decay: float = 0.7, block: int = 8192) -> list[Ranking]:
     """``item_knn``'s explore candidates for each eval set: the ``width`` items outside the user's past with
     the highest ``sum_j decay ** (back_j - 1) * PPMI(j, i)`` over the user's ``last`` newest history items j
     (PPMI of items within ``window`` events of each other in the training events, the embed stage's matrix),
     then the most popular training items, below every co-occurring one.  Sparse throughout, ``block`` samples
-    at a time, so memory follows the co-occurrences of a block, not samples x catalog."""
-    train = training_prefix(sequences, protocol, users="all")
+    at a time, so memory follows the co-occurrences of a block, not samples x catalog.  ``train``: the training
+    events (``splits.training_prefix``)."""
     users = np.repeat(np.arange(train.n_sequences, dtype=np.int32), train.lengths)
     ppmi = ppmi_matrix(users, train.item.astype(np.int32), n_items, window, chunk_events, np.float32)
     popularity = np.bincount(train.item, minlength=n_items).astype(np.float64)
@@ -155,10 +153,11 @@ def item_knn_ranking(sequences: pl.DataFrame, valid: EvalSet, test: EvalSet, n_i
                      protocol: str, grid, *, window: int, chunk_events: int, k: int) -> tuple[Ranking, Mixture]:
     """The ``item_knn`` rule: the repeat / explore mixture (``grid``: the ``repeat`` parameters) over
     :func:`item_neighbors`, every parameter fitted on ``valid``; the test ranking and the fitted mixture."""
-    base_valid, base_test = item_neighbors(sequences, [valid, test], n_items, protocol, window=window,
-                                           chunk_events=chunk_events, width=grid.candidates)
+    train = training_prefix(sequences, protocol, users="all")
+    base_valid, base_test = item_neighbors(train, [valid, test], n_items, window=window, chunk_events=chunk_events,
+                                           width=grid.candidates)
     mixture = fit_repeat_explore(valid, base_valid, n_behaviors, n_items, grid, k,
-                                 item_prior=item_log_share(sequences, protocol, n_items))
+                                 item_prior=item_log_share(train.item, n_items))
     return mixture_ranking(test, RepeatInputs(test, n_behaviors), base_test, mixture, k), mixture
 
 

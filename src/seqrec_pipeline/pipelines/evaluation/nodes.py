@@ -15,7 +15,7 @@ from seqrec_pipeline.ranking.generative import prepare_model
 from seqrec_pipeline.ranking.repeat import (Mixture, RepeatInputs, fit_repeat_explore, item_log_share, mixture_ranking,
                                             repeat_side)
 from seqrec_pipeline.reporting.evaluation import predictions_table, ranking_from_predictions
-from seqrec_pipeline.splits import BehaviorTable, eval_set
+from seqrec_pipeline.splits import BehaviorTable, eval_set, training_prefix
 from seqrec_pipeline.vocab import TokenVocab
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ def fit_repeat_head(validation_predictions: pl.DataFrame, sequences: pl.DataFram
     params = validate(EvalParams, eval_params, prefix="eval.")
     grid = validate(RepeatParams, repeat, prefix="repeat.")
     valid = eval_set(sequences, protocol, "valid", max_history)
-    prior = item_log_share(sequences, protocol, items.height)
+    prior = item_log_share(training_prefix(sequences, protocol, users="all").item, items.height)
     head = fit_repeat_explore(valid, ranking_from_predictions(validation_predictions, valid), len(behaviors),
                               items.height, grid, params.k, item_prior=prior)
     log.info("repeat/explore head fitted on the validation session: NDCG@%d %.4f (the model alone %.4f; history "
