@@ -465,10 +465,20 @@ def mixture_ranking(data: EvalSet, inputs: RepeatInputs, base: Ranking, mixture:
     log-probabilities instead of a softmax over the candidates (the model's own confidence, not renormalized)."""
     scorer = mixture.scorer
     features = features or inputs.features(scorer.day_decay, scorer.session_decay)
+    p_rep, total = _history_distribution(data, inputs, features, scorer, mixture.ranker, repeat_log_weight)
+    return _combine(data, mixture, features, p_rep, total, explore_candidates(data, base), k,
+                    gate_offset=gate_offset, normalize_explore=normalize_explore)
+
+
+def _history_distribution(data: EvalSet, inputs: RepeatInputs, features: RepeatFeatures, scorer: RepeatScorer,
+                          ranker: RepeatRanker | None, repeat_log_weight: np.ndarray | None
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """``P(i | repeat, q)`` per (sample, history item) group of ``features`` and the repeat evidence per sample
+    (the gate's input); neither depends on the gate or the temperature."""
     rep = repeat_scores(features, data, scorer.behavior_weights)
     total = np.bincount(features.sample, weights=rep, minlength=data.n_samples)
-    if mixture.ranker is not None:  # the learned distribution over the history items (features' group order)
-        z = ranker_scores(mixture.ranker, inputs or RepeatInputs(data, len(scorer.behavior_weights)))
+    if ranker is not None:  # the learned distribution over the history items (features' group order)
+        z = ranker_scores(ranker, inputs or RepeatInputs(data, len(scorer.behavior_weights)))
         if repeat_log_weight is not None:
             z = z + repeat_log_weight
         peak = np.full(data.n_samples, -np.inf)
@@ -484,6 +494,14 @@ def mixture_ranking(data: EvalSet, inputs: RepeatInputs, base: Ranking, mixture:
         w = np.where(rep > 0, np.exp(log_w - peak[features.sample]), 0.0)
         p_rep = w / np.maximum(np.bincount(features.sample, weights=w, minlength=data.n_samples)[features.sample],
                                1e-300)
+    return p_rep, total
+
+
+def _combine(data: EvalSet, mixture: Mixture, features: RepeatFeatures, p_rep: np.ndarray, total: np.ndarray,
+             explore: tuple[np.ndarray, np.ndarray, np.ndarray], k: int, *, gate_offset: np.ndarray | None = None,
+             normalize_explore: bool = True) -> Ranking:
+    """The top ``k`` of ``gate * P(i | repeat) + (1 - gate) * P(i | explore)`` (``explore``: the
+    :func:`explore_candidates` triplets)."""
     behavior = data.sample_behavior
     bias, slope = np.asarray(mixture.gate_bias, float)[behavior], np.asarray(mixture.gate_slope, float)[behavior]
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
@@ -492,7 +510,7 @@ def mixture_ranking(data: EvalSet, inputs: RepeatInputs, base: Ranking, mixture:
             logit = logit + gate_offset
         gate = np.where(np.isposinf(bias), 1.0, 1.0 / (1.0 + np.exp(-logit)))
     gate = np.where(total > 0, gate, 0.0)  # no history item: nothing to repeat
-    e_sample, e_item, e_score = explore_candidates(data, base)
+    e_sample, e_item, e_score = explore
     tau = np.asarray(mixture.temperature, float)[behavior][e_sample]
     if not normalize_explore:
         p_exp = np.exp(e_score / tau)
@@ -519,12 +537,15 @@ def fit_mixture(valid: EvalSet, base: Ranking, scorer: RepeatScorer, n_behaviors
     features = inputs.features(scorer.day_decay, scorer.session_decay)
     logits = [np.inf if g >= 1 else float(np.log(g / (1 - g))) for g in gates]
     best = {b: (-1.0, np.inf, 0.0, 1.0) for b in range(n_behaviors)}
+    # the history distribution and the explore candidates do not depend on the grid: computed once
+    p_rep, total = _history_distribution(valid, inputs, features, scorer, ranker, None)
+    explore = explore_candidates(valid, base)
     for bias, slope, tau in itertools.product(logits, gate_slopes, temperatures):
         if np.isinf(bias) and (slope != gate_slopes[0] or tau != temperatures[0]):
             continue  # always-repeat-first: slope and temperature do not matter
         mixture = Mixture(scorer, [bias] * n_behaviors, [slope] * n_behaviors, [tau] * n_behaviors, ranker=ranker)
-        ndcg = _ndcg(mixture_ranking(valid, inputs, base, mixture, k, features, normalize_explore=normalize_explore).items,
-                     valid.targets, k)
+        ndcg = _ndcg(_combine(valid, mixture, features, p_rep, total, explore, k,
+                              normalize_explore=normalize_explore).items, valid.targets, k)
         for b in range(n_behaviors):
             rows = valid.sample_behavior == b
             if rows.any() and ndcg[rows].mean() > best[b][0] + 1e-12:
