@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_decode.py"
+from tests.helpers import load_benchmark
 
 
 @pytest.fixture
 def bench_decode():
-    spec = importlib.util.spec_from_file_location("bench_decode", BENCHMARK)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("bench_decode")
 
 
 def test_random_codes_are_a_bijection(bench_decode):

@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from seqrec_pipeline.ranking.core import Ranking
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "repeat_headroom.py"
+from tests.helpers import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def headroom():
-    spec = importlib.util.spec_from_file_location("repeat_headroom", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("repeat_headroom")
 
 
 def test_product_of_experts_ranks_the_union_once_per_item(headroom):

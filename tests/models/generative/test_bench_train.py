@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-BENCHMARK = Path(__file__).resolve().parents[3] / "benchmarks" / "bench_train.py"
+from tests.helpers import load_benchmark
 
 
 @pytest.fixture
 def bench_train():
-    spec = importlib.util.spec_from_file_location("bench_train", BENCHMARK)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("bench_train")
 
 
 def test_benchmark_writes_ratios(bench_train, tmp_path):

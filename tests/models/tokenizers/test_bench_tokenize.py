@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
-BENCHMARK = Path(__file__).resolve().parents[3] / "benchmarks" / "bench_tokenize.py"
+from tests.helpers import load_benchmark
 
 
 def test_benchmark_writes_ratio_and_seed_check(tmp_path):
-    spec = importlib.util.spec_from_file_location("bench_tokenize", BENCHMARK)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("bench_tokenize")
     out = tmp_path / "tokenize.json"
     bench.main(["--n", "700", "--dim", "8", "--rqvae-epochs", "0", "--check-seeds", "3",
                 "--scientific-emb", str(tmp_path / "absent.npy"), "--out", str(out)])
