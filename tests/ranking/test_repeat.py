@@ -14,6 +14,7 @@ from seqrec_pipeline.ranking.repeat import (
     choose_repeat_ranker,
     fit_repeat_ranker,
     ranker_scores,
+    fit_mixture,
     fit_repeat_explore,
     fit_repeat_scorer,
     item_log_share,
@@ -84,7 +85,6 @@ def test_the_mixture_at_its_extremes():
     np.testing.assert_allclose(ranked.scores[0], sorted(mixed.values(), reverse=True), rtol=1e-6)
 
 
-
 def test_the_mixture_with_extra_evidence_for_the_history_and_the_gate():
     data = eval_set(sequences(), "last_session", "test", max_history=50)
     inputs = RepeatInputs(data, 2)
@@ -127,6 +127,7 @@ def test_absolute_explore_probabilities_keep_the_models_confidence():
     # ... while the softmax over the candidates hands them all the explore mass (0.45, 0.32, 0.23 of it) and
     # puts every explore item above the history items with one event (0.5 * 1/6)
     assert mixture_ranking(data, inputs, unsure, half, k=7).items.tolist() == [[2, 9, 7, 8, 4, 3, 1]]
+
 
 def test_fitting_never_reads_the_test_window():
     grid = load_parameters().repeat
@@ -183,6 +184,31 @@ def test_the_learned_ranker_finds_which_history_items_come_back():
     # out of fold it still beats the recency-and-frequency scores, so the fit keeps it
     grid = load_parameters().repeat
     assert choose_repeat_ranker(valid, 2, RepeatScorer.uniform(2), grid) is not None
+
+
+def test_only_the_chosen_samples_choose_the_gate():
+    # even users cart a new item in the validation session (the base model's only candidate), odd users cart
+    # their old cart again: the two halves want opposite gates
+    new_cart = pl.concat_list(500 + pl.col("user_idx"), pl.col("item").list.last())
+    seq = _cart_log().with_columns(pl.when(pl.col("user_idx") % 2 == 0)
+                                   .then(pl.col("item").list.head(6).list.concat(new_cart))
+                                   .otherwise(pl.col("item")).alias("item"))
+    valid = eval_set(seq, "last_session", "valid", max_history=50)
+    even = valid.user_idx[valid.sample_user] % 2 == 0
+    assert [any(r) for r in valid.repeat] == (~even).tolist()
+    new_item = np.where(even, 500 + valid.user_idx[valid.sample_user], 900)
+    base = Ranking(new_item[:, None].astype(np.int64), np.zeros((valid.n_samples, 1), np.float32))
+    grid = load_parameters().repeat
+    scorer = RepeatScorer.uniform(2)
+
+    def first_items(samples):
+        mixture = fit_mixture(valid, base, scorer, 2, gates=grid.gates, gate_slopes=[0.0], temperatures=[1.0],
+                              samples=samples)
+        return mixture_ranking(valid, RepeatInputs(valid, 2), base, mixture, k=7).items[:, 0]
+
+    assert (first_items(~even) != new_item).all()  # fitted on the repeats: history items first for everyone
+    assert (first_items(even) == new_item).all()  # fitted on the explorers: the new item first for everyone
+    assert (first_items(None) == first_items(np.ones(valid.n_samples, bool))).all()
 
 
 def test_the_ranker_is_dropped_where_nothing_repeats():

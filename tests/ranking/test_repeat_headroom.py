@@ -34,3 +34,21 @@ def test_oracle_moves_the_first_explore_target_to_the_requested_rank(headroom):
     assert moved.items[0].tolist() == [1, 2, 9, 3]  # 9 (explore) moved from rank 2 to rank 3, nothing lost
     assert moved.scores[0, 2] > moved.scores[0, 3] and (np.diff(moved.scores[0]) < 0).all()
     assert moved.items[1].tolist() == [4, 6, 8, 0]  # no explore target: unchanged
+
+
+def test_the_learned_gates_query_features_by_hand(headroom):
+    from seqrec_pipeline.ranking import repeat as R
+    from seqrec_pipeline.splits import eval_set
+    from tests.ranking.test_repeat import DAY, sequences
+
+    data = eval_set(sequences(), "last_session", "test", max_history=50)  # past: 1 2 3 | 2 4(buy) | 2(buy)
+    inputs = R.RepeatInputs(data, 2)
+    scorer = R.RepeatScorer.uniform(2)
+    feats = inputs.features(1.0, 1.0)
+    p_rep, total = R.history_distribution(data, inputs, feats, scorer, None, None)
+    base = Ranking(np.array([[9, 2, 7, 8]]), np.array([[-1.0, -2.0, -3.0, -4.0]]))
+    x = headroom.gate_features(data, feats, p_rep, total, R.explore_candidates(data, base), 2)
+    top_explore = -1.0 - np.log(np.exp([-1.0, -3.0, -4.0]).sum())  # item 2 is history, not an explore candidate
+    expected = [np.log(6), np.log1p(4), np.log1p((data.window_time[0] - 3 * DAY) / 3600), np.log1p(1),
+                np.log(3 / 6), top_explore, 1.0]  # the last past event is a buy, alone in its session
+    np.testing.assert_allclose(x, [expected], rtol=1e-9)

@@ -465,12 +465,12 @@ def mixture_ranking(data: EvalSet, inputs: RepeatInputs, base: Ranking, mixture:
     log-probabilities instead of a softmax over the candidates (the model's own confidence, not renormalized)."""
     scorer = mixture.scorer
     features = features or inputs.features(scorer.day_decay, scorer.session_decay)
-    p_rep, total = _history_distribution(data, inputs, features, scorer, mixture.ranker, repeat_log_weight)
+    p_rep, total = history_distribution(data, inputs, features, scorer, mixture.ranker, repeat_log_weight)
     return _combine(data, mixture, features, p_rep, total, explore_candidates(data, base), k,
                     gate_offset=gate_offset, normalize_explore=normalize_explore)
 
 
-def _history_distribution(data: EvalSet, inputs: RepeatInputs, features: RepeatFeatures, scorer: RepeatScorer,
+def history_distribution(data: EvalSet, inputs: RepeatInputs, features: RepeatFeatures, scorer: RepeatScorer,
                           ranker: RepeatRanker | None, repeat_log_weight: np.ndarray | None
                           ) -> tuple[np.ndarray, np.ndarray]:
     """``P(i | repeat, q)`` per (sample, history item) group of ``features`` and the repeat evidence per sample
@@ -529,16 +529,17 @@ def _combine(data: EvalSet, mixture: Mixture, features: RepeatFeatures, p_rep: n
 
 def fit_mixture(valid: EvalSet, base: Ranking, scorer: RepeatScorer, n_behaviors: int, *, gates, gate_slopes,
                 temperatures, k: int = 10, normalize_explore: bool = True,
-                ranker: RepeatRanker | None = None, inputs: RepeatInputs | None = None) -> Mixture:
+                ranker: RepeatRanker | None = None, inputs: RepeatInputs | None = None,
+                samples: np.ndarray | None = None) -> Mixture:
     """Choose, per requested behavior, the gate (``P(repeat)`` at unit repeat evidence), its slope and the
-    explore temperature on the validation set, by NDCG@k of that behavior's samples (``normalize_explore``:
-    as :func:`mixture_ranking`)."""
+    explore temperature on the validation set, by NDCG@k of that behavior's samples (only ``samples``, a bool
+    mask, choose if given: held-out comparisons; ``normalize_explore``: as :func:`mixture_ranking`)."""
     inputs = inputs or RepeatInputs(valid, n_behaviors)
     features = inputs.features(scorer.day_decay, scorer.session_decay)
     logits = [np.inf if g >= 1 else float(np.log(g / (1 - g))) for g in gates]
     best = {b: (-1.0, np.inf, 0.0, 1.0) for b in range(n_behaviors)}
     # the history distribution and the explore candidates do not depend on the grid: computed once
-    p_rep, total = _history_distribution(valid, inputs, features, scorer, ranker, None)
+    p_rep, total = history_distribution(valid, inputs, features, scorer, ranker, None)
     explore = explore_candidates(valid, base)
     for bias, slope, tau in itertools.product(logits, gate_slopes, temperatures):
         if np.isinf(bias) and (slope != gate_slopes[0] or tau != temperatures[0]):
@@ -547,7 +548,7 @@ def fit_mixture(valid: EvalSet, base: Ranking, scorer: RepeatScorer, n_behaviors
         ndcg = _ndcg(_combine(valid, mixture, features, p_rep, total, explore, k,
                               normalize_explore=normalize_explore).items, valid.targets, k)
         for b in range(n_behaviors):
-            rows = valid.sample_behavior == b
+            rows = (valid.sample_behavior == b) & (True if samples is None else samples)
             if rows.any() and ndcg[rows].mean() > best[b][0] + 1e-12:
                 best[b] = (float(ndcg[rows].mean()), bias, slope, tau)
     mixture = Mixture(scorer, [best[b][1] for b in range(n_behaviors)], [best[b][2] for b in range(n_behaviors)],
