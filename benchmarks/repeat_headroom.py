@@ -165,11 +165,11 @@ def gate_features(data, feats, p_rep: np.ndarray, total: np.ndarray, explore, n_
                            + [(last_behavior == b).astype(float) for b in range(1, n_behaviors)])
 
 
-def fit_learned_gate(data: dict, x: dict, base: Ranking, mix: R.Mixture, inputs, grid, n_behaviors: int,
+def fit_learned_gate(data: dict, x: dict, base: Ranking, mix: R.Mixture, inputs, feats, grid, n_behaviors: int,
                      used: np.ndarray) -> tuple[R.Mixture, dict]:
     """The learned gate fitted on the ``used`` samples of ``data["valid"]`` (``x``: split -> :func:`gate_features`,
-    ``base``: the validation ranking, ``inputs``: its repeat inputs): the mixture (per-behavior temperature) and the
-    gate-logit offset of every sample of each split."""
+    ``base``: the validation ranking, ``inputs`` / ``feats``: its repeat inputs and features): the mixture
+    (per-behavior temperature) and the gate-logit offset of every sample of each split."""
     valid = data["valid"]
     mean, scale = x["valid"][used].mean(0), x["valid"][used].std(0) + 1e-9
     is_repeat = np.array([any(r) for r in valid.repeat])
@@ -196,8 +196,8 @@ def fit_learned_gate(data: dict, x: dict, base: Ranking, mix: R.Mixture, inputs,
     best = {b: (-1.0, 0.0, 1.0, 1.0) for b in range(n_behaviors)}
     for shift, stretch, tau in itertools.product((-2, -1, 0, 1, 2, 3, 4), (0.5, 1, 2, 4), grid.temperatures):
         trial = R.Mixture(mix.scorer, [0.0] * n_behaviors, [0.0] * n_behaviors, [tau] * n_behaviors, ranker=mix.ranker)
-        value = ndcg(R.mixture_ranking(valid, inputs, base, trial, K, gate_offset=shift + stretch * logit["valid"]
-                                       ).items, valid)
+        value = ndcg(R.mixture_ranking(valid, inputs, base, trial, K, feats,
+                                       gate_offset=shift + stretch * logit["valid"]).items, valid)
         for b in range(n_behaviors):
             rows = used & (valid.sample_behavior == b)
             if rows.any() and value[rows].mean() > best[b][0] + 1e-12:
@@ -369,15 +369,16 @@ def main() -> None:
         learned, plain = np.zeros(valid.n_samples), np.zeros(valid.n_samples)
         for f in range(2):
             used = fold != f
-            gate_mix, offset = fit_learned_gate(data, x, base["valid"], mix, inputs["valid"], grid, n_behaviors, used)
+            gate_mix, offset = fit_learned_gate(data, x, base["valid"], mix, inputs["valid"], feats["valid"], grid,
+                                                n_behaviors, used)
             learned[~used] = ndcg(R.mixture_ranking(valid, inputs["valid"], base["valid"], gate_mix, K, feats["valid"],
                                                     gate_offset=offset["valid"]).items, valid)[~used]
             shipped_gate = fit(base["valid"], samples=used)
             plain[~used] = ndcg(R.mixture_ranking(valid, inputs["valid"], base["valid"], shipped_gate, K, feats["valid"]
                                                   ).items, valid)[~used]
         d = learned - plain
-        gate_mix, offset = fit_learned_gate(data, x, base["valid"], mix, inputs["valid"], grid, n_behaviors,
-                                            np.ones(valid.n_samples, bool))
+        gate_mix, offset = fit_learned_gate(data, x, base["valid"], mix, inputs["valid"], feats["valid"], grid,
+                                            n_behaviors, np.ones(valid.n_samples, bool))
         row(f"{name}+repeat, learned gate (on held-out validation users {d.mean():+.4f} ± "
             f"{1.96 * d.std(ddof=1) / np.sqrt(len(d)):.4f} against the shipped gate)",
             R.mixture_ranking(test, inputs["test"], base["test"], gate_mix, K, feats["test"],

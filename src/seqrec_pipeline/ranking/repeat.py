@@ -471,8 +471,8 @@ def mixture_ranking(data: EvalSet, inputs: RepeatInputs, base: Ranking, mixture:
 
 
 def history_distribution(data: EvalSet, inputs: RepeatInputs, features: RepeatFeatures, scorer: RepeatScorer,
-                          ranker: RepeatRanker | None, repeat_log_weight: np.ndarray | None
-                          ) -> tuple[np.ndarray, np.ndarray]:
+                         ranker: RepeatRanker | None, repeat_log_weight: np.ndarray | None
+                         ) -> tuple[np.ndarray, np.ndarray]:
     """``P(i | repeat, q)`` per (sample, history item) group of ``features`` and the repeat evidence per sample
     (the gate's input); neither depends on the gate or the temperature."""
     rep = repeat_scores(features, data, scorer.behavior_weights)
@@ -541,6 +541,7 @@ def fit_mixture(valid: EvalSet, base: Ranking, scorer: RepeatScorer, n_behaviors
     # the history distribution and the explore candidates do not depend on the grid: computed once
     p_rep, total = history_distribution(valid, inputs, features, scorer, ranker, None)
     explore = explore_candidates(valid, base)
+    chooses = np.ones(valid.n_samples, bool) if samples is None else samples
     for bias, slope, tau in itertools.product(logits, gate_slopes, temperatures):
         if np.isinf(bias) and (slope != gate_slopes[0] or tau != temperatures[0]):
             continue  # always-repeat-first: slope and temperature do not matter
@@ -548,13 +549,13 @@ def fit_mixture(valid: EvalSet, base: Ranking, scorer: RepeatScorer, n_behaviors
         ndcg = _ndcg(_combine(valid, mixture, features, p_rep, total, explore, k,
                               normalize_explore=normalize_explore).items, valid.targets, k)
         for b in range(n_behaviors):
-            rows = (valid.sample_behavior == b) & (True if samples is None else samples)
+            rows = (valid.sample_behavior == b) & chooses
             if rows.any() and ndcg[rows].mean() > best[b][0] + 1e-12:
                 best[b] = (float(ndcg[rows].mean()), bias, slope, tau)
     mixture = Mixture(scorer, [best[b][1] for b in range(n_behaviors)], [best[b][2] for b in range(n_behaviors)],
                       [best[b][3] for b in range(n_behaviors)], ranker=ranker)
-    fitted = _ndcg(mixture_ranking(valid, inputs, base, mixture, k, features, normalize_explore=normalize_explore).items,
-                   valid.targets, k).mean()
+    final = mixture_ranking(valid, inputs, base, mixture, k, features, normalize_explore=normalize_explore)
+    fitted = _ndcg(final.items, valid.targets, k).mean()
     plain = _ndcg(base.items[:, :k], valid.targets, k).mean()
     mixture.validation = {f"ndcg@{k}": float(fitted), f"base_ndcg@{k}": float(plain), "n_samples": valid.n_samples}
     return mixture
