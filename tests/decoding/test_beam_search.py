@@ -18,6 +18,7 @@ from torch.testing import assert_close
 from seqrec_pipeline.decoding import PrefixIndex, beam_search, build_prompts, exact_topk, score_catalog
 from seqrec_pipeline.errors import InputError
 from seqrec_pipeline.models.generative import build_model, load_model
+from seqrec_pipeline.models.generative.factory import ITEM_HEAD_AUTO_MAX_ITEMS, build_config
 from seqrec_pipeline.vocab import TokenVocab
 
 from .helpers import BEHAVIORS, LEVELS, MODELS, random_catalogs, random_codes, random_histories, tiny_model
@@ -328,6 +329,15 @@ def test_the_head_needs_the_catalog_size_and_the_gamer_family(vocab):
         build_model("gamer", vocab, item_head=True, catalog_size=5, n_items=5)
     with pytest.raises(ValueError, match="unknown qwen3 config fields"):
         build_model("qwen3", vocab, item_head=True, catalog_size=5)
+
+
+def test_an_auto_head_is_on_up_to_the_catalog_limit_and_other_values_are_refused(vocab):
+    assert build_config("gamer", vocab, catalog_size=ITEM_HEAD_AUTO_MAX_ITEMS, item_head="auto").item_head is True
+    too_large = build_config("gamer", vocab, catalog_size=ITEM_HEAD_AUTO_MAX_ITEMS + 1, item_head="auto")
+    assert too_large.item_head is False and too_large.n_items == 0
+    assert build_config("gamer", vocab, catalog_size=ITEM_HEAD_AUTO_MAX_ITEMS + 1, item_head=True).item_head is True
+    with pytest.raises(ValueError, match="item_head must be true, false or auto, got 'maybe'"):
+        build_config("gamer", vocab, catalog_size=5, item_head="maybe")
 
 
 def test_a_saved_model_keeps_its_head(vocab, codes, tmp_path):

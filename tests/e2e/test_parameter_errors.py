@@ -43,6 +43,9 @@ CASES = {
                                   "you mean 'hidden_size'?"),
     "models.qwen3.item_head=true": ("smb_decoder", "models.qwen3.item_head=true",
                                     "invalid parameters: models.qwen3: unknown qwen3 config fields ['item_head']"),
+    "models.gamer.item_head=maybe": ("smb_decoder", "models.gamer.item_head=maybe",
+                                     "invalid parameters: models.gamer: item_head must be true, false or auto, got "
+                                     "'maybe'"),
     "models.gamer.hidden_size=abc": ("smb_decoder", "models.gamer.hidden_size=abc",
                                      "invalid parameters: models.gamer: invalid gamer config: Validation error for "
                                      "field 'hidden_size': TypeError: Field 'hidden_size' expected int, got str "

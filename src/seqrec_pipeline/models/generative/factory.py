@@ -169,10 +169,16 @@ _COMMON_DEFAULTS: dict[str, dict[str, Any]] = {
 } | {name: {"use_cache": False, "tie_word_embeddings": True} for name in GAMER_FAMILY}
 
 
+# ``item_head: auto`` turns the head on up to this catalog size: its softmax is computed for every item of a
+# training batch (up to batch_size x max_history rows), which past ~100k items outgrows a laptop's memory.
+ITEM_HEAD_AUTO_MAX_ITEMS = 100_000
+
+
 def build_config(name: str, vocab: TokenVocab, preset: str = "cpu-small", *, catalog_size: int | None = None,
                  **overrides: Any) -> PretrainedConfig:
     """The config ``build_model`` would use (see the module docstring for presets and overrides); ``catalog_size``
-    (the number of items) is needed when the overrides turn on the gamer family's ``item_head``."""
+    (the number of items) is needed when the overrides turn on the gamer family's ``item_head`` (``True``, or
+    ``"auto"``: on for catalogs of at most ``ITEM_HEAD_AUTO_MAX_ITEMS`` items)."""
     if name not in MODEL_NAMES:
         raise InputError(f"unknown generative model {name!r}; valid: {', '.join(MODEL_NAMES)}")
     if preset not in PRESET_NAMES:
@@ -193,6 +199,10 @@ def build_config(name: str, vocab: TokenVocab, preset: str = "cpu-small", *, cat
         raise InputError(f"unknown {name} config fields {unknown}{hint}")
 
     fields = {**_COMMON_DEFAULTS[name], **PRESETS[name][preset], **overrides, **derived}
+    if fields.get("item_head", False) not in (True, False, "auto"):
+        raise InputError(f"item_head must be true, false or auto, got {fields['item_head']!r}")
+    if fields.get("item_head") == "auto":
+        fields["item_head"] = bool(catalog_size) and catalog_size <= ITEM_HEAD_AUTO_MAX_ITEMS
     if fields.get("item_head"):
         if not catalog_size:
             raise InputError(f"{name} with item_head needs the catalog size (build_model(..., catalog_size=n_items))")
