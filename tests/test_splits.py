@@ -9,6 +9,7 @@ from seqrec_pipeline.errors import InputError
 from seqrec_pipeline.splits import (
     BehaviorTable,
     eval_set,
+    events_before,
     protocol_users,
     training_lengths,
     training_prefix,
@@ -63,6 +64,21 @@ def test_training_prefixes_with_and_without_users_outside_the_protocol():
     assert training_lengths(seq, ["last_event", "last_session"]).tolist() == [5, 1, 2, 1]
     buffer, valid = validation_prefix(seq, "last_session")
     assert per_sequence(buffer, buffer.item) == [[10, 11, 12, 10, 14, 11], [40, 41]] and valid.tolist() == [5, 1]
+
+
+def test_the_events_before_each_split():
+    seq = sequences()
+    # valid: the training prefix; test: also the validation session; None: everything (users outside the
+    # protocol always give all their events)
+    before_valid = events_before(seq, "last_session", "valid")
+    assert per_sequence(before_valid, before_valid.item) == [
+        [10, 11, 12, 10, 14], [20, 21, 22], [30, 31], [40]]
+    before_test = events_before(seq, "last_session", "test")
+    assert per_sequence(before_test, before_test.item) == [[10, 11, 12, 10, 14, 11], [20, 21, 22], [30, 31], [40, 41]]
+    everything = events_before(seq, "last_event", None)
+    assert per_sequence(everything, everything.item) == seq["item"].to_list()
+    with pytest.raises(ValueError, match="split must be"):
+        events_before(seq, "last_session", "train")
 
 
 def test_history_windows_stop_at_the_event_or_at_its_session_start():

@@ -179,6 +179,8 @@ class RepeatParams(Strict):
     gate_slopes: list[float] = Field(min_length=1)
     temperatures: list[float] = Field(min_length=1)
     candidates: int = Field(ge=1)
+    successors: int = Field(ge=1)
+    successor_weights: list[float] = Field(min_length=1)
     ranker_l2: float = Field(ge=0)
 
     @model_validator(mode="after")
@@ -188,11 +190,12 @@ class RepeatParams(Strict):
                   "behavior_weights": all(v >= 0 for v in self.behavior_weights),
                   "neighbor_weights": all(0 <= v < 1 for v in self.neighbor_weights),
                   "gates": all(0 < v <= 1 for v in self.gates),
-                  "temperatures": all(v > 0 for v in self.temperatures)}
+                  "temperatures": all(v > 0 for v in self.temperatures),
+                  "successor_weights": all(0 <= v < 1 for v in self.successor_weights)}
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
-            raise ValueError(f"out of range: {bad} (decays and gates in (0, 1], weights >= 0, neighbor weights "
-                             "in [0, 1), temperatures > 0)")
+            raise ValueError(f"out of range: {bad} (decays and gates in (0, 1], weights >= 0, neighbor and "
+                             "successor weights in [0, 1), temperatures > 0)")
         return self
 
 

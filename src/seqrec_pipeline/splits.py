@@ -213,6 +213,21 @@ def training_prefix(sequences: pl.DataFrame, protocol: str, *, users: Users = "p
     return _flat(members, _checked_points(members, protocol)[0])
 
 
+def events_before(sequences: pl.DataFrame, protocol: str, split: str | None) -> EventBuffer:
+    """What a statistic of the log may count when ranking ``split``'s windows: every event before each protocol
+    user's ``split`` window (``"valid"``: the training prefix) plus every event of the other users; ``None``:
+    every event (recommendations for the next visit).  One sequence per row of ``sequences``."""
+    if split is None:
+        return _flat(sequences, sequences["n_events"].to_numpy())
+    if split == "valid":
+        return training_prefix(sequences, protocol, users="all")
+    if split != "test":
+        raise ValueError(f"split must be 'valid', 'test' or None, got {split!r}")
+    test = split_columns(protocol)[1]
+    cut = sequences.select(pl.when(pl.col(test) >= 0).then(pl.col(test)).otherwise(pl.col("n_events")))
+    return _flat(sequences, cut.to_series().to_numpy())
+
+
 def _checked_points(members: pl.DataFrame, protocol: str) -> tuple[np.ndarray, np.ndarray]:
     valid_col, test_col = split_columns(protocol)
     valid = members[valid_col].to_numpy().astype(np.int64)

@@ -54,6 +54,9 @@ CASES = {
                                    "invalid parameters: rec.models.sasrec: unknown option(s) ['hidden'] for sasrec; "
                                    "valid options: hidden_size, n_layers, n_heads, inner_size, dropout, hidden_act, "
                                    "default_target_behavior, loss_type"),
+    "repeat.successors=0": ("smb_rule", "model=item_knn,repeat.successors=0",
+                            "invalid parameters: 'repeat.successors': Input should be greater than or equal to 1 "
+                            "(got 0)"),
     "eval.beam_size=5": ("smb_decoder", "eval.beam_size=5",
                          "invalid parameters: 'eval': eval.beam_size (5) must be >= the largest eval.topk (10): beam "
                          "search returns at most beam_size items"),

@@ -21,6 +21,7 @@ from seqrec_pipeline.ranking.repeat import (
     mixture_ranking,
     tifu_ranking,
 )
+from seqrec_pipeline.ranking.successors import successor_table
 from seqrec_pipeline.splits import eval_set, training_prefix
 
 DAY = 86400
@@ -138,7 +139,8 @@ def test_fitting_never_reads_the_test_window():
         base = Ranking(np.array([[7, 6, 5]]), np.array([[-1.0, -2.0, -3.0]], dtype=np.float32))
         scorer, value = fit_repeat_scorer(valid, 2, 10, day_decays=grid.day_decays, session_decays=grid.session_decays,
                                           weights=grid.behavior_weights, neighbors=0, neighbor_weights=[0.0])
-        head = fit_repeat_explore(valid, base, 2, 10, grid)
+        head = fit_repeat_explore(valid, base, 2, 10, grid,
+                                  successors=successor_table(training_prefix(seq, "last_session", users="all"), 50))
         fitted.append((scorer.to_dict(), value, head.to_dict()))
     assert fitted[0] == fitted[1]
 

@@ -11,7 +11,8 @@ from seqrec_pipeline.errors import InputError
 from seqrec_pipeline.ranking.repeat import Mixture, RepeatScorer
 from seqrec_pipeline.serving import Recommender, build_recommender, recommend_users
 from seqrec_pipeline.serving.requests import RequestError, answer
-from seqrec_pipeline.splits import latest_set
+from seqrec_pipeline.ranking.successors import successor_table
+from seqrec_pipeline.splits import events_before, latest_set
 from seqrec_pipeline.vocab import TokenVocab
 from tests.decoding.helpers import random_codes, tiny_model
 
@@ -46,7 +47,7 @@ def setup():
     users = pl.DataFrame({"user_idx": np.arange(N_USERS, dtype=np.int32), "user_id": [f"u{u}" for u in range(N_USERS)]})
     behaviors = pl.DataFrame({"behavior_idx": [0, 1, 2], "behavior": list(NAMES), "level": [0, 1, 2]})
     head = Mixture(RepeatScorer([[1.0, 2.0, 4.0]] * 3, day_decay=0.9, session_decay=0.8), [0.0, -1.0, 1.0],
-                   [0.5, 0.5, 0.0], [1.0, 2.0, 0.5]).to_dict()
+                   [0.5, 0.5, 0.0], [1.0, 2.0, 0.5], successor_weight=[0.5, 0.0, 0.3], successor_width=5).to_dict()
     sequences = _sequences()
     rec = build_recommender(tiny_model("gamer", vocab), sequences, items, behaviors, sid, vocab.to_dict(), head,
                             protocol="last_session", max_history=5, beam_size=8, batch_size=4, renormalize=False,
@@ -99,6 +100,15 @@ def test_a_saved_recommender_answers_the_same(setup, tmp_path):
     assert {p.name for p in (tmp_path / "model").iterdir()} == {"config.json", "model.safetensors"}
     requests = [_request(sequences, r, k=4) for r in range(3)]
     assert answer(Recommender.load(paths), requests) == answer(rec, requests)
+    # the head pools the last item's successors: their table travels with the model, counted on the whole log
+    table = pl.read_parquet(paths["successors"])
+    expected = successor_table(events_before(sequences, "last_session", None), 5).to_frame()
+    assert table.height and table.equals(expected)
+    tested = sequences.filter(pl.col("last_session_test") >= 0).row(0, named=True)["item"]
+    assert {"source": tested[-2], "item": tested[-1]} in table.select("source", "item").to_dicts()  # the test window
+    del paths["successors"]
+    with pytest.raises(InputError, match="successors table is missing"):
+        Recommender.load(paths)
 
 
 def test_unknown_items_are_skipped_and_empty_histories_fall_back(setup):

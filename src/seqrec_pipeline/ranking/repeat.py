@@ -25,7 +25,9 @@ optionally blended (weight ``neighbor_weight``) with the mean normalized score v
   (``fit_repeat_ranker``);
 - ``P_explore``: the base model's distribution over the catalog **minus** the history (its top candidates'
   scores, softmax with temperature ``tau``), e.g. the constrained beam search of a generative model or the
-  full-catalog softmax of a discriminative one;
+  full-catalog softmax of a discriminative one; where it ranks the validation session better, pooled per
+  requested behavior with the last item's most frequent successors (``successors.py``, weight
+  ``successor_weight``);
 - ``P(repeat | q) = sigmoid(gate_bias[b] + gate_slope[b] * log(total repeat score))``: per requested behavior,
   and higher when the user's repeat evidence is strong (many, recent, high-intent events).
 
@@ -45,6 +47,7 @@ import scipy.sparse
 from seqrec_pipeline.splits import EvalSet
 
 from .core import Ranking
+from .successors import Successors, product_of_experts, successor_candidates
 
 SECONDS_PER_DAY = 86400.0
 
@@ -82,6 +85,8 @@ class Mixture:
     temperature: list[float]
     validation: dict = field(default_factory=dict)  # what the fit measured (NDCG@k on validation)
     ranker: RepeatRanker | None = None  # the learned P_repeat; None: the scorer's normalized scores
+    successor_weight: list[float] | None = None  # per behavior, on the successors expert; None: the model alone
+    successor_width: int = 0  # successors kept per item in the table the weights were fitted with
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -93,7 +98,12 @@ class Mixture:
         ranker = values.get("ranker")
         return cls(RepeatScorer(**values["scorer"]), [np.inf if v is None else v for v in values["gate_bias"]],
                    list(values["gate_slope"]), list(values["temperature"]), dict(values.get("validation", {})),
-                   RepeatRanker(**ranker) if ranker else None)
+                   RepeatRanker(**ranker) if ranker else None, values.get("successor_weight"),
+                   int(values.get("successor_width", 0)))
+
+    @property
+    def uses_successors(self) -> bool:
+        return self.successor_weight is not None and any(w > 0 for w in self.successor_weight)
 
 
 @dataclass
@@ -446,6 +456,38 @@ def explore_candidates(data: EvalSet, base: Ranking) -> tuple[np.ndarray, np.nda
     return sample[keep], base.items[keep], base.scores[keep].astype(np.float64)
 
 
+def explore_side(data: EvalSet, base: Ranking, successor_weight: list[float] | None,
+                 successors: Successors | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The explore side's (sample, item, score) triplets: the base ranking's candidates outside the history,
+    pooled with the last item's successors where ``successor_weight`` (per behavior) is above 0."""
+    model = explore_candidates(data, base)
+    if successor_weight is None or not any(w > 0 for w in successor_weight):
+        return model
+    if successors is None:
+        raise ValueError("this mixture pools the last item's successors: pass their table (successor_table)")
+    weight = np.asarray(successor_weight, float)[data.sample_behavior]
+    return product_of_experts(model, successor_candidates(data, successors), weight, data.n_samples)
+
+
+def fit_successor_weights(valid: EvalSet, base: Ranking, successors: Successors, weights, n_behaviors: int,
+                          k: int = 10) -> list[float]:
+    """Per requested behavior, the successor weight (from ``weights``) whose explore side alone ranks the
+    validation session best (NDCG@k; history items are never candidates there, so only new targets count);
+    ties keep the smaller weight."""
+    model, found = explore_candidates(valid, base), successor_candidates(valid, successors)
+    best = {b: (-1.0, 0.0) for b in range(n_behaviors)}
+    for w in sorted(set(float(v) for v in weights) | {0.0}):
+        sample, item, score = product_of_experts(model, found, np.full(valid.n_samples, w), valid.n_samples)
+        p = _softmax_per_sample(sample, score, valid.n_samples) if len(sample) else score
+        ranked = top_items(sample, item, p, np.zeros(len(sample), np.int64), valid.n_samples, k)[0]
+        ndcg = _ndcg(ranked, valid.targets, k)
+        for b in range(n_behaviors):
+            rows = valid.sample_behavior == b
+            if rows.any() and ndcg[rows].mean() > best[b][0] + 1e-12:
+                best[b] = (float(ndcg[rows].mean()), w)
+    return [best[b][1] for b in range(n_behaviors)]
+
+
 def _softmax_per_sample(sample: np.ndarray, values: np.ndarray, n_samples: int) -> np.ndarray:
     peak = np.full(n_samples, -np.inf)
     np.maximum.at(peak, sample, values)
@@ -454,9 +496,11 @@ def _softmax_per_sample(sample: np.ndarray, values: np.ndarray, n_samples: int) 
 
 
 def mixture_ranking(data: EvalSet, inputs: RepeatInputs, base: Ranking, mixture: Mixture, k: int,
-                    features: RepeatFeatures | None = None, *, repeat_log_weight: np.ndarray | None = None,
-                    gate_offset: np.ndarray | None = None, normalize_explore: bool = True) -> Ranking:
-    """The mixture's top ``k`` items: scores are the mixture probabilities ``P(i | q)``.
+                    features: RepeatFeatures | None = None, *, successors: Successors | None = None,
+                    repeat_log_weight: np.ndarray | None = None, gate_offset: np.ndarray | None = None,
+                    normalize_explore: bool = True) -> Ranking:
+    """The mixture's top ``k`` items: scores are the mixture probabilities ``P(i | q)``.  ``successors``: the
+    table the mixture's ``successor_weight`` applies to (``successors.successor_table``), when it has one.
 
     Optional extra evidence (``benchmarks/repeat_headroom.py`` measures it; the pipeline passes none):
     ``repeat_log_weight`` per (sample, history item) group of ``features`` multiplies each repeat score by its
@@ -466,7 +510,8 @@ def mixture_ranking(data: EvalSet, inputs: RepeatInputs, base: Ranking, mixture:
     scorer = mixture.scorer
     features = features or inputs.features(scorer.day_decay, scorer.session_decay)
     p_rep, total = history_distribution(data, inputs, features, scorer, mixture.ranker, repeat_log_weight)
-    return _combine(data, mixture, features, p_rep, total, explore_candidates(data, base), k,
+    return _combine(data, mixture, features, p_rep, total,
+                    explore_side(data, base, mixture.successor_weight, successors), k,
                     gate_offset=gate_offset, normalize_explore=normalize_explore)
 
 
@@ -530,22 +575,25 @@ def _combine(data: EvalSet, mixture: Mixture, features: RepeatFeatures, p_rep: n
 def fit_mixture(valid: EvalSet, base: Ranking, scorer: RepeatScorer, n_behaviors: int, *, gates, gate_slopes,
                 temperatures, k: int = 10, normalize_explore: bool = True,
                 ranker: RepeatRanker | None = None, inputs: RepeatInputs | None = None,
-                samples: np.ndarray | None = None) -> Mixture:
+                samples: np.ndarray | None = None, successor_weight: list[float] | None = None,
+                successors: Successors | None = None) -> Mixture:
     """Choose, per requested behavior, the gate (``P(repeat)`` at unit repeat evidence), its slope and the
     explore temperature on the validation set, by NDCG@k of that behavior's samples (only ``samples``, a bool
-    mask, choose if given: held-out comparisons; ``normalize_explore``: as :func:`mixture_ranking`)."""
+    mask, choose if given: held-out comparisons; ``normalize_explore``: as :func:`mixture_ranking`;
+    ``successor_weight`` / ``successors``: the explore side's successors expert, :func:`explore_side`)."""
     inputs = inputs or RepeatInputs(valid, n_behaviors)
     features = inputs.features(scorer.day_decay, scorer.session_decay)
     logits = [np.inf if g >= 1 else float(np.log(g / (1 - g))) for g in gates]
     best = {b: (-1.0, np.inf, 0.0, 1.0) for b in range(n_behaviors)}
     # the history distribution and the explore candidates do not depend on the grid: computed once
     p_rep, total = history_distribution(valid, inputs, features, scorer, ranker, None)
-    explore = explore_candidates(valid, base)
+    explore = explore_side(valid, base, successor_weight, successors)
     chooses = np.ones(valid.n_samples, bool) if samples is None else samples
     for bias, slope, tau in itertools.product(logits, gate_slopes, temperatures):
         if np.isinf(bias) and (slope != gate_slopes[0] or tau != temperatures[0]):
             continue  # always-repeat-first: slope and temperature do not matter
-        mixture = Mixture(scorer, [bias] * n_behaviors, [slope] * n_behaviors, [tau] * n_behaviors, ranker=ranker)
+        mixture = Mixture(scorer, [bias] * n_behaviors, [slope] * n_behaviors, [tau] * n_behaviors, ranker=ranker,
+                          successor_weight=successor_weight)
         ndcg = _ndcg(_combine(valid, mixture, features, p_rep, total, explore, k,
                               normalize_explore=normalize_explore).items, valid.targets, k)
         for b in range(n_behaviors):
@@ -553,8 +601,9 @@ def fit_mixture(valid: EvalSet, base: Ranking, scorer: RepeatScorer, n_behaviors
             if rows.any() and ndcg[rows].mean() > best[b][0] + 1e-12:
                 best[b] = (float(ndcg[rows].mean()), bias, slope, tau)
     mixture = Mixture(scorer, [best[b][1] for b in range(n_behaviors)], [best[b][2] for b in range(n_behaviors)],
-                      [best[b][3] for b in range(n_behaviors)], ranker=ranker)
-    final = mixture_ranking(valid, inputs, base, mixture, k, features, normalize_explore=normalize_explore)
+                      [best[b][3] for b in range(n_behaviors)], ranker=ranker, successor_weight=successor_weight)
+    final = mixture_ranking(valid, inputs, base, mixture, k, features, successors=successors,
+                            normalize_explore=normalize_explore)
     fitted = _ndcg(final.items, valid.targets, k).mean()
     plain = _ndcg(base.items[:, :k], valid.targets, k).mean()
     mixture.validation = {f"ndcg@{k}": float(fitted), f"base_ndcg@{k}": float(plain), "n_samples": valid.n_samples}
@@ -562,14 +611,22 @@ def fit_mixture(valid: EvalSet, base: Ranking, scorer: RepeatScorer, n_behaviors
 
 
 def fit_repeat_explore(valid: EvalSet, base: Ranking, n_behaviors: int, n_items: int, grid, k: int = 10,
-                       item_prior: np.ndarray | None = None) -> Mixture:
-    """Both steps on the validation set: the repeat scorer (without neighbors: the base model explores), the
-    learned ranker where it is better (with ``item_prior``: :func:`item_log_share`), then the gate and
-    temperature over ``base`` (``grid``: the ``repeat`` parameters)."""
+                       item_prior: np.ndarray | None = None, successors: Successors | None = None) -> Mixture:
+    """Every step on the validation set: the repeat scorer (without neighbors: the base model explores), the
+    learned ranker where it is better (with ``item_prior``: :func:`item_log_share`), the successors' weight
+    on the explore side (with ``successors``: ``successors.successor_table``), then the gate and temperature over
+    ``base`` (``grid``: the ``repeat`` parameters)."""
     inputs = RepeatInputs(valid, n_behaviors)  # one set of (sample, past event) pairs for all three fits
     scorer, _ = fit_repeat_scorer(valid, n_behaviors, n_items, day_decays=grid.day_decays,
                                   session_decays=grid.session_decays, weights=grid.behavior_weights, neighbors=0,
                                   neighbor_weights=[0.0], k=k, inputs=inputs)
     ranker = choose_repeat_ranker(valid, n_behaviors, scorer, grid, k, inputs=inputs, item_prior=item_prior)
-    return fit_mixture(valid, base, scorer, n_behaviors, gates=grid.gates, gate_slopes=grid.gate_slopes,
-                       temperatures=grid.temperatures, k=k, ranker=ranker, inputs=inputs)
+    weight = None
+    if successors is not None and any(w > 0 for w in grid.successor_weights):
+        weight = fit_successor_weights(valid, base, successors, grid.successor_weights, n_behaviors, k)
+    mixture = fit_mixture(valid, base, scorer, n_behaviors, gates=grid.gates, gate_slopes=grid.gate_slopes,
+                          temperatures=grid.temperatures, k=k, ranker=ranker, inputs=inputs, successor_weight=weight,
+                          successors=successors)
+    if mixture.uses_successors:
+        mixture.successor_width = grid.successors
+    return mixture

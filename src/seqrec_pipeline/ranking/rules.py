@@ -19,9 +19,10 @@ import scipy.sparse
 from seqrec_pipeline.data.embeddings import ppmi_matrix
 from seqrec_pipeline.errors import InputError
 from seqrec_pipeline.params import RULE_MODELS as RULES
-from seqrec_pipeline.splits import EvalSet, EventBuffer, training_prefix
+from seqrec_pipeline.splits import EvalSet, EventBuffer, events_before, training_prefix
 
 from .core import Ranking, top_k_of_scores
+from .successors import successor_table
 from .repeat import (Mixture, RepeatInputs, RepeatScorer, fit_repeat_explore, fit_repeat_scorer, item_log_share,
                      mixture_ranking, repeat_side, tifu_ranking)
 
@@ -157,8 +158,10 @@ def item_knn_ranking(sequences: pl.DataFrame, valid: EvalSet, test: EvalSet, n_i
     base_valid, base_test = item_neighbors(train, [valid, test], n_items, window=window, chunk_events=chunk_events,
                                            width=grid.candidates)
     mixture = fit_repeat_explore(valid, base_valid, n_behaviors, n_items, grid, k,
-                                 item_prior=item_log_share(train.item, n_items))
-    return mixture_ranking(test, RepeatInputs(test, n_behaviors), base_test, mixture, k), mixture
+                                 item_prior=item_log_share(train.item, n_items),
+                                 successors=successor_table(train, grid.successors))
+    successors = successor_table(events_before(sequences, protocol, "test"), grid.successors)
+    return mixture_ranking(test, RepeatInputs(test, n_behaviors), base_test, mixture, k, successors=successors), mixture
 
 
 def rule_ranking(rule: str, sequences: pl.DataFrame, valid: EvalSet, test: EvalSet, n_items: int, n_behaviors: int,
@@ -169,8 +172,9 @@ def rule_ranking(rule: str, sequences: pl.DataFrame, valid: EvalSet, test: EvalS
     if rule == "item_knn":  # co-occurring items explore, inside the mixture fitted on the validation session
         ranking, mixture = item_knn_ranking(sequences, valid, test, n_items, n_behaviors, protocol, grid,
                                             window=window, chunk_events=chunk_events, k=k)
-        log.info("item_knn fitted on the validation session: NDCG@%d %.4f (history items: %s)", k,
-                 mixture.validation[f"ndcg@{k}"], repeat_side(mixture))
+        log.info("item_knn fitted on the validation session: NDCG@%d %.4f (history items: %s; weight of the last "
+                 "item's successors per behavior: %s)", k, mixture.validation[f"ndcg@{k}"], repeat_side(mixture),
+                 mixture.successor_weight or "none")
         return ranking, mixture.to_dict()
     if rule == "tifu":
         scorer, value = fit_repeat_scorer(valid, n_behaviors, n_items, day_decays=grid.day_decays,

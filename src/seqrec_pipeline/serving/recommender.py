@@ -7,7 +7,8 @@ the evaluation's functions (``ranking.rank_generative``, ``ranking.repeat.mixtur
 
 On disk (``save`` / ``load``) it is a folder of plain files: ``model/`` (``config.json`` + ``model.safetensors``),
 ``sid_table.parquet``, ``sid_vocab.json``, ``items.parquet`` (item_idx, item_id), ``behaviors.parquet``,
-``repeat_head.json`` (absent when the run fitted none), ``popular.json``, ``serving.json`` (decoding settings).
+``repeat_head.json`` (absent when the run fitted none), ``successors.parquet`` (the last item's successors, counted
+on the whole log, when the head pools them), ``popular.json``, ``serving.json`` (decoding settings).
 Nothing in it is pickled or can execute code when loaded.
 """
 
@@ -27,12 +28,13 @@ from seqrec_pipeline.errors import InputError
 from seqrec_pipeline.ranking import Ranking, rank_generative
 from seqrec_pipeline.ranking.generative import prepare_model
 from seqrec_pipeline.ranking.repeat import Mixture, RepeatInputs, mixture_ranking
-from seqrec_pipeline.splits import BehaviorTable, EvalSet, training_prefix
+from seqrec_pipeline.ranking.successors import Successors, successor_table
+from seqrec_pipeline.splits import BehaviorTable, EvalSet, events_before, training_prefix
 from seqrec_pipeline.vocab import TokenVocab
 
 FILES = {"model": "model", "sid_table": "sid_table.parquet", "sid_vocab": "sid_vocab.json", "items": "items.parquet",
-         "behaviors": "behaviors.parquet", "repeat_head": "repeat_head.json", "popular": "popular.json",
-         "settings": "serving.json"}
+         "behaviors": "behaviors.parquet", "repeat_head": "repeat_head.json",
+         "successors": "successors.parquet", "popular": "popular.json", "settings": "serving.json"}
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,8 @@ class Recommender:
     """Top-k raw item ids per (history, behavior) from a trained decoder, optionally through its repeat head."""
 
     def __init__(self, model: torch.nn.Module, sid_table: pl.DataFrame, sid_vocab: dict, items: pl.DataFrame,
-                 behaviors: pl.DataFrame, repeat_head: dict | None, popular: dict, settings: ServingSettings):
+                 behaviors: pl.DataFrame, repeat_head: dict | None, popular: dict, settings: ServingSettings,
+                 successors: Successors | None = None):
         self.model = prepare_model(model, settings.device)
         self.sid_table, self.sid_vocab, self.items, self.behaviors_table = sid_table, sid_vocab, items, behaviors
         self.codes = sid_table.sort("item_idx").drop("item_idx").to_numpy()
@@ -83,6 +86,10 @@ class Recommender:
         self.item_ids = items.sort("item_idx")["item_id"].to_numpy().astype(str)
         self.repeat_head = repeat_head
         self.mixture = Mixture.from_dict(repeat_head) if repeat_head else None
+        if self.mixture is not None and self.mixture.uses_successors and successors is None:
+            raise InputError("this model's repeat head pools the last item's successors, but its successors table "
+                             "is missing: package the model again (kedro run --pipeline=serve)")
+        self.successors = successors
         self.popular, self.settings = popular, settings
 
     # ------------------------------------------------------------------ ranking
@@ -110,7 +117,8 @@ class Recommender:
                                renormalize=s.renormalize, temperature=s.temperature)
         if self.mixture is None or not use_repeat:
             return Ranking(base.items[:, :k], base.scores[:, :k])
-        return mixture_ranking(data, RepeatInputs(data, len(self.behaviors)), base, self.mixture, k)
+        return mixture_ranking(data, RepeatInputs(data, len(self.behaviors)), base, self.mixture, k,
+                               successors=self.successors)
 
     def ranked_lists(self, ranking: Ranking) -> tuple[pl.Series, pl.Series]:
         """A ranking as list columns of raw item ids and float scores (empty slots dropped)."""
@@ -138,6 +146,10 @@ class Recommender:
             Path(paths["repeat_head"]).write_text(json.dumps(self.repeat_head, indent=2))
         else:
             del paths["repeat_head"]
+        if self.successors is not None:
+            self.successors.to_frame().write_parquet(paths["successors"])
+        else:
+            del paths["successors"]
         return paths
 
     @classmethod
@@ -147,13 +159,15 @@ class Recommender:
 
         if not isinstance(paths, dict):
             paths = {name: str(Path(paths) / file) for name, file in FILES.items()}
-        head = paths.get("repeat_head")
+        head, successors = paths.get("repeat_head"), paths.get("successors")
         settings = json.loads(Path(paths["settings"]).read_text())
         return cls(load_model(paths["model"]), pl.read_parquet(paths["sid_table"]),
                    json.loads(Path(paths["sid_vocab"]).read_text()), pl.read_parquet(paths["items"]),
                    pl.read_parquet(paths["behaviors"]),
                    json.loads(Path(head).read_text()) if head and Path(head).is_file() else None,
-                   json.loads(Path(paths["popular"]).read_text()), ServingSettings(**settings, device=device))
+                   json.loads(Path(paths["popular"]).read_text()), ServingSettings(**settings, device=device),
+                   Successors.from_frame(pl.read_parquet(successors))
+                   if successors and Path(successors).is_file() else None)
 
 
 def build_recommender(decoder_model, sequences: pl.DataFrame, items: pl.DataFrame, behaviors: pl.DataFrame,
@@ -161,8 +175,12 @@ def build_recommender(decoder_model, sequences: pl.DataFrame, items: pl.DataFram
                       max_history: int, beam_size: int, batch_size: int, renormalize: bool,
                       temperature: float | None, session_gap_seconds: float, device: str | None = None) -> Recommender:
     """A :class:`Recommender` from a run's artifacts, decoding with the evaluation's settings; the popularity
-    fallback is counted on ``protocol``'s training data."""
+    fallback is counted on ``protocol``'s training data, the successors table (when the head pools them) on every
+    event of ``sequences``, the logs the recommendations read."""
     settings = ServingSettings(max_history, beam_size, batch_size, renormalize, temperature, session_gap_seconds,
                                device)
+    mixture = Mixture.from_dict(repeat_head) if repeat_head else None
+    successors = (successor_table(events_before(sequences, protocol, None), mixture.successor_width)
+                  if mixture is not None and mixture.uses_successors else None)
     return Recommender(decoder_model, sid_table, sid_vocab, items, behaviors, repeat_head,
-                       popular_items(sequences, behaviors, items, protocol, beam_size), settings)
+                       popular_items(sequences, behaviors, items, protocol, beam_size), settings, successors)

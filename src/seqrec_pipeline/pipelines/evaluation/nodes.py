@@ -11,11 +11,12 @@ from seqrec_pipeline.errors import InputError
 from seqrec_pipeline.params import EmbedParams, EvalParams, RepeatParams, validate
 from seqrec_pipeline.ranking import next_behavior_accuracy, rank_generative
 from seqrec_pipeline.ranking.rules import rule_ranking
+from seqrec_pipeline.ranking.successors import successor_table
 from seqrec_pipeline.ranking.generative import prepare_model
 from seqrec_pipeline.ranking.repeat import (Mixture, RepeatInputs, fit_repeat_explore, item_log_share, mixture_ranking,
                                             repeat_side)
 from seqrec_pipeline.reporting.evaluation import predictions_table, ranking_from_predictions
-from seqrec_pipeline.splits import BehaviorTable, eval_set, training_prefix
+from seqrec_pipeline.splits import BehaviorTable, eval_set, events_before, training_prefix
 from seqrec_pipeline.vocab import TokenVocab
 
 log = logging.getLogger(__name__)
@@ -87,12 +88,14 @@ def fit_repeat_head(validation_predictions: pl.DataFrame, sequences: pl.DataFram
     params = validate(EvalParams, eval_params, prefix="eval.")
     grid = validate(RepeatParams, repeat, prefix="repeat.")
     valid = eval_set(sequences, protocol, "valid", max_history)
-    prior = item_log_share(training_prefix(sequences, protocol, users="all").item, items.height)
+    train = training_prefix(sequences, protocol, users="all")
     head = fit_repeat_explore(valid, ranking_from_predictions(validation_predictions, valid), len(behaviors),
-                              items.height, grid, params.k, item_prior=prior)
+                              items.height, grid, params.k, item_prior=item_log_share(train.item, items.height),
+                              successors=successor_table(train, grid.successors))
     log.info("repeat/explore head fitted on the validation session: NDCG@%d %.4f (the model alone %.4f; history "
-             "items: %s)", params.k, head.validation[f"ndcg@{params.k}"], head.validation[f"base_ndcg@{params.k}"],
-             repeat_side(head))
+             "items: %s; weight of the last item's successors per behavior: %s)", params.k,
+             head.validation[f"ndcg@{params.k}"], head.validation[f"base_ndcg@{params.k}"], repeat_side(head),
+             head.successor_weight or "none")
     return head.to_dict()
 
 
@@ -102,5 +105,9 @@ def rank_repeat_aware(predictions: pl.DataFrame, repeat_head: dict, sequences: p
     params = validate(EvalParams, eval_params, prefix="eval.")
     data = eval_set(sequences, protocol, "test", max_history)
     base = ranking_from_predictions(predictions, data)
-    ranking = mixture_ranking(data, RepeatInputs(data, len(behaviors)), base, Mixture.from_dict(repeat_head), params.k)
+    mixture = Mixture.from_dict(repeat_head)
+    # counted on everything before the test windows, as the repeat side reads the whole past
+    successors = (successor_table(events_before(sequences, protocol, "test"), mixture.successor_width)
+                  if mixture.uses_successors else None)
+    ranking = mixture_ranking(data, RepeatInputs(data, len(behaviors)), base, mixture, params.k, successors=successors)
     return predictions_table(data, ranking)

@@ -1,0 +1,137 @@
+"""The last item's successors: a first-order transitions expert on the explore side of the repeat / explore
+mixture (``repeat.py``).
+
+``P_trans(i | j) = c(j -> i) / n(j)``: the share of the training events directly after an event of item j (same
+user) that were item i, kept for the ``width`` most frequent successors of each j (the ``transitions`` rule's
+counts).  With weight ``w_b`` per requested behavior b the mixture's explore side becomes the product of experts
+
+    log P_explore(i | q) = (1 - w_b) * log P_model(i | q) + w_b * log P_trans(i | last item of q) + const
+
+over the union of both experts' candidates outside the user's history (``w_b = 0``: the model alone, exactly the
+mixture without this expert).  A candidate one expert did not return scores ``MISSING_MARGIN`` below that expert's
+weakest candidate for the sample: a beam search or a successor list returns its most likely items, so anything
+left out is less likely than all of them.  A sample whose last item has no successor gets the model alone.
+
+A product of experts rather than a second mixture component because the two experts agree on what matters for a
+next item: the model knows the user, the counts know which item usually comes right after this one; an item both
+rank high is the best guess (measured on the validation sessions; docs/design.md).  ``w_b`` is chosen per
+behavior on the validation session (``fit_successor_weights``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from seqrec_pipeline.splits import EvalSet, EventBuffer
+
+MISSING_MARGIN = 1.0  # nats below an expert's weakest candidate for a candidate that expert did not return
+
+
+@dataclass
+class Successors:
+    """Per source item (sorted), its most frequent successors and their log-probabilities."""
+
+    source: np.ndarray  # int64 [E], non-decreasing
+    item: np.ndarray  # int64 [E]
+    log_prob: np.ndarray  # float64 [E]
+
+    def to_frame(self) -> pl.DataFrame:
+        return pl.DataFrame({"source": self.source, "item": self.item, "log_prob": self.log_prob})
+
+    @classmethod
+    def from_frame(cls, frame: pl.DataFrame) -> Successors:
+        frame = frame.sort("source", "log_prob", "item", descending=[False, True, False])
+        return cls(frame["source"].to_numpy().astype(np.int64), frame["item"].to_numpy().astype(np.int64),
+                   frame["log_prob"].to_numpy().astype(np.float64))
+
+
+def successor_table(train: EventBuffer, width: int) -> Successors:
+    """The ``width`` most frequent successors of every item in ``train`` (``splits.training_prefix``'s events;
+    consecutive events of one user), ties by item index."""
+    same_user = np.repeat(np.arange(train.n_sequences), train.lengths)
+    follows = np.flatnonzero(same_user[1:] == same_user[:-1])
+    src, dst = train.item[follows].astype(np.int64), train.item[follows + 1].astype(np.int64)
+    span = np.int64(max(int(dst.max(initial=0)), int(src.max(initial=0))) + 1)
+    pairs, counts = np.unique(src * span + dst, return_counts=True)
+    source, item = pairs // span, pairs % span
+    out_of = np.bincount(source, weights=counts)  # every transition out of the source, kept or not
+    order = np.lexsort((item, -counts, source))
+    source, item, counts = source[order], item[order], counts[order]
+    rank = np.arange(len(source)) - np.searchsorted(source, source)
+    keep = rank < width
+    return Successors(source[keep], item[keep], np.log(counts[keep] / out_of[source[keep]]))
+
+
+def successor_candidates(data: EvalSet, table: Successors) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(sample, item, log P_trans) of the successors of each sample's last history item that are outside the
+    user's past."""
+    ends = data.history_offsets[1:]
+    last = np.where(data.history_lengths > 0, data.history_item[np.maximum(ends - 1, 0)], -1)[data.sample_user]
+    lo = np.searchsorted(table.source, last, side="left")
+    hi = np.where(last >= 0, np.searchsorted(table.source, last, side="right"), lo)
+    count = hi - lo
+    if not count.any():
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+    width = int(count.max())
+    slot = np.arange(width)
+    at = np.minimum(lo[:, None] + slot, max(len(table.source) - 1, 0))
+    present = slot < count[:, None]
+    items = np.where(present, table.item[at], -1)
+    keep = present & ~data.in_past(items)
+    sample = np.broadcast_to(np.arange(data.n_samples)[:, None], items.shape)
+    return sample[keep], items[keep], table.log_prob[at][keep]
+
+
+def _per_sample_min(sample: np.ndarray, values: np.ndarray, n_samples: int) -> np.ndarray:
+    low = np.full(n_samples, np.inf)
+    np.minimum.at(low, sample, values)
+    return low
+
+
+def _log_softmax(sample: np.ndarray, values: np.ndarray, n_samples: int) -> np.ndarray:
+    peak = np.full(n_samples, -np.inf)
+    np.maximum.at(peak, sample, values)
+    shifted = values - peak[sample]
+    return shifted - np.log(np.bincount(sample, weights=np.exp(shifted), minlength=n_samples)[sample])
+
+
+def product_of_experts(model: tuple[np.ndarray, np.ndarray, np.ndarray],
+                       successors: tuple[np.ndarray, np.ndarray, np.ndarray], weight: np.ndarray,
+                       n_samples: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The explore side's (sample, item, score) triplets: the model's triplets (``repeat.explore_candidates``)
+    and the successors' (:func:`successor_candidates`) pooled with ``weight`` per sample on the successors (module
+    docstring); samples with weight 0 keep the model's candidates and scores unchanged."""
+    m_sample, m_item, m_score = model
+    t_sample, t_item, t_logp = successors
+    used = weight[t_sample] > 0
+    t_sample, t_item, t_logp = t_sample[used], t_item[used], t_logp[used]
+    if not len(t_sample):
+        return model
+    m_logp = _log_softmax(m_sample, m_score, n_samples)
+    span = np.int64(max(int(m_item.max(initial=0)), int(t_item.max(initial=0))) + 1)
+    keys, inverse = np.unique(np.concatenate([m_sample * span + m_item, t_sample * span + t_item]),
+                              return_inverse=True)
+    sample, item = keys // span, keys % span
+    n_model = len(m_sample)
+    model_part = np.full(len(keys), np.nan)
+    model_part[inverse[:n_model]] = m_logp
+    trans_part = np.full(len(keys), np.nan)
+    trans_part[inverse[n_model:]] = t_logp
+    model_floor = _per_sample_min(m_sample, m_logp, n_samples) - MISSING_MARGIN
+    trans_floor = _per_sample_min(t_sample, t_logp, n_samples) - MISSING_MARGIN
+    # samples the successors do not reach (weight 0, no successor) keep exactly the model's scores
+    untouched = ~np.isfinite(trans_floor) | (weight <= 0)
+    # a sample without model candidates ranks by the successors alone (the model's part is the same for all)
+    model_part = np.where(np.isnan(model_part), np.where(np.isfinite(model_floor), model_floor, 0.0)[sample],
+                          model_part)
+    trans_part = np.where(np.isnan(trans_part), np.where(untouched, 0.0, trans_floor)[sample], trans_part)
+    w = weight[sample]
+    pooled = (1.0 - w) * model_part + w * trans_part
+    score = np.where(untouched[sample], np.nan, pooled)
+    plain = untouched[m_sample]
+    keep = ~untouched[sample]
+    return (np.concatenate([m_sample[plain], sample[keep]]), np.concatenate([m_item[plain], item[keep]]),
+            np.concatenate([m_score[plain], score[keep]]))

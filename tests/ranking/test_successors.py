@@ -1,0 +1,157 @@
+"""The last item's successors on the explore side (ranking/successors.py): the table by hand, the candidates
+outside the history, the product of experts at its extremes, and the weight chosen on the validation session."""
+
+import numpy as np
+import polars as pl
+import pytest
+
+from seqrec_pipeline.params import RepeatParams, load_parameters
+from seqrec_pipeline.ranking import Ranking
+from seqrec_pipeline.ranking.repeat import (Mixture, RepeatInputs, RepeatScorer, fit_repeat_explore,
+                                            fit_successor_weights, mixture_ranking)
+from seqrec_pipeline.ranking.successors import (MISSING_MARGIN, Successors, product_of_experts, successor_candidates,
+                                                successor_table)
+from seqrec_pipeline.splits import EventBuffer, eval_set, training_prefix
+
+DAY = 86400
+
+
+def _buffer(*sequences: list[int]) -> EventBuffer:
+    items = np.concatenate([np.asarray(s, np.int32) for s in sequences])
+    offsets = np.concatenate([[0], np.cumsum([len(s) for s in sequences])]).astype(np.int64)
+    return EventBuffer(items, np.zeros(len(items), np.int8), np.zeros(len(items), np.int32), offsets,
+                       np.arange(len(sequences), dtype=np.int32))
+
+
+def test_the_successor_table_by_hand():
+    # transitions: user 0: 1>2 2>3 3>1 1>2, user 1: 1>2 2>1 1>3 (none across users)
+    train = _buffer([1, 2, 3, 1, 2], [1, 2, 1, 3])
+    full = successor_table(train, width=5)
+    rows = list(zip(full.source.tolist(), full.item.tolist(), np.exp(full.log_prob).round(6).tolist()))
+    assert rows == [(1, 2, 0.75), (1, 3, 0.25), (2, 1, 0.5), (2, 3, 0.5), (3, 1, 1.0)]
+    # one successor each: the most frequent, ties by item index; probabilities stay shares of all transitions
+    top = successor_table(train, width=1)
+    rows = list(zip(top.source.tolist(), top.item.tolist(), np.exp(top.log_prob).round(6).tolist()))
+    assert rows == [(1, 2, 0.75), (2, 1, 0.5), (3, 1, 1.0)]
+    again = Successors.from_frame(full.to_frame().sample(fraction=1.0, shuffle=True, seed=1))
+    assert again.source.tolist() == full.source.tolist() and again.item.tolist() == full.item.tolist()
+
+
+def _log(rows: list[tuple[list[int], int, int]]) -> pl.DataFrame:
+    """One user per row: (items, validation position, test position); one event per session, a day apart."""
+    return pl.DataFrame(
+        [{"user_idx": u, "item": items, "behavior": [0] * len(items), "timestamp": [DAY * i for i in range(len(items))],
+          "session": list(range(len(items))), "n_events": len(items), "last_session_valid": v, "last_session_test": t,
+          "last_event_valid": v, "last_event_test": t} for u, (items, v, t) in enumerate(rows)],
+        schema_overrides={"item": pl.List(pl.Int32), "behavior": pl.List(pl.Int8), "session": pl.List(pl.Int32),
+                          "timestamp": pl.List(pl.Int64), "user_idx": pl.Int32})
+
+
+def test_candidates_are_the_last_items_successors_outside_the_past():
+    log = _log([([5, 1, 9, 7, 8], 3, 4), ([2, 3, 4, 8, 6], 3, 4)])
+    table = successor_table(_buffer([1, 2, 3, 4], [1, 5, 1, 6], [3, 9]), width=10)  # 1 > 2, 5, 6; 3 > 4, 9
+    valid = eval_set(log, "last_session", "valid", max_history=50)
+    sample, item, logp = successor_candidates(valid, table)
+    # user 0's last item 9 has no successor; user 1's last item 4 neither
+    assert len(sample) == 0
+    table = successor_table(_buffer([9, 5, 9, 6, 9, 2], [4, 3, 4, 7]), width=10)  # 9 > 5, 6, 2; 4 > 3, 7
+    sample, item, logp = successor_candidates(valid, table)
+    got = sorted(zip(sample.tolist(), item.tolist(), np.exp(logp).round(6).tolist()))
+    # user 0's past holds 5 (dropped), user 1's past holds 3 (dropped)
+    assert got == [(0, 2, round(1 / 3, 6)), (0, 6, round(1 / 3, 6)), (1, 7, 0.5)]
+
+
+def test_the_product_of_experts_at_its_extremes():
+    model = (np.array([0, 0, 0, 1, 1]), np.array([10, 11, 12, 10, 11]), np.array([-1.0, -2.0, -3.0, -1.0, -2.0]))
+    found = (np.array([0, 0]), np.array([12, 13]), np.log(np.array([0.9, 0.1])))
+    # weight 0: the model's triplets unchanged, whatever the successors say
+    unchanged = product_of_experts(model, found, np.zeros(2), 2)
+    for a, b in zip(unchanged, model):
+        assert np.array_equal(np.sort(a), np.sort(b))
+    sample, item, score = product_of_experts(model, found, np.array([0.5, 0.5]), 2)
+    by = {(s, i): v for s, i, v in zip(sample.tolist(), item.tolist(), score.tolist())}
+    # sample 1 has no successors: the model's own scores; sample 0: the union of both experts' candidates
+    assert {k: v for k, v in by.items() if k[0] == 1} == {(1, 10): -1.0, (1, 11): -2.0}
+    assert {i for s, i in by if s == 0} == {10, 11, 12, 13}
+    m = np.array([-1.0, -2.0, -3.0])
+    m = m - np.log(np.exp(m).sum())
+    t_floor = np.log(0.1) - MISSING_MARGIN
+    assert by[(0, 12)] == pytest.approx(0.5 * m[2] + 0.5 * np.log(0.9))
+    assert by[(0, 10)] == pytest.approx(0.5 * m[0] + 0.5 * t_floor)
+    assert by[(0, 13)] == pytest.approx(0.5 * (m.min() - MISSING_MARGIN) + 0.5 * np.log(0.1))
+    # the item both experts rank high wins: the model's third item is the successors' first
+    assert max((v, i) for (s, i), v in by.items() if s == 0)[1] == 12
+
+
+def _walks(n_users: int, next_of, seed: int) -> pl.DataFrame:
+    """Users walking the catalog 1..59 by ``next_of`` from a random start: 6 events, validation at 4, test at 5;
+    the walk never revisits an item, so every target is new to its user."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(n_users):
+        walk = [int(rng.integers(1, 60))]
+        for _ in range(5):
+            walk.append(next_of(walk[-1]))
+        rows.append((walk, 4, 5))
+    return _log(rows)
+
+
+def _next(i: int) -> int:
+    return i % 59 + 1
+
+
+def test_the_weight_is_chosen_on_the_validation_session():
+    log = _walks(200, _next, seed=0)
+    valid = eval_set(log, "last_session", "valid", max_history=50)
+    table = successor_table(training_prefix(log, "last_session", users="all"), width=5)
+    n = valid.n_samples
+    targets = np.array([t[0] for t in valid.targets])
+    # a model that knows nothing: the same three items (never a target) for everyone
+    blind = Ranking(np.tile(np.array([[60, 61, 62]]), (n, 1)), np.tile(np.array([[-1.0, -1.1, -1.2]]), (n, 1)))
+    # the walk's next item where the training walks took that step (its only successor, probability 1)
+    last = np.array([valid.histories[u][-1][0] for u in valid.sample_user])
+    covered = np.isin(last * 100 + targets, table.source * 100 + table.item)
+    assert covered.mean() > 0.9
+    weight = fit_successor_weights(valid, blind, table, [0.0, 0.4, 0.8], n_behaviors=1)
+    # at 0.4 the blind model's first item still wins (0.6 * -1.0 + 0.4 * -1 > 0.6 * -2.2 + 0.4 * 0), at 0.8 not
+    assert weight == [0.8]
+    mixture = Mixture(RepeatScorer.uniform(1), [-50.0], [0.0], [1.0], successor_weight=weight, successor_width=5)
+    ranked = mixture_ranking(valid, RepeatInputs(valid, 1), blind, mixture, k=3, successors=table)
+    assert (ranked.items[covered, 0] == targets[covered]).all()
+    assert set(ranked.items[~covered, 0].tolist()) <= {60}  # no successor: the model's own list
+    # a model that is right, against successors that point elsewhere: the model alone
+    knows = Ranking(np.stack([targets, np.full(n, 61), np.full(n, 62)], 1), np.tile(np.array([[-1.0, -2.0, -3.0]]),
+                                                                                 (n, 1)))
+    wrong = successor_table(training_prefix(_walks(60, lambda i: (i + 7) % 59 + 1, seed=1), "last_session",
+                                            users="all"), width=5)
+    assert fit_successor_weights(valid, knows, wrong, [0.0, 0.4, 0.8], n_behaviors=1) == [0.0]
+
+
+def test_a_head_that_pools_successors_needs_their_table_and_keeps_them_through_json():
+    log = _walks(30, _next, seed=2)
+    valid = eval_set(log, "last_session", "valid", max_history=50)
+    n = valid.n_samples
+    blind = Ranking(np.tile(np.array([[60, 61, 62]]), (n, 1)), np.tile(np.array([[-1.0, -1.1, -1.2]]), (n, 1)))
+    grid = load_parameters().repeat
+    table = successor_table(training_prefix(log, "last_session", users="all"), grid.successors)
+    head = fit_repeat_explore(valid, blind, 1, 70, grid, successors=table)
+    assert head.uses_successors and head.successor_width == grid.successors
+    last = np.array([valid.histories[u][-1][0] for u in valid.sample_user])
+    targets = np.array([t[0] for t in valid.targets])
+    covered = np.isin(last * 100 + targets, table.source * 100 + table.item)
+    # the successor is the target wherever the training walks took that step; elsewhere nothing finds it
+    assert head.validation["ndcg@10"] == pytest.approx(covered.mean()) and 0.5 < covered.mean() < 1
+    again = Mixture.from_dict(head.to_dict())
+    assert again.successor_weight == head.successor_weight and again.successor_width == head.successor_width
+    with pytest.raises(ValueError, match="successors"):
+        mixture_ranking(valid, RepeatInputs(valid, 1), blind, again, k=10)
+    # a grid of zeros fits the mixture without them (what heads without successors do)
+    plain = fit_repeat_explore(valid, blind, 1, 70, grid.model_copy(update={"successor_weights": [0.0]}),
+                               successors=table)
+    assert not plain.uses_successors and plain.successor_width == 0
+
+
+def test_successor_weights_outside_0_to_1_are_refused():
+    grid = load_parameters().repeat.model_dump()
+    with pytest.raises(ValueError, match=r"out of range: \['successor_weights'\]"):
+        RepeatParams(**(grid | {"successor_weights": [0.0, 1.0]}))
