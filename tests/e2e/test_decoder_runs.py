@@ -51,8 +51,13 @@ def test_smb_decoder_trains_evaluates_and_tracks(project):
     assert mixed["model"] == "gamer+repeat" and mixed["n_test"] == report["n_test"]
     head = json.loads(
         (project.path / "data/08_reporting/retail_ci/smb_decoder/gamer-cid+repeat/repeat_head.json").read_text())
-    assert set(head) == {"scorer", "gate_bias", "gate_slope", "temperature", "validation", "ranker"}
+    assert set(head) == {"scorer", "gate_bias", "gate_slope", "temperature", "validation", "ranker",
+                         "successor_weight", "successor_width"}
     assert head["ranker"] is None or len(head["ranker"]["weights"]) == 3  # one row per requested behavior
+    # the last item's successors: a weight per requested behavior from the grid, or none at all
+    weights = head["successor_weight"]
+    assert weights is None or (len(weights) == 3 and all(0 <= w < 1 for w in weights))
+    assert head["successor_width"] == (50 if weights and any(w > 0 for w in weights) else 0)
     parts = report["parts"]
     assert parts["repeat"]["n_samples"]["merged"] + parts["explore"]["n_samples"]["merged"] >= report["n_test"]
     assert 0.0 <= report["history_share"]["merged"] <= 1.0
