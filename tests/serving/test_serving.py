@@ -107,7 +107,7 @@ def test_a_saved_recommender_answers_the_same(setup, tmp_path):
     tested = sequences.filter(pl.col("last_session_test") >= 0).row(0, named=True)["item"]
     assert {"source": tested[-2], "item": tested[-1]} in table.select("source", "item").to_dicts()  # the test window
     del paths["successors"]
-    with pytest.raises(InputError, match="successors table is missing"):
+    with pytest.raises(InputError, match="successors.parquet is missing: package the model again"):
         Recommender.load(paths)
 
 

@@ -22,9 +22,9 @@ from seqrec_pipeline.params import RULE_MODELS as RULES
 from seqrec_pipeline.splits import EvalSet, EventBuffer, events_before, training_prefix
 
 from .core import Ranking, top_k_of_scores
-from .successors import successor_table
 from .repeat import (Mixture, RepeatInputs, RepeatScorer, fit_repeat_explore, fit_repeat_scorer, item_log_share,
                      mixture_ranking, repeat_side, tifu_ranking)
+from .successors import successor_table
 
 log = logging.getLogger(__name__)
 

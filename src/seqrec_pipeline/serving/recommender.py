@@ -87,8 +87,9 @@ class Recommender:
         self.repeat_head = repeat_head
         self.mixture = Mixture.from_dict(repeat_head) if repeat_head else None
         if self.mixture is not None and self.mixture.uses_successors and successors is None:
-            raise InputError("this model's repeat head pools the last item's successors, but its successors table "
-                             "is missing: package the model again (kedro run --pipeline=serve)")
+            raise InputError("this model's repeat head pools the last item's successors, but successors.parquet is "
+                             "missing: package the model again (kedro run --pipeline=smb_decoder "
+                             "--nodes=smb_decoder.package_model)")
         self.successors = successors
         self.popular, self.settings = popular, settings
 

@@ -11,10 +11,10 @@ from seqrec_pipeline.errors import InputError
 from seqrec_pipeline.params import EmbedParams, EvalParams, RepeatParams, validate
 from seqrec_pipeline.ranking import next_behavior_accuracy, rank_generative
 from seqrec_pipeline.ranking.rules import rule_ranking
-from seqrec_pipeline.ranking.successors import successor_table
 from seqrec_pipeline.ranking.generative import prepare_model
 from seqrec_pipeline.ranking.repeat import (Mixture, RepeatInputs, fit_repeat_explore, item_log_share, mixture_ranking,
                                             repeat_side)
+from seqrec_pipeline.ranking.successors import successor_table
 from seqrec_pipeline.reporting.evaluation import predictions_table, ranking_from_predictions
 from seqrec_pipeline.splits import BehaviorTable, eval_set, events_before, training_prefix
 from seqrec_pipeline.vocab import TokenVocab
