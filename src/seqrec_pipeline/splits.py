@@ -115,6 +115,12 @@ class EventBuffer:
     def sequence_of_event(self) -> np.ndarray:
         return np.repeat(np.arange(self.n_sequences, dtype=np.int64), self.lengths)
 
+    def consecutive_pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        """(item, next item) int64 of every two consecutive events of one sequence."""
+        same = self.sequence_of_event()
+        follows = np.flatnonzero(same[1:] == same[:-1])
+        return self.item[follows].astype(np.int64), self.item[follows + 1].astype(np.int64)
+
     def position_in_sequence(self) -> np.ndarray:
         return np.arange(len(self.item), dtype=np.int64) - np.repeat(self.offsets[:-1], self.lengths)
 
@@ -285,6 +291,12 @@ class EvalSet:
     @property
     def n_samples(self) -> int:
         return len(self.sample_user)
+
+    @property
+    def last_history_item(self) -> np.ndarray:
+        """Per user the newest item of its history window (-1 for an empty window)."""
+        ends = self.history_offsets[1:]
+        return np.where(self.history_lengths > 0, self.history_item[np.maximum(ends - 1, 0)], -1)
 
     @cached_property
     def histories(self) -> list[np.ndarray]:

@@ -37,6 +37,24 @@ class Ranking:
         return self.items.shape[1]
 
 
+def _peak_per_sample(sample: np.ndarray, values: np.ndarray, n_samples: int) -> np.ndarray:
+    peak = np.full(n_samples, -np.inf)
+    np.maximum.at(peak, sample, values)
+    return peak
+
+
+def softmax_per_sample(sample: np.ndarray, values: np.ndarray, n_samples: int) -> np.ndarray:
+    """Softmax of ``values`` within each sample of (sample, value) pairs."""
+    exp = np.exp(values - _peak_per_sample(sample, values, n_samples)[sample])
+    return exp / np.bincount(sample, weights=exp, minlength=n_samples)[sample]
+
+
+def log_softmax_per_sample(sample: np.ndarray, values: np.ndarray, n_samples: int) -> np.ndarray:
+    """Log-softmax of ``values`` within each sample of (sample, value) pairs."""
+    shifted = values - _peak_per_sample(sample, values, n_samples)[sample]
+    return shifted - np.log(np.bincount(sample, weights=np.exp(shifted), minlength=n_samples)[sample])
+
+
 def top_k_of_scores(scores: np.ndarray, k: int) -> np.ndarray:
     """Indices of the ``k`` highest scores per row, best first; positions scoring <= 0 become -1."""
     k = min(k, scores.shape[1])

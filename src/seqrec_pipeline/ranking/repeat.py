@@ -46,8 +46,8 @@ import scipy.sparse
 
 from seqrec_pipeline.splits import EvalSet
 
-from .core import Ranking
-from .successors import Successors, product_of_experts, successor_candidates
+from .core import Ranking, softmax_per_sample
+from .successors import Successors, pools_successors, product_of_experts, successor_candidates
 
 SECONDS_PER_DAY = 86400.0
 
@@ -103,7 +103,7 @@ class Mixture:
 
     @property
     def uses_successors(self) -> bool:
-        return self.successor_weight is not None and any(w > 0 for w in self.successor_weight)
+        return pools_successors(self.successor_weight)
 
 
 @dataclass
@@ -461,7 +461,7 @@ def explore_side(data: EvalSet, base: Ranking, successor_weight: list[float] | N
     """The explore side's (sample, item, score) triplets: the base ranking's candidates outside the history,
     pooled with the last item's successors where ``successor_weight`` (per behavior) is above 0."""
     model = explore_candidates(data, base)
-    if successor_weight is None or not any(w > 0 for w in successor_weight):
+    if not pools_successors(successor_weight):
         return model
     if successors is None:
         raise ValueError("this mixture pools the last item's successors: pass their table (successor_table)")
@@ -478,7 +478,7 @@ def fit_successor_weights(valid: EvalSet, base: Ranking, successors: Successors,
     best = {b: (-1.0, 0.0) for b in range(n_behaviors)}
     for w in sorted(set(float(v) for v in weights) | {0.0}):
         sample, item, score = product_of_experts(model, found, np.full(valid.n_samples, w), valid.n_samples)
-        p = _softmax_per_sample(sample, score, valid.n_samples) if len(sample) else score
+        p = softmax_per_sample(sample, score, valid.n_samples) if len(sample) else score
         ranked = top_items(sample, item, p, np.zeros(len(sample), np.int64), valid.n_samples, k)[0]
         ndcg = _ndcg(ranked, valid.targets, k)
         for b in range(n_behaviors):
@@ -486,13 +486,6 @@ def fit_successor_weights(valid: EvalSet, base: Ranking, successors: Successors,
             if rows.any() and ndcg[rows].mean() > best[b][0] + 1e-12:
                 best[b] = (float(ndcg[rows].mean()), w)
     return [best[b][1] for b in range(n_behaviors)]
-
-
-def _softmax_per_sample(sample: np.ndarray, values: np.ndarray, n_samples: int) -> np.ndarray:
-    peak = np.full(n_samples, -np.inf)
-    np.maximum.at(peak, sample, values)
-    exp = np.exp(values - peak[sample])
-    return exp / np.bincount(sample, weights=exp, minlength=n_samples)[sample]
 
 
 def mixture_ranking(data: EvalSet, inputs: RepeatInputs, base: Ranking, mixture: Mixture, k: int,
@@ -560,7 +553,7 @@ def _combine(data: EvalSet, mixture: Mixture, features: RepeatFeatures, p_rep: n
     if not normalize_explore:
         p_exp = np.exp(e_score / tau)
     else:
-        p_exp = _softmax_per_sample(e_sample, e_score / tau, data.n_samples) if len(e_sample) else e_score
+        p_exp = softmax_per_sample(e_sample, e_score / tau, data.n_samples) if len(e_sample) else e_score
     has_explore = np.bincount(e_sample, minlength=data.n_samples) > 0
     gate = np.where(has_explore, gate, np.where(total > 0, 1.0, gate))
     # an exact gate of 1 still ranks explore items after the history (a vanishing weight, not zero)

@@ -67,18 +67,12 @@ def rank_rule(rule: str, sequences: pl.DataFrame, data: EvalSet, n_items: int, p
         return Ranking(top_k_of_scores(popularity + overall[None, :] * 1e-9, top_k)[data.sample_behavior])
     # transitions: next-item counts from consecutive training events, from the last history item (ties and
     # the rest of the list: overall popularity); sparse, so memory follows the transitions, not samples x catalog
-    same_user = np.repeat(np.arange(train.n_sequences), train.lengths)
-    follows = np.flatnonzero(same_user[1:] == same_user[:-1])
-    counts = scipy.sparse.csr_matrix(
-        (np.ones(len(follows)), (train.item[follows].astype(np.int64), train.item[follows + 1].astype(np.int64))),
-        shape=(n_items, n_items),
-    )
+    before, after = train.consecutive_pairs()
+    counts = scipy.sparse.csr_matrix((np.ones(len(before)), (before, after)), shape=(n_items, n_items))
     counts.data += overall[counts.indices] * 1e-9
     popular = np.argsort(-overall, kind="stable")[:top_k]
     popular = popular[overall[popular] > 0]
-    ends = data.history_offsets[1:]
-    last = np.where(data.history_lengths > 0, data.history_item[np.maximum(ends - 1, 0)], -1)
-    src = last[data.sample_user]
+    src = data.last_history_item[data.sample_user]
     n = len(src)
     rows = scipy.sparse.diags((src >= 0).astype(np.float64)) @ counts[np.maximum(src, 0)]
     fill = scipy.sparse.csr_matrix((np.tile(overall[popular] * 1e-9, n), (np.repeat(np.arange(n), len(popular)),

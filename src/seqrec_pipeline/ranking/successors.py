@@ -27,6 +27,8 @@ import polars as pl
 
 from seqrec_pipeline.splits import EvalSet, EventBuffer
 
+from .core import log_softmax_per_sample
+
 MISSING_MARGIN = 1.0  # nats below an expert's weakest candidate for a candidate that expert did not return
 
 
@@ -48,12 +50,15 @@ class Successors:
                    frame["log_prob"].to_numpy().astype(np.float64))
 
 
+def pools_successors(weights: list[float] | None) -> bool:
+    """Whether per-behavior successor weights pool the successors for any behavior."""
+    return weights is not None and any(w > 0 for w in weights)
+
+
 def successor_table(train: EventBuffer, width: int) -> Successors:
     """The ``width`` most frequent successors of every item in ``train`` (``splits.training_prefix``'s events;
     consecutive events of one user), ties by item index."""
-    same_user = np.repeat(np.arange(train.n_sequences), train.lengths)
-    follows = np.flatnonzero(same_user[1:] == same_user[:-1])
-    src, dst = train.item[follows].astype(np.int64), train.item[follows + 1].astype(np.int64)
+    src, dst = train.consecutive_pairs()
     span = np.int64(max(int(dst.max(initial=0)), int(src.max(initial=0))) + 1)
     pairs, counts = np.unique(src * span + dst, return_counts=True)
     source, item = pairs // span, pairs % span
@@ -68,8 +73,7 @@ def successor_table(train: EventBuffer, width: int) -> Successors:
 def successor_candidates(data: EvalSet, table: Successors) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(sample, item, log P_trans) of the successors of each sample's last history item that are outside the
     user's past."""
-    ends = data.history_offsets[1:]
-    last = np.where(data.history_lengths > 0, data.history_item[np.maximum(ends - 1, 0)], -1)[data.sample_user]
+    last = data.last_history_item[data.sample_user]
     lo = np.searchsorted(table.source, last, side="left")
     hi = np.where(last >= 0, np.searchsorted(table.source, last, side="right"), lo)
     count = hi - lo
@@ -91,13 +95,6 @@ def _per_sample_min(sample: np.ndarray, values: np.ndarray, n_samples: int) -> n
     return low
 
 
-def _log_softmax(sample: np.ndarray, values: np.ndarray, n_samples: int) -> np.ndarray:
-    peak = np.full(n_samples, -np.inf)
-    np.maximum.at(peak, sample, values)
-    shifted = values - peak[sample]
-    return shifted - np.log(np.bincount(sample, weights=np.exp(shifted), minlength=n_samples)[sample])
-
-
 def product_of_experts(model: tuple[np.ndarray, np.ndarray, np.ndarray],
                        successors: tuple[np.ndarray, np.ndarray, np.ndarray], weight: np.ndarray,
                        n_samples: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -110,7 +107,7 @@ def product_of_experts(model: tuple[np.ndarray, np.ndarray, np.ndarray],
     t_sample, t_item, t_logp = t_sample[used], t_item[used], t_logp[used]
     if not len(t_sample):
         return model
-    m_logp = _log_softmax(m_sample, m_score, n_samples)
+    m_logp = log_softmax_per_sample(m_sample, m_score, n_samples)
     span = np.int64(max(int(m_item.max(initial=0)), int(t_item.max(initial=0))) + 1)
     keys, inverse = np.unique(np.concatenate([m_sample * span + m_item, t_sample * span + t_item]),
                               return_inverse=True)
