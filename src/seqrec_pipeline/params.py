@@ -181,6 +181,8 @@ class RepeatParams(Strict):
     candidates: int = Field(ge=1)
     successors: int = Field(ge=1)
     successor_weights: list[float] = Field(min_length=1)
+    successor_windows: list[int] = Field(min_length=1)
+    successor_decay: float = Field(gt=0, le=1)
     ranker_l2: float = Field(ge=0)
 
     @model_validator(mode="after")
@@ -191,11 +193,12 @@ class RepeatParams(Strict):
                   "neighbor_weights": all(0 <= v < 1 for v in self.neighbor_weights),
                   "gates": all(0 < v <= 1 for v in self.gates),
                   "temperatures": all(v > 0 for v in self.temperatures),
-                  "successor_weights": all(0 <= v < 1 for v in self.successor_weights)}
+                  "successor_weights": all(0 <= v < 1 for v in self.successor_weights),
+                  "successor_windows": all(v >= 1 for v in self.successor_windows)}
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ValueError(f"out of range: {bad} (decays and gates in (0, 1], weights >= 0, neighbor and "
-                             "successor weights in [0, 1), temperatures > 0)")
+                             "successor weights in [0, 1), successor windows >= 1, temperatures > 0)")
         return self
 
 

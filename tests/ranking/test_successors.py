@@ -1,5 +1,6 @@
-"""The last item's successors on the explore side (ranking/successors.py): the table by hand, the candidates
-outside the history, the product of experts at its extremes, and the weight chosen on the validation session."""
+"""The recent items' successors on the explore side (ranking/successors.py): the table by hand, the candidates
+outside the history (of the last item and of a window of recent items), the product of experts at its extremes,
+and the weight and the window chosen on the validation session."""
 
 import numpy as np
 import polars as pl
@@ -8,7 +9,7 @@ import pytest
 from seqrec_pipeline.params import RepeatParams, load_parameters
 from seqrec_pipeline.ranking import Ranking
 from seqrec_pipeline.ranking.repeat import (Mixture, RepeatInputs, RepeatScorer, fit_repeat_explore,
-                                            fit_successor_weights, mixture_ranking)
+                                            fit_successors, mixture_ranking)
 from seqrec_pipeline.ranking.successors import (MISSING_MARGIN, Successors, product_of_experts, successor_candidates,
                                                 successor_table)
 from seqrec_pipeline.splits import EventBuffer, eval_set, training_prefix
@@ -59,6 +60,24 @@ def test_candidates_are_the_last_items_successors_outside_the_past():
     got = sorted(zip(sample.tolist(), item.tolist(), np.exp(logp).round(6).tolist()))
     # user 0's past holds 5 (dropped), user 1's past holds 3 (dropped)
     assert got == [(0, 2, round(1 / 3, 6)), (0, 6, round(1 / 3, 6)), (1, 7, 0.5)]
+
+
+def test_a_window_of_recent_items_adds_up_their_shares():
+    log = _log([([5, 1, 9, 7, 8], 3, 4), ([2, 3, 4, 8, 6], 3, 4)])
+    valid = eval_set(log, "last_session", "valid", max_history=50)
+    # 9 > 5, 6, 2 (1/3 each); 4 > 3, 7 (1/2 each); 3 > 4; 1 > 6 (2/3), 2 (1/3)
+    table = successor_table(_buffer([9, 5, 9, 6, 9, 2], [4, 3, 4, 7], [1, 2], [1, 6], [1, 6]), width=10)
+    sample, item, logp = successor_candidates(valid, table, window=2, decay=0.5)
+    got = sorted(zip(sample.tolist(), item.tolist(), np.exp(logp).round(6).tolist()))
+    # user 0 (history 5 1 9): 9 weighs 2/3, 1 weighs 1/3; 6 follows both (2/9 + 2/9), 2 too (2/9 + 1/9), 5 is past
+    # user 1 (history 2 3 4): 4's 7 at 2/3 * 1/2; 3's 4 and 4's 3 are past
+    assert got == [(0, 2, round(3 / 9, 6)), (0, 6, round(4 / 9, 6)), (1, 7, round(1 / 3, 6))]
+    # a window of one is the last item alone; at most the table's width per sample, the most likely kept
+    one = successor_candidates(valid, table, window=1, decay=0.5)
+    assert sorted(zip(*[a.tolist() for a in one[:2]])) == [(0, 2), (0, 6), (1, 7)]
+    narrow = successor_table(_buffer([9, 5, 9, 6, 9, 2], [4, 3, 4, 7], [1, 2], [1, 6], [1, 6]), width=1)
+    sample, item, _ = successor_candidates(valid, narrow, window=2, decay=0.5)
+    assert sorted(zip(sample.tolist(), item.tolist())) == [(0, 2)]  # 9 > 2 and 1 > 6 tie at 2/9: lower index
 
 
 def test_the_product_of_experts_at_its_extremes():
@@ -112,9 +131,10 @@ def test_the_weight_is_chosen_on_the_validation_session():
     last = np.array([valid.histories[u][-1][0] for u in valid.sample_user])
     covered = np.isin(last * 100 + targets, table.source * 100 + table.item)
     assert covered.mean() > 0.9
-    weight = fit_successor_weights(valid, blind, table, [0.0, 0.4, 0.8], n_behaviors=1)
-    # at 0.4 the blind model's first item still wins (0.6 * -1.0 + 0.4 * -1 > 0.6 * -2.2 + 0.4 * 0), at 0.8 not
-    assert weight == [0.8]
+    weight, window = fit_successors(valid, blind, table, [0.0, 0.4, 0.8], [1, 2, 3], 0.7, n_behaviors=1)
+    # at 0.4 the blind model's first item still wins (0.6 * -1.0 + 0.4 * -1 > 0.6 * -2.2 + 0.4 * 0), at 0.8 not;
+    # older items only add successors that are already past (the walk): the last item alone
+    assert weight == [0.8] and window == 1
     mixture = Mixture(RepeatScorer.uniform(1), [-50.0], [0.0], [1.0], successor_weight=weight, successor_width=5)
     ranked = mixture_ranking(valid, RepeatInputs(valid, 1), blind, mixture, k=3, successors=table)
     assert (ranked.items[covered, 0] == targets[covered]).all()
@@ -124,7 +144,34 @@ def test_the_weight_is_chosen_on_the_validation_session():
                                                                                  (n, 1)))
     wrong = successor_table(training_prefix(_walks(60, lambda i: (i + 7) % 59 + 1, seed=1), "last_session",
                                             users="all"), width=5)
-    assert fit_successor_weights(valid, knows, wrong, [0.0, 0.4, 0.8], n_behaviors=1) == [0.0]
+    assert fit_successors(valid, knows, wrong, [0.0, 0.4, 0.8], [1], 0.7, n_behaviors=1) == ([0.0], 1)
+
+
+def test_the_window_is_chosen_on_the_validation_session():
+    # the walk, then an item never seen before (no successors) just before the validation target: only the item
+    # before it knows what comes next
+    rng = np.random.default_rng(3)
+    rows = []
+    for _ in range(200):
+        walk = [int(rng.integers(1, 60))]
+        for _ in range(3):
+            walk.append(_next(walk[-1]))
+        rows.append((walk + [int(rng.integers(100, 400)), _next(walk[-1]), _next(_next(walk[-1]))], 5, 6))
+    log = _log(rows)
+    valid = eval_set(log, "last_session", "valid", max_history=50)
+    table = successor_table(training_prefix(log, "last_session", users="all"), width=5)
+    n = valid.n_samples
+    blind = Ranking(np.tile(np.array([[60, 61, 62]]), (n, 1)), np.tile(np.array([[-1.0, -1.1, -1.2]]), (n, 1)))
+    weight, window = fit_successors(valid, blind, table, [0.0, 0.4, 0.8], [1, 2, 3], 0.7, n_behaviors=1)
+    assert weight == [0.8] and window == 2  # 3 reads nothing more (its successors are past): the smaller wins
+    mixture = Mixture(RepeatScorer.uniform(1), [-50.0], [0.0], [1.0], successor_weight=weight, successor_width=5,
+                      successor_window=window, successor_decay=0.7)
+    ranked = mixture_ranking(valid, RepeatInputs(valid, 1), blind, mixture, k=3, successors=table)
+    targets = np.array([t[0] for t in valid.targets])
+    assert (ranked.items[:, 0] == targets).mean() > 0.9
+    alone = Mixture.from_dict(mixture.to_dict() | {"successor_window": 1})
+    assert (mixture_ranking(valid, RepeatInputs(valid, 1), blind, alone, k=3, successors=table).items[:, 0]
+            == targets).mean() < 0.1
 
 
 def test_a_head_that_pools_successors_needs_their_table_and_keeps_them_through_json():
@@ -143,6 +190,7 @@ def test_a_head_that_pools_successors_needs_their_table_and_keeps_them_through_j
     assert head.validation["ndcg@10"] == pytest.approx(covered.mean()) and 0.5 < covered.mean() < 1
     again = Mixture.from_dict(head.to_dict())
     assert again.successor_weight == head.successor_weight and again.successor_width == head.successor_width
+    assert (again.successor_window, again.successor_decay) == (head.successor_window, head.successor_decay)
     with pytest.raises(ValueError, match="successors"):
         mixture_ranking(valid, RepeatInputs(valid, 1), blind, again, k=10)
     # a grid of zeros fits the mixture without them (what heads without successors do)
@@ -151,7 +199,9 @@ def test_a_head_that_pools_successors_needs_their_table_and_keeps_them_through_j
     assert not plain.uses_successors and plain.successor_width == 0
 
 
-def test_successor_weights_outside_0_to_1_are_refused():
+def test_successor_weights_outside_0_to_1_and_empty_windows_are_refused():
     grid = load_parameters().repeat.model_dump()
     with pytest.raises(ValueError, match=r"out of range: \['successor_weights'\]"):
         RepeatParams(**(grid | {"successor_weights": [0.0, 1.0]}))
+    with pytest.raises(ValueError, match=r"out of range: \['successor_windows'\]"):
+        RepeatParams(**(grid | {"successor_windows": [0, 2]}))

@@ -47,7 +47,8 @@ def setup():
     users = pl.DataFrame({"user_idx": np.arange(N_USERS, dtype=np.int32), "user_id": [f"u{u}" for u in range(N_USERS)]})
     behaviors = pl.DataFrame({"behavior_idx": [0, 1, 2], "behavior": list(NAMES), "level": [0, 1, 2]})
     head = Mixture(RepeatScorer([[1.0, 2.0, 4.0]] * 3, day_decay=0.9, session_decay=0.8), [0.0, -1.0, 1.0],
-                   [0.5, 0.5, 0.0], [1.0, 2.0, 0.5], successor_weight=[0.5, 0.0, 0.3], successor_width=5).to_dict()
+                   [0.5, 0.5, 0.0], [1.0, 2.0, 0.5], successor_weight=[0.5, 0.0, 0.3], successor_width=5,
+                   successor_window=2, successor_decay=0.7).to_dict()
     sequences = _sequences()
     rec = build_recommender(tiny_model("gamer", vocab), sequences, items, behaviors, sid, vocab.to_dict(), head,
                             protocol="last_session", max_history=5, beam_size=8, batch_size=4, renormalize=False,
@@ -100,7 +101,7 @@ def test_a_saved_recommender_answers_the_same(setup, tmp_path):
     assert {p.name for p in (tmp_path / "model").iterdir()} == {"config.json", "model.safetensors"}
     requests = [_request(sequences, r, k=4) for r in range(3)]
     assert answer(Recommender.load(paths), requests) == answer(rec, requests)
-    # the head pools the last item's successors: their table travels with the model, counted on the whole log
+    # the head pools the recent items' successors: their table travels with the model, counted on the whole log
     table = pl.read_parquet(paths["successors"])
     expected = successor_table(events_before(sequences, "last_session", None), 5).to_frame()
     assert table.height and table.equals(expected)

@@ -26,8 +26,8 @@ optionally blended (weight ``neighbor_weight``) with the mean normalized score v
 - ``P_explore``: the base model's distribution over the catalog **minus** the history (its top candidates'
   scores, softmax with temperature ``tau``), e.g. the constrained beam search of a generative model or the
   full-catalog softmax of a discriminative one; where it ranks the validation session better, pooled per
-  requested behavior with the last item's most frequent successors (``successors.py``, weight
-  ``successor_weight``);
+  requested behavior with the most frequent successors of the user's newest history items (``successors.py``,
+  weight ``successor_weight``, items read ``successor_window``);
 - ``P(repeat | q) = sigmoid(gate_bias[b] + gate_slope[b] * log(total repeat score))``: per requested behavior,
   and higher when the user's repeat evidence is strong (many, recent, high-intent events).
 
@@ -87,6 +87,8 @@ class Mixture:
     ranker: RepeatRanker | None = None  # the learned P_repeat; None: the scorer's normalized scores
     successor_weight: list[float] | None = None  # per behavior, on the successors expert; None: the model alone
     successor_width: int = 0  # successors kept per item in the table the weights were fitted with
+    successor_window: int = 1  # newest history items whose successors are pooled ...
+    successor_decay: float = 1.0  # ... the n-th newest weighted decay ** (n - 1)
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -99,7 +101,8 @@ class Mixture:
         return cls(RepeatScorer(**values["scorer"]), [np.inf if v is None else v for v in values["gate_bias"]],
                    list(values["gate_slope"]), list(values["temperature"]), dict(values.get("validation", {})),
                    RepeatRanker(**ranker) if ranker else None, values.get("successor_weight"),
-                   int(values.get("successor_width", 0)))
+                   int(values.get("successor_width", 0)), int(values.get("successor_window", 1)),
+                   float(values.get("successor_decay", 1.0)))
 
     @property
     def uses_successors(self) -> bool:
@@ -322,6 +325,14 @@ def repeat_side(mixture: Mixture) -> str:
     return f"learned ranker of decayed counts{extra}"
 
 
+def explore_pooling(mixture: Mixture) -> str:
+    """What the model's explore candidates are pooled with in a fitted mixture, for the logs."""
+    if not mixture.uses_successors:
+        return "the model alone"
+    items = "last item" if mixture.successor_window == 1 else f"{mixture.successor_window} newest items"
+    return f"the successors of the {items}, weight per behavior {mixture.successor_weight}"
+
+
 def repeat_scores(features: RepeatFeatures, data: EvalSet, weights: np.ndarray) -> np.ndarray:
     """Score of every (sample, past item) group: its decayed counts weighted by the requested behavior's row."""
     return (features.by_behavior * np.asarray(weights)[data.sample_behavior[features.sample]]).sum(1)
@@ -457,35 +468,43 @@ def explore_candidates(data: EvalSet, base: Ranking) -> tuple[np.ndarray, np.nda
 
 
 def explore_side(data: EvalSet, base: Ranking, successor_weight: list[float] | None,
-                 successors: Successors | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                 successors: Successors | None, window: int = 1,
+                 decay: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The explore side's (sample, item, score) triplets: the base ranking's candidates outside the history,
-    pooled with the last item's successors where ``successor_weight`` (per behavior) is above 0."""
+    pooled with the successors of the ``window`` newest history items where ``successor_weight`` (per behavior)
+    is above 0."""
     model = explore_candidates(data, base)
     if not pools_successors(successor_weight):
         return model
     if successors is None:
-        raise ValueError("this mixture pools the last item's successors: pass their table (successor_table)")
+        raise ValueError("this mixture pools the recent items' successors: pass their table (successor_table)")
     weight = np.asarray(successor_weight, float)[data.sample_behavior]
-    return product_of_experts(model, successor_candidates(data, successors), weight, data.n_samples)
+    return product_of_experts(model, successor_candidates(data, successors, window, decay), weight, data.n_samples)
 
 
-def fit_successor_weights(valid: EvalSet, base: Ranking, successors: Successors, weights, n_behaviors: int,
-                          k: int = 10) -> list[float]:
-    """Per requested behavior, the successor weight (from ``weights``) whose explore side alone ranks the
-    validation session best (NDCG@k; history items are never candidates there, so only new targets count);
-    ties keep the smaller weight."""
-    model, found = explore_candidates(valid, base), successor_candidates(valid, successors)
-    best = {b: (-1.0, 0.0) for b in range(n_behaviors)}
-    for w in sorted(set(float(v) for v in weights) | {0.0}):
-        sample, item, score = product_of_experts(model, found, np.full(valid.n_samples, w), valid.n_samples)
-        p = softmax_per_sample(sample, score, valid.n_samples) if len(sample) else score
-        ranked = top_items(sample, item, p, np.zeros(len(sample), np.int64), valid.n_samples, k)[0]
-        ndcg = _ndcg(ranked, valid.targets, k)
-        for b in range(n_behaviors):
-            rows = valid.sample_behavior == b
-            if rows.any() and ndcg[rows].mean() > best[b][0] + 1e-12:
-                best[b] = (float(ndcg[rows].mean()), w)
-    return [best[b][1] for b in range(n_behaviors)]
+def fit_successors(valid: EvalSet, base: Ranking, successors: Successors, weights, windows, decay: float,
+                   n_behaviors: int, k: int = 10) -> tuple[list[float], int]:
+    """The successors expert's settings whose explore side alone ranks the validation session best (NDCG@k;
+    history items are never candidates there, so only new targets count): per requested behavior the weight
+    (from ``weights``), per head the window (from ``windows``: newest history items read, ``decay`` apart).
+    Ties keep the smaller weight and the smaller window."""
+    model = explore_candidates(valid, base)
+    rows = [valid.sample_behavior == b for b in range(n_behaviors)]
+    chosen = (-1.0, [0.0] * n_behaviors, 1)
+    for window in sorted(set(int(v) for v in windows)):
+        found = successor_candidates(valid, successors, window, decay)
+        best = [(-1.0, 0.0)] * n_behaviors
+        for w in sorted(set(float(v) for v in weights) | {0.0}):
+            sample, item, score = product_of_experts(model, found, np.full(valid.n_samples, w), valid.n_samples)
+            p = softmax_per_sample(sample, score, valid.n_samples) if len(sample) else score
+            ndcg = _ndcg(top_items(sample, item, p, np.zeros(len(sample), np.int64), valid.n_samples, k)[0],
+                         valid.targets, k)
+            best = [(float(ndcg[r].mean()), w) if r.any() and ndcg[r].mean() > best[b][0] + 1e-12 else best[b]
+                    for b, r in enumerate(rows)]
+        total = sum(best[b][0] * rows[b].sum() for b in range(n_behaviors) if rows[b].any()) / valid.n_samples
+        if total > chosen[0] + 1e-12:
+            chosen = (total, [best[b][1] for b in range(n_behaviors)], window)
+    return chosen[1], chosen[2]
 
 
 def mixture_ranking(data: EvalSet, inputs: RepeatInputs, base: Ranking, mixture: Mixture, k: int,
@@ -504,7 +523,8 @@ def mixture_ranking(data: EvalSet, inputs: RepeatInputs, base: Ranking, mixture:
     features = features or inputs.features(scorer.day_decay, scorer.session_decay)
     p_rep, total = history_distribution(data, inputs, features, scorer, mixture.ranker, repeat_log_weight)
     return _combine(data, mixture, features, p_rep, total,
-                    explore_side(data, base, mixture.successor_weight, successors), k,
+                    explore_side(data, base, mixture.successor_weight, successors, mixture.successor_window,
+                                 mixture.successor_decay), k,
                     gate_offset=gate_offset, normalize_explore=normalize_explore)
 
 
@@ -569,24 +589,27 @@ def fit_mixture(valid: EvalSet, base: Ranking, scorer: RepeatScorer, n_behaviors
                 temperatures, k: int = 10, normalize_explore: bool = True,
                 ranker: RepeatRanker | None = None, inputs: RepeatInputs | None = None,
                 samples: np.ndarray | None = None, successor_weight: list[float] | None = None,
-                successors: Successors | None = None) -> Mixture:
+                successors: Successors | None = None, successor_window: int = 1,
+                successor_decay: float = 1.0) -> Mixture:
     """Choose, per requested behavior, the gate (``P(repeat)`` at unit repeat evidence), its slope and the
     explore temperature on the validation set, by NDCG@k of that behavior's samples (only ``samples``, a bool
     mask, choose if given: held-out comparisons; ``normalize_explore``: as :func:`mixture_ranking`;
-    ``successor_weight`` / ``successors``: the explore side's successors expert, :func:`explore_side`)."""
+    ``successor_*`` / ``successors``: the explore side's successors expert, :func:`explore_side`)."""
     inputs = inputs or RepeatInputs(valid, n_behaviors)
     features = inputs.features(scorer.day_decay, scorer.session_decay)
     logits = [np.inf if g >= 1 else float(np.log(g / (1 - g))) for g in gates]
     best = {b: (-1.0, np.inf, 0.0, 1.0) for b in range(n_behaviors)}
     # the history distribution and the explore candidates do not depend on the grid: computed once
     p_rep, total = history_distribution(valid, inputs, features, scorer, ranker, None)
-    explore = explore_side(valid, base, successor_weight, successors)
+    explore = explore_side(valid, base, successor_weight, successors, successor_window, successor_decay)
+    pooling = dict(successor_weight=successor_weight, successor_window=successor_window,
+                   successor_decay=successor_decay)
     chooses = np.ones(valid.n_samples, bool) if samples is None else samples
     for bias, slope, tau in itertools.product(logits, gate_slopes, temperatures):
         if np.isinf(bias) and (slope != gate_slopes[0] or tau != temperatures[0]):
             continue  # always-repeat-first: slope and temperature do not matter
         mixture = Mixture(scorer, [bias] * n_behaviors, [slope] * n_behaviors, [tau] * n_behaviors, ranker=ranker,
-                          successor_weight=successor_weight)
+                          **pooling)
         ndcg = _ndcg(_combine(valid, mixture, features, p_rep, total, explore, k,
                               normalize_explore=normalize_explore).items, valid.targets, k)
         for b in range(n_behaviors):
@@ -594,7 +617,7 @@ def fit_mixture(valid: EvalSet, base: Ranking, scorer: RepeatScorer, n_behaviors
             if rows.any() and ndcg[rows].mean() > best[b][0] + 1e-12:
                 best[b] = (float(ndcg[rows].mean()), bias, slope, tau)
     mixture = Mixture(scorer, [best[b][1] for b in range(n_behaviors)], [best[b][2] for b in range(n_behaviors)],
-                      [best[b][3] for b in range(n_behaviors)], ranker=ranker, successor_weight=successor_weight)
+                      [best[b][3] for b in range(n_behaviors)], ranker=ranker, **pooling)
     final = mixture_ranking(valid, inputs, base, mixture, k, features, successors=successors,
                             normalize_explore=normalize_explore)
     fitted = _ndcg(final.items, valid.targets, k).mean()
@@ -614,12 +637,14 @@ def fit_repeat_explore(valid: EvalSet, base: Ranking, n_behaviors: int, n_items:
                                   session_decays=grid.session_decays, weights=grid.behavior_weights, neighbors=0,
                                   neighbor_weights=[0.0], k=k, inputs=inputs)
     ranker = choose_repeat_ranker(valid, n_behaviors, scorer, grid, k, inputs=inputs, item_prior=item_prior)
-    weight = None
+    weight, window = None, 1
     if successors is not None and any(w > 0 for w in grid.successor_weights):
-        weight = fit_successor_weights(valid, base, successors, grid.successor_weights, n_behaviors, k)
+        weight, window = fit_successors(valid, base, successors, grid.successor_weights, grid.successor_windows,
+                                        grid.successor_decay, n_behaviors, k)
+    decay = grid.successor_decay if window > 1 else 1.0
     mixture = fit_mixture(valid, base, scorer, n_behaviors, gates=grid.gates, gate_slopes=grid.gate_slopes,
                           temperatures=grid.temperatures, k=k, ranker=ranker, inputs=inputs, successor_weight=weight,
-                          successors=successors)
+                          successors=successors, successor_window=window, successor_decay=decay)
     if mixture.uses_successors:
         mixture.successor_width = grid.successors
     return mixture

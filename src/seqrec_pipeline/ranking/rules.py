@@ -22,8 +22,8 @@ from seqrec_pipeline.params import RULE_MODELS as RULES
 from seqrec_pipeline.splits import EvalSet, EventBuffer, events_before, training_prefix
 
 from .core import Ranking, top_k_of_scores
-from .repeat import (Mixture, RepeatInputs, RepeatScorer, fit_repeat_explore, fit_repeat_scorer, item_log_share,
-                     mixture_ranking, repeat_side, tifu_ranking)
+from .repeat import (Mixture, RepeatInputs, RepeatScorer, explore_pooling, fit_repeat_explore, fit_repeat_scorer,
+                     item_log_share, mixture_ranking, repeat_side, tifu_ranking)
 from .successors import successor_table
 
 log = logging.getLogger(__name__)
@@ -166,9 +166,8 @@ def rule_ranking(rule: str, sequences: pl.DataFrame, valid: EvalSet, test: EvalS
     if rule == "item_knn":  # co-occurring items explore, inside the mixture fitted on the validation session
         ranking, mixture = item_knn_ranking(sequences, valid, test, n_items, n_behaviors, protocol, grid,
                                             window=window, chunk_events=chunk_events, k=k)
-        log.info("item_knn fitted on the validation session: NDCG@%d %.4f (history items: %s; weight of the last "
-                 "item's successors per behavior: %s)", k, mixture.validation[f"ndcg@{k}"], repeat_side(mixture),
-                 mixture.successor_weight or "none")
+        log.info("item_knn fitted on the validation session: NDCG@%d %.4f (history items: %s; explore: %s)", k,
+                 mixture.validation[f"ndcg@{k}"], repeat_side(mixture), explore_pooling(mixture))
         return ranking, mixture.to_dict()
     if rule == "tifu":
         scorer, value = fit_repeat_scorer(valid, n_behaviors, n_items, day_decays=grid.day_decays,

@@ -1,21 +1,24 @@
-"""The last item's successors: a first-order transitions expert on the explore side of the repeat / explore
+"""The recent items' successors: a first-order transitions expert on the explore side of the repeat / explore
 mixture (``repeat.py``).
 
 ``P_trans(i | j) = c(j -> i) / n(j)``: the share of the training events directly after an event of item j (same
 user) that were item i, kept for the ``width`` most frequent successors of each j (the ``transitions`` rule's
-counts).  With weight ``w_b`` per requested behavior b the mixture's explore side becomes the product of experts
+counts).  A query reads the successors of its user's ``window`` newest history items, the n-th newest weighted
+``decay ** (n - 1)`` (normalized over the items the history has):
+``P_trans(i | q) = sum_n a_n P_trans(i | n-th newest item)`` (``window = 1``: the last item alone).  With weight
+``w_b`` per requested behavior b the mixture's explore side becomes the product of experts
 
-    log P_explore(i | q) = (1 - w_b) * log P_model(i | q) + w_b * log P_trans(i | last item of q) + const
+    log P_explore(i | q) = (1 - w_b) * log P_model(i | q) + w_b * log P_trans(i | q) + const
 
 over the union of both experts' candidates outside the user's history (``w_b = 0``: the model alone, exactly the
 mixture without this expert).  A candidate one expert did not return scores ``MISSING_MARGIN`` below that expert's
 weakest candidate for the sample: a beam search or a successor list returns its most likely items, so anything
-left out is less likely than all of them.  A sample whose last item has no successor gets the model alone.
+left out is less likely than all of them.  A sample whose recent items have no successor gets the model alone.
 
 A product of experts rather than a second mixture component because the two experts agree on what matters for a
-next item: the model knows the user, the counts know which item usually comes right after this one; an item both
-rank high is the best guess (measured on the validation sessions; docs/design.md).  ``w_b`` is chosen per
-behavior on the validation session (``fit_successor_weights``).
+next item: the model knows the user, the counts know which item usually comes right after these; an item both
+rank high is the best guess (measured on the validation sessions; docs/design.md).  ``w_b`` per behavior and the
+window per head are chosen on the validation session (``repeat.fit_successors``).
 """
 
 from __future__ import annotations
@@ -70,23 +73,41 @@ def successor_table(train: EventBuffer, width: int) -> Successors:
     return Successors(source[keep], item[keep], np.log(counts[keep] / out_of[source[keep]]))
 
 
-def successor_candidates(data: EvalSet, table: Successors) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(sample, item, log P_trans) of the successors of each sample's last history item that are outside the
-    user's past."""
-    last = data.last_history_item[data.sample_user]
-    lo = np.searchsorted(table.source, last, side="left")
-    hi = np.where(last >= 0, np.searchsorted(table.source, last, side="right"), lo)
-    count = hi - lo
-    if not count.any():
+def successor_candidates(data: EvalSet, table: Successors, window: int = 1,
+                         decay: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(sample, item, log P_trans) of the successors of each sample's ``window`` newest history items (module
+    docstring) that are outside the user's past; at most the table's width per sample, the most likely first."""
+    if not len(table.source):
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
-    width = int(count.max())
+    width = int(np.unique(table.source, return_counts=True)[1].max())
+    ends, lengths = data.history_offsets[1:], data.history_lengths
+    share = np.where(lengths[:, None] > np.arange(window), float(decay) ** np.arange(window), 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_share = np.log(share / share.sum(1, keepdims=True))
     slot = np.arange(width)
-    at = np.minimum(lo[:, None] + slot, max(len(table.source) - 1, 0))
-    present = slot < count[:, None]
-    items = np.where(present, table.item[at], -1)
-    keep = present & ~data.in_past(items)
+    items, log_prob = [], []
+    for back in range(window):  # a handful of recent items, each step vectorized over the samples
+        newest = np.where(lengths > back, data.history_item[np.maximum(ends - 1 - back, 0)], -1)[data.sample_user]
+        lo = np.searchsorted(table.source, newest, side="left")
+        count = np.where(newest >= 0, np.searchsorted(table.source, newest, side="right"), lo) - lo
+        at = np.minimum(lo[:, None] + slot, len(table.source) - 1)
+        items.append(np.where(slot < count[:, None], table.item[at], -1))
+        log_prob.append(table.log_prob[at] + log_share[data.sample_user, back][:, None])
+    items, log_prob = np.concatenate(items, 1), np.concatenate(log_prob, 1)
+    keep = (items >= 0) & ~data.in_past(items)
     sample = np.broadcast_to(np.arange(data.n_samples)[:, None], items.shape)
-    return sample[keep], items[keep], table.log_prob[at][keep]
+    sample, items, log_prob = sample[keep], items[keep], log_prob[keep]
+    if window == 1:
+        return sample, items, log_prob
+    # an item that follows several recent items adds up its shares; keep the width most likely per sample
+    span = np.int64(items.max(initial=0) + 1)
+    keys, inverse = np.unique(sample * span + items, return_inverse=True)
+    prob = np.bincount(inverse, weights=np.exp(log_prob))
+    sample, items = keys // span, keys % span
+    order = np.lexsort((items, -prob, sample))
+    sample, items, prob = sample[order], items[order], prob[order]
+    top = np.arange(len(sample)) - np.searchsorted(sample, sample) < width
+    return sample[top], items[top], np.log(prob[top])
 
 
 def _per_sample_min(sample: np.ndarray, values: np.ndarray, n_samples: int) -> np.ndarray:

@@ -7,7 +7,7 @@ the evaluation's functions (``ranking.rank_generative``, ``ranking.repeat.mixtur
 
 On disk (``save`` / ``load``) it is a folder of plain files: ``model/`` (``config.json`` + ``model.safetensors``),
 ``sid_table.parquet``, ``sid_vocab.json``, ``items.parquet`` (item_idx, item_id), ``behaviors.parquet``,
-``repeat_head.json`` (absent when the run fitted none), ``successors.parquet`` (the last item's successors, counted
+``repeat_head.json`` (absent when the run fitted none), ``successors.parquet`` (every item's successors, counted
 on the whole log, when the head pools them), ``popular.json``, ``serving.json`` (decoding settings).
 Nothing in it is pickled or can execute code when loaded.
 """
@@ -87,7 +87,7 @@ class Recommender:
         self.repeat_head = repeat_head
         self.mixture = Mixture.from_dict(repeat_head) if repeat_head else None
         if self.mixture is not None and self.mixture.uses_successors and successors is None:
-            raise InputError("this model's repeat head pools the last item's successors, but successors.parquet is "
+            raise InputError("this model's repeat head pools the recent items' successors, but successors.parquet is "
                              "missing: package the model again (kedro run --pipeline=smb_decoder "
                              "--nodes=smb_decoder.package_model)")
         self.successors = successors

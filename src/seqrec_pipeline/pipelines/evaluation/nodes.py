@@ -12,8 +12,8 @@ from seqrec_pipeline.params import EmbedParams, EvalParams, RepeatParams, valida
 from seqrec_pipeline.ranking import next_behavior_accuracy, rank_generative
 from seqrec_pipeline.ranking.rules import rule_ranking
 from seqrec_pipeline.ranking.generative import prepare_model
-from seqrec_pipeline.ranking.repeat import (Mixture, RepeatInputs, fit_repeat_explore, item_log_share, mixture_ranking,
-                                            repeat_side)
+from seqrec_pipeline.ranking.repeat import (Mixture, RepeatInputs, explore_pooling, fit_repeat_explore, item_log_share,
+                                            mixture_ranking, repeat_side)
 from seqrec_pipeline.ranking.successors import successor_table
 from seqrec_pipeline.reporting.evaluation import predictions_table, ranking_from_predictions
 from seqrec_pipeline.splits import BehaviorTable, eval_set, events_before, training_prefix
@@ -93,9 +93,8 @@ def fit_repeat_head(validation_predictions: pl.DataFrame, sequences: pl.DataFram
                               items.height, grid, params.k, item_prior=item_log_share(train.item, items.height),
                               successors=successor_table(train, grid.successors))
     log.info("repeat/explore head fitted on the validation session: NDCG@%d %.4f (the model alone %.4f; history "
-             "items: %s; weight of the last item's successors per behavior: %s)", params.k,
-             head.validation[f"ndcg@{params.k}"], head.validation[f"base_ndcg@{params.k}"], repeat_side(head),
-             head.successor_weight or "none")
+             "items: %s; explore: %s)", params.k, head.validation[f"ndcg@{params.k}"],
+             head.validation[f"base_ndcg@{params.k}"], repeat_side(head), explore_pooling(head))
     return head.to_dict()
 
 
