@@ -24,6 +24,7 @@ window per head are chosen on the validation session (``repeat.fit_successors``)
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import polars as pl
@@ -42,6 +43,12 @@ class Successors:
     source: np.ndarray  # int64 [E], non-decreasing
     item: np.ndarray  # int64 [E]
     log_prob: np.ndarray  # float64 [E]
+
+    @cached_property
+    def width(self) -> int:
+        """The most successors any source keeps."""
+        starts = np.flatnonzero(np.r_[True, self.source[1:] != self.source[:-1], True])
+        return int(np.diff(starts).max()) if len(self.source) else 0
 
     def to_frame(self) -> pl.DataFrame:
         return pl.DataFrame({"source": self.source, "item": self.item, "log_prob": self.log_prob})
@@ -79,7 +86,7 @@ def successor_candidates(data: EvalSet, table: Successors, window: int = 1,
     docstring) that are outside the user's past; at most the table's width per sample, the most likely first."""
     if not len(table.source):
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
-    width = int(np.unique(table.source, return_counts=True)[1].max())
+    width = table.width
     ends, lengths = data.history_offsets[1:], data.history_lengths
     share = np.where(lengths[:, None] > np.arange(window), float(decay) ** np.arange(window), 0.0)
     with np.errstate(divide="ignore", invalid="ignore"):
