@@ -242,6 +242,7 @@ def test_order_positions_are_not_held_to_plausible_time(tmp_path):
     ("taobao", "taobao_head", 84476, {"timestamp outside time_window [1511539200, 1512316799]": 35,
                                       "malformed line: expected 5 fields, found 4": 1}),
     ("scientific", "scientific", 58492, {}),  # order only: no plausible-time check
+    ("beauty", "beauty", 198502, {}),
 ])
 def test_built_in_declarations_ingest_their_real_data(shared_data, name, folder, n_raw, rejected_by_reason):
     import yaml
