@@ -641,10 +641,9 @@ def fit_repeat_explore(valid: EvalSet, base: Ranking, n_behaviors: int, n_items:
     if successors is not None and any(w > 0 for w in grid.successor_weights):
         weight, window = fit_successors(valid, base, successors, grid.successor_weights, grid.successor_windows,
                                         grid.successor_decay, n_behaviors, k)
-    decay = grid.successor_decay if window > 1 else 1.0
     mixture = fit_mixture(valid, base, scorer, n_behaviors, gates=grid.gates, gate_slopes=grid.gate_slopes,
                           temperatures=grid.temperatures, k=k, ranker=ranker, inputs=inputs, successor_weight=weight,
-                          successors=successors, successor_window=window, successor_decay=decay)
+                          successors=successors, successor_window=window, successor_decay=grid.successor_decay)
     if mixture.uses_successors:
         mixture.successor_width = grid.successors
     return mixture

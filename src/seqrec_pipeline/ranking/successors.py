@@ -104,7 +104,7 @@ def successor_candidates(data: EvalSet, table: Successors, window: int = 1,
     keep = (items >= 0) & ~data.in_past(items)
     sample = np.broadcast_to(np.arange(data.n_samples)[:, None], items.shape)
     sample, items, log_prob = sample[keep], items[keep], log_prob[keep]
-    if window == 1:
+    if window == 1:  # nothing to add up: the table's own log-probabilities, without an exp / log round trip
         return sample, items, log_prob
     # an item that follows several recent items adds up its shares; keep the width most likely per sample
     span = np.int64(items.max(initial=0) + 1)
