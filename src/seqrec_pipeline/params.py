@@ -209,6 +209,7 @@ class RecommendParams(Strict):
     behaviors: Literal["all"] | list[str]
     k: int = Field(ge=1)  # at most eval.beam_size (checked against the stored model's beam)
     repeat: bool  # rank with the run's repeat / explore head when it has one
+    chunk_users: int = Field(ge=1)  # users ranked per step
 
 
 class CompareParams(Strict):

@@ -95,6 +95,18 @@ def test_requests_answer_what_the_batch_ranks(setup):
     assert plain_answers[3]["recommendations"][1]["items"] == plain.row(3 * 3 + 1, named=True)["items"]
 
 
+def test_users_ranked_in_chunks_get_the_lists_of_one_pass(setup):
+    rec, sequences, users = setup
+    whole, summary = recommend_users(rec, sequences, users, k=5)
+    chunked, chunked_summary = recommend_users(rec, sequences, users, k=5, chunk_users=5)  # 5 + 5 + 2 users
+    assert N_USERS % 5 and chunked_summary == summary
+    assert chunked["user_id"].to_list() == whole["user_id"].to_list()
+    assert chunked["behavior"].to_list() == whole["behavior"].to_list()
+    assert chunked["items"].to_list() == whole["items"].to_list()
+    np.testing.assert_allclose(np.concatenate(chunked["scores"].to_list()), np.concatenate(whole["scores"].to_list()),
+                               rtol=1e-5)
+
+
 def test_a_saved_recommender_answers_the_same(setup, tmp_path):
     rec, sequences, _ = setup
     paths = rec.save(tmp_path)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+from tqdm.auto import tqdm
 
 from seqrec_pipeline.errors import InputError
 from seqrec_pipeline.splits import latest_set
@@ -42,19 +43,27 @@ def select_users(sequences: pl.DataFrame, users: pl.DataFrame, which: str) -> tu
 
 def recommend_users(recommender: Recommender, sequences: pl.DataFrame, users: pl.DataFrame, *, which: str = "all",
                     behaviors: list[str] | str = "all", k: int, use_repeat: bool = True,
-                    max_history: int | None = None) -> tuple[pl.DataFrame, dict]:
+                    max_history: int | None = None, chunk_users: int | None = None) -> tuple[pl.DataFrame, dict]:
     """One row per (user, requested behavior): ``user_id``, ``behavior``, ranked raw ``items`` and ``scores``
     (the mixture's probabilities with the repeat head, else the beam's summed log-probabilities), from each
-    user's whole log (its last ``max_history`` events; default the trained model's window)."""
+    user's whole log (its last ``max_history`` events; default the trained model's window).  Users are ranked
+    ``chunk_users`` at a time (default: all at once; each user's lists do not depend on the others), which
+    bounds the memory of a large log."""
     k = recommender.check_k(k)
     wanted = recommender.behavior_indices(behaviors)
     selected, counts = select_users(sequences, users, which)
-    data = latest_set(selected, max_history or recommender.settings.max_history, wanted)
-    ranking = recommender.rank(data, k, use_repeat)
     names = np.asarray(recommender.behaviors.names)
-    items, scores = recommender.ranked_lists(ranking)
-    table = pl.DataFrame([selected["user_id"].gather(data.sample_user).alias("user_id"),
-                          pl.Series("behavior", names[data.sample_behavior], dtype=pl.Utf8), items, scores])
+    step = chunk_users or max(selected.height, 1)
+    parts = []
+    with tqdm(total=selected.height, desc="recommend", unit="user", disable=selected.height <= step) as bar:
+        for start in range(0, max(selected.height, 1), step):
+            chunk = selected.slice(start, step)
+            data = latest_set(chunk, max_history or recommender.settings.max_history, wanted)
+            items, scores = recommender.ranked_lists(recommender.rank(data, k, use_repeat))
+            parts.append(pl.DataFrame([chunk["user_id"].gather(data.sample_user).alias("user_id"),
+                                       pl.Series("behavior", names[data.sample_behavior], dtype=pl.Utf8), items, scores]))
+            bar.update(chunk.height)
+    table = pl.concat(parts)
     repeat = recommender.mixture is not None and use_repeat
     summary = counts | {"n_users": selected.height, "n_rows": table.height, "k": k,
                         "behaviors": names[wanted].tolist(), "repeat_head": repeat}

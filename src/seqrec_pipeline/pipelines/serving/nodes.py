@@ -34,7 +34,8 @@ def recommend(decoder_model, sequences: pl.DataFrame, users: pl.DataFrame, items
     recommender = _recommender(decoder_model, sequences, items, behaviors, sid_table, sid_vocab, repeat_head,
                                protocol, max_history, eval_params, dataset, datasets)
     table, summary = recommend_users(recommender, sequences, users, which=params.users, behaviors=params.behaviors,
-                                     k=params.k, use_repeat=params.repeat)
+                                     k=params.k, use_repeat=params.repeat,
+                                     chunk_users=params.chunk_users)
     metrics = {f"recommend/{k}": {"value": float(summary[k]), "step": 0}
                for k in ("n_users", "n_unknown_users", "n_rows")}
     return table, summary, metrics
