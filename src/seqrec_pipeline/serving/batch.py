@@ -47,8 +47,8 @@ def recommend_users(recommender: Recommender, sequences: pl.DataFrame, users: pl
     """One row per (user, requested behavior): ``user_id``, ``behavior``, ranked raw ``items`` and ``scores``
     (the mixture's probabilities with the repeat head, else the beam's summed log-probabilities), from each
     user's whole log (its last ``max_history`` events; default the trained model's window).  Users are ranked
-    ``chunk_users`` at a time (default: all at once; each user's lists do not depend on the others), which
-    bounds the memory of a large log."""
+    ``chunk_users`` at a time (default: all at once), which bounds the memory of a large log; a user's lists
+    depend on its own log only (up to float rounding in the batched beam search)."""
     k = recommender.check_k(k)
     wanted = recommender.behavior_indices(behaviors)
     selected, counts = select_users(sequences, users, which)
