@@ -10,8 +10,8 @@ from seqrec_pipeline.params import RepeatParams, load_parameters
 from seqrec_pipeline.ranking import Ranking
 from seqrec_pipeline.ranking.repeat import (Mixture, RepeatInputs, RepeatScorer, fit_repeat_explore,
                                             fit_successors, mixture_ranking)
-from seqrec_pipeline.ranking.successors import (MISSING_MARGIN, Successors, product_of_experts, successor_candidates,
-                                                successor_table)
+from seqrec_pipeline.ranking.successors import (MISSING_MARGIN, Pooling, Successors, product_of_experts,
+                                                successor_candidates, successor_table)
 from seqrec_pipeline.splits import EventBuffer, eval_set, training_prefix
 
 DAY = 86400
@@ -131,7 +131,8 @@ def test_the_weight_is_chosen_on_the_validation_session():
     last = np.array([valid.histories[u][-1][0] for u in valid.sample_user])
     covered = np.isin(last * 100 + targets, table.source * 100 + table.item)
     assert covered.mean() > 0.9
-    weight, window = fit_successors(valid, blind, table, [0.0, 0.4, 0.8], [1, 2, 3], 0.7, n_behaviors=1)
+    pooling = fit_successors(valid, blind, table, [0.0, 0.4, 0.8], [1, 2, 3], 0.7, n_behaviors=1)
+    weight, window = pooling.weight, pooling.window
     # at 0.4 the blind model's first item still wins (0.6 * -1.0 + 0.4 * -1 > 0.6 * -2.2 + 0.4 * 0), at 0.8 not;
     # older items only add successors that are already past (the walk): the last item alone
     assert weight == [0.8] and window == 1
@@ -144,7 +145,7 @@ def test_the_weight_is_chosen_on_the_validation_session():
                                                                                  (n, 1)))
     wrong = successor_table(training_prefix(_walks(60, lambda i: (i + 7) % 59 + 1, seed=1), "last_session",
                                             users="all"), width=5)
-    assert fit_successors(valid, knows, wrong, [0.0, 0.4, 0.8], [1], 0.7, n_behaviors=1) == ([0.0], 1)
+    assert fit_successors(valid, knows, wrong, [0.0, 0.4, 0.8], [1], 0.7, n_behaviors=1) == Pooling([0.0], 1, 0.7)
 
 
 def test_the_window_is_chosen_on_the_validation_session():
@@ -162,7 +163,8 @@ def test_the_window_is_chosen_on_the_validation_session():
     table = successor_table(training_prefix(log, "last_session", users="all"), width=5)
     n = valid.n_samples
     blind = Ranking(np.tile(np.array([[60, 61, 62]]), (n, 1)), np.tile(np.array([[-1.0, -1.1, -1.2]]), (n, 1)))
-    weight, window = fit_successors(valid, blind, table, [0.0, 0.4, 0.8], [1, 2, 3], 0.7, n_behaviors=1)
+    pooling = fit_successors(valid, blind, table, [0.0, 0.4, 0.8], [1, 2, 3], 0.7, n_behaviors=1)
+    weight, window = pooling.weight, pooling.window
     assert weight == [0.8] and window == 2  # 3 reads nothing more (its successors are past): the smaller wins
     mixture = Mixture(RepeatScorer.uniform(1), [-50.0], [0.0], [1.0], successor_weight=weight, successor_width=5,
                       successor_window=window, successor_decay=0.7)

@@ -47,7 +47,7 @@ import scipy.sparse
 from seqrec_pipeline.splits import EvalSet
 
 from .core import Ranking, softmax_per_sample
-from .successors import Successors, pools_successors, product_of_experts, successor_candidates
+from .successors import Pooling, Successors, product_of_experts, successor_candidates
 
 SECONDS_PER_DAY = 86400.0
 
@@ -105,8 +105,13 @@ class Mixture:
                    float(values.get("successor_decay", 1.0)))
 
     @property
+    def pooling(self) -> Pooling:
+        """The explore side's successors settings."""
+        return Pooling(self.successor_weight, self.successor_window, self.successor_decay)
+
+    @property
     def uses_successors(self) -> bool:
-        return pools_successors(self.successor_weight)
+        return self.pooling.active
 
 
 @dataclass
@@ -467,27 +472,27 @@ def explore_candidates(data: EvalSet, base: Ranking) -> tuple[np.ndarray, np.nda
     return sample[keep], base.items[keep], base.scores[keep].astype(np.float64)
 
 
-def explore_side(data: EvalSet, base: Ranking, successor_weight: list[float] | None,
-                 successors: Successors | None, window: int = 1,
-                 decay: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def explore_side(data: EvalSet, base: Ranking, pooling: Pooling,
+                 successors: Successors | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The explore side's (sample, item, score) triplets: the base ranking's candidates outside the history,
-    pooled with the successors of the ``window`` newest history items where ``successor_weight`` (per behavior)
-    is above 0."""
+    pooled with the successors of the ``pooling.window`` newest history items where ``pooling.weight`` (per
+    behavior) is above 0."""
     model = explore_candidates(data, base)
-    if not pools_successors(successor_weight):
+    if not pooling.active:
         return model
     if successors is None:
         raise ValueError("this mixture pools the recent items' successors: pass their table (successor_table)")
-    weight = np.asarray(successor_weight, float)[data.sample_behavior]
-    return product_of_experts(model, successor_candidates(data, successors, window, decay), weight, data.n_samples)
+    weight = np.asarray(pooling.weight, float)[data.sample_behavior]
+    found = successor_candidates(data, successors, pooling.window, pooling.decay)
+    return product_of_experts(model, found, weight, data.n_samples)
 
 
 def fit_successors(valid: EvalSet, base: Ranking, successors: Successors, weights, windows, decay: float,
-                   n_behaviors: int, k: int = 10) -> tuple[list[float], int]:
+                   n_behaviors: int, k: int = 10) -> Pooling:
     """The successors expert's settings whose explore side alone ranks the validation session best (NDCG@k;
     history items are never candidates there, so only new targets count): per requested behavior the weight
     (from ``weights``), per head the window (from ``windows``: newest history items read, ``decay`` apart).
-    Ties keep the smaller weight and the smaller window."""
+    Ties keep the smaller weight and the smaller window; the decay is recorded whatever the window."""
     model = explore_candidates(valid, base)
     rows = [valid.sample_behavior == b for b in range(n_behaviors)]
     chosen = (-1.0, [0.0] * n_behaviors, 1)
@@ -504,7 +509,7 @@ def fit_successors(valid: EvalSet, base: Ranking, successors: Successors, weight
         total = sum(best[b][0] * rows[b].sum() for b in range(n_behaviors) if rows[b].any()) / valid.n_samples
         if total > chosen[0] + 1e-12:
             chosen = (total, [best[b][1] for b in range(n_behaviors)], window)
-    return chosen[1], chosen[2]
+    return Pooling(chosen[1], chosen[2], float(decay))
 
 
 def mixture_ranking(data: EvalSet, inputs: RepeatInputs, base: Ranking, mixture: Mixture, k: int,
@@ -523,8 +528,7 @@ def mixture_ranking(data: EvalSet, inputs: RepeatInputs, base: Ranking, mixture:
     features = features or inputs.features(scorer.day_decay, scorer.session_decay)
     p_rep, total = history_distribution(data, inputs, features, scorer, mixture.ranker, repeat_log_weight)
     return _combine(data, mixture, features, p_rep, total,
-                    explore_side(data, base, mixture.successor_weight, successors, mixture.successor_window,
-                                 mixture.successor_decay), k,
+                    explore_side(data, base, mixture.pooling, successors), k,
                     gate_offset=gate_offset, normalize_explore=normalize_explore)
 
 
@@ -588,28 +592,26 @@ def _combine(data: EvalSet, mixture: Mixture, features: RepeatFeatures, p_rep: n
 def fit_mixture(valid: EvalSet, base: Ranking, scorer: RepeatScorer, n_behaviors: int, *, gates, gate_slopes,
                 temperatures, k: int = 10, normalize_explore: bool = True,
                 ranker: RepeatRanker | None = None, inputs: RepeatInputs | None = None,
-                samples: np.ndarray | None = None, successor_weight: list[float] | None = None,
-                successors: Successors | None = None, successor_window: int = 1,
-                successor_decay: float = 1.0) -> Mixture:
+                samples: np.ndarray | None = None, pooling: Pooling = Pooling(),
+                successors: Successors | None = None) -> Mixture:
     """Choose, per requested behavior, the gate (``P(repeat)`` at unit repeat evidence), its slope and the
     explore temperature on the validation set, by NDCG@k of that behavior's samples (only ``samples``, a bool
     mask, choose if given: held-out comparisons; ``normalize_explore``: as :func:`mixture_ranking`;
-    ``successor_*`` / ``successors``: the explore side's successors expert, :func:`explore_side`)."""
+    ``pooling`` / ``successors``: the explore side's successors expert, :func:`explore_side`)."""
     inputs = inputs or RepeatInputs(valid, n_behaviors)
     features = inputs.features(scorer.day_decay, scorer.session_decay)
     logits = [np.inf if g >= 1 else float(np.log(g / (1 - g))) for g in gates]
     best = {b: (-1.0, np.inf, 0.0, 1.0) for b in range(n_behaviors)}
     # the history distribution and the explore candidates do not depend on the grid: computed once
     p_rep, total = history_distribution(valid, inputs, features, scorer, ranker, None)
-    explore = explore_side(valid, base, successor_weight, successors, successor_window, successor_decay)
-    pooling = dict(successor_weight=successor_weight, successor_window=successor_window,
-                   successor_decay=successor_decay)
+    explore = explore_side(valid, base, pooling, successors)
+    fields = dict(successor_weight=pooling.weight, successor_window=pooling.window, successor_decay=pooling.decay)
     chooses = np.ones(valid.n_samples, bool) if samples is None else samples
     for bias, slope, tau in itertools.product(logits, gate_slopes, temperatures):
         if np.isinf(bias) and (slope != gate_slopes[0] or tau != temperatures[0]):
             continue  # always-repeat-first: slope and temperature do not matter
         mixture = Mixture(scorer, [bias] * n_behaviors, [slope] * n_behaviors, [tau] * n_behaviors, ranker=ranker,
-                          **pooling)
+                          **fields)
         ndcg = _ndcg(_combine(valid, mixture, features, p_rep, total, explore, k,
                               normalize_explore=normalize_explore).items, valid.targets, k)
         for b in range(n_behaviors):
@@ -617,7 +619,7 @@ def fit_mixture(valid: EvalSet, base: Ranking, scorer: RepeatScorer, n_behaviors
             if rows.any() and ndcg[rows].mean() > best[b][0] + 1e-12:
                 best[b] = (float(ndcg[rows].mean()), bias, slope, tau)
     mixture = Mixture(scorer, [best[b][1] for b in range(n_behaviors)], [best[b][2] for b in range(n_behaviors)],
-                      [best[b][3] for b in range(n_behaviors)], ranker=ranker, **pooling)
+                      [best[b][3] for b in range(n_behaviors)], ranker=ranker, **fields)
     final = mixture_ranking(valid, inputs, base, mixture, k, features, successors=successors,
                             normalize_explore=normalize_explore)
     fitted = _ndcg(final.items, valid.targets, k).mean()
@@ -637,13 +639,13 @@ def fit_repeat_explore(valid: EvalSet, base: Ranking, n_behaviors: int, n_items:
                                   session_decays=grid.session_decays, weights=grid.behavior_weights, neighbors=0,
                                   neighbor_weights=[0.0], k=k, inputs=inputs)
     ranker = choose_repeat_ranker(valid, n_behaviors, scorer, grid, k, inputs=inputs, item_prior=item_prior)
-    weight, window = None, 1
+    pooling = Pooling(decay=grid.successor_decay)
     if successors is not None and any(w > 0 for w in grid.successor_weights):
-        weight, window = fit_successors(valid, base, successors, grid.successor_weights, grid.successor_windows,
-                                        grid.successor_decay, n_behaviors, k)
+        pooling = fit_successors(valid, base, successors, grid.successor_weights, grid.successor_windows,
+                                 grid.successor_decay, n_behaviors, k)
     mixture = fit_mixture(valid, base, scorer, n_behaviors, gates=grid.gates, gate_slopes=grid.gate_slopes,
-                          temperatures=grid.temperatures, k=k, ranker=ranker, inputs=inputs, successor_weight=weight,
-                          successors=successors, successor_window=window, successor_decay=grid.successor_decay)
+                          temperatures=grid.temperatures, k=k, ranker=ranker, inputs=inputs, pooling=pooling,
+                          successors=successors)
     if mixture.uses_successors:
         mixture.successor_width = grid.successors
     return mixture

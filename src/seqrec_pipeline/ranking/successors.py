@@ -60,9 +60,19 @@ class Successors:
                    frame["log_prob"].to_numpy().astype(np.float64))
 
 
-def pools_successors(weights: list[float] | None) -> bool:
-    """Whether per-behavior successor weights pool the successors for any behavior."""
-    return weights is not None and any(w > 0 for w in weights)
+@dataclass(frozen=True)
+class Pooling:
+    """How a mixture's explore side pools this expert: the weight per requested behavior (None: the model alone),
+    the newest history items read and the decay of their shares."""
+
+    weight: list[float] | None = None
+    window: int = 1
+    decay: float = 1.0
+
+    @property
+    def active(self) -> bool:
+        """Whether any behavior pools the successors."""
+        return self.weight is not None and any(w > 0 for w in self.weight)
 
 
 def successor_table(train: EventBuffer, width: int) -> Successors:
