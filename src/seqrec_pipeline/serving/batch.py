@@ -60,8 +60,9 @@ def recommend_users(recommender: Recommender, sequences: pl.DataFrame, users: pl
             chunk = selected.slice(start, step)
             data = latest_set(chunk, max_history or recommender.settings.max_history, wanted)
             items, scores = recommender.ranked_lists(recommender.rank(data, k, use_repeat))
-            parts.append(pl.DataFrame([chunk["user_id"].gather(data.sample_user).alias("user_id"),
-                                       pl.Series("behavior", names[data.sample_behavior], dtype=pl.Utf8), items, scores]))
+            behavior = pl.Series("behavior", names[data.sample_behavior], dtype=pl.Utf8)
+            parts.append(pl.DataFrame([chunk["user_id"].gather(data.sample_user).alias("user_id"), behavior, items,
+                                       scores]))
             bar.update(chunk.height)
     table = pl.concat(parts)
     repeat = recommender.mixture is not None and use_repeat
