@@ -22,11 +22,12 @@ def prepare_model(model: torch.nn.Module, device: str | None) -> torch.nn.Module
 
 def rank_generative(model, data: EvalSet, codes: np.ndarray, vocab: TokenVocab, behavior_levels: np.ndarray,
                     *, beam_size: int, top_k: int, batch_size: int = 16, renormalize: bool = False,
-                    temperature: float | None = None) -> Ranking:
+                    temperature: float | None = None, index: PrefixIndex | None = None) -> Ranking:
     """Constrained beam search for every sample: the top ``top_k`` items and their scores (summed
-    log-probabilities of the item's codes)."""
-    device = next(model.parameters()).device
-    index = PrefixIndex.build(codes, vocab.level_sizes, device=device)
+    log-probabilities of the item's codes).  ``index``: the trie of ``codes`` on the model's device, when the
+    caller ranks many times (default: built here)."""
+    if index is None:
+        index = PrefixIndex.build(codes, vocab.level_sizes, device=next(model.parameters()).device)
     prompts = build_prompts(data.histories, codes, vocab, behavior_levels, sessions=data.history_sessions)
     single = not vocab.use_behavior_token
     result = beam_search(

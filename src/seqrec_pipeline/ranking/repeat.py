@@ -640,7 +640,7 @@ def fit_repeat_explore(valid: EvalSet, base: Ranking, n_behaviors: int, n_items:
                                   neighbor_weights=[0.0], k=k, inputs=inputs)
     ranker = choose_repeat_ranker(valid, n_behaviors, scorer, grid, k, inputs=inputs, item_prior=item_prior)
     pooling = Pooling(decay=grid.successor_decay)
-    if successors is not None and any(w > 0 for w in grid.successor_weights):
+    if successors is not None and Pooling(grid.successor_weights).active:
         pooling = fit_successors(valid, base, successors, grid.successor_weights, grid.successor_windows,
                                  grid.successor_decay, n_behaviors, k)
     mixture = fit_mixture(valid, base, scorer, n_behaviors, gates=grid.gates, gate_slopes=grid.gate_slopes,

@@ -56,7 +56,7 @@ def recommend_users(recommender: Recommender, sequences: pl.DataFrame, users: pl
     step = chunk_users or max(selected.height, 1)
     parts = []
     with tqdm(total=selected.height, desc="recommend", unit="user", disable=selected.height <= step) as bar:
-        for start in range(0, max(selected.height, 1), step):
+        for start in range(0, max(selected.height, 1), step):  # no user: one empty chunk, the table's columns
             chunk = selected.slice(start, step)
             data = latest_set(chunk, max_history or recommender.settings.max_history, wanted)
             items, scores = recommender.ranked_lists(recommender.rank(data, k, use_repeat))

@@ -24,6 +24,7 @@ import polars as pl
 import pyarrow as pa
 import torch
 
+from seqrec_pipeline.decoding import PrefixIndex
 from seqrec_pipeline.errors import InputError
 from seqrec_pipeline.ranking import Ranking, rank_generative
 from seqrec_pipeline.ranking.generative import prepare_model
@@ -82,6 +83,8 @@ class Recommender:
         self.sid_table, self.sid_vocab, self.items, self.behaviors_table = sid_table, sid_vocab, items, behaviors
         self.codes = sid_table.sort("item_idx").drop("item_idx").to_numpy()
         self.vocab = TokenVocab.from_dict(sid_vocab)
+        # the catalog's trie, built once: every request and batch chunk decodes against it
+        self.index = PrefixIndex.build(self.codes, self.vocab.level_sizes, device=next(self.model.parameters()).device)
         self.behaviors = BehaviorTable.from_table(behaviors)
         self.item_ids = items.sort("item_idx")["item_id"].to_numpy().astype(str)
         self.repeat_head = repeat_head
@@ -115,7 +118,7 @@ class Recommender:
         s = self.settings
         base = rank_generative(self.model, data, self.codes, self.vocab, self.behaviors.levels,
                                beam_size=s.beam_size, top_k=s.beam_size, batch_size=s.batch_size,
-                               renormalize=s.renormalize, temperature=s.temperature)
+                               renormalize=s.renormalize, temperature=s.temperature, index=self.index)
         if self.mixture is None or not use_repeat:
             return Ranking(base.items[:, :k], base.scores[:, :k])
         return mixture_ranking(data, RepeatInputs(data, len(self.behaviors)), base, self.mixture, k,
