@@ -18,6 +18,7 @@ from torch.testing import assert_close
 from seqrec_pipeline.decoding import PrefixIndex, beam_search, build_prompts, exact_topk, score_catalog
 from seqrec_pipeline.errors import InputError
 from seqrec_pipeline.models.generative import build_model, load_model
+from seqrec_pipeline.models.generative.common import block_items, item_keys
 from seqrec_pipeline.models.generative.factory import ITEM_HEAD_AUTO_MAX_ITEMS, build_config
 from seqrec_pipeline.vocab import TokenVocab
 
@@ -249,7 +250,10 @@ def test_bad_arguments_are_rejected(vocab, codes):
 # ----------------------------------------------------------------------------------------------------------
 
 
-def head_model(name, vocab, **overrides):
+def head_model(name, vocab, codes=None, **overrides):
+    """A tiny model with the item head; with ``codes``, its rows are the history items' inputs too."""
+    if codes is not None:
+        return tiny_model(name, vocab, item_head=True, item_input=True, codes=codes, **overrides)
     return tiny_model(name, vocab, item_head=True, catalog_size=N_ITEMS, **overrides)
 
 
@@ -284,11 +288,13 @@ def test_the_loss_adds_the_weighted_item_cross_entropy(vocab):
     assert model(input_ids=ids, return_item_logits=True, **meta).item_logits.shape == (1, N_ITEMS)
 
 
+@pytest.mark.parametrize("item_input", [False, True])
 @pytest.mark.parametrize("name", ["gamer", "gamer_session", "qwen3_session"])
-def test_beam_search_ranks_by_codes_plus_weighted_item_log_probability(name, vocab, codes):
+def test_beam_search_ranks_by_codes_plus_weighted_item_log_probability(name, item_input, vocab, codes):
     """A beam wide enough to keep every item: the result is the exact code score plus w x the head's log-prob,
-    over the whole catalog, re-sorted."""
-    model = head_model(name, vocab, item_score_weight=0.7)
+    over the whole catalog, re-sorted (with item inputs too: the beam's prefill and steps, the exact scorer's
+    chunks and a plain forward see the same items)."""
+    model = head_model(name, vocab, codes if item_input else None, item_score_weight=0.7)
     prompts = build_prompts(random_histories([3, 1, 4], N_ITEMS, len(BEHAVIORS), 0), codes, vocab, LEVELS)
     index = PrefixIndex.build(codes, SIZES)
     beam = beam_search(model, prompts, index, beam_size=12, top_k=10, behavior_levels=LEVELS, behaviors=[2])
@@ -340,10 +346,14 @@ def test_an_auto_head_is_on_up_to_the_catalog_limit_and_other_values_are_refused
         build_config("gamer", vocab, catalog_size=5, item_head="maybe")
 
 
-def test_a_saved_model_keeps_its_head(vocab, codes, tmp_path):
-    model = head_model("gamer", vocab)
+@pytest.mark.parametrize("item_input", [False, True])
+def test_a_saved_model_keeps_its_head(item_input, vocab, codes, tmp_path):
+    model = head_model("gamer", vocab, codes if item_input else None)
     model.save_pretrained(tmp_path)
     loaded = load_model(tmp_path).eval()
+    if item_input:  # the catalog's keys travel with the weights
+        assert torch.equal(loaded.item_keys, model.item_keys) and torch.equal(loaded.item_order, model.item_order)
+        assert bool((loaded.item_keys >= 0).all())
     prompts = build_prompts(random_histories([3, 2], N_ITEMS, len(BEHAVIORS), 1), codes, vocab, LEVELS)
     index = PrefixIndex.build(codes, SIZES)
     first = beam_search(model, prompts, index, beam_size=12, behavior_levels=LEVELS)
@@ -351,3 +361,54 @@ def test_a_saved_model_keeps_its_head(vocab, codes, tmp_path):
     assert loaded.config.n_items == N_ITEMS and loaded.item_head is not None
     for b in first.by_behavior:
         assert torch.equal(first.by_behavior[b].items, again.by_behavior[b].items)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Item inputs: the head's rows added at each history item's last code
+# ----------------------------------------------------------------------------------------------------------
+
+
+def test_each_history_item_is_found_at_its_last_code_and_nowhere_else(vocab, codes):
+    histories = [np.array([[7, 0], [42, 3], [7, 1]]), np.array([[99, 2]])]
+    prompts = build_prompts(histories, codes, vocab, LEVELS)
+    keys = torch.sort(item_keys(torch.from_numpy(np.asarray(vocab.code_tokens(codes))), vocab.size))
+    found = block_items(prompts.input_ids, prompts.slot, *keys, len(SIZES), vocab.block_size - 1, vocab.size)
+    expected = torch.full_like(found, -1)  # blocks [behavior, c1, c2, c3], left-padded
+    expected[0, [3, 7, 11]] = torch.tensor([7, 42, 7])
+    expected[1, 11] = 99
+    assert torch.equal(found, expected)
+    # a code sequence that is no catalog item (the SID table's first item with its last code changed) is not found
+    unknown = prompts.input_ids.clone()
+    taken = {tuple(c) for c in codes.tolist()}
+    last = next(c for c in range(SIZES[-1]) if (*codes[7][:-1], c) not in taken)
+    unknown[0, 3] = int(vocab.code_tokens(np.array([[*codes[7][:-1], last]]))[0, -1])
+    assert int(block_items(unknown, prompts.slot, *keys, len(SIZES), vocab.block_size - 1, vocab.size)[0, 3]) == -1
+
+
+def test_item_inputs_add_the_heads_row_of_each_history_item(vocab, codes):
+    model = head_model("gamer", vocab, codes)
+    prompts = prompts_for(vocab, codes, [3, 1], seed=4)
+    items = block_items(prompts.input_ids, prompts.slot, model.item_keys, model.item_order, len(SIZES),
+                        vocab.block_size - 1, vocab.size)
+    extra = model.item_head.weight[items.clamp(min=0)] * (items >= 0)[..., None]
+    with torch.no_grad():
+        logits = model(**prompts.model_inputs()).logits
+        by_hand = model.lm_head(model.model(**prompts.model_inputs(), input_embeds_extra=extra).last_hidden_state)
+        plain = model.lm_head(model.model(**prompts.model_inputs()).last_hidden_state)
+    assert_close(logits, by_hand)
+    assert (logits - plain).abs().max() > 1e-3  # the items change the model's output
+
+
+def test_item_inputs_need_the_head_and_the_sid_table(vocab, codes):
+    with pytest.raises(ValueError, match="needs item_head"):
+        build_model("gamer", vocab, item_input=True)
+    with pytest.raises(ValueError, match="SID table"):
+        build_model("gamer", vocab, item_head=True, item_input=True, catalog_size=N_ITEMS)
+    with pytest.raises(ValueError, match="item_input must be true, false or auto, got 'yes'"):
+        build_config("gamer", vocab, catalog_size=5, item_head=True, item_input="yes")
+    assert build_config("gamer", vocab, catalog_size=5, item_head=True, item_input="auto").item_input is True
+    too_large = build_config("gamer", vocab, catalog_size=ITEM_HEAD_AUTO_MAX_ITEMS + 1, item_head="auto",
+                             item_input="auto")
+    assert too_large.item_head is False and too_large.item_input is False  # auto follows the head
+    with pytest.raises(ValueError, match=r"shape \[100, 3\]"):
+        head_model("gamer", vocab, codes).set_item_codes(torch.zeros(N_ITEMS, 2, dtype=torch.long))

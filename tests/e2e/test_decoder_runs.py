@@ -74,9 +74,12 @@ def test_smb_decoder_trains_evaluates_and_tracks(project):
     steps = project.mlflow("select count(*) from metrics where run_uuid = ? and key = 'train/loss'", run)[0][0]
     assert steps >= 2  # a curve, not a single point
     assert "epoch/valid/explore_ndcg_at_10" in metrics and "epoch/valid/loss" in metrics
-    # item_head: auto is recorded as what it resolved to (on for this small catalog)
+    # item_head / item_input: auto are recorded as what they resolved to (on for this small catalog); the model
+    # found its catalog's items (the keys travel with the weights)
     params = dict(project.mlflow("select key, value from params where run_uuid = ?", run))
     assert model.config.item_head is True and params["model.item_head"] == "True"
+    assert model.config.item_input is True and params["model.item_input"] == "True"
+    assert bool((model.item_keys >= 0).all()) and len(model.item_keys.unique()) == model.config.n_items
     assert {"train/lr", "train/samples_per_s", "train/tokens_per_s"} <= set(metrics)
     assert {"test/repeat/merged/ndcg_at_10", "test/explore/merged/ndcg_at_10", "test/history_share/merged",
             "test_repeat/merged/ndcg_at_10"} <= set(metrics)

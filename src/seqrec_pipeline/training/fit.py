@@ -162,7 +162,7 @@ def _train(sequences, behaviors, codes, vocab, settings: TrainingSettings, outpu
             if callback is not None:
                 callback(record.get("step", record.get("epoch")), record["metrics"])
         return result, result.get("n_train_samples"), result.get("n_valid_samples"), launch
-    model = build_model(spec.name, vocab, spec.preset, catalog_size=len(codes), **spec.overrides)
+    model = build_model(spec.name, vocab, spec.preset, codes=codes, **spec.overrides)
     train_set, valid_set = model_datasets(model, sequences, behaviors, codes, vocab, samples)
     metric_fn = validation_ndcg(sequences, codes, vocab, table.levels, **metric_kwargs) if select_ndcg else None
     result = train(model, train_set, valid_set, config, on_log=on_log, on_epoch=on_epoch, validation_metric=metric_fn)

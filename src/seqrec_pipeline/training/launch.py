@@ -90,12 +90,12 @@ def load_job_data(job: dict[str, Any]) -> JobContext:
     )
 
 
-def build_job_model(spec: dict[str, Any], vocab: TokenVocab, catalog_size: int) -> torch.nn.Module:
+def build_job_model(spec: dict[str, Any], vocab: TokenVocab, codes: np.ndarray) -> torch.nn.Module:
     from seqrec_pipeline.models.generative import build_model, load_model
 
     if "path" in spec:
         return load_model(spec["path"])
-    return build_model(spec["name"], vocab, spec.get("preset", "cpu-small"), catalog_size=catalog_size,
+    return build_model(spec["name"], vocab, spec.get("preset", "cpu-small"), codes=codes,
                        **spec.get("overrides", {}))
 
 
@@ -114,7 +114,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     context = load_job_data(job)
     config = TrainConfig(**job["train"])
     seed_everything(config.seed)  # identical initial weights on every rank
-    model = build_job_model(context.model, context.vocab, len(context.codes))
+    model = build_job_model(context.model, context.vocab, context.codes)
     train_data, valid_data = model_datasets(model, context.sequences, context.behaviors, context.codes,
                                             context.vocab, context.samples)
     metric = None

@@ -60,6 +60,31 @@ def item_cross_entropy(head: torch.nn.Module, hidden: torch.Tensor, item_labels:
     return F.cross_entropy(head(hidden[:, :-1][rows]).float(), targets[rows])
 
 
+def item_keys(code_tokens: torch.Tensor, base: int) -> torch.Tensor:
+    """One int64 key per row of code token ids ``[..., L]``: the tokens as the digits of a number in ``base`` (the
+    vocabulary size), so that a block's tokens find their catalog item by one sorted search."""
+    n_codes = code_tokens.shape[-1]
+    if base**n_codes >= 2**63:
+        raise ValueError(f"{n_codes} code tokens of a {base}-token vocabulary do not fit an int64 key")
+    powers = base ** torch.arange(n_codes - 1, -1, -1, device=code_tokens.device)
+    return (code_tokens.long() * powers).sum(-1)
+
+
+def block_items(input_ids: torch.Tensor, slot: torch.Tensor, sorted_keys: torch.Tensor, order: torch.Tensor,
+                n_codes: int, last_slot: int, base: int) -> torch.Tensor:
+    """The catalog index of the item whose block ends at each position of ``input_ids`` ``[B, S]``, -1 elsewhere.
+
+    A position counts when its slot is ``last_slot`` and the ``n_codes`` tokens ending there are a catalog item's
+    codes (``sorted_keys, order``: ``torch.sort`` of :func:`item_keys` of the SID table's tokens).  So one forward
+    must hold an item's whole block: a training window or a history prefill does; a decoding step feeds the codes
+    of an unfinished item, never its last one."""
+    windows = F.pad(input_ids, (n_codes - 1, 0)).unfold(1, n_codes, 1)  # [B, S, L]: the tokens ending at each one
+    keys = item_keys(windows, base)
+    at = torch.searchsorted(sorted_keys, keys).clamp(max=len(sorted_keys) - 1)
+    found = (slot == last_slot) & (sorted_keys[at] == keys)
+    return torch.where(found, order[at], -1)
+
+
 @dataclass
 class RecLMOutput(CausalLMOutputWithPast):
     """A causal LM output with the item head's logits at the last position (``None`` without the head)."""

@@ -34,6 +34,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
 from huggingface_hub.errors import StrictDataclassClassValidationError, StrictDataclassFieldValidationError
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, PretrainedConfig, PreTrainedModel
 
@@ -203,6 +205,10 @@ def build_config(name: str, vocab: TokenVocab, preset: str = "cpu-small", *, cat
         raise InputError(f"item_head must be true, false or auto, got {fields['item_head']!r}")
     if fields.get("item_head") == "auto":
         fields["item_head"] = bool(catalog_size) and catalog_size <= ITEM_HEAD_AUTO_MAX_ITEMS
+    if fields.get("item_input", False) not in (True, False, "auto"):
+        raise InputError(f"item_input must be true, false or auto, got {fields['item_input']!r}")
+    if fields.get("item_input") == "auto":  # with the head, whose rows it reuses
+        fields["item_input"] = bool(fields.get("item_head"))
     if fields.get("item_head"):
         if not catalog_size:
             raise InputError(f"{name} with item_head needs the catalog size (build_model(..., catalog_size=n_items))")
@@ -223,14 +229,22 @@ def check_config(name: str, preset: str, overrides: dict[str, Any]) -> None:
 
 
 def build_model(name: str, vocab: TokenVocab, preset: str = "cpu-small", *, catalog_size: int | None = None,
-                **overrides: Any) -> PreTrainedModel:
-    """A freshly initialised model ``name`` (one of ``MODEL_NAMES``) for ``vocab`` (``catalog_size``: number of
-    items, read only by an item head).
+                codes: np.ndarray | None = None, **overrides: Any) -> PreTrainedModel:
+    """A freshly initialised model ``name`` (one of ``MODEL_NAMES``) for ``vocab``.  ``codes``: the SID table
+    ``[n_items, L]``, which an item head needs (its size; ``catalog_size`` alone does for a head without
+    ``item_input``) and ``item_input`` looks the history's items up in.
 
     Raises InputError (a ValueError) for an unknown name, preset or config field.
     """
+    if codes is not None:
+        catalog_size = len(codes)
     config = build_config(name, vocab, preset, catalog_size=catalog_size, **overrides)
-    return MODEL_CLASSES[name](config)
+    model = MODEL_CLASSES[name](config)
+    if getattr(config, "item_input", False):
+        if codes is None:
+            raise InputError(f"{name} with item_input needs the SID table (build_model(..., codes=codes))")
+        model.set_item_codes(torch.from_numpy(np.asarray(vocab.code_tokens(np.asarray(codes, dtype=np.int64)))))
+    return model
 
 
 def model_name_of(config: PretrainedConfig) -> str:

@@ -49,8 +49,10 @@ from transformers.models.qwen3.modeling_qwen3 import (
 from .common import (
     Dropout,
     RecLMOutput,
+    block_items,
     dropout,
     item_cross_entropy,
+    item_keys,
     position_ids_from_mask,
     tempered_cross_entropy,
 )
@@ -85,6 +87,9 @@ class GamerConfig(Qwen3Config):
     n_items: int = 0  # catalog size, set from the SID table when ``item_head`` is on
     item_loss_weight: float = 1.0
     item_score_weight: float = 1.0  # decoding: beam score + this x log p_head(item)
+    # The head's rows are the items' input embeddings too (tied, as SASRec's): each history item's row is added to
+    # the input of its block's last code, where the codes have named the item (docs/design.md#item-head).
+    item_input: bool = False
 
     # What ``None`` layer lists become: injection in the lower half, cross-level attention in the upper half
     # (gamer), or none (class attributes, not fields: each variant fixes its own).
@@ -113,6 +118,8 @@ class GamerConfig(Qwen3Config):
             raise ValueError("num_slots and num_behaviors must be >= 1")
         if self.ffn_experts not in FFN_EXPERTS:
             raise ValueError(f"ffn_experts must be one of {FFN_EXPERTS}, got {self.ffn_experts!r}")
+        if self.item_input and not self.item_head:
+            raise ValueError("item_input reuses the item head's rows: it needs item_head")
         if self.item_head and self.n_items < 1:
             raise ValueError("item_head needs n_items, the catalog size (build_model(..., catalog_size=len(codes)))")
 
@@ -444,6 +451,7 @@ class GamerModel(GamerPreTrainedModel):
         cache: GamerCache | None = None,
         use_cache: bool | None = None,
         session: torch.LongTensor | None = None,
+        input_embeds_extra: torch.Tensor | None = None,
     ) -> BaseModelOutputWithPast:
         if slot is None or behavior is None or level is None:
             name = self.config.model_type
@@ -483,6 +491,8 @@ class GamerModel(GamerPreTrainedModel):
         injection = injection_index(slot, behavior, new_valid, self.config.use_behavior_token)
 
         hidden_states = self.embed_tokens(input_ids)
+        if input_embeds_extra is not None:
+            hidden_states = hidden_states + input_embeds_extra
         position_embeddings = self.rotary_emb(hidden_states, position_ids)
         for layer in self.layers:
             hidden_states = layer(
@@ -506,7 +516,30 @@ class GamerForCausalLM(GamerPreTrainedModel):
         self.model = GamerModel(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.item_head = nn.Linear(config.hidden_size, config.n_items, bias=False) if config.item_head else None
+        if config.item_input:  # the catalog's code tokens as sorted keys (common.item_keys), set by set_item_codes
+            self.register_buffer("item_keys", torch.full((config.n_items,), -1, dtype=torch.long))
+            self.register_buffer("item_order", torch.arange(config.n_items))
         self.post_init()
+
+    def set_item_codes(self, code_tokens: torch.Tensor) -> None:
+        """Give an ``item_input`` model its catalog: the code token ids ``[n_items, L]`` of every item, in the item
+        head's order (saved with the weights)."""
+        code_tokens = torch.as_tensor(code_tokens)
+        shape = (self.config.n_items, len(self.config.vocab["level_sizes"]))
+        if tuple(code_tokens.shape) != shape:
+            raise ValueError(f"code tokens must have shape {list(shape)}, got {list(code_tokens.shape)}")
+        keys, order = torch.sort(item_keys(code_tokens, self.config.vocab_size))
+        self.item_keys.copy_(keys)
+        self.item_order.copy_(order)
+
+    def _item_input(self, input_ids: torch.Tensor, slot: torch.Tensor | None) -> torch.Tensor | None:
+        if not self.config.item_input or slot is None:
+            return None
+        n_codes = len(self.config.vocab["level_sizes"])
+        items = block_items(input_ids, slot, self.item_keys, self.item_order, n_codes, self.config.num_slots - 1,
+                            self.config.vocab_size)
+        found = items >= 0
+        return self.item_head.weight[items.clamp(min=0)] * found[..., None].to(self.item_head.weight.dtype)
 
     def forward(
         self,
@@ -538,6 +571,7 @@ class GamerForCausalLM(GamerPreTrainedModel):
         """
         cache = cache if cache is not None else past_key_values
         outputs = self.model(
+            input_embeds_extra=self._item_input(input_ids, slot),
             input_ids=input_ids,
             slot=slot,
             behavior=behavior,

@@ -38,7 +38,8 @@ def train_decoder(sequences: pl.DataFrame, behaviors: pl.DataFrame, sid_table: p
     best.config.seqrec_protocol = settings.protocol
     if mlflow.active_run() is not None:
         mlflow.log_dict(best.config.to_dict(), "model/config.json")
-        resolved = {"model.item_head": best.config.item_head} if hasattr(best.config, "item_head") else {}  # not "auto"
+        resolved = {f"model.{key}": getattr(best.config, key)  # what "auto" resolved to
+                    for key in ("item_head", "item_input") if hasattr(best.config, key)}
         mlflow.log_params({"model.n_parameters": summary["n_parameters"], "model.best_epoch": summary["best_epoch"]}
                           | resolved)
     return best, summary
