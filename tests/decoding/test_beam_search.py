@@ -352,8 +352,9 @@ def test_a_saved_model_keeps_its_head(item_input, vocab, codes, tmp_path):
     model.save_pretrained(tmp_path)
     loaded = load_model(tmp_path).eval()
     if item_input:  # the catalog's keys travel with the weights
-        assert torch.equal(loaded.item_keys, model.item_keys) and torch.equal(loaded.item_order, model.item_order)
-        assert bool((loaded.item_keys >= 0).all())
+        assert torch.equal(loaded.catalog_keys, model.catalog_keys)
+        assert torch.equal(loaded.catalog_order, model.catalog_order)
+        assert bool((loaded.catalog_keys >= 0).all())
     prompts = build_prompts(random_histories([3, 2], N_ITEMS, len(BEHAVIORS), 1), codes, vocab, LEVELS)
     index = PrefixIndex.build(codes, SIZES)
     first = beam_search(model, prompts, index, beam_size=12, behavior_levels=LEVELS)
@@ -388,7 +389,7 @@ def test_each_history_item_is_found_at_its_last_code_and_nowhere_else(vocab, cod
 def test_item_inputs_add_the_heads_row_of_each_history_item(vocab, codes):
     model = head_model("gamer", vocab, codes)
     prompts = prompts_for(vocab, codes, [3, 1], seed=4)
-    items = block_items(prompts.input_ids, prompts.slot, model.item_keys, model.item_order, len(SIZES),
+    items = block_items(prompts.input_ids, prompts.slot, model.catalog_keys, model.catalog_order, len(SIZES),
                         vocab.block_size - 1, vocab.size)
     extra = model.item_head.weight[items.clamp(min=0)] * (items >= 0)[..., None]
     with torch.no_grad():

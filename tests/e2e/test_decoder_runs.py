@@ -79,7 +79,7 @@ def test_smb_decoder_trains_evaluates_and_tracks(project):
     params = dict(project.mlflow("select key, value from params where run_uuid = ?", run))
     assert model.config.item_head is True and params["model.item_head"] == "True"
     assert model.config.item_input is True and params["model.item_input"] == "True"
-    assert bool((model.item_keys >= 0).all()) and len(model.item_keys.unique()) == model.config.n_items
+    assert bool((model.catalog_keys >= 0).all()) and len(model.catalog_keys.unique()) == model.config.n_items
     assert {"train/lr", "train/samples_per_s", "train/tokens_per_s"} <= set(metrics)
     assert {"test/repeat/merged/ndcg_at_10", "test/explore/merged/ndcg_at_10", "test/history_share/merged",
             "test_repeat/merged/ndcg_at_10"} <= set(metrics)

@@ -517,8 +517,8 @@ class GamerForCausalLM(GamerPreTrainedModel):
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.item_head = nn.Linear(config.hidden_size, config.n_items, bias=False) if config.item_head else None
         if config.item_input:  # the catalog's code tokens as sorted keys (common.item_keys), set by set_item_codes
-            self.register_buffer("item_keys", torch.full((config.n_items,), -1, dtype=torch.long))
-            self.register_buffer("item_order", torch.arange(config.n_items))
+            self.register_buffer("catalog_keys", torch.full((config.n_items,), -1, dtype=torch.long))
+            self.register_buffer("catalog_order", torch.arange(config.n_items))
         self.post_init()
 
     def set_item_codes(self, code_tokens: torch.Tensor) -> None:
@@ -529,14 +529,14 @@ class GamerForCausalLM(GamerPreTrainedModel):
         if tuple(code_tokens.shape) != shape:
             raise ValueError(f"code tokens must have shape {list(shape)}, got {list(code_tokens.shape)}")
         keys, order = torch.sort(item_keys(code_tokens, self.config.vocab_size))
-        self.item_keys.copy_(keys)
-        self.item_order.copy_(order)
+        self.catalog_keys.copy_(keys)
+        self.catalog_order.copy_(order)
 
     def _item_input(self, input_ids: torch.Tensor, slot: torch.Tensor | None) -> torch.Tensor | None:
         if not self.config.item_input or slot is None:
             return None
         n_codes = len(self.config.vocab["level_sizes"])
-        items = block_items(input_ids, slot, self.item_keys, self.item_order, n_codes, self.config.num_slots - 1,
+        items = block_items(input_ids, slot, self.catalog_keys, self.catalog_order, n_codes, self.config.num_slots - 1,
                             self.config.vocab_size)
         found = items >= 0
         return self.item_head.weight[items.clamp(min=0)] * found[..., None].to(self.item_head.weight.dtype)
