@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from huggingface_hub.errors import StrictDataclassClassValidationError, StrictDataclassFieldValidationError
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, PretrainedConfig, PreTrainedModel
 
@@ -243,7 +242,7 @@ def build_model(name: str, vocab: TokenVocab, preset: str = "cpu-small", *, cata
     if getattr(config, "item_input", False):
         if codes is None:
             raise InputError(f"{name} with item_input needs the SID table (build_model(..., codes=codes))")
-        model.set_item_codes(torch.from_numpy(np.asarray(vocab.code_tokens(np.asarray(codes, dtype=np.int64)))))
+        model.set_item_codes(vocab.code_tokens(np.asarray(codes, dtype=np.int64)))
     return model
 
 

@@ -521,11 +521,16 @@ class GamerForCausalLM(GamerPreTrainedModel):
             self.register_buffer("catalog_order", torch.arange(config.n_items))
         self.post_init()
 
-    def set_item_codes(self, code_tokens: torch.Tensor) -> None:
-        """Give an ``item_input`` model its catalog: the code token ids ``[n_items, L]`` of every item, in the item
-        head's order (saved with the weights)."""
+    @property
+    def n_codes(self) -> int:
+        """Code tokens per item (L)."""
+        return len(self.config.vocab["level_sizes"])
+
+    def set_item_codes(self, code_tokens) -> None:
+        """Give an ``item_input`` model its catalog: the code token ids ``[n_items, L]`` (a tensor or an array) of every
+        item, in the item head's order (saved with the weights)."""
         code_tokens = torch.as_tensor(code_tokens)
-        shape = (self.config.n_items, len(self.config.vocab["level_sizes"]))
+        shape = (self.config.n_items, self.n_codes)
         if tuple(code_tokens.shape) != shape:
             raise ValueError(f"code tokens must have shape {list(shape)}, got {list(code_tokens.shape)}")
         keys, order = torch.sort(item_keys(code_tokens, self.config.vocab_size))
@@ -535,9 +540,8 @@ class GamerForCausalLM(GamerPreTrainedModel):
     def _item_input(self, input_ids: torch.Tensor, slot: torch.Tensor | None) -> torch.Tensor | None:
         if not self.config.item_input or slot is None:
             return None
-        n_codes = len(self.config.vocab["level_sizes"])
-        items = block_items(input_ids, slot, self.catalog_keys, self.catalog_order, n_codes, self.config.num_slots - 1,
-                            self.config.vocab_size)
+        items = block_items(input_ids, slot, self.catalog_keys, self.catalog_order, self.n_codes,
+                            self.config.num_slots - 1, self.config.vocab_size)
         found = items >= 0
         return self.item_head.weight[items.clamp(min=0)] * found[..., None].to(self.item_head.weight.dtype)
 
