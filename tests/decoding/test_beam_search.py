@@ -19,7 +19,7 @@ from seqrec_pipeline.decoding import PrefixIndex, beam_search, build_prompts, ex
 from seqrec_pipeline.errors import InputError
 from seqrec_pipeline.models.generative import build_model, load_model
 from seqrec_pipeline.models.generative.common import block_items, item_keys
-from seqrec_pipeline.models.generative.factory import ITEM_HEAD_AUTO_MAX_ITEMS, build_config
+from seqrec_pipeline.models.generative.factory import build_config
 from seqrec_pipeline.vocab import TokenVocab
 
 from .helpers import BEHAVIORS, LEVELS, MODELS, random_catalogs, random_codes, random_histories, tiny_model
@@ -338,12 +338,19 @@ def test_the_head_needs_the_catalog_size_and_the_gamer_family(vocab):
 
 
 def test_an_auto_head_is_on_up_to_the_catalog_limit_and_other_values_are_refused(vocab):
-    assert build_config("gamer", vocab, catalog_size=ITEM_HEAD_AUTO_MAX_ITEMS, item_head="auto").item_head is True
-    too_large = build_config("gamer", vocab, catalog_size=ITEM_HEAD_AUTO_MAX_ITEMS + 1, item_head="auto")
+    auto = {"item_head": "auto", "item_head_max_items": 7}
+    assert build_config("gamer", vocab, catalog_size=7, **auto).item_head is True
+    too_large = build_config("gamer", vocab, catalog_size=8, **auto)
     assert too_large.item_head is False and too_large.n_items == 0
-    assert build_config("gamer", vocab, catalog_size=ITEM_HEAD_AUTO_MAX_ITEMS + 1, item_head=True).item_head is True
+    assert not hasattr(too_large, "item_head_max_items")  # a choice of the build, not a field of the model
+    assert build_config("gamer", vocab, catalog_size=8, item_head=True, item_head_max_items=7).item_head is True
     with pytest.raises(ValueError, match="item_head must be true, false or auto, got 'maybe'"):
         build_config("gamer", vocab, catalog_size=5, item_head="maybe")
+    for limit in (None, -1, "many", True):  # auto without a usable limit is refused, not guessed
+        with pytest.raises(ValueError, match=f"item_head: auto needs item_head_max_items.*got {limit!r}"):
+            build_config("gamer", vocab, catalog_size=5, item_head="auto", item_head_max_items=limit)
+    with pytest.raises(ValueError, match="unknown qwen3 config fields"):  # only the family with a head takes it
+        build_config("qwen3", vocab, item_head_max_items=7)
 
 
 @pytest.mark.parametrize("item_input", [False, True])
@@ -408,7 +415,7 @@ def test_item_inputs_need_the_head_and_the_sid_table(vocab, codes):
     with pytest.raises(ValueError, match="item_input must be true, false or auto, got 'yes'"):
         build_config("gamer", vocab, catalog_size=5, item_head=True, item_input="yes")
     assert build_config("gamer", vocab, catalog_size=5, item_head=True, item_input="auto").item_input is True
-    too_large = build_config("gamer", vocab, catalog_size=ITEM_HEAD_AUTO_MAX_ITEMS + 1, item_head="auto",
+    too_large = build_config("gamer", vocab, catalog_size=8, item_head="auto", item_head_max_items=7,
                              item_input="auto")
     assert too_large.item_head is False and too_large.item_input is False  # auto follows the head
     with pytest.raises(ValueError, match=r"shape \[100, 3\]"):

@@ -46,6 +46,10 @@ CASES = {
     "models.gamer.item_head=maybe": ("smb_decoder", "models.gamer.item_head=maybe",
                                      "invalid parameters: models.gamer: item_head must be true, false or auto, got "
                                      "'maybe'"),
+    "models.gamer.item_head_max_items=-1": ("smb_decoder", "models.gamer.item_head_max_items=-1",
+                                            "invalid parameters: models.gamer: item_head: auto needs "
+                                            "item_head_max_items, the largest catalog that gets the head (an integer "
+                                            ">= 0), got -1"),
     "models.gamer.hidden_size=abc": ("smb_decoder", "models.gamer.hidden_size=abc",
                                      "invalid parameters: models.gamer: invalid gamer config: Validation error for "
                                      "field 'hidden_size': TypeError: Field 'hidden_size' expected int, got str "

@@ -170,16 +170,12 @@ _COMMON_DEFAULTS: dict[str, dict[str, Any]] = {
 } | {name: {"use_cache": False, "tie_word_embeddings": True} for name in GAMER_FAMILY}
 
 
-# ``item_head: auto`` turns the head on up to this catalog size: its softmax is computed for every item of a
-# training batch (up to batch_size x max_history rows), which past ~100k items outgrows a laptop's memory.
-ITEM_HEAD_AUTO_MAX_ITEMS = 100_000
-
-
 def build_config(name: str, vocab: TokenVocab, preset: str = "cpu-small", *, catalog_size: int | None = None,
                  **overrides: Any) -> PretrainedConfig:
     """The config ``build_model`` would use (see the module docstring for presets and overrides); ``catalog_size``
     (the number of items) is needed when the overrides turn on the gamer family's ``item_head`` (``True``, or
-    ``"auto"``: on for catalogs of at most ``ITEM_HEAD_AUTO_MAX_ITEMS`` items)."""
+    ``"auto"``: on for catalogs of at most ``item_head_max_items`` items, an option of the build, not of the
+    model, which ``auto`` needs)."""
     if name not in MODEL_NAMES:
         raise InputError(f"unknown generative model {name!r}; valid: {', '.join(MODEL_NAMES)}")
     if preset not in PRESET_NAMES:
@@ -193,6 +189,8 @@ def build_config(name: str, vocab: TokenVocab, preset: str = "cpu-small", *, cat
     if variant:
         raise InputError(f"{variant} are fixed by the model name {name!r}; choose another model instead")
     known = {field.name for field in dataclasses.fields(config_class)} | {"rope_theta"}
+    if "item_head" in known:
+        known.add("item_head_max_items")
     unknown = sorted(set(overrides) - known)
     if unknown:
         close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
@@ -200,10 +198,14 @@ def build_config(name: str, vocab: TokenVocab, preset: str = "cpu-small", *, cat
         raise InputError(f"unknown {name} config fields {unknown}{hint}")
 
     fields = {**_COMMON_DEFAULTS[name], **PRESETS[name][preset], **overrides, **derived}
+    max_items = fields.pop("item_head_max_items", None)
     if fields.get("item_head", False) not in (True, False, "auto"):
         raise InputError(f"item_head must be true, false or auto, got {fields['item_head']!r}")
     if fields.get("item_head") == "auto":
-        fields["item_head"] = bool(catalog_size) and catalog_size <= ITEM_HEAD_AUTO_MAX_ITEMS
+        if isinstance(max_items, bool) or not isinstance(max_items, int) or max_items < 0:
+            raise InputError("item_head: auto needs item_head_max_items, the largest catalog that gets the head "
+                             f"(an integer >= 0), got {max_items!r}")
+        fields["item_head"] = bool(catalog_size) and catalog_size <= max_items
     if fields.get("item_input", False) not in (True, False, "auto"):
         raise InputError(f"item_input must be true, false or auto, got {fields['item_input']!r}")
     if fields.get("item_input") == "auto":  # with the head, whose rows it reuses
