@@ -117,6 +117,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--history", type=int, default=50), parser.add_argument("--beam", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=50), parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=DEFAULT_OUT)
+    parser.add_argument("--chunk-events", type=int, default=5_000_000,
+                        help="events per chunk of the co-occurrence counts (the project's embed.cf_chunk_events)")
     args = parser.parse_args(argv)
     torch.set_num_threads(max(torch.get_num_threads(), 1))
     run = stored(args) if args.project else synthetic(args)
@@ -125,7 +127,8 @@ def main(argv=None) -> dict:
         seq = seq.filter(pl.col("last_session_test") >= 0).head(args.users)
     rec = build_recommender(run["model"], seq, run["items"], run["behaviors"], run["sid_table"], run["sid_vocab"],
                             run["repeat_head"], protocol=protocol, max_history=args.history, beam_size=args.beam,
-                            batch_size=16, renormalize=False, temperature=None, session_gap_seconds=1800.0)
+                            batch_size=16, renormalize=False, temperature=None, session_gap_seconds=1800.0,
+                            chunk_events=args.chunk_events)
     eval_params = {"beam_size": args.beam, "topk": [1, 5, 10], "batch_size": 16, "renormalize": False,
                    "temperature": None, "device": None}
 

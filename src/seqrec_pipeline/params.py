@@ -183,6 +183,11 @@ class RepeatParams(Strict):
     successor_weights: list[float] = Field(min_length=1)
     successor_windows: list[int] = Field(min_length=1)
     successor_decay: float = Field(gt=0, le=1)
+    cooccurrence: int = Field(ge=1)
+    cooccurrence_items: int = Field(ge=1)
+    cooccurrence_decay: float = Field(gt=0, le=1)
+    cooccurrence_weights: list[float] = Field(min_length=1)
+    cooccurrence_scales: list[float] = Field(min_length=1)
     ranker_l2: float = Field(ge=0)
 
     @model_validator(mode="after")
@@ -194,11 +199,14 @@ class RepeatParams(Strict):
                   "gates": all(0 < v <= 1 for v in self.gates),
                   "temperatures": all(v > 0 for v in self.temperatures),
                   "successor_weights": all(0 <= v < 1 for v in self.successor_weights),
-                  "successor_windows": all(v >= 1 for v in self.successor_windows)}
+                  "successor_windows": all(v >= 1 for v in self.successor_windows),
+                  "cooccurrence_weights": all(0 <= v < 1 for v in self.cooccurrence_weights),
+                  "cooccurrence_scales": all(v > 0 for v in self.cooccurrence_scales)}
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ValueError(f"out of range: {bad} (decays and gates in (0, 1], weights >= 0, neighbor and "
-                             "successor weights in [0, 1), successor windows >= 1, temperatures > 0)")
+                             "successor and co-occurrence weights in [0, 1), successor windows >= 1, temperatures and "
+                             "co-occurrence scales > 0)")
         return self
 
 

@@ -52,13 +52,18 @@ def test_smb_decoder_trains_evaluates_and_tracks(project):
     head = json.loads(
         (project.path / "data/08_reporting/retail_ci/smb_decoder/gamer-cid+repeat/repeat_head.json").read_text())
     assert set(head) == {"scorer", "gate_bias", "gate_slope", "temperature", "validation", "ranker",
-                         "successor_weight", "successor_width", "successor_window", "successor_decay"}
+                         "successor_weight", "successor_width", "successor_window", "successor_decay",
+                         "cooccurrence"}
     assert head["ranker"] is None or len(head["ranker"]["weights"]) == 3  # one row per requested behavior
     # the recent items' successors: a weight per requested behavior from the grid, or none at all; the window from its grid
     weights = head["successor_weight"]
     assert weights is None or (len(weights) == 3 and all(0 <= w < 1 for w in weights))
     assert head["successor_width"] == (50 if weights and any(w > 0 for w in weights) else 0)
     assert head["successor_window"] in (1, 2, 3, 5) and head["successor_decay"] in (0.7, 1.0)
+    # the co-occurring items: none, or a weight per requested behavior and a scale from their grids
+    cooc = head["cooccurrence"]
+    assert cooc is None or (len(cooc["weight"]) == 3 and any(w > 0 for w in cooc["weight"])
+                            and cooc["scale"] in (0.25, 1.0) and 0 < cooc["width"] <= 50 and cooc["window"] == 3)
     parts = report["parts"]
     assert parts["repeat"]["n_samples"]["merged"] + parts["explore"]["n_samples"]["merged"] >= report["n_test"]
     assert 0.0 <= report["history_share"]["merged"] <= 1.0

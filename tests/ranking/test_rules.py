@@ -92,7 +92,7 @@ def test_item_neighbors_are_the_items_that_co_occur_with_the_last_ones():
     seq = _knn_log()
     test = eval_set(seq, "last_event", "test", max_history=10)
     train = training_prefix(seq, "last_event", users="all")
-    (ranked,) = item_neighbors(train, [test], 10, window=3, chunk_events=100, width=4)
+    (ranked,) = item_neighbors(train, [test], 10, window=3, chunk_events=100, width=4, last=3, decay=0.7)
     # user 3's last items 4 (no training event), 8 and 1: item 1 co-occurs with 2 in three users (first), with
     # 5, 6 and 7 two events apart; 3, 1 and 8 are its past and never explore candidates
     assert ranked.items[3, 0] == 2 and set(ranked.items[3, 1:].tolist()) == {5, 6, 7}
@@ -102,7 +102,8 @@ def test_item_neighbors_are_the_items_that_co_occur_with_the_last_ones():
     assert ranked.items[0].tolist()[:2] in ([6, 7], [7, 6]) and ranked.items[0].tolist()[2:] == [3, -1]
     assert 0 < ranked.scores[0, 2] < 1e-6 < ranked.scores[0, 1]
     assert not test.in_past(ranked.items).any()
-    (one_by_one,) = item_neighbors(train, [test], 10, window=3, chunk_events=100, width=4, block=1)
+    (one_by_one,) = item_neighbors(train, [test], 10, window=3, chunk_events=100, width=4, last=3, decay=0.7,
+                                   block=1)
     assert one_by_one.items.tolist() == ranked.items.tolist()
     np.testing.assert_array_equal(one_by_one.scores, ranked.scores)
 

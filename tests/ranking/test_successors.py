@@ -1,6 +1,9 @@
-"""The recent items' successors on the explore side (ranking/successors.py): the table by hand, the candidates
-outside the history (of the last item and of a window of recent items), the product of experts at its extremes,
-and the weight and the window chosen on the validation session."""
+"""The explore side's experts (ranking/successors.py).  The recent items' successors: the table by hand, the
+candidates outside the history (of the last item and of a window of recent items), the product of experts at its
+extremes, and the weight and the window chosen on the validation session.  The co-occurring items: the table, the
+candidates' summed PPMI by hand, the weight chosen on the validation session, the head's JSON."""
+
+from dataclasses import asdict, replace
 
 import numpy as np
 import polars as pl
@@ -8,9 +11,10 @@ import pytest
 
 from seqrec_pipeline.params import RepeatParams, load_parameters
 from seqrec_pipeline.ranking import Ranking
-from seqrec_pipeline.ranking.repeat import (Mixture, RepeatInputs, RepeatScorer, fit_repeat_explore,
-                                            fit_successors, mixture_ranking)
-from seqrec_pipeline.ranking.successors import (MISSING_MARGIN, Pooling, Successors, product_of_experts,
+from seqrec_pipeline.ranking.repeat import (Mixture, RepeatInputs, RepeatScorer, explore_side, fit_cooccurrence,
+                                            fit_repeat_explore, fit_successors, mixture_ranking)
+from seqrec_pipeline.ranking.successors import (MISSING_MARGIN, CooccurrencePooling, Neighbors, Pooling, Successors,
+                                                cooccurrence_candidates, cooccurrence_table, product_of_experts,
                                                 successor_candidates, successor_table)
 from seqrec_pipeline.splits import EventBuffer, eval_set, training_prefix
 
@@ -207,3 +211,88 @@ def test_successor_weights_outside_0_to_1_and_empty_windows_are_refused():
         RepeatParams(**(grid | {"successor_weights": [0.0, 1.0]}))
     with pytest.raises(ValueError, match=r"out of range: \['successor_windows'\]"):
         RepeatParams(**(grid | {"successor_windows": [0, 2]}))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The co-occurrence expert: the items of highest PPMI with the newest history items
+# ----------------------------------------------------------------------------------------------------------
+
+
+def test_the_cooccurrence_table_keeps_each_items_highest_ppmi():
+    # 1 and 2 always come together, 3 follows 2 once and 4 sits at the far end of a long walk
+    train = _buffer([1, 2, 3], [1, 2, 9, 8], [2, 1, 7], [5, 6, 4, 7])
+    table = cooccurrence_table(train, width=2, window=1, chunk_events=100)
+    assert table.window == 1 and table.width == 2
+    rows = {}
+    for source, item, ppmi in zip(table.source.tolist(), table.item.tolist(), table.ppmi.tolist()):
+        rows.setdefault(source, []).append((item, ppmi))
+    assert rows[1][0][0] == 2 and rows[2][0][0] == 1  # each other's best neighbor
+    assert all(len(r) <= 2 and [p for _, p in r] == sorted((p for _, p in r), reverse=True) for r in rows.values())
+    assert 4 not in [i for i, _ in rows[1]] and (table.ppmi > 0).all()
+    again = Neighbors.from_frame(table.to_frame().sample(fraction=1.0, shuffle=True, seed=1))
+    assert again.source.tolist() == table.source.tolist() and again.item.tolist() == table.item.tolist()
+
+
+def test_cooccurrence_candidates_add_up_the_newest_items_ppmi_outside_the_past():
+    log = _log([([5, 1, 9, 7, 8], 3, 4), ([2, 3, 4, 8, 6], 3, 4)])
+    valid = eval_set(log, "last_session", "valid", max_history=50)
+    # 9 ~ 6 (2.0), 2 (1.0), 5 (0.5); 1 ~ 3 (4.0), 6 (1.0); 4 ~ 3 (1.0)
+    table = Neighbors(np.array([1, 1, 4, 9, 9, 9]), np.array([3, 6, 3, 6, 2, 5]), np.array([4.0, 1.0, 1.0, 2.0, 1.0,
+                                                                                         0.5]))
+    sample, item, logp = cooccurrence_candidates(valid, table, CooccurrencePooling([0.5], scale=1.0, items=2,
+                                                                                   decay=0.5))
+    got = {(s, i): v for s, i, v in zip(sample.tolist(), item.tolist(), logp.tolist())}
+    # user 0 (history 5 1 9): 6 = 2.0 + 0.5 * 1.0, 3 = 0.5 * 4.0, 2 = 1.0; 5 is past. user 1 (2 3 4): 3 is past
+    assert set(got) == {(0, 6), (0, 3), (0, 2)}
+    scores = np.array([2.5, 2.0, 1.0])
+    expected = scores - np.log(np.exp(scores).sum())
+    assert [got[(0, 6)], got[(0, 3)], got[(0, 2)]] == pytest.approx(expected.tolist())
+    # the newest item alone, at a quarter of the scale
+    sample, item, logp = cooccurrence_candidates(valid, table, CooccurrencePooling([0.5], scale=0.25, items=1))
+    scores = 0.25 * np.array([2.0, 1.0])
+    assert sample.tolist() == [0, 0] and item.tolist() == [2, 6]
+    assert logp.tolist() == pytest.approx((scores[::-1] - np.log(np.exp(scores).sum())).tolist())
+    assert cooccurrence_candidates(valid, Neighbors(*(np.zeros(0),) * 3), CooccurrencePooling([0.5]))[0].size == 0
+
+
+def test_the_cooccurrence_expert_is_chosen_on_the_validation_session_and_travels_in_the_head():
+    log = _walks(200, _next, seed=0)
+    valid = eval_set(log, "last_session", "valid", max_history=50)
+    train = training_prefix(log, "last_session", users="all")
+    grid = load_parameters().repeat.model_copy(update={"successor_weights": [0.0]})
+    neighbors = cooccurrence_table(train, grid.cooccurrence, window=3, chunk_events=1000)
+    n = valid.n_samples
+    targets = np.array([t[0] for t in valid.targets])
+    blind = Ranking(np.tile(np.array([[60, 61, 62]]), (n, 1)), np.tile(np.array([[-1.0, -1.1, -1.2]]), (n, 1)))
+    head = fit_repeat_explore(valid, blind, 1, 70, grid, neighbors=neighbors)
+    pooled = head.cooccurrence
+    assert not head.uses_successors and head.uses_cooccurrence and pooled.weight[0] > 0
+    assert (pooled.width, pooled.window) == (neighbors.width, 3) and pooled.scale in grid.cooccurrence_scales
+    # the walk's next item co-occurs with the three newest items, the one after it with two of them
+    ranked = mixture_ranking(valid, RepeatInputs(valid, 1), blind, head, k=3, neighbors=neighbors)
+    assert (ranked.items[:, 0] == targets).mean() > 0.9
+    again = Mixture.from_dict(head.to_dict())
+    assert again.cooccurrence == pooled
+    with pytest.raises(ValueError, match="co-occurring items"):
+        mixture_ranking(valid, RepeatInputs(valid, 1), blind, again, k=3)
+    # a head saved without the expert reads back without it
+    assert Mixture.from_dict({k: v for k, v in head.to_dict().items() if k != "cooccurrence"}).cooccurrence is None
+    # weight 0 leaves the explore side exactly the model's
+    off = Mixture.from_dict(head.to_dict() | {"cooccurrence": asdict(replace(pooled, weight=[0.0]))})
+    assert not off.uses_cooccurrence
+    assert explore_side(valid, blind, off.pooling, None, off.cooccurrence, neighbors)[1].tolist() == \
+        explore_side(valid, blind, off.pooling, None)[1].tolist()
+    # a model that is right, against co-occurrences that point elsewhere: the model alone
+    knows = Ranking(np.stack([targets, np.full(n, 61), np.full(n, 62)], 1), np.tile(np.array([[-1.0, -2.0, -3.0]]),
+                                                                                 (n, 1)))
+    wrong = cooccurrence_table(training_prefix(_walks(60, lambda i: (i + 7) % 59 + 1, seed=1), "last_session",
+                                               users="all"), grid.cooccurrence, window=3, chunk_events=1000)
+    assert fit_cooccurrence(valid, knows, Pooling(), None, wrong, grid, n_behaviors=1) is None
+
+
+def test_cooccurrence_weights_outside_0_to_1_and_scales_not_above_0_are_refused():
+    grid = load_parameters().repeat.model_dump()
+    with pytest.raises(ValueError, match=r"out of range: \['cooccurrence_weights'\]"):
+        RepeatParams(**(grid | {"cooccurrence_weights": [0.0, 1.0]}))
+    with pytest.raises(ValueError, match=r"out of range: \['cooccurrence_scales'\]"):
+        RepeatParams(**(grid | {"cooccurrence_scales": [0.0]}))

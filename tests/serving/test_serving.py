@@ -11,7 +11,7 @@ from seqrec_pipeline.errors import InputError
 from seqrec_pipeline.ranking.repeat import Mixture, RepeatScorer
 from seqrec_pipeline.serving import Recommender, build_recommender, recommend_users
 from seqrec_pipeline.serving.requests import RequestError, answer
-from seqrec_pipeline.ranking.successors import successor_table
+from seqrec_pipeline.ranking.successors import CooccurrencePooling, cooccurrence_table, successor_table
 from seqrec_pipeline.splits import events_before, latest_set
 from seqrec_pipeline.vocab import TokenVocab
 from tests.decoding.helpers import random_codes, tiny_model
@@ -48,11 +48,12 @@ def setup():
     behaviors = pl.DataFrame({"behavior_idx": [0, 1, 2], "behavior": list(NAMES), "level": [0, 1, 2]})
     head = Mixture(RepeatScorer([[1.0, 2.0, 4.0]] * 3, day_decay=0.9, session_decay=0.8), [0.0, -1.0, 1.0],
                    [0.5, 0.5, 0.0], [1.0, 2.0, 0.5], successor_weight=[0.5, 0.0, 0.3], successor_width=5,
-                   successor_window=2, successor_decay=0.7).to_dict()
+                   successor_window=2, successor_decay=0.7,
+                   cooccurrence=CooccurrencePooling([0.4, 0.2, 0.0], 0.5, 3, 0.7, width=5, window=2)).to_dict()
     sequences = _sequences()
     rec = build_recommender(tiny_model("gamer", vocab), sequences, items, behaviors, sid, vocab.to_dict(), head,
                             protocol="last_session", max_history=5, beam_size=8, batch_size=4, renormalize=False,
-                            temperature=None, session_gap_seconds=GAP)
+                            temperature=None, session_gap_seconds=GAP, chunk_events=1000)
     return rec, sequences, users
 
 
@@ -119,9 +120,14 @@ def test_a_saved_recommender_answers_the_same(setup, tmp_path):
     assert table.height and table.equals(expected)
     tested = sequences.filter(pl.col("last_session_test") >= 0).row(0, named=True)["item"]
     assert {"source": tested[-2], "item": tested[-1]} in table.select("source", "item").to_dicts()  # the test window
-    del paths["successors"]
-    with pytest.raises(InputError, match="successors.parquet is missing: package the model again"):
-        Recommender.load(paths)
+    # and the co-occurring items', with the window the head was fitted with
+    neighbors = pl.read_parquet(paths["cooccurrence"])
+    expected = cooccurrence_table(events_before(sequences, "last_session", None), 5, window=2,
+                                  chunk_events=1000).to_frame()
+    assert neighbors.height and neighbors.equals(expected)
+    for name in ("successors", "cooccurrence"):
+        with pytest.raises(InputError, match=f"{name}.parquet is missing: package the model again"):
+            Recommender.load({key: path for key, path in paths.items() if key != name})
 
 
 def test_unknown_items_are_skipped_and_empty_histories_fall_back(setup):
@@ -187,7 +193,7 @@ def test_a_recommender_with_an_item_head_ranks_with_it_and_saves_it(setup, tmp_p
     torch.nn.init.normal_(model.item_head.weight, std=2.0)  # a head strong enough to reorder the beam
     head_rec = build_recommender(model, sequences, rec.items, rec.behaviors_table, sid, vocab.to_dict(), None,
                                  protocol="last_session", max_history=5, beam_size=8, batch_size=4,
-                                 renormalize=False, temperature=None, session_gap_seconds=GAP)
+                                 renormalize=False, temperature=None, session_gap_seconds=GAP, chunk_events=1000)
     requests = [_request(sequences, r, k=5) for r in range(N_USERS)]
     with_head = answer(head_rec, requests)
     model.config.item_score_weight = 0.0

@@ -27,7 +27,8 @@ optionally blended (weight ``neighbor_weight``) with the mean normalized score v
   scores, softmax with temperature ``tau``), e.g. the constrained beam search of a generative model or the
   full-catalog softmax of a discriminative one; where it ranks the validation session better, pooled per
   requested behavior with the most frequent successors of the user's newest history items (``successors.py``,
-  weight ``successor_weight``, items read ``successor_window``);
+  weight ``successor_weight``, items read ``successor_window``) and then, where that ranks it better still, with
+  the items that co-occur with them (PPMI, as the ``item_knn`` rule: ``cooccurrence``);
 - ``P(repeat | q) = sigmoid(gate_bias[b] + gate_slope[b] * log(total repeat score))``: per requested behavior,
   and higher when the user's repeat evidence is strong (many, recent, high-intent events).
 
@@ -39,7 +40,7 @@ read.  Everything is vectorized over (sample, event) pairs: no per-user or per-b
 from __future__ import annotations
 
 import itertools
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import scipy.sparse
@@ -47,7 +48,8 @@ import scipy.sparse
 from seqrec_pipeline.splits import EvalSet
 
 from .core import Ranking, softmax_per_sample
-from .successors import Pooling, Successors, product_of_experts, successor_candidates
+from .successors import (CooccurrencePooling, Neighbors, Pooling, Successors, cooccurrence_candidates,
+                         product_of_experts, successor_candidates)
 
 SECONDS_PER_DAY = 86400.0
 
@@ -89,6 +91,7 @@ class Mixture:
     successor_width: int = 0  # successors kept per item in the table the weights were fitted with
     successor_window: int = 1  # newest history items whose successors are pooled ...
     successor_decay: float = 1.0  # ... the n-th newest weighted decay ** (n - 1)
+    cooccurrence: CooccurrencePooling | None = None  # the co-occurrence expert, pooled after the successors
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -102,7 +105,8 @@ class Mixture:
                    list(values["gate_slope"]), list(values["temperature"]), dict(values.get("validation", {})),
                    RepeatRanker(**ranker) if ranker else None, values.get("successor_weight"),
                    int(values.get("successor_width", 0)), int(values.get("successor_window", 1)),
-                   float(values.get("successor_decay", 1.0)))
+                   float(values.get("successor_decay", 1.0)),
+                   CooccurrencePooling(**values["cooccurrence"]) if values.get("cooccurrence") else None)
 
     @property
     def pooling(self) -> Pooling:
@@ -112,6 +116,10 @@ class Mixture:
     @property
     def uses_successors(self) -> bool:
         return self.pooling.active
+
+    @property
+    def uses_cooccurrence(self) -> bool:
+        return self.cooccurrence is not None and self.cooccurrence.active
 
 
 @dataclass
@@ -332,10 +340,14 @@ def repeat_side(mixture: Mixture) -> str:
 
 def explore_pooling(mixture: Mixture) -> str:
     """What the model's explore candidates are pooled with in a fitted mixture, for the logs."""
-    if not mixture.uses_successors:
-        return "the model alone"
-    items = "last item" if mixture.successor_window == 1 else f"{mixture.successor_window} newest items"
-    return f"the successors of the {items}, weight per behavior {mixture.successor_weight}"
+    parts = []
+    if mixture.uses_successors:
+        items = "last item" if mixture.successor_window == 1 else f"{mixture.successor_window} newest items"
+        parts.append(f"the successors of the {items}, weight per behavior {mixture.successor_weight}")
+    if mixture.uses_cooccurrence:
+        parts.append(f"the co-occurring items of the {mixture.cooccurrence.items} newest items, weight per behavior "
+                     f"{mixture.cooccurrence.weight}")
+    return "; ".join(parts) or "the model alone"
 
 
 def repeat_scores(features: RepeatFeatures, data: EvalSet, weights: np.ndarray) -> np.ndarray:
@@ -472,19 +484,32 @@ def explore_candidates(data: EvalSet, base: Ranking) -> tuple[np.ndarray, np.nda
     return sample[keep], base.items[keep], base.scores[keep].astype(np.float64)
 
 
-def explore_side(data: EvalSet, base: Ranking, pooling: Pooling,
-                 successors: Successors | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def explore_side(data: EvalSet, base: Ranking, pooling: Pooling, successors: Successors | None,
+                 cooccurrence: CooccurrencePooling | None = None,
+                 neighbors: Neighbors | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The explore side's (sample, item, score) triplets: the base ranking's candidates outside the history,
     pooled with the successors of the ``pooling.window`` newest history items where ``pooling.weight`` (per
-    behavior) is above 0."""
-    model = explore_candidates(data, base)
-    if not pooling.active:
-        return model
-    if successors is None:
-        raise ValueError("this mixture pools the recent items' successors: pass their table (successor_table)")
-    weight = np.asarray(pooling.weight, float)[data.sample_behavior]
-    found = successor_candidates(data, successors, pooling.window, pooling.decay)
-    return product_of_experts(model, found, weight, data.n_samples)
+    behavior) is above 0, then with the co-occurring items (``neighbors``) where ``cooccurrence.weight`` is."""
+    out = explore_candidates(data, base)
+    if pooling.active:
+        if successors is None:
+            raise ValueError("this mixture pools the recent items' successors: pass their table (successor_table)")
+        weight = np.asarray(pooling.weight, float)[data.sample_behavior]
+        out = product_of_experts(out, successor_candidates(data, successors, pooling.window, pooling.decay), weight,
+                                 data.n_samples)
+    if cooccurrence is not None and cooccurrence.active:
+        if neighbors is None:
+            raise ValueError("this mixture pools the co-occurring items: pass their table (cooccurrence_table)")
+        weight = np.asarray(cooccurrence.weight, float)[data.sample_behavior]
+        out = product_of_experts(out, cooccurrence_candidates(data, neighbors, cooccurrence), weight, data.n_samples)
+    return out
+
+
+def _explore_ndcg(data: EvalSet, triplets: tuple[np.ndarray, np.ndarray, np.ndarray], k: int) -> np.ndarray:
+    """Per sample, NDCG@k of an explore side's candidates alone (history items are never among them)."""
+    sample, item, score = triplets
+    p = softmax_per_sample(sample, score, data.n_samples) if len(sample) else score
+    return _ndcg(top_items(sample, item, p, np.zeros(len(sample), np.int64), data.n_samples, k)[0], data.targets, k)
 
 
 def fit_successors(valid: EvalSet, base: Ranking, successors: Successors, weights, windows, decay: float,
@@ -500,10 +525,8 @@ def fit_successors(valid: EvalSet, base: Ranking, successors: Successors, weight
         found = successor_candidates(valid, successors, window, decay)
         best = [(-1.0, 0.0)] * n_behaviors
         for w in sorted(set(float(v) for v in weights) | {0.0}):
-            sample, item, score = product_of_experts(model, found, np.full(valid.n_samples, w), valid.n_samples)
-            p = softmax_per_sample(sample, score, valid.n_samples) if len(sample) else score
-            ndcg = _ndcg(top_items(sample, item, p, np.zeros(len(sample), np.int64), valid.n_samples, k)[0],
-                         valid.targets, k)
+            ndcg = _explore_ndcg(valid, product_of_experts(model, found, np.full(valid.n_samples, w),
+                                                           valid.n_samples), k)
             best = [(float(ndcg[r].mean()), w) if r.any() and ndcg[r].mean() > best[b][0] + 1e-12 else best[b]
                     for b, r in enumerate(rows)]
         total = sum(best[b][0] * rows[b].sum() for b in range(n_behaviors) if rows[b].any()) / valid.n_samples
@@ -512,12 +535,39 @@ def fit_successors(valid: EvalSet, base: Ranking, successors: Successors, weight
     return Pooling(chosen[1], chosen[2], float(decay))
 
 
+def fit_cooccurrence(valid: EvalSet, base: Ranking, pooling: Pooling, successors: Successors | None,
+                     neighbors: Neighbors, grid, n_behaviors: int, k: int = 10) -> CooccurrencePooling | None:
+    """The co-occurrence expert's settings whose explore side (pooled after the successors' ``pooling``) ranks the
+    validation session best, as :func:`fit_successors`: per requested behavior the weight (from
+    ``grid.cooccurrence_weights``), for all the scale of the summed PPMI (``grid.cooccurrence_scales``).  Ties keep
+    the smaller weight and scale; None where every behavior keeps weight 0."""
+    model = explore_side(valid, base, pooling, successors)
+    rows = [valid.sample_behavior == b for b in range(n_behaviors)]
+    chosen = (-1.0, None)
+    for scale in sorted(set(float(v) for v in grid.cooccurrence_scales)):
+        setting = CooccurrencePooling([0.0] * n_behaviors, scale, grid.cooccurrence_items, grid.cooccurrence_decay,
+                                      neighbors.width, neighbors.window)
+        found = cooccurrence_candidates(valid, neighbors, setting)
+        best = [(-1.0, 0.0)] * n_behaviors
+        for w in sorted(set(float(v) for v in grid.cooccurrence_weights) | {0.0}):
+            ndcg = _explore_ndcg(valid, product_of_experts(model, found, np.full(valid.n_samples, w),
+                                                           valid.n_samples), k)
+            best = [(float(ndcg[r].mean()), w) if r.any() and ndcg[r].mean() > best[b][0] + 1e-12 else best[b]
+                    for b, r in enumerate(rows)]
+        total = sum(best[b][0] * rows[b].sum() for b in range(n_behaviors) if rows[b].any()) / valid.n_samples
+        if total > chosen[0] + 1e-12:
+            chosen = (total, replace(setting, weight=[best[b][1] for b in range(n_behaviors)]))
+    return chosen[1] if chosen[1] is not None and chosen[1].active else None
+
+
 def mixture_ranking(data: EvalSet, inputs: RepeatInputs, base: Ranking, mixture: Mixture, k: int,
                     features: RepeatFeatures | None = None, *, successors: Successors | None = None,
+                    neighbors: Neighbors | None = None,
                     repeat_log_weight: np.ndarray | None = None, gate_offset: np.ndarray | None = None,
                     normalize_explore: bool = True) -> Ranking:
     """The mixture's top ``k`` items: scores are the mixture probabilities ``P(i | q)``.  ``successors``: the
-    table the mixture's ``successor_weight`` applies to (``successors.successor_table``), when it has one.
+    table the mixture's ``successor_weight`` applies to (``successors.successor_table``), when it has one;
+    ``neighbors``: the table its ``cooccurrence`` expert reads (``successors.cooccurrence_table``), when it has one.
 
     Optional extra evidence (``benchmarks/repeat_headroom.py`` measures it; the pipeline passes none):
     ``repeat_log_weight`` per (sample, history item) group of ``features`` multiplies each repeat score by its
@@ -528,7 +578,7 @@ def mixture_ranking(data: EvalSet, inputs: RepeatInputs, base: Ranking, mixture:
     features = features or inputs.features(scorer.day_decay, scorer.session_decay)
     p_rep, total = history_distribution(data, inputs, features, scorer, mixture.ranker, repeat_log_weight)
     return _combine(data, mixture, features, p_rep, total,
-                    explore_side(data, base, mixture.pooling, successors), k,
+                    explore_side(data, base, mixture.pooling, successors, mixture.cooccurrence, neighbors), k,
                     gate_offset=gate_offset, normalize_explore=normalize_explore)
 
 
@@ -593,19 +643,22 @@ def fit_mixture(valid: EvalSet, base: Ranking, scorer: RepeatScorer, n_behaviors
                 temperatures, k: int = 10, normalize_explore: bool = True,
                 ranker: RepeatRanker | None = None, inputs: RepeatInputs | None = None,
                 samples: np.ndarray | None = None, pooling: Pooling = Pooling(),
-                successors: Successors | None = None) -> Mixture:
+                successors: Successors | None = None, cooccurrence: CooccurrencePooling | None = None,
+                neighbors: Neighbors | None = None) -> Mixture:
     """Choose, per requested behavior, the gate (``P(repeat)`` at unit repeat evidence), its slope and the
     explore temperature on the validation set, by NDCG@k of that behavior's samples (only ``samples``, a bool
     mask, choose if given: held-out comparisons; ``normalize_explore``: as :func:`mixture_ranking`;
-    ``pooling`` / ``successors``: the explore side's successors expert, :func:`explore_side`)."""
+    ``pooling`` / ``successors``, ``cooccurrence`` / ``neighbors``: the explore side's experts,
+    :func:`explore_side`)."""
     inputs = inputs or RepeatInputs(valid, n_behaviors)
     features = inputs.features(scorer.day_decay, scorer.session_decay)
     logits = [np.inf if g >= 1 else float(np.log(g / (1 - g))) for g in gates]
     best = {b: (-1.0, np.inf, 0.0, 1.0) for b in range(n_behaviors)}
     # the history distribution and the explore candidates do not depend on the grid: computed once
     p_rep, total = history_distribution(valid, inputs, features, scorer, ranker, None)
-    explore = explore_side(valid, base, pooling, successors)
-    fields = dict(successor_weight=pooling.weight, successor_window=pooling.window, successor_decay=pooling.decay)
+    explore = explore_side(valid, base, pooling, successors, cooccurrence, neighbors)
+    fields = dict(successor_weight=pooling.weight, successor_window=pooling.window, successor_decay=pooling.decay,
+                  cooccurrence=cooccurrence)
     chooses = np.ones(valid.n_samples, bool) if samples is None else samples
     for bias, slope, tau in itertools.product(logits, gate_slopes, temperatures):
         if np.isinf(bias) and (slope != gate_slopes[0] or tau != temperatures[0]):
@@ -620,7 +673,7 @@ def fit_mixture(valid: EvalSet, base: Ranking, scorer: RepeatScorer, n_behaviors
                 best[b] = (float(ndcg[rows].mean()), bias, slope, tau)
     mixture = Mixture(scorer, [best[b][1] for b in range(n_behaviors)], [best[b][2] for b in range(n_behaviors)],
                       [best[b][3] for b in range(n_behaviors)], ranker=ranker, **fields)
-    final = mixture_ranking(valid, inputs, base, mixture, k, features, successors=successors,
+    final = mixture_ranking(valid, inputs, base, mixture, k, features, successors=successors, neighbors=neighbors,
                             normalize_explore=normalize_explore)
     fitted = _ndcg(final.items, valid.targets, k).mean()
     plain = _ndcg(base.items[:, :k], valid.targets, k).mean()
@@ -629,11 +682,13 @@ def fit_mixture(valid: EvalSet, base: Ranking, scorer: RepeatScorer, n_behaviors
 
 
 def fit_repeat_explore(valid: EvalSet, base: Ranking, n_behaviors: int, n_items: int, grid, k: int = 10,
-                       item_prior: np.ndarray | None = None, successors: Successors | None = None) -> Mixture:
+                       item_prior: np.ndarray | None = None, successors: Successors | None = None,
+                       neighbors: Neighbors | None = None) -> Mixture:
     """Every step on the validation set: the repeat scorer (without neighbors: the base model explores), the
     learned ranker where it is better (with ``item_prior``: :func:`item_log_share`), the successors' weight
-    on the explore side (with ``successors``: ``successors.successor_table``), then the gate and temperature over
-    ``base`` (``grid``: the ``repeat`` parameters)."""
+    on the explore side (with ``successors``: ``successors.successor_table``), the co-occurrence expert's (with
+    ``neighbors``: ``successors.cooccurrence_table``), then the gate and temperature over ``base`` (``grid``: the
+    ``repeat`` parameters)."""
     inputs = RepeatInputs(valid, n_behaviors)  # one set of (sample, past event) pairs for all three fits
     scorer, _ = fit_repeat_scorer(valid, n_behaviors, n_items, day_decays=grid.day_decays,
                                   session_decays=grid.session_decays, weights=grid.behavior_weights, neighbors=0,
@@ -643,9 +698,12 @@ def fit_repeat_explore(valid: EvalSet, base: Ranking, n_behaviors: int, n_items:
     if successors is not None and Pooling(grid.successor_weights).active:
         pooling = fit_successors(valid, base, successors, grid.successor_weights, grid.successor_windows,
                                  grid.successor_decay, n_behaviors, k)
+    cooccurrence = None
+    if neighbors is not None and any(w > 0 for w in grid.cooccurrence_weights):
+        cooccurrence = fit_cooccurrence(valid, base, pooling, successors, neighbors, grid, n_behaviors, k)
     mixture = fit_mixture(valid, base, scorer, n_behaviors, gates=grid.gates, gate_slopes=grid.gate_slopes,
                           temperatures=grid.temperatures, k=k, ranker=ranker, inputs=inputs, pooling=pooling,
-                          successors=successors)
+                          successors=successors, cooccurrence=cooccurrence, neighbors=neighbors)
     if mixture.uses_successors:
         mixture.successor_width = grid.successors
     return mixture

@@ -97,7 +97,7 @@ def _sparse_top_k(scores: scipy.sparse.csr_matrix, k: int) -> Ranking:
 
 
 def item_neighbors(train: EventBuffer, datasets: list[EvalSet], n_items: int, *, window: int, chunk_events: int,
-                   width: int, last: int = 3, decay: float = 0.7, block: int = 8192) -> list[Ranking]:
+                   width: int, last: int, decay: float, block: int = 8192) -> list[Ranking]:
     """``item_knn``'s explore candidates for each eval set: the ``width`` items outside the user's past with
     the highest ``sum_j decay ** (back_j - 1) * PPMI(j, i)`` over the user's ``last`` newest history items j
     (PPMI of items within ``window`` events of each other in the training events, the embed stage's matrix),
@@ -150,7 +150,8 @@ def item_knn_ranking(sequences: pl.DataFrame, valid: EvalSet, test: EvalSet, n_i
     :func:`item_neighbors`, every parameter fitted on ``valid``; the test ranking and the fitted mixture."""
     train = training_prefix(sequences, protocol, users="all")
     base_valid, base_test = item_neighbors(train, [valid, test], n_items, window=window, chunk_events=chunk_events,
-                                           width=grid.candidates)
+                                           width=grid.candidates, last=grid.cooccurrence_items,
+                                           decay=grid.cooccurrence_decay)
     mixture = fit_repeat_explore(valid, base_valid, n_behaviors, n_items, grid, k,
                                  item_prior=item_log_share(train.item, n_items),
                                  successors=successor_table(train, grid.successors))

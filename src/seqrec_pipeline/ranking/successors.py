@@ -29,6 +29,7 @@ from functools import cached_property
 import numpy as np
 import polars as pl
 
+from seqrec_pipeline.data.embeddings import ppmi_matrix
 from seqrec_pipeline.splits import EvalSet, EventBuffer
 
 from .core import log_softmax_per_sample
@@ -47,8 +48,7 @@ class Successors:
     @cached_property
     def width(self) -> int:
         """The most successors any source keeps."""
-        starts = np.flatnonzero(np.r_[True, self.source[1:] != self.source[:-1], True])
-        return int(np.diff(starts).max()) if len(self.source) else 0
+        return _longest_run(self.source)
 
     def to_frame(self) -> pl.DataFrame:
         return pl.DataFrame({"source": self.source, "item": self.item, "log_prob": self.log_prob})
@@ -75,6 +75,64 @@ class Pooling:
         return self.weight is not None and any(w > 0 for w in self.weight)
 
 
+@dataclass
+class Neighbors:
+    """Per source item (sorted), the items of highest PPMI with it and that PPMI (the co-occurrence expert)."""
+
+    source: np.ndarray  # int64 [E], non-decreasing
+    item: np.ndarray  # int64 [E]
+    ppmi: np.ndarray  # float64 [E], > 0
+    window: int = 0  # the co-occurrence window the table was counted with (0: not known, e.g. read from a file)
+
+    @cached_property
+    def width(self) -> int:
+        """The most neighbors any source keeps."""
+        return _longest_run(self.source)
+
+    def to_frame(self) -> pl.DataFrame:
+        return pl.DataFrame({"source": self.source, "item": self.item, "ppmi": self.ppmi})
+
+    @classmethod
+    def from_frame(cls, frame: pl.DataFrame) -> Neighbors:
+        frame = frame.sort("source", "ppmi", "item", descending=[False, True, False])
+        return cls(frame["source"].to_numpy().astype(np.int64), frame["item"].to_numpy().astype(np.int64),
+                   frame["ppmi"].to_numpy().astype(np.float64))
+
+
+@dataclass(frozen=True)
+class CooccurrencePooling:
+    """How a mixture's explore side pools the co-occurrence expert: the weight per requested behavior, the scale
+    of the summed PPMI, the newest history items read and the decay of their shares, and the table it was
+    fitted with (neighbors kept per item, co-occurrence window in events)."""
+
+    weight: list[float]
+    scale: float = 1.0
+    items: int = 3
+    decay: float = 0.7
+    width: int = 0
+    window: int = 3
+
+    @property
+    def active(self) -> bool:
+        return any(w > 0 for w in self.weight)
+
+
+def _longest_run(source: np.ndarray) -> int:
+    starts = np.flatnonzero(np.r_[True, source[1:] != source[:-1], True])
+    return int(np.diff(starts).max()) if len(source) else 0
+
+
+def _rows_of_newest(data: EvalSet, source: np.ndarray, width: int, back: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per sample, the table positions ``[n_samples, width]`` of its ``back``-th newest history item's entries
+    (0 = the newest) and which of them exist."""
+    ends, lengths = data.history_offsets[1:], data.history_lengths
+    newest = np.where(lengths > back, data.history_item[np.maximum(ends - 1 - back, 0)], -1)[data.sample_user]
+    lo = np.searchsorted(source, newest, side="left")
+    count = np.where(newest >= 0, np.searchsorted(source, newest, side="right"), lo) - lo
+    slot = np.arange(width)
+    return np.minimum(lo[:, None] + slot, len(source) - 1), slot < count[:, None]
+
+
 def successor_table(train: EventBuffer, width: int) -> Successors:
     """The ``width`` most frequent successors of every item in ``train`` (``splits.training_prefix``'s events;
     consecutive events of one user), ties by item index."""
@@ -96,19 +154,14 @@ def successor_candidates(data: EvalSet, table: Successors, window: int = 1,
     docstring) that are outside the user's past; at most the table's width per sample, the most likely first."""
     if not len(table.source):
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
-    width = table.width
-    ends, lengths = data.history_offsets[1:], data.history_lengths
+    width, lengths = table.width, data.history_lengths
     share = np.where(lengths[:, None] > np.arange(window), float(decay) ** np.arange(window), 0.0)
     with np.errstate(divide="ignore", invalid="ignore"):
         log_share = np.log(share / share.sum(1, keepdims=True))
-    slot = np.arange(width)
     items, log_prob = [], []
     for back in range(window):  # a handful of recent items, each step vectorized over the samples
-        newest = np.where(lengths > back, data.history_item[np.maximum(ends - 1 - back, 0)], -1)[data.sample_user]
-        lo = np.searchsorted(table.source, newest, side="left")
-        count = np.where(newest >= 0, np.searchsorted(table.source, newest, side="right"), lo) - lo
-        at = np.minimum(lo[:, None] + slot, len(table.source) - 1)
-        items.append(np.where(slot < count[:, None], table.item[at], -1))
+        at, found = _rows_of_newest(data, table.source, width, back)
+        items.append(np.where(found, table.item[at], -1))
         log_prob.append(table.log_prob[at] + log_share[data.sample_user, back][:, None])
     items, log_prob = np.concatenate(items, 1), np.concatenate(log_prob, 1)
     keep = (items >= 0) & ~data.in_past(items)
@@ -125,6 +178,42 @@ def successor_candidates(data: EvalSet, table: Successors, window: int = 1,
     sample, items, prob = sample[order], items[order], prob[order]
     top = np.arange(len(sample)) - np.searchsorted(sample, sample) < width
     return sample[top], items[top], np.log(prob[top])
+
+
+def cooccurrence_table(events: EventBuffer, width: int, *, window: int, chunk_events: int) -> Neighbors:
+    """The ``width`` items of highest PPMI with every item of ``events`` (items within ``window`` events of each
+    other, the embed stage's matrix; ``chunk_events``: its chunking), ties by item index."""
+    users = np.repeat(np.arange(events.n_sequences, dtype=np.int32), events.lengths)
+    n_items = int(events.item.max(initial=-1)) + 1
+    ppmi = ppmi_matrix(users, events.item.astype(np.int32), n_items, window, chunk_events, np.float32).tocsr()
+    row = np.repeat(np.arange(n_items, dtype=np.int64), np.diff(ppmi.indptr))
+    order = np.lexsort((ppmi.indices, -ppmi.data, row))
+    rank = np.arange(len(order)) - np.searchsorted(row[order], row[order])
+    keep = order[rank < width]
+    return Neighbors(row[keep], ppmi.indices[keep].astype(np.int64), ppmi.data[keep].astype(np.float64), window)
+
+
+def cooccurrence_candidates(data: EvalSet, table: Neighbors, pooling: CooccurrencePooling
+                            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(sample, item, log P_cooc) of the co-occurrence expert: ``s(i) = sum_n decay ** (n - 1) * PPMI(j_n, i)``
+    over the sample's ``pooling.items`` newest history items j_n and their table neighbors outside the user's
+    past (as the ``item_knn`` rule scores them), ``log P_cooc = log_softmax(scale * s)`` over those items."""
+    if not len(table.source):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+    items, scores = [], []
+    for back in range(pooling.items):
+        at, found = _rows_of_newest(data, table.source, table.width, back)
+        items.append(np.where(found, table.item[at], -1))
+        scores.append(float(pooling.decay) ** back * table.ppmi[at])
+    items, scores = np.concatenate(items, 1), np.concatenate(scores, 1)
+    keep = (items >= 0) & ~data.in_past(items)
+    sample = np.broadcast_to(np.arange(data.n_samples)[:, None], items.shape)[keep]
+    items, scores = items[keep], scores[keep]
+    span = np.int64(items.max(initial=0) + 1)
+    keys, inverse = np.unique(sample * span + items, return_inverse=True)
+    total = np.bincount(inverse, weights=scores)
+    sample = keys // span
+    return sample, keys % span, log_softmax_per_sample(sample, float(pooling.scale) * total, data.n_samples)
 
 
 def _per_sample_min(sample: np.ndarray, values: np.ndarray, n_samples: int) -> np.ndarray:

@@ -8,7 +8,8 @@ the evaluation's functions (``ranking.rank_generative``, ``ranking.repeat.mixtur
 On disk (``save`` / ``load``) it is a folder of plain files: ``model/`` (``config.json`` + ``model.safetensors``),
 ``sid_table.parquet``, ``sid_vocab.json``, ``items.parquet`` (item_idx, item_id), ``behaviors.parquet``,
 ``repeat_head.json`` (absent when the run fitted none), ``successors.parquet`` (every item's successors, counted
-on the whole log, when the head pools them), ``popular.json``, ``serving.json`` (decoding settings).
+on the whole log, when the head pools them), ``cooccurrence.parquet`` (every item's co-occurring items, likewise),
+``popular.json``, ``serving.json`` (decoding settings).
 Nothing in it is pickled or can execute code when loaded.
 """
 
@@ -29,13 +30,14 @@ from seqrec_pipeline.errors import InputError
 from seqrec_pipeline.ranking import Ranking, rank_generative
 from seqrec_pipeline.ranking.generative import prepare_model
 from seqrec_pipeline.ranking.repeat import Mixture, RepeatInputs, mixture_ranking
-from seqrec_pipeline.ranking.successors import Successors, successor_table
+from seqrec_pipeline.ranking.successors import Neighbors, Successors, cooccurrence_table, successor_table
 from seqrec_pipeline.splits import BehaviorTable, EvalSet, events_before, training_prefix
 from seqrec_pipeline.vocab import TokenVocab
 
 FILES = {"model": "model", "sid_table": "sid_table.parquet", "sid_vocab": "sid_vocab.json", "items": "items.parquet",
          "behaviors": "behaviors.parquet", "repeat_head": "repeat_head.json",
-         "successors": "successors.parquet", "popular": "popular.json", "settings": "serving.json"}
+         "successors": "successors.parquet", "cooccurrence": "cooccurrence.parquet", "popular": "popular.json",
+         "settings": "serving.json"}
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,7 @@ class Recommender:
 
     def __init__(self, model: torch.nn.Module, sid_table: pl.DataFrame, sid_vocab: dict, items: pl.DataFrame,
                  behaviors: pl.DataFrame, repeat_head: dict | None, popular: dict, settings: ServingSettings,
-                 successors: Successors | None = None):
+                 successors: Successors | None = None, neighbors: Neighbors | None = None):
         self.model = prepare_model(model, settings.device)
         self.sid_table, self.sid_vocab, self.items, self.behaviors_table = sid_table, sid_vocab, items, behaviors
         self.codes = sid_table.sort("item_idx").drop("item_idx").to_numpy()
@@ -93,7 +95,11 @@ class Recommender:
             raise InputError("this model's repeat head pools the recent items' successors, but successors.parquet is "
                              "missing: package the model again (kedro run --pipeline=smb_decoder "
                              "--nodes=smb_decoder.package_model)")
-        self.successors = successors
+        if self.mixture is not None and self.mixture.uses_cooccurrence and neighbors is None:
+            raise InputError("this model's repeat head pools the co-occurring items, but cooccurrence.parquet is "
+                             "missing: package the model again (kedro run --pipeline=smb_decoder "
+                             "--nodes=smb_decoder.package_model)")
+        self.successors, self.neighbors = successors, neighbors
         self.popular, self.settings = popular, settings
 
     # ------------------------------------------------------------------ ranking
@@ -122,7 +128,7 @@ class Recommender:
         if self.mixture is None or not use_repeat:
             return Ranking(base.items[:, :k], base.scores[:, :k])
         return mixture_ranking(data, RepeatInputs(data, len(self.behaviors)), base, self.mixture, k,
-                               successors=self.successors)
+                               successors=self.successors, neighbors=self.neighbors)
 
     def ranked_lists(self, ranking: Ranking) -> tuple[pl.Series, pl.Series]:
         """A ranking as list columns of raw item ids and float scores (empty slots dropped)."""
@@ -154,6 +160,10 @@ class Recommender:
             self.successors.to_frame().write_parquet(paths["successors"])
         else:
             del paths["successors"]
+        if self.neighbors is not None:
+            self.neighbors.to_frame().write_parquet(paths["cooccurrence"])
+        else:
+            del paths["cooccurrence"]
         return paths
 
     @classmethod
@@ -163,7 +173,7 @@ class Recommender:
 
         if not isinstance(paths, dict):
             paths = {name: str(Path(paths) / file) for name, file in FILES.items()}
-        head, successors = paths.get("repeat_head"), paths.get("successors")
+        head, successors, neighbors = paths.get("repeat_head"), paths.get("successors"), paths.get("cooccurrence")
         settings = json.loads(Path(paths["settings"]).read_text())
         return cls(load_model(paths["model"]), pl.read_parquet(paths["sid_table"]),
                    json.loads(Path(paths["sid_vocab"]).read_text()), pl.read_parquet(paths["items"]),
@@ -171,20 +181,25 @@ class Recommender:
                    json.loads(Path(head).read_text()) if head and Path(head).is_file() else None,
                    json.loads(Path(paths["popular"]).read_text()), ServingSettings(**settings, device=device),
                    Successors.from_frame(pl.read_parquet(successors))
-                   if successors and Path(successors).is_file() else None)
+                   if successors and Path(successors).is_file() else None,
+                   Neighbors.from_frame(pl.read_parquet(neighbors)) if neighbors and Path(neighbors).is_file() else None)
 
 
 def build_recommender(decoder_model, sequences: pl.DataFrame, items: pl.DataFrame, behaviors: pl.DataFrame,
                       sid_table: pl.DataFrame, sid_vocab: dict, repeat_head: dict | None, *, protocol: str,
                       max_history: int, beam_size: int, batch_size: int, renormalize: bool,
-                      temperature: float | None, session_gap_seconds: float, device: str | None = None) -> Recommender:
+                      temperature: float | None, session_gap_seconds: float, chunk_events: int,
+                      device: str | None = None) -> Recommender:
     """A :class:`Recommender` from a run's artifacts, decoding with the evaluation's settings; the popularity
-    fallback is counted on ``protocol``'s training data, the successors table (when the head pools them) on every
-    event of ``sequences``, the logs the recommendations read."""
+    fallback is counted on ``protocol``'s training data, the successors and co-occurrence tables (when the head
+    pools them; ``chunk_events``: the co-occurrence counts' chunking) on every event of ``sequences``, the logs
+    the recommendations read."""
     settings = ServingSettings(max_history, beam_size, batch_size, renormalize, temperature, session_gap_seconds,
                                device)
     mixture = Mixture.from_dict(repeat_head) if repeat_head else None
-    successors = (successor_table(events_before(sequences, protocol, None), mixture.successor_width)
-                  if mixture is not None and mixture.uses_successors else None)
+    events = events_before(sequences, protocol, None) if mixture is not None else None
+    successors = successor_table(events, mixture.successor_width) if mixture and mixture.uses_successors else None
+    neighbors = (cooccurrence_table(events, mixture.cooccurrence.width, window=mixture.cooccurrence.window,
+                                    chunk_events=chunk_events) if mixture and mixture.uses_cooccurrence else None)
     return Recommender(decoder_model, sid_table, sid_vocab, items, behaviors, repeat_head,
-                       popular_items(sequences, behaviors, items, protocol, beam_size), settings, successors)
+                       popular_items(sequences, behaviors, items, protocol, beam_size), settings, successors, neighbors)

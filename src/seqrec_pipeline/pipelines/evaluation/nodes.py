@@ -14,7 +14,7 @@ from seqrec_pipeline.ranking.rules import rule_ranking
 from seqrec_pipeline.ranking.generative import prepare_model
 from seqrec_pipeline.ranking.repeat import (Mixture, RepeatInputs, explore_pooling, fit_repeat_explore, item_log_share,
                                             mixture_ranking, repeat_side)
-from seqrec_pipeline.ranking.successors import successor_table
+from seqrec_pipeline.ranking.successors import cooccurrence_table, successor_table
 from seqrec_pipeline.reporting.evaluation import predictions_table, ranking_from_predictions
 from seqrec_pipeline.splits import BehaviorTable, eval_set, events_before, training_prefix
 from seqrec_pipeline.vocab import TokenVocab
@@ -83,15 +83,18 @@ def rank_with_rule(sequences: pl.DataFrame, items: pl.DataFrame, behaviors: pl.D
 
 
 def fit_repeat_head(validation_predictions: pl.DataFrame, sequences: pl.DataFrame, items: pl.DataFrame,
-                    behaviors: pl.DataFrame, protocol: str, max_history: int, eval_params: dict, repeat: dict) -> dict:
+                    behaviors: pl.DataFrame, protocol: str, max_history: int, eval_params: dict, repeat: dict,
+                    embed: dict) -> dict:
     """The repeat / explore mixture over this model, fitted on the validation session's rankings."""
     params = validate(EvalParams, eval_params, prefix="eval.")
-    grid = validate(RepeatParams, repeat, prefix="repeat.")
+    grid, cooc = validate(RepeatParams, repeat, prefix="repeat."), validate(EmbedParams, embed, prefix="embed.")
     valid = eval_set(sequences, protocol, "valid", max_history)
     train = training_prefix(sequences, protocol, users="all")
+    neighbors = (cooccurrence_table(train, grid.cooccurrence, window=cooc.cf_window, chunk_events=cooc.cf_chunk_events)
+                 if any(w > 0 for w in grid.cooccurrence_weights) else None)
     head = fit_repeat_explore(valid, ranking_from_predictions(validation_predictions, valid), len(behaviors),
                               items.height, grid, params.k, item_prior=item_log_share(train.item, items.height),
-                              successors=successor_table(train, grid.successors))
+                              successors=successor_table(train, grid.successors), neighbors=neighbors)
     log.info("repeat/explore head fitted on the validation session: NDCG@%d %.4f (the model alone %.4f; history "
              "items: %s; explore: %s)", params.k, head.validation[f"ndcg@{params.k}"],
              head.validation[f"base_ndcg@{params.k}"], repeat_side(head), explore_pooling(head))
@@ -99,14 +102,18 @@ def fit_repeat_head(validation_predictions: pl.DataFrame, sequences: pl.DataFram
 
 
 def rank_repeat_aware(predictions: pl.DataFrame, repeat_head: dict, sequences: pl.DataFrame, behaviors: pl.DataFrame,
-                      protocol: str, max_history: int, eval_params: dict) -> pl.DataFrame:
+                      protocol: str, max_history: int, eval_params: dict, embed: dict) -> pl.DataFrame:
     """The test samples ranked by the repeat / explore mixture over the model's own ranking."""
     params = validate(EvalParams, eval_params, prefix="eval.")
     data = eval_set(sequences, protocol, "test", max_history)
     base = ranking_from_predictions(predictions, data)
     mixture = Mixture.from_dict(repeat_head)
     # counted on everything before the test windows, as the repeat side reads the whole past
-    successors = (successor_table(events_before(sequences, protocol, "test"), mixture.successor_width)
-                  if mixture.uses_successors else None)
-    ranking = mixture_ranking(data, RepeatInputs(data, len(behaviors)), base, mixture, params.k, successors=successors)
+    before = events_before(sequences, protocol, "test")
+    successors = successor_table(before, mixture.successor_width) if mixture.uses_successors else None
+    neighbors = (cooccurrence_table(before, mixture.cooccurrence.width, window=mixture.cooccurrence.window,
+                                    chunk_events=validate(EmbedParams, embed, prefix="embed.").cf_chunk_events)
+                 if mixture.uses_cooccurrence else None)
+    ranking = mixture_ranking(data, RepeatInputs(data, len(behaviors)), base, mixture, params.k, successors=successors,
+                              neighbors=neighbors)
     return predictions_table(data, ranking)

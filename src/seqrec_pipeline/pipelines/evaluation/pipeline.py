@@ -40,13 +40,13 @@ def create_repeat_pipeline(namespace: str, **kwargs) -> Pipeline:
     return pipeline(
         [
             node(fit_repeat_head, ["validation_predictions", "sequences@eager", "items", "behaviors", *RANK,
-                                   "params:repeat"], "repeat_head", name="fit_repeat_head"),
-            node(rank_repeat_aware, ["predictions", "repeat_head", "sequences@eager", "behaviors", *RANK],
-                 "repeat_predictions", name="rank_repeat_aware"),
+                                   "params:repeat", "params:embed"], "repeat_head", name="fit_repeat_head"),
+            node(rank_repeat_aware, ["predictions", "repeat_head", "sequences@eager", "behaviors", *RANK,
+                                     "params:embed"], "repeat_predictions", name="rank_repeat_aware"),
         ],
         namespace=namespace,
         inputs={"sequences", "items", "behaviors"},
-        parameters={*RANK, "params:repeat"},
+        parameters={*RANK, "params:repeat", "params:embed"},
     )
 
 

@@ -5,7 +5,8 @@ from kedro.pipeline import Pipeline, node, pipeline
 
 from .nodes import package_model, recommend
 
-SETTINGS = ["params:split.protocol", "params:max_history", "params:eval", "params:dataset", "params:datasets"]
+SETTINGS = ["params:split.protocol", "params:max_history", "params:eval", "params:dataset", "params:datasets",
+            "params:embed"]
 ARTIFACTS = ["decoder_model", "sequences@eager", "items", "behaviors", "sid_table", "sid_vocab"]
 
 
