@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_decode import random_bijective_codes  # noqa: E402
 
 from seqrec_pipeline.models.generative import build_model, load_model  # noqa: E402
+from seqrec_pipeline.params import load_parameters  # noqa: E402
 from seqrec_pipeline.pipelines.evaluation.nodes import rank_decoder, rank_repeat_aware  # noqa: E402
 from seqrec_pipeline.ranking.repeat import Mixture, RepeatScorer  # noqa: E402
 from seqrec_pipeline.serving import build_recommender, recommend_users  # noqa: E402
@@ -117,18 +118,18 @@ def main(argv=None) -> dict:
     parser.add_argument("--history", type=int, default=50), parser.add_argument("--beam", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=50), parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=DEFAULT_OUT)
-    parser.add_argument("--chunk-events", type=int, default=5_000_000,
-                        help="events per chunk of the co-occurrence counts (the project's embed.cf_chunk_events)")
     args = parser.parse_args(argv)
     torch.set_num_threads(max(torch.get_num_threads(), 1))
     run = stored(args) if args.project else synthetic(args)
     seq, protocol = run["sequences"], "last_session"
     if args.project:  # the users the evaluation ranks, so both paths see the same people
         seq = seq.filter(pl.col("last_session_test") >= 0).head(args.users)
+    # the co-occurrence counts' chunking: the project's (this repository's for the synthetic run)
+    embed = load_parameters(project=args.project or Path(__file__).resolve().parents[1]).embed
     rec = build_recommender(run["model"], seq, run["items"], run["behaviors"], run["sid_table"], run["sid_vocab"],
                             run["repeat_head"], protocol=protocol, max_history=args.history, beam_size=args.beam,
                             batch_size=16, renormalize=False, temperature=None, session_gap_seconds=1800.0,
-                            chunk_events=args.chunk_events)
+                            chunk_events=embed.cf_chunk_events)
     eval_params = {"beam_size": args.beam, "topk": [1, 5, 10], "batch_size": 16, "renormalize": False,
                    "temperature": None, "device": None}
 
@@ -140,7 +141,7 @@ def main(argv=None) -> dict:
                                    args.history, eval_params, split="test")
         if run["repeat_head"]:
             predictions = rank_repeat_aware(predictions, run["repeat_head"], seq, run["behaviors"], protocol,
-                                            args.history, eval_params)
+                                            args.history, eval_params, embed.model_dump())
         return predictions
 
     times, outputs = {"batch": [], "evaluation": []}, {}
