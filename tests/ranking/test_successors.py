@@ -11,6 +11,7 @@ import pytest
 
 from seqrec_pipeline.params import RepeatParams, load_parameters
 from seqrec_pipeline.ranking import Ranking
+from seqrec_pipeline.ranking import repeat
 from seqrec_pipeline.ranking.repeat import (Mixture, RepeatInputs, RepeatScorer, explore_side, fit_cooccurrence,
                                             fit_repeat_explore, fit_successors, mixture_ranking)
 from seqrec_pipeline.ranking.successors import (MISSING_MARGIN, CooccurrencePooling, Neighbors, Pooling, Successors,
@@ -255,7 +256,7 @@ def test_cooccurrence_candidates_add_up_the_newest_items_ppmi_outside_the_past()
     assert cooccurrence_candidates(valid, Neighbors(*(np.zeros(0),) * 3), CooccurrencePooling([0.5]))[0].size == 0
 
 
-def test_the_cooccurrence_expert_is_chosen_on_the_validation_session_and_travels_in_the_head():
+def test_the_cooccurrence_expert_is_chosen_on_the_validation_session_and_travels_in_the_head(monkeypatch):
     log = _walks(200, _next, seed=0)
     valid = eval_set(log, "last_session", "valid", max_history=50)
     train = training_prefix(log, "last_session", users="all")
@@ -288,6 +289,12 @@ def test_the_cooccurrence_expert_is_chosen_on_the_validation_session_and_travels
     wrong = cooccurrence_table(training_prefix(_walks(60, lambda i: (i + 7) % 59 + 1, seed=1), "last_session",
                                                users="all"), grid.cooccurrence, window=3, chunk_events=1000)
     assert fit_cooccurrence(valid, knows, Pooling(), None, wrong, grid, n_behaviors=1) is None
+    # an expert the explore side alone would keep but the whole mixture ranks worse with is dropped
+    harmful = CooccurrencePooling([0.9], 1.0, 3, 0.7, wrong.width, 3)
+    monkeypatch.setattr(repeat, "fit_cooccurrence", lambda *args, **kwargs: harmful)
+    assert fit_repeat_explore(valid, knows, 1, 70, grid, neighbors=wrong).cooccurrence is None
+    # the same setting over the walk's own co-occurrences, for the blind model: the mixture gains, it stays
+    assert fit_repeat_explore(valid, blind, 1, 70, grid, neighbors=neighbors).cooccurrence == harmful
 
 
 def test_cooccurrence_weights_outside_0_to_1_and_scales_not_above_0_are_refused():

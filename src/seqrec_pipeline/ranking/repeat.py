@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 
 import numpy as np
 import scipy.sparse
@@ -687,8 +688,8 @@ def fit_repeat_explore(valid: EvalSet, base: Ranking, n_behaviors: int, n_items:
     """Every step on the validation set: the repeat scorer (without neighbors: the base model explores), the
     learned ranker where it is better (with ``item_prior``: :func:`item_log_share`), the successors' weight
     on the explore side (with ``successors``: ``successors.successor_table``), the co-occurrence expert's (with
-    ``neighbors``: ``successors.cooccurrence_table``), then the gate and temperature over ``base`` (``grid``: the
-    ``repeat`` parameters)."""
+    ``neighbors``: ``successors.cooccurrence_table``; kept only where it raises the fitted mixture's NDCG@k), then
+    the gate and temperature over ``base`` (``grid``: the ``repeat`` parameters)."""
     inputs = RepeatInputs(valid, n_behaviors)  # one set of (sample, past event) pairs for all three fits
     scorer, _ = fit_repeat_scorer(valid, n_behaviors, n_items, day_decays=grid.day_decays,
                                   session_decays=grid.session_decays, weights=grid.behavior_weights, neighbors=0,
@@ -701,9 +702,14 @@ def fit_repeat_explore(valid: EvalSet, base: Ranking, n_behaviors: int, n_items:
     cooccurrence = None
     if neighbors is not None and any(w > 0 for w in grid.cooccurrence_weights):
         cooccurrence = fit_cooccurrence(valid, base, pooling, successors, neighbors, grid, n_behaviors, k)
-    mixture = fit_mixture(valid, base, scorer, n_behaviors, gates=grid.gates, gate_slopes=grid.gate_slopes,
-                          temperatures=grid.temperatures, k=k, ranker=ranker, inputs=inputs, pooling=pooling,
-                          successors=successors, cooccurrence=cooccurrence, neighbors=neighbors)
+    fit = partial(fit_mixture, valid, base, scorer, n_behaviors, gates=grid.gates, gate_slopes=grid.gate_slopes,
+                  temperatures=grid.temperatures, k=k, ranker=ranker, inputs=inputs, pooling=pooling,
+                  successors=successors)
+    mixture = fit()
+    if cooccurrence is not None:  # chosen on the explore side alone: kept only where the whole mixture gains
+        pooled = fit(cooccurrence=cooccurrence, neighbors=neighbors)
+        if pooled.validation[f"ndcg@{k}"] > mixture.validation[f"ndcg@{k}"] + 1e-12:
+            mixture = pooled
     if mixture.uses_successors:
         mixture.successor_width = grid.successors
     return mixture
