@@ -506,11 +506,24 @@ def explore_side(data: EvalSet, base: Ranking, pooling: Pooling, successors: Suc
     return out
 
 
-def _explore_ndcg(data: EvalSet, triplets: tuple[np.ndarray, np.ndarray, np.ndarray], k: int) -> np.ndarray:
-    """Per sample, NDCG@k of an explore side's candidates alone (history items are never among them)."""
-    sample, item, score = triplets
-    p = softmax_per_sample(sample, score, data.n_samples) if len(sample) else score
-    return _ndcg(top_items(sample, item, p, np.zeros(len(sample), np.int64), data.n_samples, k)[0], data.targets, k)
+def _best_weights(valid: EvalSet, model: tuple[np.ndarray, np.ndarray, np.ndarray],
+                  found: tuple[np.ndarray, np.ndarray, np.ndarray], weights, n_behaviors: int,
+                  k: int) -> tuple[float, list[float]]:
+    """Per requested behavior, the weight (from ``weights`` and 0) of the expert's candidates ``found`` pooled with
+    ``model`` whose explore side alone ranks that behavior's validation samples best (NDCG@k; history items are
+    never candidates, so only new targets count; ties keep the smaller weight), and the sample-weighted NDCG of
+    those choices."""
+    rows = [valid.sample_behavior == b for b in range(n_behaviors)]
+    best = [(-1.0, 0.0)] * n_behaviors
+    for w in sorted(set(float(v) for v in weights) | {0.0}):
+        sample, item, score = product_of_experts(model, found, np.full(valid.n_samples, w), valid.n_samples)
+        p = softmax_per_sample(sample, score, valid.n_samples) if len(sample) else score
+        ndcg = _ndcg(top_items(sample, item, p, np.zeros(len(sample), np.int64), valid.n_samples, k)[0],
+                     valid.targets, k)
+        best = [(float(ndcg[r].mean()), w) if r.any() and ndcg[r].mean() > best[b][0] + 1e-12 else best[b]
+                for b, r in enumerate(rows)]
+    total = sum(best[b][0] * rows[b].sum() for b in range(n_behaviors) if rows[b].any()) / valid.n_samples
+    return total, [best[b][1] for b in range(n_behaviors)]
 
 
 def fit_successors(valid: EvalSet, base: Ranking, successors: Successors, weights, windows, decay: float,
@@ -520,19 +533,12 @@ def fit_successors(valid: EvalSet, base: Ranking, successors: Successors, weight
     (from ``weights``), per head the window (from ``windows``: newest history items read, ``decay`` apart).
     Ties keep the smaller weight and the smaller window; the decay is recorded whatever the window."""
     model = explore_candidates(valid, base)
-    rows = [valid.sample_behavior == b for b in range(n_behaviors)]
     chosen = (-1.0, [0.0] * n_behaviors, 1)
     for window in sorted(set(int(v) for v in windows)):
-        found = successor_candidates(valid, successors, window, decay)
-        best = [(-1.0, 0.0)] * n_behaviors
-        for w in sorted(set(float(v) for v in weights) | {0.0}):
-            ndcg = _explore_ndcg(valid, product_of_experts(model, found, np.full(valid.n_samples, w),
-                                                           valid.n_samples), k)
-            best = [(float(ndcg[r].mean()), w) if r.any() and ndcg[r].mean() > best[b][0] + 1e-12 else best[b]
-                    for b, r in enumerate(rows)]
-        total = sum(best[b][0] * rows[b].sum() for b in range(n_behaviors) if rows[b].any()) / valid.n_samples
+        total, weight = _best_weights(valid, model, successor_candidates(valid, successors, window, decay), weights,
+                                      n_behaviors, k)
         if total > chosen[0] + 1e-12:
-            chosen = (total, [best[b][1] for b in range(n_behaviors)], window)
+            chosen = (total, weight, window)
     return Pooling(chosen[1], chosen[2], float(decay))
 
 
@@ -543,21 +549,14 @@ def fit_cooccurrence(valid: EvalSet, base: Ranking, pooling: Pooling, successors
     ``grid.cooccurrence_weights``), for all the scale of the summed PPMI (``grid.cooccurrence_scales``).  Ties keep
     the smaller weight and scale; None where every behavior keeps weight 0."""
     model = explore_side(valid, base, pooling, successors)
-    rows = [valid.sample_behavior == b for b in range(n_behaviors)]
     chosen = (-1.0, None)
     for scale in sorted(set(float(v) for v in grid.cooccurrence_scales)):
         setting = CooccurrencePooling([0.0] * n_behaviors, scale, grid.cooccurrence_items, grid.cooccurrence_decay,
                                       neighbors.width, neighbors.window)
-        found = cooccurrence_candidates(valid, neighbors, setting)
-        best = [(-1.0, 0.0)] * n_behaviors
-        for w in sorted(set(float(v) for v in grid.cooccurrence_weights) | {0.0}):
-            ndcg = _explore_ndcg(valid, product_of_experts(model, found, np.full(valid.n_samples, w),
-                                                           valid.n_samples), k)
-            best = [(float(ndcg[r].mean()), w) if r.any() and ndcg[r].mean() > best[b][0] + 1e-12 else best[b]
-                    for b, r in enumerate(rows)]
-        total = sum(best[b][0] * rows[b].sum() for b in range(n_behaviors) if rows[b].any()) / valid.n_samples
+        total, weight = _best_weights(valid, model, cooccurrence_candidates(valid, neighbors, setting),
+                                      grid.cooccurrence_weights, n_behaviors, k)
         if total > chosen[0] + 1e-12:
-            chosen = (total, replace(setting, weight=[best[b][1] for b in range(n_behaviors)]))
+            chosen = (total, replace(setting, weight=weight))
     return chosen[1] if chosen[1] is not None and chosen[1].active else None
 
 

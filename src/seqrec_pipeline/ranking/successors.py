@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import ClassVar
 
 import numpy as np
 import polars as pl
@@ -37,27 +38,35 @@ from .core import log_softmax_per_sample
 MISSING_MARGIN = 1.0  # nats below an expert's weakest candidate for a candidate that expert did not return
 
 
-@dataclass
-class Successors:
-    """Per source item (sorted), its most frequent successors and their log-probabilities."""
+class _ItemTable:
+    """Per source item (sorted), its kept items and one value each, best first; a parquet frame of three columns."""
 
-    source: np.ndarray  # int64 [E], non-decreasing
-    item: np.ndarray  # int64 [E]
-    log_prob: np.ndarray  # float64 [E]
+    VALUE: ClassVar[str]  # the value column's name
 
     @cached_property
     def width(self) -> int:
-        """The most successors any source keeps."""
-        return _longest_run(self.source)
+        """The most items any source keeps."""
+        starts = np.flatnonzero(np.r_[True, self.source[1:] != self.source[:-1], True])
+        return int(np.diff(starts).max()) if len(self.source) else 0
 
     def to_frame(self) -> pl.DataFrame:
-        return pl.DataFrame({"source": self.source, "item": self.item, "log_prob": self.log_prob})
+        return pl.DataFrame({"source": self.source, "item": self.item, self.VALUE: getattr(self, self.VALUE)})
 
     @classmethod
-    def from_frame(cls, frame: pl.DataFrame) -> Successors:
-        frame = frame.sort("source", "log_prob", "item", descending=[False, True, False])
+    def from_frame(cls, frame: pl.DataFrame):
+        frame = frame.sort("source", cls.VALUE, "item", descending=[False, True, False])
         return cls(frame["source"].to_numpy().astype(np.int64), frame["item"].to_numpy().astype(np.int64),
-                   frame["log_prob"].to_numpy().astype(np.float64))
+                   frame[cls.VALUE].to_numpy().astype(np.float64))
+
+
+@dataclass
+class Successors(_ItemTable):
+    """Per source item (sorted), its most frequent successors and their log-probabilities."""
+
+    VALUE: ClassVar[str] = "log_prob"
+    source: np.ndarray  # int64 [E], non-decreasing
+    item: np.ndarray  # int64 [E]
+    log_prob: np.ndarray  # float64 [E]
 
 
 @dataclass(frozen=True)
@@ -76,27 +85,14 @@ class Pooling:
 
 
 @dataclass
-class Neighbors:
+class Neighbors(_ItemTable):
     """Per source item (sorted), the items of highest PPMI with it and that PPMI (the co-occurrence expert)."""
 
+    VALUE: ClassVar[str] = "ppmi"
     source: np.ndarray  # int64 [E], non-decreasing
     item: np.ndarray  # int64 [E]
     ppmi: np.ndarray  # float64 [E], > 0
     window: int = 0  # the co-occurrence window the table was counted with (0: not known, e.g. read from a file)
-
-    @cached_property
-    def width(self) -> int:
-        """The most neighbors any source keeps."""
-        return _longest_run(self.source)
-
-    def to_frame(self) -> pl.DataFrame:
-        return pl.DataFrame({"source": self.source, "item": self.item, "ppmi": self.ppmi})
-
-    @classmethod
-    def from_frame(cls, frame: pl.DataFrame) -> Neighbors:
-        frame = frame.sort("source", "ppmi", "item", descending=[False, True, False])
-        return cls(frame["source"].to_numpy().astype(np.int64), frame["item"].to_numpy().astype(np.int64),
-                   frame["ppmi"].to_numpy().astype(np.float64))
 
 
 @dataclass(frozen=True)
@@ -115,11 +111,6 @@ class CooccurrencePooling:
     @property
     def active(self) -> bool:
         return any(w > 0 for w in self.weight)
-
-
-def _longest_run(source: np.ndarray) -> int:
-    starts = np.flatnonzero(np.r_[True, source[1:] != source[:-1], True])
-    return int(np.diff(starts).max()) if len(source) else 0
 
 
 def _rows_of_newest(data: EvalSet, source: np.ndarray, width: int, back: int) -> tuple[np.ndarray, np.ndarray]:
