@@ -44,7 +44,6 @@ from seqrec_pipeline.params import load_parameters  # noqa: E402
 from seqrec_pipeline.pipelines.evaluation.nodes import rank_decoder, rank_repeat_aware  # noqa: E402
 from seqrec_pipeline.ranking.repeat import Mixture, RepeatScorer  # noqa: E402
 from seqrec_pipeline.serving import build_recommender, recommend_users  # noqa: E402
-from seqrec_pipeline.serving.requests import answer  # noqa: E402
 from seqrec_pipeline.vocab import TokenVocab  # noqa: E402
 
 DEFAULT_OUT = "data/08_reporting/benchmarks/serve.json"

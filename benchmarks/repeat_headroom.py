@@ -41,7 +41,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 import torch
 
 from seqrec_pipeline.data.embeddings import recent_items_query

@@ -51,15 +51,14 @@ def test_smb_decoder_trains_evaluates_and_tracks(project):
     assert mixed["model"] == "gamer+repeat" and mixed["n_test"] == report["n_test"]
     head = json.loads(
         (project.path / "data/08_reporting/retail_ci/smb_decoder/gamer-cid+repeat/repeat_head.json").read_text())
-    assert set(head) == {"scorer", "gate_bias", "gate_slope", "temperature", "validation", "ranker",
-                         "successor_weight", "successor_width", "successor_window", "successor_decay",
+    assert set(head) == {"scorer", "gate_bias", "gate_slope", "temperature", "validation", "ranker", "successors",
                          "cooccurrence"}
     assert head["ranker"] is None or len(head["ranker"]["weights"]) == 3  # one row per requested behavior
     # the recent items' successors: a weight per requested behavior from the grid, or none at all; the window from its grid
-    weights = head["successor_weight"]
-    assert weights is None or (len(weights) == 3 and all(0 <= w < 1 for w in weights))
-    assert head["successor_width"] == (50 if weights and any(w > 0 for w in weights) else 0)
-    assert head["successor_window"] in (1, 2, 3, 5) and head["successor_decay"] in (0.7, 1.0)
+    succ = head["successors"]
+    assert succ is None or (len(succ["weight"]) == 3 and all(0 <= w < 1 for w in succ["weight"])
+                            and any(w > 0 for w in succ["weight"]) and succ["width"] == 50
+                            and succ["window"] in (1, 2, 3, 5) and succ["decay"] == 0.7)
     # the co-occurring items: none, or a weight per requested behavior and a scale from their grids
     cooc = head["cooccurrence"]
     assert cooc is None or (len(cooc["weight"]) == 3 and any(w > 0 for w in cooc["weight"])

@@ -14,7 +14,7 @@ from seqrec_pipeline.ranking import Ranking
 from seqrec_pipeline.ranking import repeat
 from seqrec_pipeline.ranking.repeat import (Mixture, RepeatInputs, RepeatScorer, explore_side, fit_cooccurrence,
                                             fit_repeat_explore, fit_successors, mixture_ranking)
-from seqrec_pipeline.ranking.successors import (MISSING_MARGIN, CooccurrencePooling, Neighbors, Pooling, Successors,
+from seqrec_pipeline.ranking.successors import (MISSING_MARGIN, CooccurrencePooling, Neighbors, Successors,
                                                 cooccurrence_candidates, cooccurrence_table, product_of_experts,
                                                 successor_candidates, successor_table)
 from seqrec_pipeline.splits import EventBuffer, eval_set, training_prefix
@@ -141,7 +141,7 @@ def test_the_weight_is_chosen_on_the_validation_session():
     # at 0.4 the blind model's first item still wins (0.6 * -1.0 + 0.4 * -1 > 0.6 * -2.2 + 0.4 * 0), at 0.8 not;
     # older items only add successors that are already past (the walk): the last item alone
     assert weight == [0.8] and window == 1
-    mixture = Mixture(RepeatScorer.uniform(1), [-50.0], [0.0], [1.0], successor_weight=weight, successor_width=5)
+    mixture = Mixture(RepeatScorer.uniform(1), [-50.0], [0.0], [1.0], successors=pooling)
     ranked = mixture_ranking(valid, RepeatInputs(valid, 1), blind, mixture, k=3, successors=table)
     assert (ranked.items[covered, 0] == targets[covered]).all()
     assert set(ranked.items[~covered, 0].tolist()) <= {60}  # no successor: the model's own list
@@ -150,7 +150,7 @@ def test_the_weight_is_chosen_on_the_validation_session():
                                                                                  (n, 1)))
     wrong = successor_table(training_prefix(_walks(60, lambda i: (i + 7) % 59 + 1, seed=1), "last_session",
                                             users="all"), width=5)
-    assert fit_successors(valid, knows, wrong, [0.0, 0.4, 0.8], [1], 0.7, n_behaviors=1) == Pooling([0.0], 1, 0.7)
+    assert fit_successors(valid, knows, wrong, [0.0, 0.4, 0.8], [1], 0.7, n_behaviors=1) is None
 
 
 def test_the_window_is_chosen_on_the_validation_session():
@@ -171,12 +171,11 @@ def test_the_window_is_chosen_on_the_validation_session():
     pooling = fit_successors(valid, blind, table, [0.0, 0.4, 0.8], [1, 2, 3], 0.7, n_behaviors=1)
     weight, window = pooling.weight, pooling.window
     assert weight == [0.8] and window == 2  # 3 reads nothing more (its successors are past): the smaller wins
-    mixture = Mixture(RepeatScorer.uniform(1), [-50.0], [0.0], [1.0], successor_weight=weight, successor_width=5,
-                      successor_window=window, successor_decay=0.7)
+    mixture = Mixture(RepeatScorer.uniform(1), [-50.0], [0.0], [1.0], successors=pooling)
     ranked = mixture_ranking(valid, RepeatInputs(valid, 1), blind, mixture, k=3, successors=table)
     targets = np.array([t[0] for t in valid.targets])
     assert (ranked.items[:, 0] == targets).mean() > 0.9
-    alone = Mixture.from_dict(mixture.to_dict() | {"successor_window": 1})
+    alone = Mixture(RepeatScorer.uniform(1), [-50.0], [0.0], [1.0], successors=replace(pooling, window=1))
     assert (mixture_ranking(valid, RepeatInputs(valid, 1), blind, alone, k=3, successors=table).items[:, 0]
             == targets).mean() < 0.1
 
@@ -189,21 +188,24 @@ def test_a_head_that_pools_successors_needs_their_table_and_keeps_them_through_j
     grid = load_parameters().repeat
     table = successor_table(training_prefix(log, "last_session", users="all"), grid.successors)
     head = fit_repeat_explore(valid, blind, 1, 70, grid, successors=table)
-    assert head.uses_successors and head.successor_width == grid.successors
+    assert head.uses_successors and head.successors.width == grid.successors
     last = np.array([valid.histories[u][-1][0] for u in valid.sample_user])
     targets = np.array([t[0] for t in valid.targets])
     covered = np.isin(last * 100 + targets, table.source * 100 + table.item)
     # the successor is the target wherever the training walks took that step; elsewhere nothing finds it
     assert head.validation["ndcg@10"] == pytest.approx(covered.mean()) and 0.5 < covered.mean() < 1
     again = Mixture.from_dict(head.to_dict())
-    assert again.successor_weight == head.successor_weight and again.successor_width == head.successor_width
-    assert (again.successor_window, again.successor_decay) == (head.successor_window, head.successor_decay)
+    assert again.successors == head.successors
+    # a head saved with the flat successor_* keys of earlier versions reads back the same
+    flat = {k: v for k, v in head.to_dict().items() if k != "successors"}
+    flat |= {f"successor_{key}": value for key, value in asdict(head.successors).items()}
+    assert Mixture.from_dict(flat).successors == head.successors
     with pytest.raises(ValueError, match="successors"):
         mixture_ranking(valid, RepeatInputs(valid, 1), blind, again, k=10)
     # a grid of zeros fits the mixture without them (what heads without successors do)
     plain = fit_repeat_explore(valid, blind, 1, 70, grid.model_copy(update={"successor_weights": [0.0]}),
                                successors=table)
-    assert not plain.uses_successors and plain.successor_width == 0
+    assert not plain.uses_successors and plain.successors is None
 
 
 def test_successor_weights_outside_0_to_1_and_empty_windows_are_refused():
@@ -281,14 +283,14 @@ def test_the_cooccurrence_expert_is_chosen_on_the_validation_session_and_travels
     # weight 0 leaves the explore side exactly the model's
     off = Mixture.from_dict(head.to_dict() | {"cooccurrence": asdict(replace(pooled, weight=[0.0]))})
     assert not off.uses_cooccurrence
-    assert explore_side(valid, blind, off.pooling, None, off.cooccurrence, neighbors)[1].tolist() == \
-        explore_side(valid, blind, off.pooling, None)[1].tolist()
+    assert explore_side(valid, blind, off.successors, None, off.cooccurrence, neighbors)[1].tolist() == \
+        explore_side(valid, blind, off.successors, None)[1].tolist()
     # a model that is right, against co-occurrences that point elsewhere: the model alone
     knows = Ranking(np.stack([targets, np.full(n, 61), np.full(n, 62)], 1), np.tile(np.array([[-1.0, -2.0, -3.0]]),
                                                                                  (n, 1)))
     wrong = cooccurrence_table(training_prefix(_walks(60, lambda i: (i + 7) % 59 + 1, seed=1), "last_session",
                                                users="all"), grid.cooccurrence, window=3, chunk_events=1000)
-    assert fit_cooccurrence(valid, knows, Pooling(), None, wrong, grid, n_behaviors=1) is None
+    assert fit_cooccurrence(valid, knows, None, None, wrong, grid, n_behaviors=1) is None
     # an expert the explore side alone would keep but the whole mixture ranks worse with is dropped
     harmful = CooccurrencePooling([0.9], 1.0, 3, 0.7, wrong.width, 3)
     monkeypatch.setattr(repeat, "fit_cooccurrence", lambda *args, **kwargs: harmful)

@@ -11,7 +11,8 @@ from seqrec_pipeline.errors import InputError
 from seqrec_pipeline.ranking.repeat import Mixture, RepeatScorer
 from seqrec_pipeline.serving import Recommender, build_recommender, recommend_users
 from seqrec_pipeline.serving.requests import RequestError, answer
-from seqrec_pipeline.ranking.successors import CooccurrencePooling, cooccurrence_table, successor_table
+from seqrec_pipeline.ranking.successors import (CooccurrencePooling, SuccessorPooling, cooccurrence_table,
+                                                successor_table)
 from seqrec_pipeline.splits import events_before, latest_set
 from seqrec_pipeline.vocab import TokenVocab
 from tests.decoding.helpers import random_codes, tiny_model
@@ -47,8 +48,7 @@ def setup():
     users = pl.DataFrame({"user_idx": np.arange(N_USERS, dtype=np.int32), "user_id": [f"u{u}" for u in range(N_USERS)]})
     behaviors = pl.DataFrame({"behavior_idx": [0, 1, 2], "behavior": list(NAMES), "level": [0, 1, 2]})
     head = Mixture(RepeatScorer([[1.0, 2.0, 4.0]] * 3, day_decay=0.9, session_decay=0.8), [0.0, -1.0, 1.0],
-                   [0.5, 0.5, 0.0], [1.0, 2.0, 0.5], successor_weight=[0.5, 0.0, 0.3], successor_width=5,
-                   successor_window=2, successor_decay=0.7,
+                   [0.5, 0.5, 0.0], [1.0, 2.0, 0.5], successors=SuccessorPooling([0.5, 0.0, 0.3], 2, 0.7, width=5),
                    cooccurrence=CooccurrencePooling([0.4, 0.2, 0.0], 0.5, 3, 0.7, width=5, window=2)).to_dict()
     sequences = _sequences()
     rec = build_recommender(tiny_model("gamer", vocab), sequences, items, behaviors, sid, vocab.to_dict(), head,

@@ -27,7 +27,7 @@ optionally blended (weight ``neighbor_weight``) with the mean normalized score v
   scores, softmax with temperature ``tau``), e.g. the constrained beam search of a generative model or the
   full-catalog softmax of a discriminative one; where it ranks the validation session better, pooled per
   requested behavior with the most frequent successors of the user's newest history items (``successors.py``,
-  weight ``successor_weight``, items read ``successor_window``) and then, where that ranks it better still, with
+  weight and items read: ``successors``) and then, where that ranks it better still, with
   the items that co-occur with them (PPMI, as the ``item_knn`` rule: ``cooccurrence``);
 - ``P(repeat | q) = sigmoid(gate_bias[b] + gate_slope[b] * log(total repeat score))``: per requested behavior,
   and higher when the user's repeat evidence is strong (many, recent, high-intent events).
@@ -49,7 +49,7 @@ import scipy.sparse
 from seqrec_pipeline.splits import EvalSet
 
 from .core import Ranking, softmax_per_sample
-from .successors import (CooccurrencePooling, Neighbors, Pooling, Successors, cooccurrence_candidates,
+from .successors import (CooccurrencePooling, Neighbors, SuccessorPooling, Successors, cooccurrence_candidates,
                          product_of_experts, successor_candidates)
 
 SECONDS_PER_DAY = 86400.0
@@ -88,11 +88,9 @@ class Mixture:
     temperature: list[float]
     validation: dict = field(default_factory=dict)  # what the fit measured (NDCG@k on validation)
     ranker: RepeatRanker | None = None  # the learned P_repeat; None: the scorer's normalized scores
-    successor_weight: list[float] | None = None  # per behavior, on the successors expert; None: the model alone
-    successor_width: int = 0  # successors kept per item in the table the weights were fitted with
-    successor_window: int = 1  # newest history items whose successors are pooled ...
-    successor_decay: float = 1.0  # ... the n-th newest weighted decay ** (n - 1)
-    cooccurrence: CooccurrencePooling | None = None  # the co-occurrence expert, pooled after the successors
+    # the explore side's experts pooled with the model (None: not pooled): the successors, then the co-occurring items
+    successors: SuccessorPooling | None = None
+    cooccurrence: CooccurrencePooling | None = None
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -101,22 +99,19 @@ class Mixture:
 
     @classmethod
     def from_dict(cls, values: dict) -> Mixture:
-        ranker = values.get("ranker")
+        ranker, successors = values.get("ranker"), values.get("successors")
+        if successors is None and values.get("successor_weight"):  # heads saved with flat successor_* keys
+            successors = {key: values[f"successor_{key}"] for key in ("weight", "window", "decay", "width")
+                          if f"successor_{key}" in values}
         return cls(RepeatScorer(**values["scorer"]), [np.inf if v is None else v for v in values["gate_bias"]],
                    list(values["gate_slope"]), list(values["temperature"]), dict(values.get("validation", {})),
-                   RepeatRanker(**ranker) if ranker else None, values.get("successor_weight"),
-                   int(values.get("successor_width", 0)), int(values.get("successor_window", 1)),
-                   float(values.get("successor_decay", 1.0)),
+                   RepeatRanker(**ranker) if ranker else None,
+                   SuccessorPooling(**successors) if successors else None,
                    CooccurrencePooling(**values["cooccurrence"]) if values.get("cooccurrence") else None)
 
     @property
-    def pooling(self) -> Pooling:
-        """The explore side's successors settings."""
-        return Pooling(self.successor_weight, self.successor_window, self.successor_decay)
-
-    @property
     def uses_successors(self) -> bool:
-        return self.pooling.active
+        return self.successors is not None and self.successors.active
 
     @property
     def uses_cooccurrence(self) -> bool:
@@ -343,8 +338,9 @@ def explore_pooling(mixture: Mixture) -> str:
     """What the model's explore candidates are pooled with in a fitted mixture, for the logs."""
     parts = []
     if mixture.uses_successors:
-        items = "last item" if mixture.successor_window == 1 else f"{mixture.successor_window} newest items"
-        parts.append(f"the successors of the {items}, weight per behavior {mixture.successor_weight}")
+        window = mixture.successors.window
+        items = "last item" if window == 1 else f"{window} newest items"
+        parts.append(f"the successors of the {items}, weight per behavior {mixture.successors.weight}")
     if mixture.uses_cooccurrence:
         parts.append(f"the co-occurring items of the {mixture.cooccurrence.items} newest items, weight per behavior "
                      f"{mixture.cooccurrence.weight}")
@@ -485,14 +481,15 @@ def explore_candidates(data: EvalSet, base: Ranking) -> tuple[np.ndarray, np.nda
     return sample[keep], base.items[keep], base.scores[keep].astype(np.float64)
 
 
-def explore_side(data: EvalSet, base: Ranking, pooling: Pooling, successors: Successors | None,
-                 cooccurrence: CooccurrencePooling | None = None,
+def explore_side(data: EvalSet, base: Ranking, pooling: SuccessorPooling | None = None,
+                 successors: Successors | None = None, cooccurrence: CooccurrencePooling | None = None,
                  neighbors: Neighbors | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The explore side's (sample, item, score) triplets: the base ranking's candidates outside the history,
-    pooled with the successors of the ``pooling.window`` newest history items where ``pooling.weight`` (per
-    behavior) is above 0, then with the co-occurring items (``neighbors``) where ``cooccurrence.weight`` is."""
+    pooled with the successors (table ``successors``) of the ``pooling.window`` newest history items where
+    ``pooling.weight`` (per behavior) is above 0, then with the co-occurring items (table ``neighbors``) where
+    ``cooccurrence.weight`` is."""
     out = explore_candidates(data, base)
-    if pooling.active:
+    if pooling is not None and pooling.active:
         if successors is None:
             raise ValueError("this mixture pools the recent items' successors: pass their table (successor_table)")
         weight = np.asarray(pooling.weight, float)[data.sample_behavior]
@@ -527,11 +524,12 @@ def _best_weights(valid: EvalSet, model: tuple[np.ndarray, np.ndarray, np.ndarra
 
 
 def fit_successors(valid: EvalSet, base: Ranking, successors: Successors, weights, windows, decay: float,
-                   n_behaviors: int, k: int = 10) -> Pooling:
+                   n_behaviors: int, k: int = 10, width: int = 0) -> SuccessorPooling | None:
     """The successors expert's settings whose explore side alone ranks the validation session best (NDCG@k;
     history items are never candidates there, so only new targets count): per requested behavior the weight
-    (from ``weights``), per head the window (from ``windows``: newest history items read, ``decay`` apart).
-    Ties keep the smaller weight and the smaller window; the decay is recorded whatever the window."""
+    (from ``weights``), per head the window (from ``windows``: newest history items read, ``decay`` apart);
+    ``width``: the successors kept per item when ``successors`` was counted (recorded to count it again).
+    Ties keep the smaller weight and the smaller window; None where every behavior keeps weight 0."""
     model = explore_candidates(valid, base)
     chosen = (-1.0, [0.0] * n_behaviors, 1)
     for window in sorted(set(int(v) for v in windows)):
@@ -539,10 +537,11 @@ def fit_successors(valid: EvalSet, base: Ranking, successors: Successors, weight
                                       n_behaviors, k)
         if total > chosen[0] + 1e-12:
             chosen = (total, weight, window)
-    return Pooling(chosen[1], chosen[2], float(decay))
+    pooling = SuccessorPooling(chosen[1], chosen[2], float(decay), width)
+    return pooling if pooling.active else None
 
 
-def fit_cooccurrence(valid: EvalSet, base: Ranking, pooling: Pooling, successors: Successors | None,
+def fit_cooccurrence(valid: EvalSet, base: Ranking, pooling: SuccessorPooling | None, successors: Successors | None,
                      neighbors: Neighbors, grid, n_behaviors: int, k: int = 10) -> CooccurrencePooling | None:
     """The co-occurrence expert's settings whose explore side (pooled after the successors' ``pooling``) ranks the
     validation session best, as :func:`fit_successors`: per requested behavior the weight (from
@@ -566,7 +565,7 @@ def mixture_ranking(data: EvalSet, inputs: RepeatInputs, base: Ranking, mixture:
                     repeat_log_weight: np.ndarray | None = None, gate_offset: np.ndarray | None = None,
                     normalize_explore: bool = True) -> Ranking:
     """The mixture's top ``k`` items: scores are the mixture probabilities ``P(i | q)``.  ``successors``: the
-    table the mixture's ``successor_weight`` applies to (``successors.successor_table``), when it has one;
+    table the mixture's ``successors`` expert reads (``successors.successor_table``), when it has one;
     ``neighbors``: the table its ``cooccurrence`` expert reads (``successors.cooccurrence_table``), when it has one.
 
     Optional extra evidence (``benchmarks/repeat_headroom.py`` measures it; the pipeline passes none):
@@ -578,7 +577,7 @@ def mixture_ranking(data: EvalSet, inputs: RepeatInputs, base: Ranking, mixture:
     features = features or inputs.features(scorer.day_decay, scorer.session_decay)
     p_rep, total = history_distribution(data, inputs, features, scorer, mixture.ranker, repeat_log_weight)
     return _combine(data, mixture, features, p_rep, total,
-                    explore_side(data, base, mixture.pooling, successors, mixture.cooccurrence, neighbors), k,
+                    explore_side(data, base, mixture.successors, successors, mixture.cooccurrence, neighbors), k,
                     gate_offset=gate_offset, normalize_explore=normalize_explore)
 
 
@@ -642,7 +641,7 @@ def _combine(data: EvalSet, mixture: Mixture, features: RepeatFeatures, p_rep: n
 def fit_mixture(valid: EvalSet, base: Ranking, scorer: RepeatScorer, n_behaviors: int, *, gates, gate_slopes,
                 temperatures, k: int = 10, normalize_explore: bool = True,
                 ranker: RepeatRanker | None = None, inputs: RepeatInputs | None = None,
-                samples: np.ndarray | None = None, pooling: Pooling = Pooling(),
+                samples: np.ndarray | None = None, pooling: SuccessorPooling | None = None,
                 successors: Successors | None = None, cooccurrence: CooccurrencePooling | None = None,
                 neighbors: Neighbors | None = None) -> Mixture:
     """Choose, per requested behavior, the gate (``P(repeat)`` at unit repeat evidence), its slope and the
@@ -657,8 +656,7 @@ def fit_mixture(valid: EvalSet, base: Ranking, scorer: RepeatScorer, n_behaviors
     # the history distribution and the explore candidates do not depend on the grid: computed once
     p_rep, total = history_distribution(valid, inputs, features, scorer, ranker, None)
     explore = explore_side(valid, base, pooling, successors, cooccurrence, neighbors)
-    fields = dict(successor_weight=pooling.weight, successor_window=pooling.window, successor_decay=pooling.decay,
-                  cooccurrence=cooccurrence)
+    fields = dict(successors=pooling, cooccurrence=cooccurrence)
     chooses = np.ones(valid.n_samples, bool) if samples is None else samples
     for bias, slope, tau in itertools.product(logits, gate_slopes, temperatures):
         if np.isinf(bias) and (slope != gate_slopes[0] or tau != temperatures[0]):
@@ -694,10 +692,10 @@ def fit_repeat_explore(valid: EvalSet, base: Ranking, n_behaviors: int, n_items:
                                   session_decays=grid.session_decays, weights=grid.behavior_weights, neighbors=0,
                                   neighbor_weights=[0.0], k=k, inputs=inputs)
     ranker = choose_repeat_ranker(valid, n_behaviors, scorer, grid, k, inputs=inputs, item_prior=item_prior)
-    pooling = Pooling(decay=grid.successor_decay)
-    if successors is not None and Pooling(grid.successor_weights).active:
+    pooling = None
+    if successors is not None and any(w > 0 for w in grid.successor_weights):
         pooling = fit_successors(valid, base, successors, grid.successor_weights, grid.successor_windows,
-                                 grid.successor_decay, n_behaviors, k)
+                                 grid.successor_decay, n_behaviors, k, width=grid.successors)
     cooccurrence = None
     if neighbors is not None and any(w > 0 for w in grid.cooccurrence_weights):
         cooccurrence = fit_cooccurrence(valid, base, pooling, successors, neighbors, grid, n_behaviors, k)
@@ -709,6 +707,4 @@ def fit_repeat_explore(valid: EvalSet, base: Ranking, n_behaviors: int, n_items:
         pooled = fit(cooccurrence=cooccurrence, neighbors=neighbors)
         if pooled.validation[f"ndcg@{k}"] > mixture.validation[f"ndcg@{k}"] + 1e-12:
             mixture = pooled
-    if mixture.uses_successors:
-        mixture.successor_width = grid.successors
     return mixture

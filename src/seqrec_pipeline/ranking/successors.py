@@ -70,18 +70,20 @@ class Successors(_ItemTable):
 
 
 @dataclass(frozen=True)
-class Pooling:
-    """How a mixture's explore side pools this expert: the weight per requested behavior (None: the model alone),
-    the newest history items read and the decay of their shares."""
+class SuccessorPooling:
+    """How a mixture's explore side pools the successors expert: the weight per requested behavior, the newest
+    history items read and the decay of their shares, and the successors kept per item in the table it was fitted
+    with."""
 
-    weight: list[float] | None = None
+    weight: list[float]
     window: int = 1
     decay: float = 1.0
+    width: int = 0
 
     @property
     def active(self) -> bool:
         """Whether any behavior pools the successors."""
-        return self.weight is not None and any(w > 0 for w in self.weight)
+        return any(w > 0 for w in self.weight)
 
 
 @dataclass

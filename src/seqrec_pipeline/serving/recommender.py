@@ -198,7 +198,7 @@ def build_recommender(decoder_model, sequences: pl.DataFrame, items: pl.DataFram
                                device)
     mixture = Mixture.from_dict(repeat_head) if repeat_head else None
     events = events_before(sequences, protocol, None) if mixture is not None else None
-    successors = successor_table(events, mixture.successor_width) if mixture and mixture.uses_successors else None
+    successors = successor_table(events, mixture.successors.width) if mixture and mixture.uses_successors else None
     neighbors = (cooccurrence_table(events, mixture.cooccurrence.width, window=mixture.cooccurrence.window,
                                     chunk_events=chunk_events) if mixture and mixture.uses_cooccurrence else None)
     return Recommender(decoder_model, sid_table, sid_vocab, items, behaviors, repeat_head,

@@ -110,7 +110,7 @@ def rank_repeat_aware(predictions: pl.DataFrame, repeat_head: dict, sequences: p
     mixture = Mixture.from_dict(repeat_head)
     # counted on everything before the test windows, as the repeat side reads the whole past
     before = events_before(sequences, protocol, "test")
-    successors = successor_table(before, mixture.successor_width) if mixture.uses_successors else None
+    successors = successor_table(before, mixture.successors.width) if mixture.uses_successors else None
     neighbors = (cooccurrence_table(before, mixture.cooccurrence.width, window=mixture.cooccurrence.window,
                                     chunk_events=validate(EmbedParams, embed, prefix="embed.").cf_chunk_events)
                  if mixture.uses_cooccurrence else None)
