@@ -524,11 +524,12 @@ def _best_weights(valid: EvalSet, model: tuple[np.ndarray, np.ndarray, np.ndarra
 
 
 def fit_successors(valid: EvalSet, base: Ranking, successors: Successors, weights, windows, decay: float,
-                   n_behaviors: int, k: int = 10, width: int = 0) -> SuccessorPooling | None:
+                   n_behaviors: int, k: int = 10, width: int | None = None) -> SuccessorPooling | None:
     """The successors expert's settings whose explore side alone ranks the validation session best (NDCG@k;
     history items are never candidates there, so only new targets count): per requested behavior the weight
     (from ``weights``), per head the window (from ``windows``: newest history items read, ``decay`` apart);
-    ``width``: the successors kept per item when ``successors`` was counted (recorded to count it again).
+    ``width``: the successors kept per item when ``successors`` was counted (recorded to count it again; None:
+    the most any item of ``successors`` keeps).
     Ties keep the smaller weight and the smaller window; None where every behavior keeps weight 0."""
     model = explore_candidates(valid, base)
     chosen = (-1.0, [0.0] * n_behaviors, 1)
@@ -537,7 +538,7 @@ def fit_successors(valid: EvalSet, base: Ranking, successors: Successors, weight
                                       n_behaviors, k)
         if total > chosen[0] + 1e-12:
             chosen = (total, weight, window)
-    pooling = SuccessorPooling(chosen[1], chosen[2], float(decay), width)
+    pooling = SuccessorPooling(chosen[1], chosen[2], float(decay), successors.width if width is None else width)
     return pooling if pooling.active else None
 
 
