@@ -141,6 +141,7 @@ def test_the_weight_is_chosen_on_the_validation_session():
     # at 0.4 the blind model's first item still wins (0.6 * -1.0 + 0.4 * -1 > 0.6 * -2.2 + 0.4 * 0), at 0.8 not;
     # older items only add successors that are already past (the walk): the last item alone
     assert weight == [0.8] and window == 1
+    assert pooling.width == table.width  # no width given: the table's own, recorded to count it again
     mixture = Mixture(RepeatScorer.uniform(1), [-50.0], [0.0], [1.0], successors=pooling)
     ranked = mixture_ranking(valid, RepeatInputs(valid, 1), blind, mixture, k=3, successors=table)
     assert (ranked.items[covered, 0] == targets[covered]).all()
