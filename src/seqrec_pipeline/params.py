@@ -29,8 +29,10 @@ DISCRIMINATIVE_MODELS = ("sasrec", "bert4rec", "gru4rec", "mbht", "mbstr", "pbat
                          "sasrec_behavior", "bert4rec_behavior", "gru4rec_behavior")
 TOKENIZERS = ("rqkmeans", "rqvae", "cid", "rid", "given")
 # the models a pipeline can run (``model=``)
-PIPELINE_MODELS = {"smb_rule": RULE_MODELS, "smb_rec": DISCRIMINATIVE_MODELS} | {
-    name: GENERATIVE_MODELS for name in ("train", "evaluate", "recommend", "smb_decoder", "mb_decoder", "decoder", "__default__")}
+PIPELINE_MODELS = {"smb_rule": RULE_MODELS, "smb_rec": DISCRIMINATIVE_MODELS,
+                   "recommend_rec": DISCRIMINATIVE_MODELS} | {
+    name: GENERATIVE_MODELS
+    for name in ("train", "evaluate", "recommend", "smb_decoder", "mb_decoder", "decoder", "__default__")}
 
 
 class Strict(BaseModel):

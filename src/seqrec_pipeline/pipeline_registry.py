@@ -47,8 +47,10 @@ def register_pipelines() -> dict[str, Pipeline]:
         "decoder": _with_protocol(trained + _evaluated("decoder"), "last_event"),
         "smb_rule": data + evaluation.create_rule_pipeline() + reporting.create_pipeline("smb_rule", generative=False),
         "smb_rec": data + discriminative.create_pipeline() + evaluation.create_repeat_pipeline("smb_rec")
-        + reporting.create_pipeline("smb_rec", generative=False, repeat_aware=True),
+        + reporting.create_pipeline("smb_rec", generative=False, repeat_aware=True)
+        + serving.create_rec_package_pipeline(),
         "recommend": serving.create_recommend_pipeline(),  # the stored model only
+        "recommend_rec": serving.create_rec_recommend_pipeline(),  # the stored smb_rec model only
         "compare": reporting.create_compare_pipeline(),
         "__default__": smb_decoder,
     }

@@ -177,6 +177,56 @@ def test_recommend_without_a_trained_model_says_how_to_train_one(trained):
     assert "Traceback" not in bad.stderr
 
 
+
+REC_PARAMS = "dataset=retail_ci,model=sasrec,rec.epochs=2"
+
+
+def test_a_baseline_is_served_like_a_decoder(tmp_path_factory, shared_data):
+    """`smb_rec` registers its model too; `recommend_rec` and the MLflow model give the same lists, and before the
+    test session the model alone gives the evaluation's."""
+    project = make_project(tmp_path_factory.mktemp("serving_rec"), shared_data)
+    _ok(project.run("run", "--pipeline=smb_rec", f"--params={REC_PARAMS}"))
+    chosen = _log(project, "users")["user_id"].to_list()[:3]
+    (project.path / "users.txt").write_text("\n".join(chosen) + "\n")
+    _ok(project.run("run", "--pipeline=recommend_rec", f"--params={REC_PARAMS},recommend.users=users.txt"))
+    table = pl.read_parquet(project.latest("data/07_model_output/retail_ci/recommend/sasrec/recommendations.parquet"))
+    summary = json.loads((project.path / "data/07_model_output/retail_ci/recommend/sasrec/summary.json").read_text())
+    assert summary["n_users"] == 3 and summary["repeat_head"] is True and table.height == 3 * 3
+    assert all(len(r) == 10 for r in table["items"].to_list())
+
+    import mlflow
+
+    from seqrec_pipeline.serving.requests import answer
+
+    served = json.loads((project.path / "data/06_models/retail_ci/rec-sasrec/last_session/served_model.json").read_text())
+    assert served["name"] == "seqrec-retail_ci-sasrec"
+    mlflow.set_tracking_uri(f"sqlite:///{project.path / 'mlflow.db'}")
+    model = mlflow.pyfunc.load_model(served["registered_uri"])
+    _check_same(_by_user(model.predict(pd.DataFrame(_requests(project, chosen))), chosen), table)
+
+    predictions = pl.read_parquet(
+        project.latest("data/07_model_output/retail_ci/smb_rec/last_session/sasrec/predictions.parquet"))
+    seq = _log(project, "sequences").join(_log(project, "users"), on="user_idx")
+    evaluated = seq.filter(pl.col("user_idx").is_in(predictions["user_idx"].head(4).implode()))["user_id"].to_list()
+    before_test = _by_user(answer(model.unwrap_python_model().recommender,
+                                  _requests(project, evaluated, "last_session_test"), use_repeat=False), evaluated)
+    names = _log(project, "behaviors").sort("behavior_idx")["behavior"].to_list()
+    item_of = _log(project, "items").sort("item_idx")["item_id"].to_numpy()
+    compared = 0
+    for row in predictions.join(_log(project, "users"), on="user_idx").iter_rows(named=True):
+        if row["user_id"] in evaluated:
+            got = before_test[row["user_id"], names[row["behavior_idx"]]]
+            assert got["items"] == item_of[row["items"][:10]].tolist()
+            np.testing.assert_allclose(got["scores"], row["scores"][:10], rtol=1e-4, atol=1e-6)
+            compared += 1
+    assert compared >= 4
+
+    bad = project.run("run", "--pipeline=recommend_rec", "--params=dataset=retail_ci,model=gru4rec")
+    assert bad.returncode == 2 and "no trained model" in bad.stderr and "--pipeline=smb_rec" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    bad = project.run("run", "--pipeline=recommend_rec", "--params=dataset=retail_ci")  # the default model: gamer
+    assert bad.returncode == 2 and "unknown model 'gamer' for pipeline recommend_rec" in bad.stderr
+
 def test_compare_runs_notebook_executes_on_the_runs(trained):
     """notebooks/compare_runs.ipynb, executed against this project's MLflow store, so it cannot rot."""
     nbformat = pytest.importorskip("nbformat")

@@ -205,3 +205,41 @@ def test_a_recommender_with_an_item_head_ranks_with_it_and_saves_it(setup, tmp_p
     loaded = Recommender.load(head_rec.save(tmp_path))
     assert loaded.model.config.item_head and loaded.model.item_head is not None
     assert answer(loaded, requests) == with_head
+
+
+def test_a_discriminative_recommender_ranks_as_the_evaluation_and_saves_without_codes(setup, tmp_path):
+    """A baseline (SASRec with behavior inputs) behind the same object: its lists are the evaluation's functions'
+    (full-catalog top candidates, then the head's mixture), and its saved folder has no SID table."""
+    from seqrec_pipeline.models.discriminative import build_discriminative
+    from seqrec_pipeline.ranking import rank_discriminative
+    from seqrec_pipeline.ranking.repeat import RepeatInputs, mixture_ranking
+
+    rec, sequences, users = setup
+    torch.manual_seed(0)
+    model = build_discriminative("sasrec_behavior", n_items=N_ITEMS, n_behaviors=3, max_len=5).eval()
+    base = build_recommender(model, sequences, rec.items, rec.behaviors_table, None, None, rec.repeat_head,
+                             protocol="last_session", max_history=5, beam_size=12, batch_size=4, renormalize=False,
+                             temperature=None, session_gap_seconds=GAP, chunk_events=1000)
+    assert not base.generative and rec.generative
+    table, summary = recommend_users(base, sequences, users, k=6)
+    assert summary["repeat_head"] is True and table.height == 3 * N_USERS
+    data = latest_set(sequences, 5, [0, 1, 2])
+    expected = mixture_ranking(data, RepeatInputs(data, 3), rank_discriminative(model, data, 12, 4, 5),
+                               base.mixture, 6, successors=base.successors, neighbors=base.neighbors)
+    ids = rec.items.sort("item_idx")["item_id"].to_numpy()
+    assert table["items"].to_list() == [ids[row[row >= 0]].tolist() for row in expected.items]
+    plain, _ = recommend_users(base, sequences, users, k=6, use_repeat=False)
+    top = rank_discriminative(model, data, 6, 4, 5)
+    assert plain["items"].to_list() == [ids[row].tolist() for row in top.items]  # the model's own top 6
+    requests = [_request(sequences, r, k=6) for r in range(N_USERS)]
+    answers = answer(base, requests)
+    for row in table.iter_rows(named=True):
+        got = next(x for x in answers[int(row["user_id"][1:])]["recommendations"] if x["behavior"] == row["behavior"])
+        assert got["items"] == row["items"]
+    paths = base.save(tmp_path)
+    assert "sid_table" not in paths and not (tmp_path / "sid_table.parquet").exists()
+    assert {p.name for p in (tmp_path / "model").iterdir()} == {"config.json", "model.safetensors"}
+    loaded = Recommender.load(tmp_path)
+    assert not loaded.generative and answer(loaded, requests) == answers
+    with pytest.raises(InputError, match=r"k must lie in 1..12"):
+        recommend_users(base, sequences, users, k=13)

@@ -1,12 +1,15 @@
-"""A trained generative recommender with everything it needs to answer for raw ids: the decoder, its SID table
-and vocabulary, the behavior table, the item id map, the repeat / explore head and the popularity fallback.
+"""A trained recommender with everything it needs to answer for raw ids: the model (a generative decoder with its
+SID table and vocabulary, or a discriminative baseline), the behavior table, the item id map, the repeat / explore
+head and the popularity fallback.
 
-The same object serves the batch pipeline (``batch.py``) and the MLflow model (``pyfunc.py``); both rank with
-the evaluation's functions (``ranking.rank_generative``, ``ranking.repeat.mixture_ranking``) on an
-:class:`~seqrec_pipeline.splits.EvalSet` built by ``splits.latest_set``, so the three paths cannot drift apart.
+The same object serves the batch pipelines (``batch.py``) and the MLflow model (``pyfunc.py``); both rank with
+the evaluation's functions (``ranking.rank_generative`` or ``ranking.rank_discriminative``, then
+``ranking.repeat.mixture_ranking``) on an :class:`~seqrec_pipeline.splits.EvalSet` built by ``splits.latest_set``,
+so the three paths cannot drift apart.
 
 On disk (``save`` / ``load``) it is a folder of plain files: ``model/`` (``config.json`` + ``model.safetensors``),
-``sid_table.parquet``, ``sid_vocab.json``, ``items.parquet`` (item_idx, item_id), ``behaviors.parquet``,
+``sid_table.parquet`` and ``sid_vocab.json`` (a decoder only), ``items.parquet`` (item_idx, item_id),
+``behaviors.parquet``,
 ``repeat_head.json`` (absent when the run fitted none), ``successors.parquet`` (every item's successors, counted
 on the whole log, when the head pools them), ``cooccurrence.parquet`` (every item's co-occurring items, likewise),
 ``popular.json``, ``serving.json`` (decoding settings).
@@ -27,7 +30,9 @@ import torch
 
 from seqrec_pipeline.decoding import PrefixIndex
 from seqrec_pipeline.errors import InputError
-from seqrec_pipeline.ranking import Ranking, rank_generative
+from seqrec_pipeline.io.rec_model import read_rec_model, write_rec_model
+from seqrec_pipeline.models.discriminative import SequentialRecommender
+from seqrec_pipeline.ranking import Ranking, rank_discriminative, rank_generative
 from seqrec_pipeline.ranking.generative import prepare_model
 from seqrec_pipeline.ranking.repeat import Mixture, RepeatInputs, mixture_ranking
 from seqrec_pipeline.ranking.successors import Neighbors, Successors, cooccurrence_table, successor_table
@@ -42,7 +47,9 @@ FILES = {"model": "model", "sid_table": "sid_table.parquet", "sid_vocab": "sid_v
 
 @dataclass(frozen=True)
 class ServingSettings:
-    """How the stored model decodes (the evaluation's settings of the run that trained it)."""
+    """How the stored model ranks (the evaluation's settings of the run that trained it).  ``beam_size``: the items
+    the model ranks per query before the repeat head, and so the largest k (a decoder's beam; a discriminative
+    model's candidates, ``repeat.candidates``); ``renormalize`` and ``temperature`` apply to a decoder only."""
 
     max_history: int
     beam_size: int
@@ -76,17 +83,23 @@ def popular_items(sequences: pl.DataFrame, behaviors: pl.DataFrame, items: pl.Da
 
 
 class Recommender:
-    """Top-k raw item ids per (history, behavior) from a trained decoder, optionally through its repeat head."""
+    """Top-k raw item ids per (history, behavior) from a trained model, optionally through its repeat head.
+    ``sid_table`` / ``sid_vocab``: a decoder's; None for a discriminative model (``SequentialRecommender``)."""
 
-    def __init__(self, model: torch.nn.Module, sid_table: pl.DataFrame, sid_vocab: dict, items: pl.DataFrame,
-                 behaviors: pl.DataFrame, repeat_head: dict | None, popular: dict, settings: ServingSettings,
-                 successors: Successors | None = None, neighbors: Neighbors | None = None):
+    def __init__(self, model: torch.nn.Module, sid_table: pl.DataFrame | None, sid_vocab: dict | None,
+                 items: pl.DataFrame, behaviors: pl.DataFrame, repeat_head: dict | None, popular: dict,
+                 settings: ServingSettings, successors: Successors | None = None, neighbors: Neighbors | None = None):
         self.model = prepare_model(model, settings.device)
+        self.generative = not isinstance(model, SequentialRecommender)
+        if self.generative and (sid_table is None or sid_vocab is None):
+            raise ValueError("a generative model needs its SID table and token vocabulary")
         self.sid_table, self.sid_vocab, self.items, self.behaviors_table = sid_table, sid_vocab, items, behaviors
-        self.codes = sid_table.sort("item_idx").drop("item_idx").to_numpy()
-        self.vocab = TokenVocab.from_dict(sid_vocab)
-        # the catalog's trie, built once: every request and batch chunk decodes against it
-        self.index = PrefixIndex.build(self.codes, self.vocab.level_sizes, device=next(self.model.parameters()).device)
+        if self.generative:
+            self.codes = sid_table.sort("item_idx").drop("item_idx").to_numpy()
+            self.vocab = TokenVocab.from_dict(sid_vocab)
+            # the catalog's trie, built once: every request and batch chunk decodes against it
+            self.index = PrefixIndex.build(self.codes, self.vocab.level_sizes,
+                                           device=next(self.model.parameters()).device)
         self.behaviors = BehaviorTable.from_table(behaviors)
         self.item_ids = items.sort("item_idx")["item_id"].to_numpy().astype(str)
         self.repeat_head = repeat_head
@@ -105,7 +118,8 @@ class Recommender:
     # ------------------------------------------------------------------ ranking
     def check_k(self, k: int) -> int:
         if not 1 <= int(k) <= self.settings.beam_size:
-            raise InputError(f"k must lie in 1..{self.settings.beam_size} (the beam size), got {k}")
+            raise InputError(f"k must lie in 1..{self.settings.beam_size} (the items the model ranks per query: "
+                             f"eval.beam_size, or repeat.candidates for a baseline), got {k}")
         return int(k)
 
     def behavior_indices(self, names: list[str] | str | None) -> list[int]:
@@ -118,13 +132,17 @@ class Recommender:
         return [self.behaviors.names.index(n) for n in dict.fromkeys(names)]
 
     def rank(self, data: EvalSet, k: int, use_repeat: bool = True) -> Ranking:
-        """The evaluation's ranking of ``data``'s samples: the whole beam of the constrained beam search, then
-        its top ``k`` or, with the repeat head, the repeat / explore mixture's top ``k`` over that beam."""
+        """The evaluation's ranking of ``data``'s samples: the model's ``beam_size`` items (a decoder's whole beam
+        of the constrained beam search; a discriminative model's top candidates of the catalog), then their top
+        ``k`` or, with the repeat head, the repeat / explore mixture's top ``k`` over them."""
         k = self.check_k(k)
         s = self.settings
-        base = rank_generative(self.model, data, self.codes, self.vocab, self.behaviors.levels,
-                               beam_size=s.beam_size, top_k=s.beam_size, batch_size=s.batch_size,
-                               renormalize=s.renormalize, temperature=s.temperature, index=self.index)
+        if self.generative:
+            base = rank_generative(self.model, data, self.codes, self.vocab, self.behaviors.levels,
+                                   beam_size=s.beam_size, top_k=s.beam_size, batch_size=s.batch_size,
+                                   renormalize=s.renormalize, temperature=s.temperature, index=self.index)
+        else:
+            base = rank_discriminative(self.model, data, s.beam_size, s.batch_size, s.max_history)
         if self.mixture is None or not use_repeat:
             return Ranking(base.items[:, :k], base.scores[:, :k])
         return mixture_ranking(data, RepeatInputs(data, len(self.behaviors)), base, self.mixture, k,
@@ -145,11 +163,16 @@ class Recommender:
         directory.mkdir(parents=True, exist_ok=True)
         paths = {name: str(directory / file) for name, file in FILES.items()}
         shutil.rmtree(paths["model"], ignore_errors=True)
-        self.model.save_pretrained(paths["model"])  # safetensors + config.json
-        self.sid_table.write_parquet(paths["sid_table"])
+        if self.generative:
+            self.model.save_pretrained(paths["model"])  # safetensors + config.json
+            self.sid_table.write_parquet(paths["sid_table"])
+            Path(paths["sid_vocab"]).write_text(json.dumps(self.sid_vocab))
+        else:
+            Path(paths["model"]).mkdir()
+            write_rec_model(self.model, paths["model"])
+            del paths["sid_table"], paths["sid_vocab"]
         self.items.select("item_idx", "item_id").write_parquet(paths["items"])
         self.behaviors_table.write_parquet(paths["behaviors"])
-        Path(paths["sid_vocab"]).write_text(json.dumps(self.sid_vocab))
         Path(paths["popular"]).write_text(json.dumps(self.popular))
         Path(paths["settings"]).write_text(json.dumps(self.settings.to_dict(), indent=2))
         if self.repeat_head:
@@ -175,22 +198,27 @@ class Recommender:
             paths = {name: str(Path(paths) / file) for name, file in FILES.items()}
         head, successors, neighbors = paths.get("repeat_head"), paths.get("successors"), paths.get("cooccurrence")
         settings = json.loads(Path(paths["settings"]).read_text())
-        return cls(load_model(paths["model"]), pl.read_parquet(paths["sid_table"]),
-                   json.loads(Path(paths["sid_vocab"]).read_text()), pl.read_parquet(paths["items"]),
+        generative = bool(paths.get("sid_table")) and Path(paths["sid_table"]).is_file()
+        return cls(load_model(paths["model"]) if generative else read_rec_model(paths["model"]),
+                   pl.read_parquet(paths["sid_table"]) if generative else None,
+                   json.loads(Path(paths["sid_vocab"]).read_text()) if generative else None,
+                   pl.read_parquet(paths["items"]),
                    pl.read_parquet(paths["behaviors"]),
                    json.loads(Path(head).read_text()) if head and Path(head).is_file() else None,
                    json.loads(Path(paths["popular"]).read_text()), ServingSettings(**settings, device=device),
                    Successors.from_frame(pl.read_parquet(successors))
                    if successors and Path(successors).is_file() else None,
-                   Neighbors.from_frame(pl.read_parquet(neighbors)) if neighbors and Path(neighbors).is_file() else None)
+                   Neighbors.from_frame(pl.read_parquet(neighbors))
+                   if neighbors and Path(neighbors).is_file() else None)
 
 
-def build_recommender(decoder_model, sequences: pl.DataFrame, items: pl.DataFrame, behaviors: pl.DataFrame,
-                      sid_table: pl.DataFrame, sid_vocab: dict, repeat_head: dict | None, *, protocol: str,
-                      max_history: int, beam_size: int, batch_size: int, renormalize: bool,
+def build_recommender(model, sequences: pl.DataFrame, items: pl.DataFrame, behaviors: pl.DataFrame,
+                      sid_table: pl.DataFrame | None, sid_vocab: dict | None, repeat_head: dict | None, *,
+                      protocol: str, max_history: int, beam_size: int, batch_size: int, renormalize: bool,
                       temperature: float | None, session_gap_seconds: float, chunk_events: int,
                       device: str | None = None) -> Recommender:
-    """A :class:`Recommender` from a run's artifacts, decoding with the evaluation's settings; the popularity
+    """A :class:`Recommender` from a run's artifacts (``model``: a decoder with its ``sid_table`` / ``sid_vocab``,
+    or a discriminative model with None for both), ranking with the evaluation's settings; the popularity
     fallback is counted on ``protocol``'s training data, the successors and co-occurrence tables (when the head
     pools them; ``chunk_events``: the co-occurrence counts' chunking) on every event of ``sequences``, the logs
     the recommendations read."""
@@ -201,5 +229,5 @@ def build_recommender(decoder_model, sequences: pl.DataFrame, items: pl.DataFram
     successors = successor_table(events, mixture.successors.width) if mixture and mixture.uses_successors else None
     neighbors = (cooccurrence_table(events, mixture.cooccurrence.width, window=mixture.cooccurrence.window,
                                     chunk_events=chunk_events) if mixture and mixture.uses_cooccurrence else None)
-    return Recommender(decoder_model, sid_table, sid_vocab, items, behaviors, repeat_head,
+    return Recommender(model, sid_table, sid_vocab, items, behaviors, repeat_head,
                        popular_items(sequences, behaviors, items, protocol, beam_size), settings, successors, neighbors)

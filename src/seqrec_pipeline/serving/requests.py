@@ -98,7 +98,8 @@ def parse_request(values: dict, row: int, recommender: Recommender) -> Request:
     if _absent(k):
         k = min(DEFAULT_K, beam)
     elif isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= int(k) <= beam:
-        raise RequestError(f"row {row}: 'k' must be an integer in 1..{beam} (the beam size), got {k!r}")
+        raise RequestError(f"row {row}: 'k' must be an integer in 1..{beam} (the items the model ranks per query), "
+                           f"got {k!r}")
     return Request([str(i) for i in lists["items"]], [names.index(b) for b in lists["behaviors"]], times,
                    requested, int(k))
 

@@ -8,22 +8,48 @@ import mlflow
 import polars as pl
 
 from seqrec_pipeline.dataset_spec import resolve_dataset
-from seqrec_pipeline.params import EmbedParams, EvalParams, RecommendParams, validate
+from seqrec_pipeline.params import EmbedParams, EvalParams, RecommendParams, RecParams, RepeatParams, validate
 from seqrec_pipeline.serving import build_recommender, recommend_users
 from seqrec_pipeline.serving.pyfunc import input_example, log_model
 
 log = logging.getLogger(__name__)
 
 
-def _recommender(decoder_model, sequences, items, behaviors, sid_table, sid_vocab, repeat_head, protocol,
-                 max_history, eval_params, dataset, datasets, embed):
+def _recommender(model, sequences, items, behaviors, sid_table, sid_vocab, repeat_head, protocol, max_history,
+                 eval_params, dataset, datasets, embed, rec=None, repeat=None):
+    """A decoder's recommender with the evaluation's decoding settings (``eval``); with ``rec`` / ``repeat`` (and no
+    SID table) a discriminative model's, ranking ``repeat.candidates`` items per query as ``smb_rec`` does."""
     params = validate(EvalParams, eval_params, prefix="eval.")
-    return build_recommender(decoder_model, sequences, items, behaviors, sid_table, sid_vocab, repeat_head,
-                             protocol=protocol, max_history=max_history, beam_size=params.beam_size,
-                             batch_size=params.batch_size, renormalize=params.renormalize,
-                             temperature=params.temperature, device=params.device,
+    settings = dict(beam_size=params.beam_size, batch_size=params.batch_size, renormalize=params.renormalize,
+                    temperature=params.temperature, device=params.device)
+    if rec is not None:
+        rec_params = validate(RecParams, rec, prefix="rec.")
+        settings = dict(beam_size=validate(RepeatParams, repeat, prefix="repeat.").candidates,
+                        batch_size=rec_params.batch_size, renormalize=False, temperature=None, device=rec_params.device)
+    return build_recommender(model, sequences, items, behaviors, sid_table, sid_vocab, repeat_head,
+                             protocol=protocol, max_history=max_history, **settings,
                              chunk_events=validate(EmbedParams, embed, prefix="embed.").cf_chunk_events,
                              session_gap_seconds=resolve_dataset(dataset, datasets).session_gap_minutes * 60.0)
+
+
+def _recommend(recommender, sequences: pl.DataFrame, users: pl.DataFrame, recommend_params: dict):
+    params = validate(RecommendParams, recommend_params, prefix="recommend.")
+    table, summary = recommend_users(recommender, sequences, users, which=params.users, behaviors=params.behaviors,
+                                     k=params.k, use_repeat=params.repeat,
+                                     chunk_users=params.chunk_users)
+    metrics = {f"recommend/{k}": {"value": float(summary[k]), "step": 0}
+               for k in ("n_users", "n_unknown_users", "n_rows")}
+    return table, summary, metrics
+
+
+def _package(recommender, sequences: pl.DataFrame, name: str) -> dict:
+    if mlflow.active_run() is None:
+        log.warning("no active MLflow run: the MLflow model is not logged")
+        return {}
+    info = log_model(recommender, name, input_example(recommender, sequences))
+    log.info("MLflow model registered as %s; serve it with: mlflow models serve -m %s --env-manager local "
+             "-h 127.0.0.1 -p 5001", info["name"], info["registered_uri"])
+    return info
 
 
 def recommend(decoder_model, sequences: pl.DataFrame, users: pl.DataFrame, items: pl.DataFrame,
@@ -31,15 +57,19 @@ def recommend(decoder_model, sequences: pl.DataFrame, users: pl.DataFrame, items
               recommend_params: dict, protocol: str, max_history: int, eval_params: dict, dataset: str,
               datasets: dict, embed: dict):
     """Top-k raw item ids per (user, behavior) from each user's whole log; a summary and its MLflow metrics."""
-    params = validate(RecommendParams, recommend_params, prefix="recommend.")
     recommender = _recommender(decoder_model, sequences, items, behaviors, sid_table, sid_vocab, repeat_head,
                                protocol, max_history, eval_params, dataset, datasets, embed)
-    table, summary = recommend_users(recommender, sequences, users, which=params.users, behaviors=params.behaviors,
-                                     k=params.k, use_repeat=params.repeat,
-                                     chunk_users=params.chunk_users)
-    metrics = {f"recommend/{k}": {"value": float(summary[k]), "step": 0}
-               for k in ("n_users", "n_unknown_users", "n_rows")}
-    return table, summary, metrics
+    return _recommend(recommender, sequences, users, recommend_params)
+
+
+def recommend_rec(rec_model, sequences: pl.DataFrame, users: pl.DataFrame, items: pl.DataFrame,
+                  behaviors: pl.DataFrame, repeat_head: dict | None, recommend_params: dict, protocol: str,
+                  max_history: int, eval_params: dict, dataset: str, datasets: dict, embed: dict, rec: dict,
+                  repeat: dict):
+    """``recommend`` for a discriminative baseline of ``smb_rec``."""
+    recommender = _recommender(rec_model, sequences, items, behaviors, None, None, repeat_head, protocol,
+                               max_history, eval_params, dataset, datasets, embed, rec, repeat)
+    return _recommend(recommender, sequences, users, recommend_params)
 
 
 def package_model(decoder_model, sequences: pl.DataFrame, items: pl.DataFrame, behaviors: pl.DataFrame,
@@ -49,10 +79,13 @@ def package_model(decoder_model, sequences: pl.DataFrame, items: pl.DataFrame, b
     (nothing is logged without an active MLflow run)."""
     recommender = _recommender(decoder_model, sequences, items, behaviors, sid_table, sid_vocab, repeat_head,
                                protocol, max_history, eval_params, dataset, datasets, embed)
-    if mlflow.active_run() is None:
-        log.warning("no active MLflow run: the MLflow model is not logged")
-        return {}
-    info = log_model(recommender, f"seqrec-{dataset}-{model}-{tokenizer}", input_example(recommender, sequences))
-    log.info("MLflow model registered as %s; serve it with: mlflow models serve -m %s --env-manager local "
-             "-h 127.0.0.1 -p 5001", info["name"], info["registered_uri"])
-    return info
+    return _package(recommender, sequences, f"seqrec-{dataset}-{model}-{tokenizer}")
+
+
+def package_rec_model(rec_model, sequences: pl.DataFrame, items: pl.DataFrame, behaviors: pl.DataFrame,
+                      repeat_head: dict, protocol: str, max_history: int, eval_params: dict, dataset: str,
+                      datasets: dict, embed: dict, model: str, rec: dict, repeat: dict) -> dict:
+    """``package_model`` for a discriminative baseline of ``smb_rec``, registered as ``seqrec-<dataset>-<model>``."""
+    recommender = _recommender(rec_model, sequences, items, behaviors, None, None, repeat_head, protocol,
+                               max_history, eval_params, dataset, datasets, embed, rec, repeat)
+    return _package(recommender, sequences, f"seqrec-{dataset}-{model}")

@@ -1,13 +1,15 @@
-"""``recommend``: top-k raw item ids for the users of the log from the stored model (no training);
-``<pipeline>.served_model``: the evaluated run's model logged and registered as an MLflow model."""
+"""``recommend`` / ``recommend_rec``: top-k raw item ids for the users of the log from the stored decoder /
+discriminative baseline (no training); ``<pipeline>.served_model``: the evaluated run's model logged and
+registered as an MLflow model."""
 
 from kedro.pipeline import Pipeline, node, pipeline
 
-from .nodes import package_model, recommend
+from .nodes import package_model, package_rec_model, recommend, recommend_rec
 
 SETTINGS = ["params:split.protocol", "params:max_history", "params:eval", "params:dataset", "params:datasets",
             "params:embed"]
 ARTIFACTS = ["decoder_model", "sequences@eager", "items", "behaviors", "sid_table", "sid_vocab"]
+REC = ["params:rec", "params:repeat"]
 
 
 def create_recommend_pipeline(**kwargs) -> Pipeline:
@@ -29,4 +31,28 @@ def create_package_pipeline(namespace: str, **kwargs) -> Pipeline:
         namespace=namespace,
         inputs=set(ARTIFACTS),
         parameters={*SETTINGS, "params:model", "params:tokenizer"},
+    )
+
+
+def create_rec_recommend_pipeline(**kwargs) -> Pipeline:
+    """``recommend`` for the stored ``smb_rec`` model of ``model`` (and its repeat head)."""
+    return pipeline(
+        [node(recommend_rec, ["rec_model", "sequences@eager", "users", "items", "behaviors", "repeat_head",
+                              "params:recommend", *SETTINGS, *REC], ["recommendations", "summary", "metrics"],
+              name="recommend_rec")],
+        namespace="recommend_rec",
+        inputs={"rec_model": "smb_rec.rec_model", "sequences": "sequences", "users": "users", "items": "items",
+                "behaviors": "behaviors"},
+        parameters={"params:recommend", *SETTINGS, *REC},
+    )
+
+
+def create_rec_package_pipeline(**kwargs) -> Pipeline:
+    """After ``smb_rec.repeat_head``: the MLflow model of the run (``smb_rec.served_model``)."""
+    return pipeline(
+        [node(package_rec_model, ["rec_model", "sequences@eager", "items", "behaviors", "repeat_head", *SETTINGS,
+                                  "params:model", *REC], "served_model", name="package_model")],
+        namespace="smb_rec",
+        inputs={"sequences", "items", "behaviors"},
+        parameters={*SETTINGS, "params:model", *REC},
     )
