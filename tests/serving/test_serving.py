@@ -241,5 +241,7 @@ def test_a_discriminative_recommender_ranks_as_the_evaluation_and_saves_without_
     assert {p.name for p in (tmp_path / "model").iterdir()} == {"config.json", "model.safetensors"}
     loaded = Recommender.load(tmp_path)
     assert not loaded.generative and answer(loaded, requests) == answers
+    with pytest.raises(InputError, match=r"package the model again \(kedro run --pipeline=smb_rec "):
+        Recommender.load({key: path for key, path in paths.items() if key != "successors"})
     with pytest.raises(InputError, match=r"k must lie in 1..12"):
         recommend_users(base, sequences, users, k=13)

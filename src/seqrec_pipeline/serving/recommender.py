@@ -104,14 +104,14 @@ class Recommender:
         self.item_ids = items.sort("item_idx")["item_id"].to_numpy().astype(str)
         self.repeat_head = repeat_head
         self.mixture = Mixture.from_dict(repeat_head) if repeat_head else None
+        again = "package the model again (kedro run --pipeline={0} --nodes={0}.package_model)".format(
+            "smb_decoder" if self.generative else "smb_rec")
         if self.mixture is not None and self.mixture.uses_successors and successors is None:
             raise InputError("this model's repeat head pools the recent items' successors, but successors.parquet is "
-                             "missing: package the model again (kedro run --pipeline=smb_decoder "
-                             "--nodes=smb_decoder.package_model)")
+                             f"missing: {again}")
         if self.mixture is not None and self.mixture.uses_cooccurrence and neighbors is None:
-            raise InputError("this model's repeat head pools the co-occurring items, but cooccurrence.parquet is "
-                             "missing: package the model again (kedro run --pipeline=smb_decoder "
-                             "--nodes=smb_decoder.package_model)")
+            raise InputError(f"this model's repeat head pools the co-occurring items, but cooccurrence.parquet is "
+                             f"missing: {again}")
         self.successors, self.neighbors = successors, neighbors
         self.popular, self.settings = popular, settings
 
