@@ -236,6 +236,7 @@ def test_a_discriminative_recommender_ranks_as_the_evaluation_and_saves_without_
     for row in table.iter_rows(named=True):
         got = next(x for x in answers[int(row["user_id"][1:])]["recommendations"] if x["behavior"] == row["behavior"])
         assert got["items"] == row["items"]
+    rec.save(tmp_path)  # a decoder saved there first: its SID table must not outlive it
     paths = base.save(tmp_path)
     assert "sid_table" not in paths and not (tmp_path / "sid_table.parquet").exists()
     assert {p.name for p in (tmp_path / "model").iterdir()} == {"config.json", "model.safetensors"}

@@ -170,7 +170,8 @@ class Recommender:
         else:
             Path(paths["model"]).mkdir()
             write_rec_model(self.model, paths["model"])
-            del paths["sid_table"], paths["sid_vocab"]
+            for name in ("sid_table", "sid_vocab"):  # a stale SID table would make `load` read a decoder
+                Path(paths.pop(name)).unlink(missing_ok=True)
         self.items.select("item_idx", "item_id").write_parquet(paths["items"])
         self.behaviors_table.write_parquet(paths["behaviors"])
         Path(paths["popular"]).write_text(json.dumps(self.popular))
