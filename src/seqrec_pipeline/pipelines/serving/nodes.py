@@ -16,20 +16,27 @@ log = logging.getLogger(__name__)
 
 
 def _recommender(model, sequences, items, behaviors, sid_table, sid_vocab, repeat_head, protocol, max_history,
-                 eval_params, dataset, datasets, embed, rec=None, repeat=None):
-    """A decoder's recommender with the evaluation's decoding settings (``eval``); with ``rec`` / ``repeat`` (and no
-    SID table) a discriminative model's, ranking ``repeat.candidates`` items per query as ``smb_rec`` does."""
-    params = validate(EvalParams, eval_params, prefix="eval.")
-    settings = dict(beam_size=params.beam_size, batch_size=params.batch_size, renormalize=params.renormalize,
-                    temperature=params.temperature, device=params.device)
-    if rec is not None:
-        rec_params = validate(RecParams, rec, prefix="rec.")
-        settings = dict(beam_size=validate(RepeatParams, repeat, prefix="repeat.").candidates,
-                        batch_size=rec_params.batch_size, renormalize=False, temperature=None, device=rec_params.device)
+                 dataset, datasets, embed, **ranking):
+    """``serving.build_recommender`` with the run's data settings; ``ranking``: how the model ranks (``beam_size``,
+    ``batch_size``, ``renormalize``, ``temperature``, ``device``), from :func:`_decoding` or :func:`_candidates`."""
     return build_recommender(model, sequences, items, behaviors, sid_table, sid_vocab, repeat_head,
-                             protocol=protocol, max_history=max_history, **settings,
+                             protocol=protocol, max_history=max_history, **ranking,
                              chunk_events=validate(EmbedParams, embed, prefix="embed.").cf_chunk_events,
                              session_gap_seconds=resolve_dataset(dataset, datasets).session_gap_minutes * 60.0)
+
+
+def _decoding(eval_params: dict) -> dict:
+    """A decoder ranks as its evaluation decodes (``eval``)."""
+    params = validate(EvalParams, eval_params, prefix="eval.")
+    return dict(beam_size=params.beam_size, batch_size=params.batch_size, renormalize=params.renormalize,
+                temperature=params.temperature, device=params.device)
+
+
+def _candidates(rec: dict, repeat: dict) -> dict:
+    """A discriminative baseline ranks as ``smb_rec`` does: its top ``repeat.candidates`` items of the catalog."""
+    params = validate(RecParams, rec, prefix="rec.")
+    return dict(beam_size=validate(RepeatParams, repeat, prefix="repeat.").candidates, batch_size=params.batch_size,
+                renormalize=False, temperature=None, device=params.device)
 
 
 def _recommend(recommender, sequences: pl.DataFrame, users: pl.DataFrame, recommend_params: dict):
@@ -58,17 +65,16 @@ def recommend(decoder_model, sequences: pl.DataFrame, users: pl.DataFrame, items
               datasets: dict, embed: dict):
     """Top-k raw item ids per (user, behavior) from each user's whole log; a summary and its MLflow metrics."""
     recommender = _recommender(decoder_model, sequences, items, behaviors, sid_table, sid_vocab, repeat_head,
-                               protocol, max_history, eval_params, dataset, datasets, embed)
+                               protocol, max_history, dataset, datasets, embed, **_decoding(eval_params))
     return _recommend(recommender, sequences, users, recommend_params)
 
 
 def recommend_rec(rec_model, sequences: pl.DataFrame, users: pl.DataFrame, items: pl.DataFrame,
                   behaviors: pl.DataFrame, repeat_head: dict | None, recommend_params: dict, protocol: str,
-                  max_history: int, eval_params: dict, dataset: str, datasets: dict, embed: dict, rec: dict,
-                  repeat: dict):
+                  max_history: int, dataset: str, datasets: dict, embed: dict, rec: dict, repeat: dict):
     """``recommend`` for a discriminative baseline of ``smb_rec``."""
     recommender = _recommender(rec_model, sequences, items, behaviors, None, None, repeat_head, protocol,
-                               max_history, eval_params, dataset, datasets, embed, rec, repeat)
+                               max_history, dataset, datasets, embed, **_candidates(rec, repeat))
     return _recommend(recommender, sequences, users, recommend_params)
 
 
@@ -78,14 +84,14 @@ def package_model(decoder_model, sequences: pl.DataFrame, items: pl.DataFrame, b
     """The run's model with its repeat head as an MLflow model, registered as ``seqrec-<dataset>-<model>-<tokenizer>``
     (nothing is logged without an active MLflow run)."""
     recommender = _recommender(decoder_model, sequences, items, behaviors, sid_table, sid_vocab, repeat_head,
-                               protocol, max_history, eval_params, dataset, datasets, embed)
+                               protocol, max_history, dataset, datasets, embed, **_decoding(eval_params))
     return _package(recommender, sequences, f"seqrec-{dataset}-{model}-{tokenizer}")
 
 
 def package_rec_model(rec_model, sequences: pl.DataFrame, items: pl.DataFrame, behaviors: pl.DataFrame,
-                      repeat_head: dict, protocol: str, max_history: int, eval_params: dict, dataset: str,
-                      datasets: dict, embed: dict, model: str, rec: dict, repeat: dict) -> dict:
+                      repeat_head: dict, model: str, protocol: str, max_history: int, dataset: str,
+                      datasets: dict, embed: dict, rec: dict, repeat: dict) -> dict:
     """``package_model`` for a discriminative baseline of ``smb_rec``, registered as ``seqrec-<dataset>-<model>``."""
     recommender = _recommender(rec_model, sequences, items, behaviors, None, None, repeat_head, protocol,
-                               max_history, eval_params, dataset, datasets, embed, rec, repeat)
+                               max_history, dataset, datasets, embed, **_candidates(rec, repeat))
     return _package(recommender, sequences, f"seqrec-{dataset}-{model}")

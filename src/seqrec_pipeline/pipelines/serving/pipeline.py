@@ -9,7 +9,8 @@ from .nodes import package_model, package_rec_model, recommend, recommend_rec
 SETTINGS = ["params:split.protocol", "params:max_history", "params:eval", "params:dataset", "params:datasets",
             "params:embed"]
 ARTIFACTS = ["decoder_model", "sequences@eager", "items", "behaviors", "sid_table", "sid_vocab"]
-REC = ["params:rec", "params:repeat"]
+# a baseline ranks with `rec` / `repeat` instead of the decoder's `eval`
+REC_SETTINGS = [p for p in SETTINGS if p != "params:eval"] + ["params:rec", "params:repeat"]
 
 
 def create_recommend_pipeline(**kwargs) -> Pipeline:
@@ -38,21 +39,21 @@ def create_rec_recommend_pipeline(**kwargs) -> Pipeline:
     """``recommend`` for the stored ``smb_rec`` model of ``model`` (and its repeat head)."""
     return pipeline(
         [node(recommend_rec, ["rec_model", "sequences@eager", "users", "items", "behaviors", "repeat_head",
-                              "params:recommend", *SETTINGS, *REC], ["recommendations", "summary", "metrics"],
+                              "params:recommend", *REC_SETTINGS], ["recommendations", "summary", "metrics"],
               name="recommend_rec")],
         namespace="recommend_rec",
         inputs={"rec_model": "smb_rec.rec_model", "sequences": "sequences", "users": "users", "items": "items",
                 "behaviors": "behaviors"},
-        parameters={"params:recommend", *SETTINGS, *REC},
+        parameters={"params:recommend", *REC_SETTINGS},
     )
 
 
 def create_rec_package_pipeline(**kwargs) -> Pipeline:
     """After ``smb_rec.repeat_head``: the MLflow model of the run (``smb_rec.served_model``)."""
     return pipeline(
-        [node(package_rec_model, ["rec_model", "sequences@eager", "items", "behaviors", "repeat_head", *SETTINGS,
-                                  "params:model", *REC], "served_model", name="package_model")],
+        [node(package_rec_model, ["rec_model", "sequences@eager", "items", "behaviors", "repeat_head", "params:model",
+                                  *REC_SETTINGS], "served_model", name="package_model")],
         namespace="smb_rec",
         inputs={"sequences", "items", "behaviors"},
-        parameters={*SETTINGS, "params:model", *REC},
+        parameters={*REC_SETTINGS, "params:model"},
     )
