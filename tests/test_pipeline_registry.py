@@ -13,7 +13,9 @@ def test_every_pipeline_builds_and_evaluating_pipelines_report_the_repeat_varian
     # the evaluated decoder and baseline runs register their MLflow models; each has its batch pipeline
     assert "smb_decoder.served_model" in pipelines["smb_decoder"].all_outputs()
     assert "smb_rec.served_model" in pipelines["smb_rec"].all_outputs()
+    assert {"smb_rule.served_model", "smb_rule.fitted"} <= pipelines["smb_rule"].all_outputs()
     assert {"decoder_model", "recommend.repeat_head"} <= pipelines["recommend"].inputs()
     assert {"smb_rec.rec_model", "recommend_rec.repeat_head"} <= pipelines["recommend_rec"].inputs()
+    assert "recommend_rule.fitted" in pipelines["recommend_rule"].inputs()
     assert pipelines["compare"].inputs() == {"compare.evaluated_runs", "compare.evaluated_predictions",
                                              "params:dataset", "params:compare.k"}

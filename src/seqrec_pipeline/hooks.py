@@ -27,6 +27,8 @@ def git_commit() -> str:
 
 
 MAX_PARAM = 250  # kedro-mlflow's truncation length
+# the pipelines of the rule and discriminative baselines, which use no semantic IDs (no tokenizer in run names)
+BASELINE_PIPELINES = ("smb_rule", "smb_rec", "recommend_rec", "recommend_rule")
 
 
 def flatten(params: dict, prefix: str = "") -> dict:
@@ -73,8 +75,7 @@ class TrackingHooks:
         params = catalog.load("parameters") if "parameters" in catalog else {}
         pipeline_name = pipeline_name_of(run_params)
         parts = [str(pipeline_name), str(params.get("dataset", ""))]
-        # rule and discriminative baselines use no semantic IDs: no tokenizer in their names
-        keys = ("model",) if str(pipeline_name) in ("smb_rule", "smb_rec") else ("model", "tokenizer")
+        keys = ("model",) if str(pipeline_name) in BASELINE_PIPELINES else ("model", "tokenizer")
         parts += [str(params[k]) for k in keys if params.get(k)]
         mlflow.set_tag("mlflow.runName", " · ".join(p for p in parts if p))
         commit = git_commit()

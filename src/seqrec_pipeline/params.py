@@ -30,7 +30,7 @@ DISCRIMINATIVE_MODELS = ("sasrec", "bert4rec", "gru4rec", "mbht", "mbstr", "pbat
 TOKENIZERS = ("rqkmeans", "rqvae", "cid", "rid", "given")
 # the models a pipeline can run (``model=``)
 PIPELINE_MODELS = {"smb_rule": RULE_MODELS, "smb_rec": DISCRIMINATIVE_MODELS,
-                   "recommend_rec": DISCRIMINATIVE_MODELS} | {
+                   "recommend_rec": DISCRIMINATIVE_MODELS, "recommend_rule": ("item_knn",)} | {
     name: GENERATIVE_MODELS
     for name in ("train", "evaluate", "recommend", "smb_decoder", "mb_decoder", "decoder", "__default__")}
 

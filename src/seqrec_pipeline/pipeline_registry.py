@@ -45,12 +45,14 @@ def register_pipelines() -> dict[str, Pipeline]:
         "smb_decoder": smb_decoder,
         "mb_decoder": _with_protocol(trained + _evaluated("mb_decoder"), "last_event"),
         "decoder": _with_protocol(trained + _evaluated("decoder"), "last_event"),
-        "smb_rule": data + evaluation.create_rule_pipeline() + reporting.create_pipeline("smb_rule", generative=False),
+        "smb_rule": data + evaluation.create_rule_pipeline() + reporting.create_pipeline("smb_rule", generative=False)
+        + serving.create_rule_package_pipeline(),
         "smb_rec": data + discriminative.create_pipeline() + evaluation.create_repeat_pipeline("smb_rec")
         + reporting.create_pipeline("smb_rec", generative=False, repeat_aware=True)
         + serving.create_rec_package_pipeline(),
         "recommend": serving.create_recommend_pipeline(),  # the stored model only
         "recommend_rec": serving.create_rec_recommend_pipeline(),  # the stored smb_rec model only
+        "recommend_rule": serving.create_rule_recommend_pipeline(),  # the fitted item_knn rule only
         "compare": reporting.create_compare_pipeline(),
         "__default__": smb_decoder,
     }

@@ -181,11 +181,17 @@ def test_recommend_without_a_trained_model_says_how_to_train_one(trained):
 REC_PARAMS = "dataset=retail_ci,model=sasrec,rec.epochs=2"
 
 
-def test_a_baseline_is_served_like_a_decoder(tmp_path_factory, shared_data):
-    """`smb_rec` registers its model too; `recommend_rec` and the MLflow model give the same lists, and before the
-    test session the model alone gives the evaluation's."""
+@pytest.fixture(scope="module")
+def baselines(tmp_path_factory, shared_data):
     project = make_project(tmp_path_factory.mktemp("serving_rec"), shared_data)
     _ok(project.run("run", "--pipeline=smb_rec", f"--params={REC_PARAMS}"))
+    return project
+
+
+def test_a_baseline_is_served_like_a_decoder(baselines):
+    """`smb_rec` registers its model too; `recommend_rec` and the MLflow model give the same lists, and before the
+    test session the model alone gives the evaluation's."""
+    project = baselines
     chosen = _log(project, "users")["user_id"].to_list()[:3]
     (project.path / "users.txt").write_text("\n".join(chosen) + "\n")
     _ok(project.run("run", "--pipeline=recommend_rec", f"--params={REC_PARAMS},recommend.users=users.txt"))
@@ -226,6 +232,44 @@ def test_a_baseline_is_served_like_a_decoder(tmp_path_factory, shared_data):
     assert "Traceback" not in bad.stderr
     bad = project.run("run", "--pipeline=recommend_rec", "--params=dataset=retail_ci")  # the default model: gamer
     assert bad.returncode == 2 and "unknown model 'gamer' for pipeline recommend_rec" in bad.stderr
+
+def test_the_item_knn_rule_is_served_like_a_model(baselines):
+    """`smb_rule` with `model=item_knn` registers the rule (its fitted mixture over its PPMI table); the other rules
+    are not packaged; `recommend_rule` and the MLflow model give the same lists; running it before the rule was
+    fitted, or for another rule, is one line."""
+    project = baselines
+    bad = project.run("run", "--pipeline=recommend_rule", "--params=dataset=retail_ci,model=item_knn")
+    assert bad.returncode == 2 and "no fitted item_knn rule" in bad.stderr and "--pipeline=smb_rule" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    _ok(project.run("run", "--pipeline=smb_rule", "--params=dataset=retail_ci,model=item_knn"))
+    folder = project.path / "data/06_models/retail_ci/rule-item_knn/last_session"
+    served, fitted = (json.loads((folder / f"{name}.json").read_text()) for name in ("served_model", "fitted"))
+    assert served["name"] == "seqrec-retail_ci-item_knn" and served["version"] == 1
+    assert set(fitted["explorer"]) == {"window", "width", "last", "decay"} and "gate_bias" in fitted
+    _ok(project.run("run", "--pipeline=smb_rule", "--params=dataset=retail_ci,model=popularity"))
+    assert json.loads((project.path / "data/06_models/retail_ci/rule-popularity/last_session/served_model.json")
+                      .read_text()) == {}
+
+    chosen = _log(project, "users")["user_id"].to_list()[3:6]
+    (project.path / "users.txt").write_text("\n".join(chosen) + "\n")
+    _ok(project.run("run", "--pipeline=recommend_rule", "--params=dataset=retail_ci,model=item_knn,"
+                                                        "recommend.users=users.txt"))
+    out = project.path / "data/07_model_output/retail_ci/recommend/item_knn"
+    table = pl.read_parquet(project.latest(str(out.relative_to(project.path) / "recommendations.parquet")))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_users"] == 3 and summary["repeat_head"] is True and table.height == 3 * 3
+    assert all(len(r) == 10 for r in table["items"].to_list())
+
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{project.path / 'mlflow.db'}")
+    model = mlflow.pyfunc.load_model(served["registered_uri"])
+    assert model.unwrap_python_model().recommender.kind == "item_knn"
+    _check_same(_by_user(model.predict(pd.DataFrame(_requests(project, chosen))), chosen), table)
+
+    bad = project.run("run", "--pipeline=recommend_rule", "--params=dataset=retail_ci,model=tifu")
+    assert bad.returncode == 2 and "unknown model 'tifu' for pipeline recommend_rule" in bad.stderr
+
 
 def test_compare_runs_notebook_executes_on_the_runs(trained):
     """notebooks/compare_runs.ipynb, executed against this project's MLflow store, so it cannot rot."""

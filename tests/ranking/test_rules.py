@@ -6,7 +6,7 @@ import polars as pl
 
 from seqrec_pipeline.params import load_parameters
 from seqrec_pipeline.ranking import rank_rule
-from seqrec_pipeline.ranking.rules import item_knn_ranking, item_neighbors
+from seqrec_pipeline.ranking.rules import ItemKnn, item_knn_ranking
 from seqrec_pipeline.splits import eval_set, training_prefix
 
 
@@ -88,11 +88,12 @@ def _knn_log(test_item: int = 1) -> pl.DataFrame:
     )
 
 
-def test_item_neighbors_are_the_items_that_co_occur_with_the_last_ones():
+def test_item_neighbors_are_the_items_that_co_occur_with_the_last_ones(tmp_path):
     seq = _knn_log()
     test = eval_set(seq, "last_event", "test", max_history=10)
     train = training_prefix(seq, "last_event", users="all")
-    (ranked,) = item_neighbors(train, [test], 10, window=3, chunk_events=100, width=4, last=3, decay=0.7)
+    knn = ItemKnn.fit(train, 10, window=3, chunk_events=100, width=4, last=3, decay=0.7)
+    ranked = knn.rank(test)
     # user 3's last items 4 (no training event), 8 and 1: item 1 co-occurs with 2 in three users (first), with
     # 5, 6 and 7 two events apart; 3, 1 and 8 are its past and never explore candidates
     assert ranked.items[3, 0] == 2 and set(ranked.items[3, 1:].tolist()) == {5, 6, 7}
@@ -102,10 +103,16 @@ def test_item_neighbors_are_the_items_that_co_occur_with_the_last_ones():
     assert ranked.items[0].tolist()[:2] in ([6, 7], [7, 6]) and ranked.items[0].tolist()[2:] == [3, -1]
     assert 0 < ranked.scores[0, 2] < 1e-6 < ranked.scores[0, 1]
     assert not test.in_past(ranked.items).any()
-    (one_by_one,) = item_neighbors(train, [test], 10, window=3, chunk_events=100, width=4, last=3, decay=0.7,
-                                   block=1)
+    one_by_one = knn.rank(test, block=1)
     assert one_by_one.items.tolist() == ranked.items.tolist()
     np.testing.assert_array_equal(one_by_one.scores, ranked.scores)
+    # stored as plain files and read back, it ranks the same
+    knn.save(tmp_path)
+    assert ItemKnn.is_stored_in(tmp_path) and sorted(p.name for p in tmp_path.iterdir()) == ["config.json",
+                                                                                              "ppmi.parquet"]
+    again = ItemKnn.load(tmp_path).rank(test)
+    assert again.items.tolist() == ranked.items.tolist()
+    np.testing.assert_array_equal(again.scores, ranked.scores)
 
 
 def test_item_knn_is_fitted_on_the_validation_session_only():
@@ -115,7 +122,9 @@ def test_item_knn_is_fitted_on_the_validation_session_only():
         seq = _knn_log(test_item)
         valid, test = (eval_set(seq, "last_event", s, max_history=10) for s in ("valid", "test"))
         runs.append(item_knn_ranking(seq, valid, test, 10, 1, "last_event", grid, window=3, chunk_events=100, k=5))
-    (first, head), (second, other) = runs
+    (first, head, knn), (second, other, _) = runs
+    assert knn.settings == {"window": 3, "width": grid.candidates, "last": grid.cooccurrence_items,
+                            "decay": grid.cooccurrence_decay}
     assert head.to_dict() == other.to_dict()  # the test targets never reach the fit
     assert first.items.tolist() == second.items.tolist() and first.items.shape == (4, 5)
     assert 2 in first.items[3].tolist()  # the co-occurring new item is in user 3's list

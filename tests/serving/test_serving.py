@@ -220,7 +220,7 @@ def test_a_discriminative_recommender_ranks_as_the_evaluation_and_saves_without_
     base = build_recommender(model, sequences, rec.items, rec.behaviors_table, None, None, rec.repeat_head,
                              protocol="last_session", max_history=5, beam_size=12, batch_size=4, renormalize=False,
                              temperature=None, session_gap_seconds=GAP, chunk_events=1000)
-    assert not base.generative and rec.generative
+    assert base.kind == "discriminative" and rec.kind == "decoder"
     table, summary = recommend_users(base, sequences, users, k=6)
     assert summary["repeat_head"] is True and table.height == 3 * N_USERS
     data = latest_set(sequences, 5, [0, 1, 2])
@@ -241,8 +241,57 @@ def test_a_discriminative_recommender_ranks_as_the_evaluation_and_saves_without_
     assert "sid_table" not in paths and not (tmp_path / "sid_table.parquet").exists()
     assert {p.name for p in (tmp_path / "model").iterdir()} == {"config.json", "model.safetensors"}
     loaded = Recommender.load(tmp_path)
-    assert not loaded.generative and answer(loaded, requests) == answers
+    assert loaded.kind == "discriminative" and answer(loaded, requests) == answers
     with pytest.raises(InputError, match=r"package the model again \(kedro run --pipeline=smb_rec "):
         Recommender.load({key: path for key, path in paths.items() if key != "successors"})
     with pytest.raises(InputError, match=r"k must lie in 1..12"):
         recommend_users(base, sequences, users, k=13)
+
+
+def test_the_item_knn_rule_ranks_as_its_evaluation_and_saves_its_table(setup, tmp_path):
+    """The item_knn rule behind the same object: given what its evaluation counted and fitted, it ranks the test
+    windows exactly as ``rule_ranking`` did; served (counted on the whole log) its folder holds the PPMI table and
+    no weights, and answers as before once loaded."""
+    from seqrec_pipeline.params import load_parameters
+    from seqrec_pipeline.ranking.rules import ITEM_KNN_BLOCK, ItemKnn, item_knn_ranking
+    from seqrec_pipeline.splits import eval_set
+
+    rec, sequences, users = setup
+    grid = load_parameters().repeat
+    valid, test = (eval_set(sequences, "last_session", s, max_history=5) for s in ("valid", "test"))
+    expected, mixture, knn = item_knn_ranking(sequences, valid, test, N_ITEMS, 3, "last_session", grid, window=2,
+                                              chunk_events=1000, k=6)
+    fitted = mixture.to_dict() | {"explorer": knn.settings}
+    successors = successor_table(events_before(sequences, "last_session", "test"), grid.successors)
+    settings = rec.settings.__class__(5, knn.width, ITEM_KNN_BLOCK, False, None, GAP)
+    evaluated = Recommender(knn, None, None, rec.items, rec.behaviors_table, fitted, rec.popular, settings,
+                            successors=successors)
+    assert evaluated.kind == "item_knn"
+    assert evaluated.rank(test, 6).items.tolist() == expected.items.tolist()
+
+    served_knn = ItemKnn.fit(events_before(sequences, "last_session", None), N_ITEMS, **knn.settings,
+                             chunk_events=1000)
+    served = build_recommender(served_knn, sequences, rec.items, rec.behaviors_table, None, None, fitted,
+                               protocol="last_session", max_history=5, beam_size=knn.width,
+                               batch_size=ITEM_KNN_BLOCK, renormalize=False, temperature=None,
+                               session_gap_seconds=GAP, chunk_events=1000)
+    table, summary = recommend_users(served, sequences, users, k=6)
+    assert summary["repeat_head"] is True and table.height == 3 * N_USERS
+    requests = [_request(sequences, r, k=6) for r in range(N_USERS)]
+    answers = answer(served, requests)
+    for row in table.iter_rows(named=True):
+        got = next(x for x in answers[int(row["user_id"][1:])]["recommendations"] if x["behavior"] == row["behavior"])
+        assert got["items"] == row["items"]
+    rec.save(tmp_path)  # a decoder saved there first: its SID table and weights must not outlive it
+    paths = served.save(tmp_path)
+    assert "sid_table" not in paths and not (tmp_path / "sid_table.parquet").exists()
+    assert {p.name for p in (tmp_path / "model").iterdir()} == {"config.json", "ppmi.parquet"}
+    loaded = Recommender.load(tmp_path)
+    assert loaded.kind == "item_knn" and answer(loaded, requests) == answers
+    pooled = build_recommender(served_knn, sequences, rec.items, rec.behaviors_table, None, None, rec.repeat_head,
+                               protocol="last_session", max_history=5, beam_size=knn.width,
+                               batch_size=ITEM_KNN_BLOCK, renormalize=False, temperature=None,
+                               session_gap_seconds=GAP, chunk_events=1000)  # a head that pools the successors
+    paths = pooled.save(tmp_path / "pooled")
+    with pytest.raises(InputError, match=r"package the model again \(kedro run --pipeline=smb_rule "):
+        Recommender.load({key: path for key, path in paths.items() if key != "successors"})

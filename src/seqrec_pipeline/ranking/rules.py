@@ -10,7 +10,10 @@ protocol users' events before validation plus every event of the users outside t
 
 from __future__ import annotations
 
+import json
 import logging
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -96,38 +99,56 @@ def _sparse_top_k(scores: scipy.sparse.csr_matrix, k: int) -> Ranking:
     return Ranking(items, values)
 
 
-def item_neighbors(train: EventBuffer, datasets: list[EvalSet], n_items: int, *, window: int, chunk_events: int,
-                   width: int, last: int, decay: float, block: int = 8192) -> list[Ranking]:
-    """``item_knn``'s explore candidates for each eval set: the ``width`` items outside the user's past with
-    the highest ``sum_j decay ** (back_j - 1) * PPMI(j, i)`` over the user's ``last`` newest history items j
-    (PPMI of items within ``window`` events of each other in the training events, the embed stage's matrix),
-    then the most popular training items, below every co-occurring one.  Sparse throughout, ``block`` samples
-    at a time, so memory follows the co-occurrences of a block, not samples x catalog.  ``train``: the training
-    events (``splits.training_prefix``)."""
-    users = np.repeat(np.arange(train.n_sequences, dtype=np.int32), train.lengths)
-    ppmi = ppmi_matrix(users, train.item.astype(np.int32), n_items, window, chunk_events, np.float32)
-    popularity = np.bincount(train.item, minlength=n_items).astype(np.float64)
-    popular = np.argsort(-popularity, kind="stable")[:width]
-    popular_score = 1e-9 * popularity[popular] / max(popularity.max(), 1.0)  # PPMI values are positive
-    out = []
-    for data in datasets:
+ITEM_KNN_BLOCK = 8192  # samples scored at a time: memory follows one block's co-occurrences
+
+
+@dataclass
+class ItemKnn:
+    """``item_knn``'s explorer: for a query, the ``width`` items outside the user's past with the highest
+    ``sum_j decay ** (back_j - 1) * PPMI(j, i)`` over the user's ``last`` newest history items j (PPMI of items
+    within ``window`` events of each other, the embed stage's matrix), then the most popular items, below every
+    co-occurring one.  Fitted on a set of events by :meth:`fit`; stored as plain files by :meth:`save` (the
+    served rule's "model")."""
+
+    ppmi: scipy.sparse.csr_matrix  # float32 [n_items, n_items]
+    popular: np.ndarray  # int64 [<= width], most popular first
+    popular_score: np.ndarray  # float64, tiny positive scores below any PPMI sum
+    window: int
+    width: int
+    last: int
+    decay: float
+
+    @classmethod
+    def fit(cls, events: EventBuffer, n_items: int, *, window: int, chunk_events: int, width: int, last: int,
+            decay: float) -> ItemKnn:
+        users = np.repeat(np.arange(events.n_sequences, dtype=np.int32), events.lengths)
+        ppmi = ppmi_matrix(users, events.item.astype(np.int32), n_items, window, chunk_events, np.float32)
+        popularity = np.bincount(events.item, minlength=n_items).astype(np.float64)
+        popular = np.argsort(-popularity, kind="stable")[:width]
+        popular_score = 1e-9 * popularity[popular] / max(popularity.max(), 1.0)  # PPMI values are positive
+        return cls(ppmi, popular.astype(np.int64), popular_score, window, width, last, decay)
+
+    def rank(self, data: EvalSet, block: int = ITEM_KNN_BLOCK) -> Ranking:
+        """The explore candidates of every sample of ``data``, ``block`` samples at a time (sparse throughout)."""
+        n_items = self.ppmi.shape[0]
         offsets, rows, cols, weights = data.history_offsets, [], [], []
-        for back in range(1, last + 1):
+        for back in range(1, self.last + 1):
             at = offsets[1:] - back
             ok = at >= offsets[:-1]
             rows.append(np.flatnonzero(ok))
             cols.append(data.history_item[at[ok]])
-            weights.append(np.full(int(ok.sum()), decay ** (back - 1)))
+            weights.append(np.full(int(ok.sum()), self.decay ** (back - 1)))
         query = scipy.sparse.csr_matrix((np.concatenate(weights), (np.concatenate(rows), np.concatenate(cols))),
                                         shape=(data.n_users, n_items))[data.sample_user]
-        items = np.full((data.n_samples, width), -1, np.int64)
-        scores = np.full((data.n_samples, width), -np.inf)
+        items = np.full((data.n_samples, self.width), -1, np.int64)
+        scores = np.full((data.n_samples, self.width), -np.inf)
+        popular = self.popular
         for lo in range(0, data.n_samples, block):
             hi = min(lo + block, data.n_samples)
             n = hi - lo
-            found = (query[lo:hi] @ ppmi).tocsr()
+            found = (query[lo:hi] @ self.ppmi).tocsr()
             found = found + scipy.sparse.csr_matrix(
-                (np.tile(popular_score, n), (np.repeat(np.arange(n), len(popular)), np.tile(popular, n))),
+                (np.tile(self.popular_score, n), (np.repeat(np.arange(n), len(popular)), np.tile(popular, n))),
                 shape=(n, n_items))
             # the user's past is never an explore candidate: those entries are dropped before the top-k
             sample_user = data.sample_user[lo:hi]
@@ -138,38 +159,79 @@ def item_neighbors(train: EventBuffer, datasets: list[EvalSet], n_items: int, *,
                                                                             data.past_item[at])), shape=(n, n_items))
             found = (found - found.multiply(past > 0)).tocsr()
             found.eliminate_zeros()
-            ranked = _sparse_top_k(found, width)
+            ranked = _sparse_top_k(found, self.width)
             items[lo:hi], scores[lo:hi] = ranked.items, ranked.scores
-        out.append(Ranking(items, scores))
-    return out
+        return Ranking(items, scores)
+
+    def save(self, folder: str | Path) -> None:
+        """``ppmi.parquet`` (source, item, ppmi) and ``config.json`` into the existing folder ``folder``."""
+        folder = Path(folder)
+        coo = self.ppmi.tocoo()
+        pl.DataFrame({"source": coo.row.astype(np.int32), "item": coo.col.astype(np.int32),
+                      "ppmi": coo.data.astype(np.float32)}).write_parquet(folder / "ppmi.parquet")
+        config = {"rule": "item_knn", "n_items": int(self.ppmi.shape[0]), "window": self.window, "width": self.width,
+                  "last": self.last, "decay": self.decay, "popular": self.popular.tolist(),
+                  "popular_score": self.popular_score.tolist()}
+        (folder / "config.json").write_text(json.dumps(config, indent=2))
+
+    @classmethod
+    def load(cls, folder: str | Path) -> ItemKnn:
+        folder = Path(folder)
+        config = json.loads((folder / "config.json").read_text())
+        frame = pl.read_parquet(folder / "ppmi.parquet")
+        n = config["n_items"]
+        ppmi = scipy.sparse.csr_matrix((frame["ppmi"].to_numpy(), (frame["source"].to_numpy(),
+                                                                   frame["item"].to_numpy())), shape=(n, n))
+        return cls(ppmi, np.asarray(config["popular"], np.int64), np.asarray(config["popular_score"], np.float64),
+                   config["window"], config["width"], config["last"], config["decay"])
+
+    @property
+    def settings(self) -> dict:
+        """What :meth:`fit` was given besides the events: ``ItemKnn.fit(events, n_items, **settings,
+        chunk_events=...)`` refits it on other events."""
+        return {"window": self.window, "width": self.width, "last": self.last, "decay": self.decay}
+
+    @staticmethod
+    def is_stored_in(folder: str | Path) -> bool:
+        return (Path(folder) / "ppmi.parquet").is_file()
+
+
+def fit_item_knn(events: EventBuffer, n_items: int, grid, *, window: int, chunk_events: int) -> ItemKnn:
+    """:class:`ItemKnn` of ``events`` with the ``repeat`` parameters ``grid`` (its candidates, newest items read
+    and their decay)."""
+    return ItemKnn.fit(events, n_items, window=window, chunk_events=chunk_events, width=grid.candidates,
+                       last=grid.cooccurrence_items, decay=grid.cooccurrence_decay)
 
 
 def item_knn_ranking(sequences: pl.DataFrame, valid: EvalSet, test: EvalSet, n_items: int, n_behaviors: int,
-                     protocol: str, grid, *, window: int, chunk_events: int, k: int) -> tuple[Ranking, Mixture]:
+                     protocol: str, grid, *, window: int, chunk_events: int,
+                     k: int) -> tuple[Ranking, Mixture, ItemKnn]:
     """The ``item_knn`` rule: the repeat / explore mixture (``grid``: the ``repeat`` parameters) over
-    :func:`item_neighbors`, every parameter fitted on ``valid``; the test ranking and the fitted mixture."""
+    :class:`ItemKnn` of the training events, every parameter fitted on ``valid``; the test ranking, the fitted
+    mixture and the explorer."""
     train = training_prefix(sequences, protocol, users="all")
-    base_valid, base_test = item_neighbors(train, [valid, test], n_items, window=window, chunk_events=chunk_events,
-                                           width=grid.candidates, last=grid.cooccurrence_items,
-                                           decay=grid.cooccurrence_decay)
+    knn = fit_item_knn(train, n_items, grid, window=window, chunk_events=chunk_events)
+    base_valid, base_test = knn.rank(valid), knn.rank(test)
     mixture = fit_repeat_explore(valid, base_valid, n_behaviors, n_items, grid, k,
                                  item_prior=item_log_share(train.item, n_items),
                                  successors=successor_table(train, grid.successors))
     successors = successor_table(events_before(sequences, protocol, "test"), grid.successors)
-    return mixture_ranking(test, RepeatInputs(test, n_behaviors), base_test, mixture, k, successors=successors), mixture
+    ranking = mixture_ranking(test, RepeatInputs(test, n_behaviors), base_test, mixture, k, successors=successors)
+    return ranking, mixture, knn
 
 
 def rule_ranking(rule: str, sequences: pl.DataFrame, valid: EvalSet, test: EvalSet, n_items: int, n_behaviors: int,
                  protocol: str, grid, *, window: int, chunk_events: int, k: int) -> tuple[Ranking, dict]:
     """Any rule's top ``k`` items for the samples of ``test`` and what it fitted on ``valid`` (empty for the
-    rules without parameters).  ``grid``: the ``repeat`` parameters (tifu, item_knn); ``window`` /
+    rules without parameters; ``item_knn``: its mixture's ``to_dict()`` and the explorer's settings under
+    ``"explorer"``, what serving it needs besides the log).  ``grid``: the ``repeat`` parameters (tifu, item_knn); ``window`` /
     ``chunk_events``: the embed stage's co-occurrence window and chunk size (item_knn)."""
     if rule == "item_knn":  # co-occurring items explore, inside the mixture fitted on the validation session
-        ranking, mixture = item_knn_ranking(sequences, valid, test, n_items, n_behaviors, protocol, grid,
-                                            window=window, chunk_events=chunk_events, k=k)
+        ranking, mixture, knn = item_knn_ranking(sequences, valid, test, n_items, n_behaviors, protocol, grid,
+                                                 window=window, chunk_events=chunk_events, k=k)
         log.info("item_knn fitted on the validation session: NDCG@%d %.4f (history items: %s; explore: %s)", k,
                  mixture.validation[f"ndcg@{k}"], repeat_side(mixture), explore_pooling(mixture))
-        return ranking, mixture.to_dict()
+        return ranking, mixture.to_dict() | {"explorer": knn.settings}
     if rule == "tifu":
         scorer, value = fit_repeat_scorer(valid, n_behaviors, n_items, day_decays=grid.day_decays,
                                           session_decays=grid.session_decays, weights=grid.behavior_weights,

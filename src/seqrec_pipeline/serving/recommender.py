@@ -1,18 +1,19 @@
-"""A trained recommender with everything it needs to answer for raw ids: the model (a generative decoder with its
-SID table and vocabulary, or a discriminative baseline), the behavior table, the item id map, the repeat / explore
-head and the popularity fallback.
+"""A stored recommender with everything it needs to answer for raw ids: the ranker (a generative decoder with its
+SID table and vocabulary, a discriminative baseline, or the ``item_knn`` rule's co-occurrence table), the behavior
+table, the item id map, the repeat / explore head and the popularity fallback.
 
 The same object serves the batch pipelines (``batch.py``) and the MLflow model (``pyfunc.py``); both rank with
-the evaluation's functions (``ranking.rank_generative`` or ``ranking.rank_discriminative``, then
-``ranking.repeat.mixture_ranking``) on an :class:`~seqrec_pipeline.splits.EvalSet` built by ``splits.latest_set``,
-so the three paths cannot drift apart.
+the evaluation's functions (``ranking.rank_generative``, ``ranking.rank_discriminative`` or
+``ranking.rules.ItemKnn.rank``, then ``ranking.repeat.mixture_ranking``) on an
+:class:`~seqrec_pipeline.splits.EvalSet` built by ``splits.latest_set``, so the paths cannot drift apart.
 
-On disk (``save`` / ``load``) it is a folder of plain files: ``model/`` (``config.json`` + ``model.safetensors``),
+On disk (``save`` / ``load``) it is a folder of plain files: ``model/`` (a decoder's or a baseline's
+``config.json`` + ``model.safetensors``; the rule's ``config.json`` + ``ppmi.parquet``),
 ``sid_table.parquet`` and ``sid_vocab.json`` (a decoder only), ``items.parquet`` (item_idx, item_id),
 ``behaviors.parquet``,
 ``repeat_head.json`` (absent when the run fitted none), ``successors.parquet`` (every item's successors, counted
 on the whole log, when the head pools them), ``cooccurrence.parquet`` (every item's co-occurring items, likewise),
-``popular.json``, ``serving.json`` (decoding settings).
+``popular.json``, ``serving.json`` (ranking settings).
 Nothing in it is pickled or can execute code when loaded.
 """
 
@@ -34,11 +35,13 @@ from seqrec_pipeline.io.rec_model import read_rec_model, write_rec_model
 from seqrec_pipeline.models.discriminative import SequentialRecommender
 from seqrec_pipeline.ranking import Ranking, rank_discriminative, rank_generative
 from seqrec_pipeline.ranking.generative import prepare_model
+from seqrec_pipeline.ranking.rules import ItemKnn
 from seqrec_pipeline.ranking.repeat import Mixture, RepeatInputs, mixture_ranking
 from seqrec_pipeline.ranking.successors import Neighbors, Successors, cooccurrence_table, successor_table
 from seqrec_pipeline.splits import BehaviorTable, EvalSet, events_before, training_prefix
 from seqrec_pipeline.vocab import TokenVocab
 
+PACKAGED_BY = {"decoder": "smb_decoder", "discriminative": "smb_rec", "item_knn": "smb_rule"}
 FILES = {"model": "model", "sid_table": "sid_table.parquet", "sid_vocab": "sid_vocab.json", "items": "items.parquet",
          "behaviors": "behaviors.parquet", "repeat_head": "repeat_head.json",
          "successors": "successors.parquet", "cooccurrence": "cooccurrence.parquet", "popular": "popular.json",
@@ -82,30 +85,93 @@ def popular_items(sequences: pl.DataFrame, behaviors: pl.DataFrame, items: pl.Da
     return out
 
 
-class Recommender:
-    """Top-k raw item ids per (history, behavior) from a trained model, optionally through its repeat head.
-    ``sid_table`` / ``sid_vocab``: a decoder's; None for a discriminative model (``SequentialRecommender``)."""
+class DecoderRanker:
+    """A generative decoder's constrained beam search over its catalog's SID trie (built once: every request and
+    batch chunk decodes against it)."""
 
-    def __init__(self, model: torch.nn.Module, sid_table: pl.DataFrame | None, sid_vocab: dict | None,
+    kind = "decoder"
+
+    def __init__(self, model: torch.nn.Module, sid_table: pl.DataFrame, sid_vocab: dict, levels,
+                 settings: ServingSettings):
+        self.model = prepare_model(model, settings.device)
+        self.sid_table, self.sid_vocab, self.levels, self.settings = sid_table, sid_vocab, levels, settings
+        self.codes = sid_table.sort("item_idx").drop("item_idx").to_numpy()
+        self.vocab = TokenVocab.from_dict(sid_vocab)
+        self.index = PrefixIndex.build(self.codes, self.vocab.level_sizes, device=next(self.model.parameters()).device)
+
+    def rank(self, data: EvalSet) -> Ranking:
+        s = self.settings
+        return rank_generative(self.model, data, self.codes, self.vocab, self.levels, beam_size=s.beam_size,
+                               top_k=s.beam_size, batch_size=s.batch_size, renormalize=s.renormalize,
+                               temperature=s.temperature, index=self.index)
+
+    def save(self, paths: dict[str, str]) -> None:
+        self.model.save_pretrained(paths["model"])  # safetensors + config.json
+        self.sid_table.write_parquet(paths["sid_table"])
+        Path(paths["sid_vocab"]).write_text(json.dumps(self.sid_vocab))
+
+
+class BaselineRanker:
+    """A discriminative baseline's top candidates of the whole catalog."""
+
+    kind = "discriminative"
+
+    def __init__(self, model: torch.nn.Module, settings: ServingSettings):
+        self.model, self.settings = prepare_model(model, settings.device), settings
+
+    def rank(self, data: EvalSet) -> Ranking:
+        s = self.settings
+        return rank_discriminative(self.model, data, s.beam_size, s.batch_size, s.max_history)
+
+    def save(self, paths: dict[str, str]) -> None:
+        write_rec_model(self.model, paths["model"])
+
+
+class RuleRanker:
+    """The ``item_knn`` rule's co-occurring items of the user's newest items (no trained weights)."""
+
+    kind = "item_knn"
+
+    def __init__(self, knn: ItemKnn, settings: ServingSettings):
+        self.model, self.settings = knn, settings
+
+    def rank(self, data: EvalSet) -> Ranking:
+        return self.model.rank(data, block=self.settings.batch_size)
+
+    def save(self, paths: dict[str, str]) -> None:
+        self.model.save(paths["model"])
+
+
+def base_ranker(model, sid_table: pl.DataFrame | None, sid_vocab: dict | None, levels,
+                settings: ServingSettings) -> DecoderRanker | BaselineRanker | RuleRanker:
+    """The ranker of ``model``: a decoder (with its ``sid_table`` / ``sid_vocab``), a discriminative baseline
+    (``SequentialRecommender``) or the ``item_knn`` rule (:class:`~seqrec_pipeline.ranking.rules.ItemKnn`)."""
+    if isinstance(model, ItemKnn):
+        return RuleRanker(model, settings)
+    if isinstance(model, SequentialRecommender):
+        return BaselineRanker(model, settings)
+    if sid_table is None or sid_vocab is None:
+        raise ValueError("a generative model needs its SID table and token vocabulary")
+    return DecoderRanker(model, sid_table, sid_vocab, levels, settings)
+
+
+class Recommender:
+    """Top-k raw item ids per (history, behavior) from a stored ranker (:func:`base_ranker`: a decoder, a
+    discriminative baseline or the ``item_knn`` rule), optionally through its repeat head.  ``sid_table`` /
+    ``sid_vocab``: a decoder's; None otherwise."""
+
+    def __init__(self, model, sid_table: pl.DataFrame | None, sid_vocab: dict | None,
                  items: pl.DataFrame, behaviors: pl.DataFrame, repeat_head: dict | None, popular: dict,
                  settings: ServingSettings, successors: Successors | None = None, neighbors: Neighbors | None = None):
-        self.model = prepare_model(model, settings.device)
-        self.generative = not isinstance(model, SequentialRecommender)
-        if self.generative and (sid_table is None or sid_vocab is None):
-            raise ValueError("a generative model needs its SID table and token vocabulary")
-        self.sid_table, self.sid_vocab, self.items, self.behaviors_table = sid_table, sid_vocab, items, behaviors
-        if self.generative:
-            self.codes = sid_table.sort("item_idx").drop("item_idx").to_numpy()
-            self.vocab = TokenVocab.from_dict(sid_vocab)
-            # the catalog's trie, built once: every request and batch chunk decodes against it
-            self.index = PrefixIndex.build(self.codes, self.vocab.level_sizes,
-                                           device=next(self.model.parameters()).device)
         self.behaviors = BehaviorTable.from_table(behaviors)
+        self.ranker = base_ranker(model, sid_table, sid_vocab, self.behaviors.levels, settings)
+        self.model = self.ranker.model
+        self.items, self.behaviors_table = items, behaviors
         self.item_ids = items.sort("item_idx")["item_id"].to_numpy().astype(str)
         self.repeat_head = repeat_head
         self.mixture = Mixture.from_dict(repeat_head) if repeat_head else None
         again = "package the model again (kedro run --pipeline={0} --nodes={0}.package_model)".format(
-            "smb_decoder" if self.generative else "smb_rec")
+            PACKAGED_BY[self.ranker.kind])
         if self.mixture is not None and self.mixture.uses_successors and successors is None:
             raise InputError("this model's repeat head pools the recent items' successors, but successors.parquet is "
                              f"missing: {again}")
@@ -114,6 +180,11 @@ class Recommender:
                              f"missing: {again}")
         self.successors, self.neighbors = successors, neighbors
         self.popular, self.settings = popular, settings
+
+    @property
+    def kind(self) -> str:
+        """``decoder``, ``discriminative`` or ``item_knn``."""
+        return self.ranker.kind
 
     # ------------------------------------------------------------------ ranking
     def check_k(self, k: int) -> int:
@@ -136,13 +207,7 @@ class Recommender:
         of the constrained beam search; a discriminative model's top candidates of the catalog), then their top
         ``k`` or, with the repeat head, the repeat / explore mixture's top ``k`` over them."""
         k = self.check_k(k)
-        s = self.settings
-        if self.generative:
-            base = rank_generative(self.model, data, self.codes, self.vocab, self.behaviors.levels,
-                                   beam_size=s.beam_size, top_k=s.beam_size, batch_size=s.batch_size,
-                                   renormalize=s.renormalize, temperature=s.temperature, index=self.index)
-        else:
-            base = rank_discriminative(self.model, data, s.beam_size, s.batch_size, s.max_history)
+        base = self.ranker.rank(data)
         if self.mixture is None or not use_repeat:
             return Ranking(base.items[:, :k], base.scores[:, :k])
         return mixture_ranking(data, RepeatInputs(data, len(self.behaviors)), base, self.mixture, k,
@@ -163,15 +228,11 @@ class Recommender:
         directory.mkdir(parents=True, exist_ok=True)
         paths = {name: str(directory / file) for name, file in FILES.items()}
         shutil.rmtree(paths["model"], ignore_errors=True)
-        if self.generative:
-            self.model.save_pretrained(paths["model"])  # safetensors + config.json
-            self.sid_table.write_parquet(paths["sid_table"])
-            Path(paths["sid_vocab"]).write_text(json.dumps(self.sid_vocab))
-        else:
-            Path(paths["model"]).mkdir()
-            write_rec_model(self.model, paths["model"])
+        Path(paths["model"]).mkdir()
+        if self.kind != "decoder":
             for name in ("sid_table", "sid_vocab"):  # a stale SID table would make `load` read a decoder
                 Path(paths.pop(name)).unlink(missing_ok=True)
+        self.ranker.save(paths)
         self.items.select("item_idx", "item_id").write_parquet(paths["items"])
         self.behaviors_table.write_parquet(paths["behaviors"])
         Path(paths["popular"]).write_text(json.dumps(self.popular))
@@ -200,7 +261,12 @@ class Recommender:
         head, successors, neighbors = paths.get("repeat_head"), paths.get("successors"), paths.get("cooccurrence")
         settings = json.loads(Path(paths["settings"]).read_text())
         generative = bool(paths.get("sid_table")) and Path(paths["sid_table"]).is_file()
-        return cls(load_model(paths["model"]) if generative else read_rec_model(paths["model"]),
+        if generative:
+            model = load_model(paths["model"])
+        else:
+            model = ItemKnn.load(paths["model"]) if ItemKnn.is_stored_in(paths["model"]) else read_rec_model(
+                paths["model"])
+        return cls(model,
                    pl.read_parquet(paths["sid_table"]) if generative else None,
                    json.loads(Path(paths["sid_vocab"]).read_text()) if generative else None,
                    pl.read_parquet(paths["items"]),

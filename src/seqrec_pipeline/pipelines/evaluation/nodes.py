@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 
-import mlflow
 import polars as pl
 
 from seqrec_pipeline.errors import InputError
@@ -69,17 +68,16 @@ def decoder_behavior_accuracy(decoder_model, sequences: pl.DataFrame, behaviors:
 
 
 def rank_with_rule(sequences: pl.DataFrame, items: pl.DataFrame, behaviors: pl.DataFrame, model: str, protocol: str,
-                   max_history: int, eval_params: dict, repeat: dict, embed: dict) -> pl.DataFrame:
-    """A rule's ranking of the test samples; the rules with parameters fit them on the validation session."""
+                   max_history: int, eval_params: dict, repeat: dict, embed: dict) -> tuple[pl.DataFrame, dict]:
+    """A rule's ranking of the test samples and what it fitted on the validation session (empty for the rules
+    without parameters)."""
     params = validate(EvalParams, eval_params, prefix="eval.")
     grid, cooc = validate(RepeatParams, repeat, prefix="repeat."), validate(EmbedParams, embed, prefix="embed.")
     data = eval_set(sequences, protocol, "test", max_history)
     ranking, fitted = rule_ranking(model, sequences, eval_set(sequences, protocol, "valid", max_history), data,
                                    items.height, len(behaviors), protocol, grid, window=cooc.cf_window,
                                    chunk_events=cooc.cf_chunk_events, k=params.k)
-    if fitted and mlflow.active_run() is not None:
-        mlflow.log_dict(fitted, f"evaluation/{model}.json")
-    return predictions_table(data, ranking)
+    return predictions_table(data, ranking), fitted
 
 
 def fit_repeat_head(validation_predictions: pl.DataFrame, sequences: pl.DataFrame, items: pl.DataFrame,

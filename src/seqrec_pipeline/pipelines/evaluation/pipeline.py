@@ -53,7 +53,7 @@ def create_repeat_pipeline(namespace: str, **kwargs) -> Pipeline:
 def create_rule_pipeline(**kwargs) -> Pipeline:
     return pipeline(
         [node(rank_with_rule, ["sequences@eager", "items", "behaviors", "params:model", *RANK, "params:repeat",
-                               "params:embed"], "predictions", name="rank_rule")],
+                               "params:embed"], ["predictions", "fitted"], name="rank_rule")],
         namespace="smb_rule",
         inputs={"sequences", "items", "behaviors"},
         parameters={*RANK, "params:model", "params:repeat", "params:embed"},

@@ -1,4 +1,6 @@
-"""Serving nodes: the stored model -> recommendations for the log's users; the run's model -> an MLflow model."""
+"""Serving nodes: the stored model -> recommendations for the log's users; the run's model -> an MLflow model.
+One pair per kind of ranker: a decoder (``smb_decoder``), a discriminative baseline (``smb_rec``) and the
+``item_knn`` rule (``smb_rule``)."""
 
 from __future__ import annotations
 
@@ -8,9 +10,12 @@ import mlflow
 import polars as pl
 
 from seqrec_pipeline.dataset_spec import resolve_dataset
+from seqrec_pipeline.errors import InputError
 from seqrec_pipeline.params import EmbedParams, EvalParams, RecommendParams, RecParams, RepeatParams, validate
+from seqrec_pipeline.ranking.rules import ITEM_KNN_BLOCK, ItemKnn
 from seqrec_pipeline.serving import build_recommender, recommend_users
 from seqrec_pipeline.serving.pyfunc import input_example, log_model
+from seqrec_pipeline.splits import events_before
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +42,19 @@ def _candidates(rec: dict, repeat: dict) -> dict:
     params = validate(RecParams, rec, prefix="rec.")
     return dict(beam_size=validate(RepeatParams, repeat, prefix="repeat.").candidates, batch_size=params.batch_size,
                 renormalize=False, temperature=None, device=params.device)
+
+
+def _item_knn(fitted: dict | None, sequences: pl.DataFrame, items: pl.DataFrame, protocol: str,
+              embed: dict) -> tuple[ItemKnn, dict]:
+    """The ``item_knn`` rule's explorer with the settings its ``smb_rule`` run fitted with, counted on every event
+    of the log (as a decoder's count experts are), and how it ranks: its candidates, ``ITEM_KNN_BLOCK`` queries at
+    a time."""
+    if not fitted or "explorer" not in fitted:
+        raise InputError("no fitted item_knn rule for this dataset and split: run `kedro run --pipeline=smb_rule "
+                         "--params=\"model=item_knn\"` first, with the same dataset and split.protocol parameters")
+    knn = ItemKnn.fit(events_before(sequences, protocol, None), items.height, **fitted["explorer"],
+                      chunk_events=validate(EmbedParams, embed, prefix="embed.").cf_chunk_events)
+    return knn, dict(beam_size=knn.width, batch_size=ITEM_KNN_BLOCK, renormalize=False, temperature=None)
 
 
 def _recommend(recommender, sequences: pl.DataFrame, users: pl.DataFrame, recommend_params: dict):
@@ -78,6 +96,16 @@ def recommend_rec(rec_model, sequences: pl.DataFrame, users: pl.DataFrame, items
     return _recommend(recommender, sequences, users, recommend_params)
 
 
+def recommend_rule(fitted: dict | None, sequences: pl.DataFrame, users: pl.DataFrame, items: pl.DataFrame,
+                   behaviors: pl.DataFrame, recommend_params: dict, protocol: str, max_history: int, dataset: str,
+                   datasets: dict, embed: dict):
+    """``recommend`` for the ``item_knn`` rule of ``smb_rule`` (its fitted mixture over its co-occurring items)."""
+    knn, ranking = _item_knn(fitted, sequences, items, protocol, embed)
+    recommender = _recommender(knn, sequences, items, behaviors, None, None, fitted, protocol, max_history, dataset,
+                               datasets, embed, **ranking)
+    return _recommend(recommender, sequences, users, recommend_params)
+
+
 def package_model(decoder_model, sequences: pl.DataFrame, items: pl.DataFrame, behaviors: pl.DataFrame,
                   sid_table: pl.DataFrame, sid_vocab: dict, repeat_head: dict, protocol: str, max_history: int,
                   eval_params: dict, dataset: str, datasets: dict, embed: dict, model: str, tokenizer: str) -> dict:
@@ -94,4 +122,18 @@ def package_rec_model(rec_model, sequences: pl.DataFrame, items: pl.DataFrame, b
     """``package_model`` for a discriminative baseline of ``smb_rec``, registered as ``seqrec-<dataset>-<model>``."""
     recommender = _recommender(rec_model, sequences, items, behaviors, None, None, repeat_head, protocol,
                                max_history, dataset, datasets, embed, **_candidates(rec, repeat))
+    return _package(recommender, sequences, f"seqrec-{dataset}-{model}")
+
+
+def package_rule_model(fitted: dict, sequences: pl.DataFrame, items: pl.DataFrame, behaviors: pl.DataFrame,
+                       model: str, protocol: str, max_history: int, dataset: str, datasets: dict,
+                       embed: dict) -> dict:
+    """``package_model`` for the ``item_knn`` rule of ``smb_rule``, registered as ``seqrec-<dataset>-item_knn``; the
+    other rules are not packaged (``{}``)."""
+    if model != "item_knn":
+        log.info("the %s rule is not packaged as an MLflow model (only item_knn is)", model)
+        return {}
+    knn, ranking = _item_knn(fitted, sequences, items, protocol, embed)
+    recommender = _recommender(knn, sequences, items, behaviors, None, None, fitted, protocol, max_history, dataset,
+                               datasets, embed, **ranking)
     return _package(recommender, sequences, f"seqrec-{dataset}-{model}")

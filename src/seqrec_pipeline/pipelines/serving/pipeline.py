@@ -1,16 +1,18 @@
-"""``recommend`` / ``recommend_rec``: top-k raw item ids for the users of the log from the stored decoder /
-discriminative baseline (no training); ``<pipeline>.served_model``: the evaluated run's model logged and
-registered as an MLflow model."""
+"""``recommend`` / ``recommend_rec`` / ``recommend_rule``: top-k raw item ids for the users of the log from the
+stored decoder / discriminative baseline / fitted ``item_knn`` rule (no training); ``<pipeline>.served_model``: the
+evaluated run's model logged and registered as an MLflow model."""
 
 from kedro.pipeline import Pipeline, node, pipeline
 
-from .nodes import package_model, package_rec_model, recommend, recommend_rec
+from .nodes import package_model, package_rec_model, package_rule_model, recommend, recommend_rec, recommend_rule
 
 SETTINGS = ["params:split.protocol", "params:max_history", "params:eval", "params:dataset", "params:datasets",
             "params:embed"]
 ARTIFACTS = ["decoder_model", "sequences@eager", "items", "behaviors", "sid_table", "sid_vocab"]
 # a baseline ranks with `rec` / `repeat` instead of the decoder's `eval`
 REC_SETTINGS = [p for p in SETTINGS if p != "params:eval"] + ["params:rec", "params:repeat"]
+# the item_knn rule ranks with the settings it was fitted with
+RULE_SETTINGS = [p for p in SETTINGS if p != "params:eval"]
 
 
 def create_recommend_pipeline(**kwargs) -> Pipeline:
@@ -56,4 +58,26 @@ def create_rec_package_pipeline(**kwargs) -> Pipeline:
         namespace="smb_rec",
         inputs={"sequences", "items", "behaviors"},
         parameters={*REC_SETTINGS, "params:model"},
+    )
+
+
+def create_rule_recommend_pipeline(**kwargs) -> Pipeline:
+    """``recommend`` for the ``item_knn`` rule fitted by ``smb_rule``."""
+    return pipeline(
+        [node(recommend_rule, ["fitted", "sequences@eager", "users", "items", "behaviors", "params:recommend",
+                               *RULE_SETTINGS], ["recommendations", "summary", "metrics"], name="recommend_rule")],
+        namespace="recommend_rule",
+        inputs={"sequences", "users", "items", "behaviors"},
+        parameters={"params:recommend", *RULE_SETTINGS},
+    )
+
+
+def create_rule_package_pipeline(**kwargs) -> Pipeline:
+    """After ``smb_rule.rank_rule``: the MLflow model of an ``item_knn`` run (``smb_rule.served_model``)."""
+    return pipeline(
+        [node(package_rule_model, ["fitted", "sequences@eager", "items", "behaviors", "params:model",
+                                   *RULE_SETTINGS], "served_model", name="package_model")],
+        namespace="smb_rule",
+        inputs={"sequences", "items", "behaviors"},
+        parameters={*RULE_SETTINGS, "params:model"},
     )
