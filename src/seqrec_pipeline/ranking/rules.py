@@ -224,8 +224,8 @@ def rule_ranking(rule: str, sequences: pl.DataFrame, valid: EvalSet, test: EvalS
                  protocol: str, grid, *, window: int, chunk_events: int, k: int) -> tuple[Ranking, dict]:
     """Any rule's top ``k`` items for the samples of ``test`` and what it fitted on ``valid`` (empty for the
     rules without parameters; ``item_knn``: its mixture's ``to_dict()`` and the explorer's settings under
-    ``"explorer"``, what serving it needs besides the log).  ``grid``: the ``repeat`` parameters (tifu, item_knn); ``window`` /
-    ``chunk_events``: the embed stage's co-occurrence window and chunk size (item_knn)."""
+    ``"explorer"``, what serving it needs besides the log).  ``grid``: the ``repeat`` parameters (tifu,
+    item_knn); ``window`` / ``chunk_events``: the embed stage's co-occurrence window and chunk size (item_knn)."""
     if rule == "item_knn":  # co-occurring items explore, inside the mixture fitted on the validation session
         ranking, mixture, knn = item_knn_ranking(sequences, valid, test, n_items, n_behaviors, protocol, grid,
                                                  window=window, chunk_events=chunk_events, k=k)
