@@ -18,4 +18,4 @@ def test_every_pipeline_builds_and_evaluating_pipelines_report_the_repeat_varian
     assert {"smb_rec.rec_model", "recommend_rec.repeat_head"} <= pipelines["recommend_rec"].inputs()
     assert "recommend_rule.fitted" in pipelines["recommend_rule"].inputs()
     assert pipelines["compare"].inputs() == {"compare.evaluated_runs", "compare.evaluated_predictions",
-                                             "params:dataset", "params:compare.k"}
+                                             "compare.served_models", "params:dataset", "params:compare.k"}

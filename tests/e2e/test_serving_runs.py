@@ -92,7 +92,8 @@ def test_recommend_registered_model_and_server_agree(trained, tmp_path):
     logged = {Path(a.path).name for a in client.list_artifacts(run, "recommend")}
     assert logged == {"recommendations.parquet", "summary.json"}  # the table is in MLflow too
 
-    served = json.loads((project.path / "data/06_models/retail_ci/gamer-cid/served_model.json").read_text())
+    served = json.loads((project.path / "data/08_reporting/retail_ci/smb_decoder/gamer-cid+repeat/served_model.json")
+                        .read_text())
     assert served["name"] == NAME and served["registered_uri"] == f"models:/{NAME}/{served['version']}"
     mlflow.set_tracking_uri(f"sqlite:///{project.path / 'mlflow.db'}")
     model = mlflow.pyfunc.load_model(served["registered_uri"])
@@ -204,7 +205,8 @@ def test_a_baseline_is_served_like_a_decoder(baselines):
 
     from seqrec_pipeline.serving.requests import answer
 
-    served = json.loads((project.path / "data/06_models/retail_ci/rec-sasrec/last_session/served_model.json").read_text())
+    reports = project.path / "data/08_reporting/retail_ci/smb_rec/last_session"
+    served = json.loads((reports / "sasrec+repeat/served_model.json").read_text())
     assert served["name"] == "seqrec-retail_ci-sasrec"
     mlflow.set_tracking_uri(f"sqlite:///{project.path / 'mlflow.db'}")
     model = mlflow.pyfunc.load_model(served["registered_uri"])
@@ -242,13 +244,21 @@ def test_the_item_knn_rule_is_served_like_a_model(baselines):
     assert bad.returncode == 2 and "no fitted item_knn rule" in bad.stderr and "--pipeline=smb_rule" in bad.stderr
     assert "Traceback" not in bad.stderr
     _ok(project.run("run", "--pipeline=smb_rule", "--params=dataset=retail_ci,model=item_knn"))
-    folder = project.path / "data/06_models/retail_ci/rule-item_knn/last_session"
-    served, fitted = (json.loads((folder / f"{name}.json").read_text()) for name in ("served_model", "fitted"))
+    fitted = json.loads((project.path / "data/06_models/retail_ci/rule-item_knn/last_session/fitted.json").read_text())
+    served = json.loads((project.path / "data/08_reporting/retail_ci/smb_rule/last_session/item_knn/served_model.json")
+                        .read_text())
     assert served["name"] == "seqrec-retail_ci-item_knn" and served["version"] == 1
     assert set(fitted["explorer"]) == {"window", "width", "last", "decay"} and "gate_bias" in fitted
     _ok(project.run("run", "--pipeline=smb_rule", "--params=dataset=retail_ci,model=popularity"))
-    assert json.loads((project.path / "data/06_models/retail_ci/rule-popularity/last_session/served_model.json")
+    assert json.loads((project.path / "data/08_reporting/retail_ci/smb_rule/last_session/popularity/served_model.json")
                       .read_text()) == {}
+    # `kedro compare` says which runs are deployable, and as what
+    compared = project.run("compare", "--dataset", "retail_ci")
+    _ok(compared)
+    rows = {line.split(" | ")[1]: line for line in compared.stdout.splitlines() if line.startswith("| smb_")}
+    assert rows["item_knn"].endswith("| models:/seqrec-retail_ci-item_knn/1 |")
+    assert rows["sasrec+repeat"].endswith("| models:/seqrec-retail_ci-sasrec/1 |")
+    assert rows["sasrec"].endswith("| – |") and rows["popularity"].endswith("| – |")
 
     chosen = _log(project, "users")["user_id"].to_list()[3:6]
     (project.path / "users.txt").write_text("\n".join(chosen) + "\n")

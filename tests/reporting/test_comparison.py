@@ -46,6 +46,21 @@ def test_markdown_one_table_per_protocol(tmp_path):
     assert "behavior_accuracy" in text.split("### shop · last_session")[0]  # only the last_event table has it
 
 
+def test_the_registered_model_of_each_served_run_is_listed():
+    """A run folder whose run registered an MLflow model shows its URI; an unpackaged run ({}) or an unreadable
+    file shows none, and a protocol without any loses the column."""
+    served = {"smb_decoder/gamer-rqkmeans/": lambda: {"name": "seqrec-shop-gamer-rqkmeans", "version": 3,
+                                                      "registered_uri": "models:/seqrec-shop-gamer-rqkmeans/3"},
+              "smb_rule/recent/": lambda: {},
+              "mb_decoder/gamer-rqkmeans/": lambda: (_ for _ in ()).throw(ValueError("truncated JSON"))}
+    frame = collect_metrics(_reports(), {}, served=served)
+    assert frame["served"].to_list() == [None, "models:/seqrec-shop-gamer-rqkmeans/3", None]
+    text = markdown_tables(frame, "shop")
+    session, event = text.split("### shop · last_session")[1], text.split("### shop · last_session")[0]
+    assert session.splitlines()[2].endswith("| measured | served |")
+    assert "| models:/seqrec-shop-gamer-rqkmeans/3 |" in session and "served" not in event
+
+
 def test_unreadable_runs_are_skipped_and_no_run_is_a_message():
     runs = _reports()
     runs["smb_rec/sasrec/"] = lambda: {"metrics": {"merged": {"ndcg@10": float("nan")}}}  # a 0-sample evaluation

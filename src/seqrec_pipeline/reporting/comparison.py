@@ -65,17 +65,34 @@ def _interval(values: np.ndarray) -> float | None:
     return float(Z95 * values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else None
 
 
-def collect_metrics(runs: Mapping[str, Any], predictions: Mapping[str, Any], k: int = 10) -> pl.DataFrame:
+def served_uris(served: Mapping[str, Any] | None) -> dict[str, str]:
+    """``<run folder>`` -> the ``models:/<name>/<version>`` URI its run registered (``served``: run folder -> its
+    served_model.json or a loader of it; ``{}``, e.g. a rule that is not packaged, and unreadable files give none)."""
+    out = {}
+    for partition, value in (served or {}).items():
+        try:
+            uri = (_load(value) or {}).get("registered_uri")
+        except Exception as exc:
+            log.warning("run %s: its served_model.json cannot be read (%s)", partition.strip("/"), exc)
+            continue
+        if uri:
+            out[partition.strip("/")] = uri
+    return out
+
+
+def collect_metrics(runs: Mapping[str, Any], predictions: Mapping[str, Any], k: int = 10,
+                    served: Mapping[str, Any] | None = None) -> pl.DataFrame:
     """One row per evaluated run (``runs``: ``<pipeline>/<variant>`` -> its metrics.json or a loader of it).
 
     Columns: protocol, pipeline, variant, model, tokenizer, n_test, ``ndcg@k`` / ``hit@k`` (merged),
     ``±95%`` (interval half-width of the merged NDCG@k), ``Δ vs best`` / ``Δ ±95%`` (paired difference to
     the best run of the protocol), ``repeat ndcg@k`` / ``explore ndcg@k`` (merged NDCG@k on the repeat / explore
-    targets), ``hist share`` (share of history items in the top-k lists), ``<behavior> ndcg@k`` per behavior, behavior_accuracy, measured (UTC time of
-    the evaluation).  The interval columns are null where the predictions are missing, do not reproduce the
-    merged NDCG@k (written by another run), or cover other samples than the best run's.
+    targets), ``hist share`` (share of history items in the top-k lists), ``<behavior> ndcg@k`` per behavior,
+    behavior_accuracy, measured (UTC time of the evaluation), served (the registered MLflow model of the run
+    folder, from ``served``: what to deploy).  The interval columns are null where the predictions are missing, do
+    not reproduce the merged NDCG@k (written by another run), or cover other samples than the best run's.
     """
-    newest = latest_predictions(predictions)
+    newest, uris = latest_predictions(predictions), served_uris(served)
     rows, behavior_lists, samples = [], [], []
     for partition in sorted(runs):
         key = partition.strip("/")
@@ -90,6 +107,7 @@ def collect_metrics(runs: Mapping[str, Any], predictions: Mapping[str, Any], k: 
                 "model": report["model"], "tokenizer": report["tokenizer"], "n_test": report["n_test"],
                 f"ndcg@{k}": value, f"hit@{k}": merged[f"hit@{k}"],
                 "behavior_accuracy": report.get("behavior_accuracy"), "measured": report.get("measured"),
+                "served": uris.get(key),
             }
             for part in ("repeat", "explore"):
                 result = (report.get("parts") or {}).get(part) or {}
@@ -117,10 +135,12 @@ def collect_metrics(runs: Mapping[str, Any], predictions: Mapping[str, Any], k: 
     _paired_to_best(rows, samples, f"ndcg@{k}")
     parts = [f"repeat ndcg@{k}", f"explore ndcg@{k}", "hist share"]
     columns = ["protocol", "pipeline", "variant", "model", "tokenizer", "n_test", f"ndcg@{k}", "±95%", "Δ vs best",
-               "Δ ±95%", f"hit@{k}", *parts, *[f"{b} ndcg@{k}" for b in behaviors], "behavior_accuracy", "measured"]
+               "Δ ±95%", f"hit@{k}", *parts, *[f"{b} ndcg@{k}" for b in behaviors], "behavior_accuracy", "measured",
+               "served"]
     floats = ["±95%", "Δ vs best", "Δ ±95%", "behavior_accuracy", *parts, *[f"{b} ndcg@{k}" for b in behaviors]]
     frame = pl.DataFrame([{c: r.get(c) for c in columns} for r in rows],
-                         schema_overrides={"tokenizer": pl.Utf8, "measured": pl.Utf8, **{c: pl.Float64 for c in floats}})
+                         schema_overrides={"tokenizer": pl.Utf8, "measured": pl.Utf8, "served": pl.Utf8,
+                                           **{c: pl.Float64 for c in floats}})
     return frame.sort(["protocol", f"ndcg@{k}"], descending=[False, True])
 
 
@@ -165,8 +185,8 @@ def markdown_tables(frame: pl.DataFrame, dataset: str) -> str:
         derived = [m if t is None else f"{m}-{t}" for m, t in zip(part["model"], part["tokenizer"])]
         if part["variant"].to_list() == derived:  # the directory name says nothing the columns don't
             part = part.drop("variant")
-        optional = ("±95%", "Δ vs best", "Δ ±95%", "behavior_accuracy", *(c for c in part.columns if " ndcg@" in c
-                                                                          or c == "hist share"))
+        optional = ("±95%", "Δ vs best", "Δ ±95%", "behavior_accuracy", "served",
+                    *(c for c in part.columns if " ndcg@" in c or c == "hist share"))
         part = part.drop([c for c in dict.fromkeys(optional) if c in part.columns and part[c].is_null().all()])
         header = "| " + " | ".join(part.columns) + " |"
         rule = "|" + "|".join("---:" if part[c].dtype.is_numeric() else "---" for c in part.columns) + "|"
@@ -203,7 +223,8 @@ def comparison_figure(frame: pl.DataFrame, dataset: str, k: int = 10):
     return fig
 
 
-def compare_runs(runs: Mapping[str, Any], predictions: Mapping[str, Any], dataset: str, k: int = 10):
-    """(Markdown tables, chart) of every evaluated run of ``dataset``."""
-    frame = collect_metrics(runs, predictions, k)
+def compare_runs(runs: Mapping[str, Any], predictions: Mapping[str, Any], dataset: str, k: int = 10,
+                 served: Mapping[str, Any] | None = None):
+    """(Markdown tables, chart) of every evaluated run of ``dataset`` (``served``: :func:`collect_metrics`)."""
+    frame = collect_metrics(runs, predictions, k, served)
     return markdown_tables(frame, dataset), comparison_figure(frame, dataset, k)

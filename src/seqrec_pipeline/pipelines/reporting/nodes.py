@@ -22,6 +22,7 @@ def report(predictions: pl.DataFrame, items: pl.DataFrame, behaviors: pl.DataFra
                       prefix=f"test_{variant}" if variant else "test", **(behavior_accuracy or {}))
 
 
-def compare(runs: dict, predictions: dict, dataset: str, k: int):
-    """Every evaluated run of the dataset: the Markdown tables and the chart."""
-    return compare_runs(runs, predictions, dataset, k)
+def compare(runs: dict, predictions: dict, served: dict, dataset: str, k: int):
+    """Every evaluated run of the dataset, with the MLflow model each served run registered: the Markdown tables and
+    the chart."""
+    return compare_runs(runs, predictions, dataset, k, served)

@@ -35,7 +35,8 @@ def create_pipeline(namespace: str, *, generative: bool, behavior_accuracy: bool
 
 def create_compare_pipeline(**kwargs) -> Pipeline:
     return pipeline(
-        [node(compare, ["evaluated_runs", "evaluated_predictions", "params:dataset", "params:compare.k"],
+        [node(compare, ["evaluated_runs", "evaluated_predictions", "served_models", "params:dataset",
+                        "params:compare.k"],
               ["comparison", "comparison_plot"], name="compare")],
         namespace="compare",
         parameters={"params:dataset", "params:compare.k"},
