@@ -303,5 +303,6 @@ def test_compare_runs_notebook_executes_on_the_runs(trained):
     assert abs(next(iter(summary["ndcg"].values())) - report["metrics"]["merged"]["ndcg@10"]) < 1e-9
     assert set(summary["behaviors"]) == set(report["metrics"]["by_behavior"])
     assert summary["curves"] == ["epoch/valid/explore_ndcg_at_10", "train/loss"]
+    assert summary["registered"] == [f"models:/{NAME}/1"]  # the run's registered model, what to deploy
     assert any(o.get("output_type") == "display_data" and "image/png" in o.get("data", {})
                for c in notebook.cells for o in c.get("outputs", []))  # the plots were drawn
