@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import sqlite3
 import subprocess
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from seqrec_pipeline.training.distributed import launcher_free_env
 from tests.conftest import REPO
 
 KEDRO = str(Path(sys.executable).parent / "kedro")
@@ -42,7 +42,10 @@ class Project:
 
     @staticmethod
     def _env() -> dict[str, str]:
-        return dict(os.environ, OMP_NUM_THREADS="1", KEDRO_DISABLE_TELEMETRY="true", DO_NOT_TRACK="1", COLUMNS="200")
+        # without the rendezvous variables an in-process training test of this worker may have set: a kedro run
+        # sets up its own process group (inheriting MASTER_PORT, it would collide with this process's)
+        return dict(launcher_free_env(), OMP_NUM_THREADS="1", KEDRO_DISABLE_TELEMETRY="true", DO_NOT_TRACK="1",
+                    COLUMNS="200")
 
     def run(self, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
         return subprocess.run([KEDRO, *args], cwd=self.path, capture_output=True, text=True, timeout=timeout,
