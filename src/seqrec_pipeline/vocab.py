@@ -23,6 +23,12 @@ PAD, BOS, EOS = 0, 1, 2
 N_SPECIAL = 3
 
 
+def item_codes(sid_table) -> np.ndarray:
+    """The ``(n_items, levels)`` code matrix of a SID table (``item_idx`` and one column per level): row ``i``
+    holds item ``i``'s codes, whatever order the table's rows are in."""
+    return sid_table.sort("item_idx").drop("item_idx").to_numpy()
+
+
 @dataclass(frozen=True)
 class TokenVocab:
     behaviors: tuple[str, ...]

@@ -39,7 +39,7 @@ from seqrec_pipeline.ranking.rules import ItemKnn
 from seqrec_pipeline.ranking.repeat import Mixture, RepeatInputs, mixture_ranking
 from seqrec_pipeline.ranking.successors import Neighbors, Successors, cooccurrence_table, successor_table
 from seqrec_pipeline.splits import BehaviorTable, EvalSet, events_before, training_prefix
-from seqrec_pipeline.vocab import TokenVocab
+from seqrec_pipeline.vocab import TokenVocab, item_codes
 
 PACKAGED_BY = {"decoder": "smb_decoder", "discriminative": "smb_rec", "item_knn": "smb_rule"}
 FILES = {"model": "model", "sid_table": "sid_table.parquet", "sid_vocab": "sid_vocab.json", "items": "items.parquet",
@@ -95,7 +95,7 @@ class DecoderRanker:
                  settings: ServingSettings):
         self.model = prepare_model(model, settings.device)
         self.sid_table, self.sid_vocab, self.levels, self.settings = sid_table, sid_vocab, levels, settings
-        self.codes = sid_table.sort("item_idx").drop("item_idx").to_numpy()
+        self.codes = item_codes(sid_table)
         self.vocab = TokenVocab.from_dict(sid_vocab)
         self.index = PrefixIndex.build(self.codes, self.vocab.level_sizes, device=next(self.model.parameters()).device)
 

@@ -16,7 +16,7 @@ from seqrec_pipeline.ranking.repeat import (Mixture, RepeatInputs, explore_pooli
 from seqrec_pipeline.ranking.successors import cooccurrence_table, successor_table
 from seqrec_pipeline.reporting.evaluation import predictions_table, ranking_from_predictions
 from seqrec_pipeline.splits import BehaviorTable, eval_set, events_before, training_prefix
-from seqrec_pipeline.vocab import TokenVocab
+from seqrec_pipeline.vocab import TokenVocab, item_codes
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +39,7 @@ def _decoder_inputs(decoder_model, behaviors, sid_table, sid_vocab, protocol, ev
     check_trained_protocol(decoder_model, protocol)
     params = validate(EvalParams, eval_params, prefix="eval.")
     net = prepare_model(decoder_model, params.device)
-    codes = sid_table.drop("item_idx").to_numpy()
-    return net, codes, TokenVocab.from_dict(sid_vocab), BehaviorTable.from_table(behaviors).levels, params
+    return net, item_codes(sid_table), TokenVocab.from_dict(sid_vocab), BehaviorTable.from_table(behaviors).levels, params
 
 
 def rank_decoder(decoder_model, sequences: pl.DataFrame, behaviors: pl.DataFrame, sid_table: pl.DataFrame,

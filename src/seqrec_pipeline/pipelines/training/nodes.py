@@ -9,7 +9,7 @@ import polars as pl
 
 from seqrec_pipeline.params import TrainingSettings
 from seqrec_pipeline.training.fit import fit_decoder
-from seqrec_pipeline.vocab import TokenVocab
+from seqrec_pipeline.vocab import TokenVocab, item_codes
 
 
 def _log(step: int, metrics: dict) -> None:
@@ -29,7 +29,7 @@ def train_decoder(sequences: pl.DataFrame, behaviors: pl.DataFrame, sid_table: p
                   settings: dict, work_dir: Path):
     settings = TrainingSettings.model_validate(settings)
     best, summary = fit_decoder(
-        sequences, behaviors, sid_table.drop("item_idx").to_numpy(), TokenVocab.from_dict(sid_vocab), settings,
+        sequences, behaviors, item_codes(sid_table), TokenVocab.from_dict(sid_vocab), settings,
         work_dir, on_log=_log,
         on_epoch=lambda epoch, m: _log(epoch, {f"epoch/{k}": v for k, v in m.items() if k != "epoch"}),
     )
