@@ -196,8 +196,8 @@ def test_a_baseline_is_served_like_a_decoder(baselines):
     chosen = _log(project, "users")["user_id"].to_list()[:3]
     (project.path / "users.txt").write_text("\n".join(chosen) + "\n")
     _ok(project.run("run", "--pipeline=recommend_rec", f"--params={REC_PARAMS},recommend.users=users.txt"))
-    table = pl.read_parquet(project.latest("data/07_model_output/retail_ci/recommend/sasrec/recommendations.parquet"))
-    summary = json.loads((project.path / "data/07_model_output/retail_ci/recommend/sasrec/summary.json").read_text())
+    table = pl.read_parquet(project.latest("data/07_model_output/retail_ci/recommend/last_session/sasrec/recommendations.parquet"))
+    summary = json.loads((project.path / "data/07_model_output/retail_ci/recommend/last_session/sasrec/summary.json").read_text())
     assert summary["n_users"] == 3 and summary["repeat_head"] is True and table.height == 3 * 3
     assert all(len(r) == 10 for r in table["items"].to_list())
 
@@ -248,6 +248,10 @@ def test_the_item_knn_rule_is_served_like_a_model(baselines):
     served = json.loads((project.path / "data/08_reporting/retail_ci/smb_rule/last_session/item_knn/served_model.json")
                         .read_text())
     assert served["name"] == "seqrec-retail_ci-item_knn" and served["version"] == 1
+    import mlflow
+
+    version = mlflow.MlflowClient(f"sqlite:///{project.path / 'mlflow.db'}").get_model_version(served["name"], "1")
+    assert version.tags == served["tags"] == {"dataset": "retail_ci", "split.protocol": "last_session"}
     assert set(fitted["explorer"]) == {"window", "width", "last", "decay"} and "gate_bias" in fitted
     _ok(project.run("run", "--pipeline=smb_rule", "--params=dataset=retail_ci,model=popularity"))
     assert json.loads((project.path / "data/08_reporting/retail_ci/smb_rule/last_session/popularity/served_model.json")
@@ -264,13 +268,11 @@ def test_the_item_knn_rule_is_served_like_a_model(baselines):
     (project.path / "users.txt").write_text("\n".join(chosen) + "\n")
     _ok(project.run("run", "--pipeline=recommend_rule", "--params=dataset=retail_ci,model=item_knn,"
                                                         "recommend.users=users.txt"))
-    out = project.path / "data/07_model_output/retail_ci/recommend/item_knn"
+    out = project.path / "data/07_model_output/retail_ci/recommend/last_session/item_knn"
     table = pl.read_parquet(project.latest(str(out.relative_to(project.path) / "recommendations.parquet")))
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_users"] == 3 and summary["repeat_head"] is True and table.height == 3 * 3
     assert all(len(r) == 10 for r in table["items"].to_list())
-
-    import mlflow
 
     mlflow.set_tracking_uri(f"sqlite:///{project.path / 'mlflow.db'}")
     model = mlflow.pyfunc.load_model(served["registered_uri"])

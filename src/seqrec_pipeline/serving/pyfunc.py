@@ -58,9 +58,10 @@ def input_example(recommender: Recommender, sequences, n_events: int = 5) -> dic
             "request_behaviors": list(recommender.behaviors.names), "k": min(10, recommender.settings.beam_size)}
 
 
-def log_model(recommender: Recommender, name: str, example: dict) -> dict:
-    """Log the recommender as an MLflow model of the active run and register it as ``name``; returns
-    {name, version, model_uri, run_id}."""
+def log_model(recommender: Recommender, name: str, example: dict, tags: dict[str, str] | None = None) -> dict:
+    """Log the recommender as an MLflow model of the active run and register it as ``name``, ``tags`` on the new
+    version (what it was fitted for: the registry's versions of one name can come from either split protocol);
+    returns {name, version, model_uri, registered_uri, run_id, tags}."""
     import pandas as pd
     import torch
 
@@ -76,5 +77,9 @@ def log_model(recommender: Recommender, name: str, example: dict) -> dict:
             pip_requirements=[f"seqrec-pipeline=={__version__}", f"torch=={torch.__version__.split('+')[0]}",
                               f"mlflow=={mlflow.__version__}"],
         )
+    client = mlflow.MlflowClient()
+    for key, value in (tags or {}).items():
+        client.set_model_version_tag(name, info.registered_model_version, key, value)
     return {"name": name, "version": int(info.registered_model_version), "model_uri": info.model_uri,
-            "registered_uri": f"models:/{name}/{info.registered_model_version}", "run_id": info.run_id}
+            "registered_uri": f"models:/{name}/{info.registered_model_version}", "run_id": info.run_id,
+            "tags": dict(tags or {})}

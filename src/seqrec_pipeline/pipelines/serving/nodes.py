@@ -67,11 +67,12 @@ def _recommend(recommender, sequences: pl.DataFrame, users: pl.DataFrame, recomm
     return table, summary, metrics
 
 
-def _package(recommender, sequences: pl.DataFrame, name: str) -> dict:
+def _package(recommender, sequences: pl.DataFrame, dataset: str, protocol: str, name: str) -> dict:
     if mlflow.active_run() is None:
         log.warning("no active MLflow run: the MLflow model is not logged")
         return {}
-    info = log_model(recommender, name, input_example(recommender, sequences))
+    info = log_model(recommender, name, input_example(recommender, sequences),
+                     tags={"dataset": dataset, "split.protocol": protocol})
     log.info("MLflow model registered as %s; serve it with: mlflow models serve -m %s --env-manager local "
              "-h 127.0.0.1 -p 5001", info["name"], info["registered_uri"])
     return info
@@ -113,7 +114,7 @@ def package_model(decoder_model, sequences: pl.DataFrame, items: pl.DataFrame, b
     (nothing is logged without an active MLflow run)."""
     recommender = _recommender(decoder_model, sequences, items, behaviors, sid_table, sid_vocab, repeat_head,
                                protocol, max_history, dataset, datasets, embed, **_decoding(eval_params))
-    return _package(recommender, sequences, f"seqrec-{dataset}-{model}-{tokenizer}")
+    return _package(recommender, sequences, dataset, protocol, f"seqrec-{dataset}-{model}-{tokenizer}")
 
 
 def package_rec_model(rec_model, sequences: pl.DataFrame, items: pl.DataFrame, behaviors: pl.DataFrame,
@@ -122,7 +123,7 @@ def package_rec_model(rec_model, sequences: pl.DataFrame, items: pl.DataFrame, b
     """``package_model`` for a discriminative baseline of ``smb_rec``, registered as ``seqrec-<dataset>-<model>``."""
     recommender = _recommender(rec_model, sequences, items, behaviors, None, None, repeat_head, protocol,
                                max_history, dataset, datasets, embed, **_candidates(rec, repeat))
-    return _package(recommender, sequences, f"seqrec-{dataset}-{model}")
+    return _package(recommender, sequences, dataset, protocol, f"seqrec-{dataset}-{model}")
 
 
 def package_rule_model(fitted: dict, sequences: pl.DataFrame, items: pl.DataFrame, behaviors: pl.DataFrame,
@@ -136,4 +137,4 @@ def package_rule_model(fitted: dict, sequences: pl.DataFrame, items: pl.DataFram
     knn, ranking = _item_knn(fitted, sequences, items, protocol, embed)
     recommender = _recommender(knn, sequences, items, behaviors, None, None, fitted, protocol, max_history, dataset,
                                datasets, embed, **ranking)
-    return _package(recommender, sequences, f"seqrec-{dataset}-{model}")
+    return _package(recommender, sequences, dataset, protocol, f"seqrec-{dataset}-{model}")
