@@ -5,6 +5,9 @@
 - **baseline**: the evaluation path on the same users: the ``smb_decoder`` evaluation nodes ``rank_decoder``
   (test split) + ``rank_repeat_aware``, i.e. the same beam search and mixture with the evaluation's data
   preparation and predictions table; queries/s = test samples per second.
+- ``--kind item_knn``: the same for the served ``item_knn`` rule (its PPMI explorer counted on the whole log, its
+  fitted mixture); baseline: the rule's evaluation ranking with the same fitted mixture (``ItemKnn.rank`` of the
+  test windows + ``rank_repeat_aware``), fitting excluded on both sides.
 - **pyfunc**: the MLflow model (``mlflow.pyfunc.save_model`` of the same recommender, loaded back with
   ``mlflow.pyfunc.load_model``): latency of one request (``--history`` events, k=10, every behavior), p50 / p99
   over ``--repeats`` calls, and requests/s for batches of 64 requests.  Its lists are checked against the batch
@@ -18,6 +21,7 @@ validation and test sessions), ``--items`` items with
 
     python benchmarks/bench_serve.py                              # about a minute on 2 CPU cores
     python benchmarks/bench_serve.py --project /path/to/project --dataset ml-100k
+    python benchmarks/bench_serve.py --kind item_knn --project /path/to/project --dataset retailrocket
 """
 
 from __future__ import annotations
@@ -43,7 +47,10 @@ from seqrec_pipeline.models.generative import build_model, load_model  # noqa: E
 from seqrec_pipeline.params import load_parameters  # noqa: E402
 from seqrec_pipeline.pipelines.evaluation.nodes import rank_decoder, rank_repeat_aware  # noqa: E402
 from seqrec_pipeline.ranking.repeat import Mixture, RepeatScorer  # noqa: E402
+from seqrec_pipeline.ranking.rules import ITEM_KNN_BLOCK, ItemKnn  # noqa: E402
+from seqrec_pipeline.reporting.evaluation import predictions_table  # noqa: E402
 from seqrec_pipeline.serving import build_recommender, recommend_users  # noqa: E402
+from seqrec_pipeline.splits import eval_set, events_before, training_prefix  # noqa: E402
 from seqrec_pipeline.vocab import TokenVocab  # noqa: E402
 
 DEFAULT_OUT = "data/08_reporting/benchmarks/serve.json"
@@ -68,8 +75,13 @@ def synthetic(args) -> dict:
     codes = random_bijective_codes(args.items, vocab.level_sizes, args.seed)
     torch.manual_seed(args.seed)
     head = Mixture(RepeatScorer([[1.0, 2.0, 4.0]] * 3, 0.9, 0.8), [0.0] * 3, [0.5] * 3, [1.0] * 3).to_dict()
+    if args.kind == "item_knn":  # the explorer of the repeat parameters' defaults
+        grid, window = load_parameters().repeat, load_parameters().embed.cf_window
+        head["explorer"] = {"window": window, "width": grid.candidates, "last": grid.cooccurrence_items,
+                            "decay": grid.cooccurrence_decay}
     return {
-        "model": build_model("gamer", vocab, "cpu-small").eval(), "sequences": sequences,
+        "model": build_model("gamer", vocab, "cpu-small").eval() if args.kind == "decoder" else None,
+        "sequences": sequences,
         "users": pl.DataFrame({"user_idx": np.arange(args.users, dtype=np.int32),
                                "user_id": [f"u{u}" for u in range(args.users)]}),
         "items": pl.DataFrame({"item_idx": np.arange(args.items, dtype=np.int32),
@@ -77,7 +89,8 @@ def synthetic(args) -> dict:
         "behaviors": pl.DataFrame({"behavior_idx": [0, 1, 2], "behavior": list(NAMES), "level": [0, 1, 2]}),
         "sid_table": pl.DataFrame({"item_idx": np.arange(args.items, dtype=np.int32),
                                    **{f"c{i}": codes[:, i].astype(np.int32) for i in range(3)}}),
-        "sid_vocab": vocab.to_dict(), "repeat_head": head, "setting": "synthetic, random-init cpu-small gamer",
+        "sid_vocab": vocab.to_dict(), "repeat_head": head,
+        "setting": "synthetic, random-init cpu-small gamer" if args.kind == "decoder" else "synthetic, item_knn",
     }
 
 
@@ -88,13 +101,17 @@ def stored(args) -> dict:
     def table(path):
         return pl.read_parquet(sorted(glob.glob(str(root / "data" / path / "*" / Path(path).name)))[-1])
 
+    tables = {"sequences": table(f"03_primary/{d}/sequences.parquet"), "users": table(f"03_primary/{d}/users.parquet"),
+              "items": table(f"03_primary/{d}/items.parquet"), "behaviors": table(f"03_primary/{d}/behaviors.parquet")}
+    if args.kind == "item_knn":  # what the newest smb_rule run of item_knn fitted
+        fitted = root / f"data/06_models/{d}/rule-item_knn/last_session/fitted.json"
+        return tables | {"model": None, "sid_table": None, "sid_vocab": None,
+                         "repeat_head": json.loads(fitted.read_text()), "setting": f"{root.name}: {d} item_knn"}
     variant = f"{args.model}-{args.tokenizer}"
     head = root / f"data/08_reporting/{d}/smb_decoder/{variant}+repeat/repeat_head.json"
     model_dir = sorted(glob.glob(str(root / f"data/06_models/{d}/{variant}/model/*/model")))[-1]
-    return {
-        "model": load_model(model_dir), "sequences": table(f"03_primary/{d}/sequences.parquet"),
-        "users": table(f"03_primary/{d}/users.parquet"), "items": table(f"03_primary/{d}/items.parquet"),
-        "behaviors": table(f"03_primary/{d}/behaviors.parquet"),
+    return tables | {
+        "model": load_model(model_dir),
         "sid_table": table(f"05_model_input/{d}/{args.tokenizer}/sid_table.parquet"),
         "sid_vocab": json.loads((root / f"data/05_model_input/{d}/{args.tokenizer}/sid_vocab.json").read_text()),
         "repeat_head": json.loads(head.read_text()) if head.is_file() else None, "setting": f"{root.name}: {d} {variant}",
@@ -116,6 +133,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--users", type=int, default=256), parser.add_argument("--items", type=int, default=10_000)
     parser.add_argument("--history", type=int, default=50), parser.add_argument("--beam", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=50), parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--kind", choices=("decoder", "item_knn"), default="decoder")
     parser.add_argument("--out", default=DEFAULT_OUT)
     args = parser.parse_args(argv)
     torch.set_num_threads(max(torch.get_num_threads(), 1))
@@ -125,9 +143,16 @@ def main(argv=None) -> dict:
         seq = seq.filter(pl.col("last_session_test") >= 0).head(args.users)
     # the co-occurrence counts' chunking: the project's (this repository's for the synthetic run)
     embed = load_parameters(project=args.project or Path(__file__).resolve().parents[1]).embed
-    rec = build_recommender(run["model"], seq, run["items"], run["behaviors"], run["sid_table"], run["sid_vocab"],
-                            run["repeat_head"], protocol=protocol, max_history=args.history, beam_size=args.beam,
-                            batch_size=16, renormalize=False, temperature=None, session_gap_seconds=1800.0,
+    ranker, ranking = run["model"], dict(beam_size=args.beam, batch_size=16)
+    if args.kind == "item_knn":  # served: counted on the whole log; evaluated: on the training events
+        settings = dict(**run["repeat_head"]["explorer"], chunk_events=embed.cf_chunk_events)
+        ranker = ItemKnn.fit(events_before(run["sequences"], protocol, None), run["items"].height, **settings)
+        evaluated = ItemKnn.fit(training_prefix(run["sequences"], protocol, users="all"), run["items"].height,
+                                **settings)
+        ranking = dict(beam_size=ranker.width, batch_size=ITEM_KNN_BLOCK)
+    rec = build_recommender(ranker, seq, run["items"], run["behaviors"], run["sid_table"], run["sid_vocab"],
+                            run["repeat_head"], protocol=protocol, max_history=args.history, **ranking,
+                            renormalize=False, temperature=None, session_gap_seconds=1800.0,
                             chunk_events=embed.cf_chunk_events)
     eval_params = {"beam_size": args.beam, "topk": [1, 5, 10], "batch_size": 16, "renormalize": False,
                    "temperature": None, "device": None}
@@ -136,6 +161,10 @@ def main(argv=None) -> dict:
         return recommend_users(rec, seq, run["users"], k=10)[0]
 
     def evaluation():
+        if args.kind == "item_knn":
+            test = eval_set(seq, protocol, "test", args.history)
+            return rank_repeat_aware(predictions_table(test, evaluated.rank(test)), run["repeat_head"], seq,
+                                     run["behaviors"], protocol, args.history, eval_params, embed.model_dump())
         predictions = rank_decoder(rec.model, seq, run["behaviors"], run["sid_table"], run["sid_vocab"], protocol,
                                    args.history, eval_params, split="test")
         if run["repeat_head"]:
@@ -189,11 +218,13 @@ def main(argv=None) -> dict:
         "benchmark": "serve", "date": time.strftime("%Y-%m-%d"), "command": " ".join(["python", *sys.argv]),
         "machine": platform.machine(), "torch_threads": torch.get_num_threads(),
         "versions": {"torch": torch.__version__, "mlflow": mlflow.__version__, "python": platform.python_version()},
-        "setting": {"data": run["setting"], "users": seq.height, "items": run["items"].height,
-                    "history": args.history, "beam_size": args.beam, "k": 10, "repeat_head": bool(run["repeat_head"])},
+        "setting": {"data": run["setting"], "kind": args.kind, "users": seq.height, "items": run["items"].height,
+                    "history": args.history, "beam_size": ranking["beam_size"], "k": 10, "repeat_head": bool(run["repeat_head"])},
         "batch": {"queries": n_batch, "median_s": statistics.median(times["batch"]), "queries_per_s": batch_qps,
                   "all_s": times["batch"]},
-        "baseline": {"name": "evaluation nodes rank_decoder(test) + rank_repeat_aware on the same users",
+        "baseline": {"name": ("evaluation nodes rank_decoder(test) + rank_repeat_aware on the same users"
+                              if args.kind == "decoder" else "the item_knn evaluation's ItemKnn.rank(test) + "
+                              "rank_repeat_aware with the same fitted mixture, on the same users"),
                      "queries": n_eval, "median_s": statistics.median(times["evaluation"]), "queries_per_s": eval_qps,
                      "all_s": times["evaluation"]},
         "ratio": batch_qps / eval_qps,
