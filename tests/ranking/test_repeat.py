@@ -3,6 +3,7 @@ nothing from the test window reaches the fitted parameters."""
 
 import numpy as np
 import polars as pl
+import pytest
 
 from seqrec_pipeline.params import load_parameters
 from seqrec_pipeline.ranking import Ranking
@@ -255,13 +256,26 @@ def test_the_ranker_uses_the_items_popularity_where_counts_tie():
     grid = load_parameters().repeat
     targets = np.array([t[0] for t in valid.targets])
     ranker = choose_repeat_ranker(valid, 1, RepeatScorer.uniform(1), grid, inputs=inputs, item_prior=prior)
-    assert ranker is not None and ranker.item_prior == prior.tolist()
-    head = Mixture.from_dict(Mixture(RepeatScorer.uniform(1), [np.inf], [0.0], [1.0], ranker=ranker).to_dict())
+    assert ranker is not None and ranker.prior_items == len(prior)
+    np.testing.assert_array_equal(ranker.item_prior, prior)
+    saved = Mixture(RepeatScorer.uniform(1), [np.inf], [0.0], [1.0], ranker=ranker).to_dict()
+    assert saved["ranker"]["prior_items"] == 300 and "item_prior" not in saved["ranker"]  # no catalog-sized list
+    head = Mixture.from_dict(saved)
     base = Ranking(np.full((valid.n_samples, 1), 299), np.zeros((valid.n_samples, 1), np.float32))
+    with pytest.raises(ValueError, match="count it first"):
+        mixture_ranking(valid, inputs, base, head, k=2)
+    head.count_item_prior(training_prefix(seq, "last_session", users="all").item)  # counted again, identical
+    np.testing.assert_array_equal(head.ranker.item_prior, prior)
     assert (mixture_ranking(valid, inputs, base, head, k=2).items[:, 0] == targets).all()
+    # a head saved with the whole prior in its JSON still ranks with it
+    legacy = Mixture.from_dict(saved | {"ranker": {k: v for k, v in saved["ranker"].items() if k != "prior_items"}
+                                        | {"item_prior": prior.tolist()}})
+    assert legacy.ranker.prior_items == 300 and not legacy.needs_item_prior
+    np.testing.assert_array_equal(mixture_ranking(valid, inputs, base, legacy, k=2).items,
+                                  mixture_ranking(valid, inputs, base, head, k=2).items)
     # without the prior the ranker only has recency: half of the users get the rare item first
     counts_only = fit_repeat_ranker(valid, 1, [(1.0, 1.0)], l2=0.1, inputs=inputs)
-    assert counts_only.item_prior is None
+    assert counts_only.prior_items == 0 and counts_only.item_prior is None
     plain = mixture_ranking(valid, inputs, base, Mixture(RepeatScorer.uniform(1), [np.inf], [0.0], [1.0],
                                                          ranker=counts_only), k=2)
     assert 0.2 < (plain.items[:, 0] == targets).mean() < 0.8

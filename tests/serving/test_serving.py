@@ -295,3 +295,31 @@ def test_the_item_knn_rule_ranks_as_its_evaluation_and_saves_its_table(setup, tm
     paths = pooled.save(tmp_path / "pooled")
     with pytest.raises(InputError, match=r"package the model again \(kedro run --pipeline=smb_rule "):
         Recommender.load({key: path for key, path in paths.items() if key != "successors"})
+
+
+def test_the_item_prior_is_counted_on_the_log_and_saved_with_the_items(setup, tmp_path):
+    """A learned repeat ranker that reads the items' popularity keeps only the catalog size in its head: the served
+    recommender counts the prior on the whole log (as its tables), saves it as a column of items.parquet and answers
+    the same once loaded; a folder without it stops with one line."""
+    from seqrec_pipeline.ranking.repeat import RepeatRanker, item_log_share
+
+    rec, sequences, _ = setup
+    ranker = RepeatRanker([[0.9, 1.0]], [0.0] * 5, [1.0] * 5, [[0.3, 0.5, 0.8, -0.2, 2.0]] * 3, prior_items=N_ITEMS)
+    head = Mixture(RepeatScorer([[1.0, 2.0, 4.0]] * 3, 0.9, 0.8), [0.0] * 3, [0.5] * 3, [1.0] * 3,
+                   ranker=ranker).to_dict()
+    assert head["ranker"]["prior_items"] == N_ITEMS and "item_prior" not in head["ranker"]
+    served = build_recommender(rec.model, sequences, rec.items, rec.behaviors_table, rec.ranker.sid_table,
+                               rec.ranker.sid_vocab, head, protocol="last_session", max_history=5, beam_size=8,
+                               batch_size=4, renormalize=False, temperature=None, session_gap_seconds=GAP,
+                               chunk_events=1000)
+    expected = item_log_share(events_before(sequences, "last_session", None).item, N_ITEMS)
+    np.testing.assert_array_equal(served.mixture.ranker.item_prior, expected)
+    requests = [_request(sequences, r, k=6) for r in range(N_USERS)]
+    answers = answer(served, requests)
+    paths = served.save(tmp_path)
+    items = pl.read_parquet(paths["items"])
+    np.testing.assert_array_equal(items["item_prior"].to_numpy(), expected)
+    assert answer(Recommender.load(tmp_path), requests) == answers
+    items.drop("item_prior").write_parquet(paths["items"])
+    with pytest.raises(InputError, match=r"no item_prior column: package the model again \(kedro run "):
+        Recommender.load(tmp_path)

@@ -93,8 +93,9 @@ class Mixture:
     cooccurrence: CooccurrencePooling | None = None
 
     def to_dict(self) -> dict:
-        out = asdict(self)
+        out = asdict(replace(self, ranker=None))
         out["gate_bias"] = [None if np.isinf(v) else v for v in self.gate_bias]  # JSON has no infinity
+        out["ranker"] = self.ranker.to_dict() if self.ranker is not None else None
         return out
 
     @classmethod
@@ -105,9 +106,21 @@ class Mixture:
                           if f"successor_{key}" in values}
         return cls(RepeatScorer(**values["scorer"]), [np.inf if v is None else v for v in values["gate_bias"]],
                    list(values["gate_slope"]), list(values["temperature"]), dict(values.get("validation", {})),
-                   RepeatRanker(**ranker) if ranker else None,
+                   RepeatRanker.from_dict(ranker) if ranker else None,
                    SuccessorPooling(**successors) if successors else None,
                    CooccurrencePooling(**values["cooccurrence"]) if values.get("cooccurrence") else None)
+
+    def count_item_prior(self, items: np.ndarray) -> Mixture:
+        """Give the learned ranker the item prior it reads, counted on ``items`` (the item ids of the events the
+        ranking's other tables are counted on: the training events in an evaluation, the whole log in serving);
+        nothing to do without one.  Returns the mixture itself."""
+        if self.ranker is not None and self.ranker.prior_items:
+            self.ranker.item_prior = item_log_share(items, self.ranker.prior_items)
+        return self
+
+    @property
+    def needs_item_prior(self) -> bool:
+        return self.ranker is not None and self.ranker.prior_items > 0 and self.ranker.item_prior is None
 
     @property
     def uses_successors(self) -> bool:
@@ -126,9 +139,24 @@ class RepeatRanker:
     mean: list[float]
     scale: list[float]
     weights: list[list[float]]  # [requested behavior][feature]
-    # per item: log share of the training events; with it the features end with the recency rank and this
-    # prior (None: decayed counts only, as in heads saved before these features)
-    item_prior: list[float] | None = None
+    # > 0: the features end with the recency rank and each item's log share of the counted events
+    # (:func:`item_log_share` over a catalog of this size); 0: decayed counts only
+    prior_items: int = 0
+    # those log shares: not saved with the head (one float per item), counted again from the events the ranking
+    # reads (:meth:`Mixture.count_item_prior`)
+    item_prior: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict:
+        return {"decays": self.decays, "mean": self.mean, "scale": self.scale, "weights": self.weights,
+                "prior_items": self.prior_items}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> RepeatRanker:
+        values = dict(values)
+        prior = values.pop("item_prior", None)  # heads saved with the whole prior
+        if prior is not None:
+            return cls(**values, prior_items=len(prior), item_prior=np.asarray(prior, np.float64))
+        return cls(**values)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -218,6 +246,8 @@ def ranker_matrix(inputs: RepeatInputs, decays, item_prior) -> np.ndarray:
 
 def ranker_scores(ranker: RepeatRanker, inputs: RepeatInputs) -> np.ndarray:
     """The ranker's log-linear score of every (sample, item) group of ``inputs``."""
+    if ranker.prior_items and ranker.item_prior is None:
+        raise ValueError("the repeat ranker reads the items' popularity: count it first (Mixture.count_item_prior)")
     x = (ranker_matrix(inputs, ranker.decays, ranker.item_prior) - np.asarray(ranker.mean)) / np.asarray(ranker.scale)
     return (x * np.asarray(ranker.weights)[inputs.data.sample_behavior[inputs.group_sample]]).sum(1)
 
@@ -278,8 +308,9 @@ def fit_repeat_ranker(valid: EvalSet, n_behaviors: int, decays, l2: float, input
 
         optimizer.step(loss)
         weights[b] = w.detach().numpy()
+    prior = None if item_prior is None else np.asarray(item_prior, np.float64)
     return RepeatRanker([list(map(float, d)) for d in decays], mean.tolist(), scale.tolist(), weights.tolist(),
-                        None if item_prior is None else np.asarray(item_prior, np.float64).tolist())
+                        0 if prior is None else len(prior), prior)
 
 
 def ranker_decays(grid) -> list[tuple[float, float]]:
@@ -330,7 +361,7 @@ def repeat_side(mixture: Mixture) -> str:
     """What ranks the history items in a fitted mixture, for the logs."""
     if mixture.ranker is None:
         return "recency-and-frequency scores (the learned ranker was not better)"
-    extra = ", recency rank and popularity" if mixture.ranker.item_prior is not None else ""
+    extra = ", recency rank and popularity" if mixture.ranker.prior_items else ""
     return f"learned ranker of decayed counts{extra}"
 
 

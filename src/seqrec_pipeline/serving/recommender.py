@@ -9,7 +9,8 @@ the evaluation's functions (``ranking.rank_generative``, ``ranking.rank_discrimi
 
 On disk (``save`` / ``load``) it is a folder of plain files: ``model/`` (a decoder's or a baseline's
 ``config.json`` + ``model.safetensors``; the rule's ``config.json`` + ``ppmi.parquet``),
-``sid_table.parquet`` and ``sid_vocab.json`` (a decoder only), ``items.parquet`` (item_idx, item_id),
+``sid_table.parquet`` and ``sid_vocab.json`` (a decoder only), ``items.parquet`` (item_idx, item_id; item_prior,
+each item's log share of the log's events, when the head's learned ranker reads it),
 ``behaviors.parquet``,
 ``repeat_head.json`` (absent when the run fitted none), ``successors.parquet`` (every item's successors, counted
 on the whole log, when the head pools them), ``cooccurrence.parquet`` (every item's co-occurring items, likewise),
@@ -36,7 +37,7 @@ from seqrec_pipeline.models.discriminative import SequentialRecommender
 from seqrec_pipeline.ranking import Ranking, rank_discriminative, rank_generative
 from seqrec_pipeline.ranking.generative import prepare_model
 from seqrec_pipeline.ranking.rules import ItemKnn
-from seqrec_pipeline.ranking.repeat import Mixture, RepeatInputs, mixture_ranking
+from seqrec_pipeline.ranking.repeat import Mixture, RepeatInputs, item_log_share, mixture_ranking
 from seqrec_pipeline.ranking.successors import Neighbors, Successors, cooccurrence_table, successor_table
 from seqrec_pipeline.splits import BehaviorTable, EvalSet, events_before, training_prefix
 from seqrec_pipeline.vocab import TokenVocab, item_codes
@@ -162,7 +163,8 @@ class Recommender:
 
     def __init__(self, model, sid_table: pl.DataFrame | None, sid_vocab: dict | None,
                  items: pl.DataFrame, behaviors: pl.DataFrame, repeat_head: dict | None, popular: dict,
-                 settings: ServingSettings, successors: Successors | None = None, neighbors: Neighbors | None = None):
+                 settings: ServingSettings, successors: Successors | None = None, neighbors: Neighbors | None = None,
+                 item_prior: np.ndarray | None = None):
         self.behaviors = BehaviorTable.from_table(behaviors)
         self.ranker = base_ranker(model, sid_table, sid_vocab, self.behaviors.levels, settings)
         self.model = self.ranker.model
@@ -172,6 +174,11 @@ class Recommender:
         self.mixture = Mixture.from_dict(repeat_head) if repeat_head else None
         again = "package the model again (kedro run --pipeline={0} --nodes={0}.package_model)".format(
             PACKAGED_BY[self.ranker.kind])
+        if self.mixture is not None and item_prior is not None and self.mixture.ranker is not None:
+            self.mixture.ranker.item_prior = np.asarray(item_prior, np.float64)
+        if self.mixture is not None and self.mixture.needs_item_prior:
+            raise InputError("this model's repeat head ranks history items by their popularity, but items.parquet has "
+                             f"no item_prior column: {again}")
         if self.mixture is not None and self.mixture.uses_successors and successors is None:
             raise InputError("this model's repeat head pools the recent items' successors, but successors.parquet is "
                              f"missing: {again}")
@@ -233,7 +240,10 @@ class Recommender:
             for name in ("sid_table", "sid_vocab"):  # a stale SID table would make `load` read a decoder
                 Path(paths.pop(name)).unlink(missing_ok=True)
         self.ranker.save(paths)
-        self.items.select("item_idx", "item_id").write_parquet(paths["items"])
+        items = self.items.select("item_idx", "item_id").sort("item_idx")
+        if self.mixture is not None and self.mixture.ranker is not None and self.mixture.ranker.prior_items:
+            items = items.with_columns(item_prior=pl.Series(self.mixture.ranker.item_prior, dtype=pl.Float64))
+        items.write_parquet(paths["items"])
         self.behaviors_table.write_parquet(paths["behaviors"])
         Path(paths["popular"]).write_text(json.dumps(self.popular))
         Path(paths["settings"]).write_text(json.dumps(self.settings.to_dict(), indent=2))
@@ -266,17 +276,19 @@ class Recommender:
         else:
             model = ItemKnn.load(paths["model"]) if ItemKnn.is_stored_in(paths["model"]) else read_rec_model(
                 paths["model"])
+        items = pl.read_parquet(paths["items"]).sort("item_idx")
         return cls(model,
                    pl.read_parquet(paths["sid_table"]) if generative else None,
                    json.loads(Path(paths["sid_vocab"]).read_text()) if generative else None,
-                   pl.read_parquet(paths["items"]),
+                   items.select("item_idx", "item_id"),
                    pl.read_parquet(paths["behaviors"]),
                    json.loads(Path(head).read_text()) if head and Path(head).is_file() else None,
                    json.loads(Path(paths["popular"]).read_text()), ServingSettings(**settings, device=device),
                    Successors.from_frame(pl.read_parquet(successors))
                    if successors and Path(successors).is_file() else None,
                    Neighbors.from_frame(pl.read_parquet(neighbors))
-                   if neighbors and Path(neighbors).is_file() else None)
+                   if neighbors and Path(neighbors).is_file() else None,
+                   items["item_prior"].to_numpy() if "item_prior" in items.columns else None)
 
 
 def build_recommender(model, sequences: pl.DataFrame, items: pl.DataFrame, behaviors: pl.DataFrame,
@@ -296,5 +308,9 @@ def build_recommender(model, sequences: pl.DataFrame, items: pl.DataFrame, behav
     successors = successor_table(events, mixture.successors.width) if mixture and mixture.uses_successors else None
     neighbors = (cooccurrence_table(events, mixture.cooccurrence.width, window=mixture.cooccurrence.window,
                                     chunk_events=chunk_events) if mixture and mixture.uses_cooccurrence else None)
+    # the learned repeat ranker's item prior, like the tables: on every event of the log
+    prior = (item_log_share(events.item, mixture.ranker.prior_items)
+             if mixture is not None and mixture.ranker is not None and mixture.ranker.prior_items else None)
     return Recommender(model, sid_table, sid_vocab, items, behaviors, repeat_head,
-                       popular_items(sequences, behaviors, items, protocol, beam_size), settings, successors, neighbors)
+                       popular_items(sequences, behaviors, items, protocol, beam_size), settings, successors, neighbors,
+                       prior)

@@ -104,7 +104,8 @@ def rank_repeat_aware(predictions: pl.DataFrame, repeat_head: dict, sequences: p
     params = validate(EvalParams, eval_params, prefix="eval.")
     data = eval_set(sequences, protocol, "test", max_history)
     base = ranking_from_predictions(predictions, data)
-    mixture = Mixture.from_dict(repeat_head)
+    # the item prior as the head was fitted with it: on the training events
+    mixture = Mixture.from_dict(repeat_head).count_item_prior(training_prefix(sequences, protocol, users="all").item)
     # counted on everything before the test windows, as the repeat side reads the whole past
     before = events_before(sequences, protocol, "test")
     successors = successor_table(before, mixture.successors.width) if mixture.uses_successors else None
