@@ -196,8 +196,9 @@ def test_a_baseline_is_served_like_a_decoder(baselines):
     chosen = _log(project, "users")["user_id"].to_list()[:3]
     (project.path / "users.txt").write_text("\n".join(chosen) + "\n")
     _ok(project.run("run", "--pipeline=recommend_rec", f"--params={REC_PARAMS},recommend.users=users.txt"))
-    table = pl.read_parquet(project.latest("data/07_model_output/retail_ci/recommend/last_session/sasrec/recommendations.parquet"))
-    summary = json.loads((project.path / "data/07_model_output/retail_ci/recommend/last_session/sasrec/summary.json").read_text())
+    out = "data/07_model_output/retail_ci/recommend/last_session/sasrec"
+    table = pl.read_parquet(project.latest(f"{out}/recommendations.parquet"))
+    summary = json.loads((project.path / out / "summary.json").read_text())
     assert summary["n_users"] == 3 and summary["repeat_head"] is True and table.height == 3 * 3
     assert all(len(r) == 10 for r in table["items"].to_list())
 

@@ -39,7 +39,8 @@ def _decoder_inputs(decoder_model, behaviors, sid_table, sid_vocab, protocol, ev
     check_trained_protocol(decoder_model, protocol)
     params = validate(EvalParams, eval_params, prefix="eval.")
     net = prepare_model(decoder_model, params.device)
-    return net, item_codes(sid_table), TokenVocab.from_dict(sid_vocab), BehaviorTable.from_table(behaviors).levels, params
+    levels = BehaviorTable.from_table(behaviors).levels
+    return net, item_codes(sid_table), TokenVocab.from_dict(sid_vocab), levels, params
 
 
 def rank_decoder(decoder_model, sequences: pl.DataFrame, behaviors: pl.DataFrame, sid_table: pl.DataFrame,
