@@ -248,7 +248,8 @@ def ranker_scores(ranker: RepeatRanker, inputs: RepeatInputs) -> np.ndarray:
     """The ranker's log-linear score of every (sample, item) group of ``inputs``."""
     if ranker.prior_items and ranker.item_prior is None:
         raise ValueError("the repeat ranker reads the items' popularity: count it first (Mixture.count_item_prior)")
-    x = (ranker_matrix(inputs, ranker.decays, ranker.item_prior) - np.asarray(ranker.mean)) / np.asarray(ranker.scale)
+    prior = ranker.item_prior if ranker.prior_items else None
+    x = (ranker_matrix(inputs, ranker.decays, prior) - np.asarray(ranker.mean)) / np.asarray(ranker.scale)
     return (x * np.asarray(ranker.weights)[inputs.data.sample_behavior[inputs.group_sample]]).sum(1)
 
 

@@ -174,8 +174,9 @@ class Recommender:
         self.mixture = Mixture.from_dict(repeat_head) if repeat_head else None
         again = "package the model again (kedro run --pipeline={0} --nodes={0}.package_model)".format(
             PACKAGED_BY[self.ranker.kind])
-        if self.mixture is not None and item_prior is not None and self.mixture.ranker is not None:
-            self.mixture.ranker.item_prior = np.asarray(item_prior, np.float64)
+        ranker = self.mixture.ranker if self.mixture is not None else None
+        if item_prior is not None and ranker is not None and ranker.prior_items:
+            ranker.item_prior = np.asarray(item_prior, np.float64)
         if self.mixture is not None and self.mixture.needs_item_prior:
             raise InputError("this model's repeat head ranks history items by their popularity, but items.parquet has "
                              f"no item_prior column: {again}")
