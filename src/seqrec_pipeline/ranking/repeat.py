@@ -114,13 +114,18 @@ class Mixture:
         """Give the learned ranker the item prior it reads, counted on ``items`` (the item ids of the events the
         ranking's other tables are counted on: the training events in an evaluation, the whole log in serving);
         nothing to do without one.  Returns the mixture itself."""
-        if self.ranker is not None and self.ranker.prior_items:
+        if self.reads_item_prior:
             self.ranker.item_prior = item_log_share(items, self.ranker.prior_items)
         return self
 
     @property
+    def reads_item_prior(self) -> bool:
+        """Whether the learned ranker reads the items' prior (set by :meth:`count_item_prior`)."""
+        return self.ranker is not None and self.ranker.prior_items > 0
+
+    @property
     def needs_item_prior(self) -> bool:
-        return self.ranker is not None and self.ranker.prior_items > 0 and self.ranker.item_prior is None
+        return self.reads_item_prior and self.ranker.item_prior is None
 
     @property
     def uses_successors(self) -> bool:

@@ -37,7 +37,7 @@ from seqrec_pipeline.models.discriminative import SequentialRecommender
 from seqrec_pipeline.ranking import Ranking, rank_discriminative, rank_generative
 from seqrec_pipeline.ranking.generative import prepare_model
 from seqrec_pipeline.ranking.rules import ItemKnn
-from seqrec_pipeline.ranking.repeat import Mixture, RepeatInputs, item_log_share, mixture_ranking
+from seqrec_pipeline.ranking.repeat import Mixture, RepeatInputs, mixture_ranking
 from seqrec_pipeline.ranking.successors import Neighbors, Successors, cooccurrence_table, successor_table
 from seqrec_pipeline.splits import BehaviorTable, EvalSet, events_before, training_prefix
 from seqrec_pipeline.vocab import TokenVocab, item_codes
@@ -174,9 +174,8 @@ class Recommender:
         self.mixture = Mixture.from_dict(repeat_head) if repeat_head else None
         again = "package the model again (kedro run --pipeline={0} --nodes={0}.package_model)".format(
             PACKAGED_BY[self.ranker.kind])
-        ranker = self.mixture.ranker if self.mixture is not None else None
-        if item_prior is not None and ranker is not None and ranker.prior_items:
-            ranker.item_prior = np.asarray(item_prior, np.float64)
+        if item_prior is not None and self.mixture is not None and self.mixture.reads_item_prior:
+            self.mixture.ranker.item_prior = np.asarray(item_prior, np.float64)
         if self.mixture is not None and self.mixture.needs_item_prior:
             raise InputError("this model's repeat head ranks history items by their popularity, but items.parquet has "
                              f"no item_prior column: {again}")
@@ -242,7 +241,7 @@ class Recommender:
                 Path(paths.pop(name)).unlink(missing_ok=True)
         self.ranker.save(paths)
         items = self.items.select("item_idx", "item_id").sort("item_idx")
-        if self.mixture is not None and self.mixture.ranker is not None and self.mixture.ranker.prior_items:
+        if self.mixture is not None and self.mixture.reads_item_prior:
             items = items.with_columns(item_prior=pl.Series(self.mixture.ranker.item_prior, dtype=pl.Float64))
         items.write_parquet(paths["items"])
         self.behaviors_table.write_parquet(paths["behaviors"])
@@ -310,8 +309,8 @@ def build_recommender(model, sequences: pl.DataFrame, items: pl.DataFrame, behav
     neighbors = (cooccurrence_table(events, mixture.cooccurrence.width, window=mixture.cooccurrence.window,
                                     chunk_events=chunk_events) if mixture and mixture.uses_cooccurrence else None)
     # the learned repeat ranker's item prior, like the tables: on every event of the log
-    prior = (item_log_share(events.item, mixture.ranker.prior_items)
-             if mixture is not None and mixture.ranker is not None and mixture.ranker.prior_items else None)
+    prior = (mixture.count_item_prior(events.item).ranker.item_prior
+             if mixture is not None and mixture.reads_item_prior else None)
     return Recommender(model, sid_table, sid_vocab, items, behaviors, repeat_head,
                        popular_items(sequences, behaviors, items, protocol, beam_size), settings, successors, neighbors,
                        prior)
