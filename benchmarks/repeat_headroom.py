@@ -46,14 +46,14 @@ import torch
 from seqrec_pipeline.data.embeddings import recent_items_query
 from seqrec_pipeline.decoding import build_prompts
 from seqrec_pipeline.decoding.exact import score_items
-from seqrec_pipeline.params import RepeatParams, validate
+from seqrec_pipeline.params import EvalParams, RepeatParams, validate
 from seqrec_pipeline.ranking import repeat as R
 from seqrec_pipeline.ranking.core import Ranking, selection_scores
 from seqrec_pipeline.ranking.discriminative import eval_tensors
 from seqrec_pipeline.ranking.metrics import metrics_by_part, per_sample_metrics
 from seqrec_pipeline.reporting.evaluation import ranking_from_predictions
 from seqrec_pipeline.splits import BehaviorTable, eval_set, training_prefix
-from seqrec_pipeline.vocab import TokenVocab
+from seqrec_pipeline.vocab import TokenVocab, item_codes
 
 K = 10
 
@@ -251,9 +251,11 @@ def main() -> None:
     n_items, n_behaviors = catalog.load("items").height, behaviors.height
     levels, max_history = BehaviorTable.from_table(behaviors).levels, params["max_history"]
     grid = validate(RepeatParams, params["repeat"], prefix="repeat.")
-    valid, test = (eval_set(seq, "last_session", split, max_history) for split in ("valid", "test"))
+    ranked = validate(EvalParams, params["eval"], prefix="eval.")  # the users the project's nodes ranked
+    valid, test = (eval_set(seq, "last_session", split, max_history, max_users=ranked.max_users(split))
+                   for split in ("valid", "test"))
     model = catalog.load("decoder_model", version=args.decoder_version).eval()
-    codes = catalog.load("sid_table").sort("item_idx").drop("item_idx").to_numpy()
+    codes = item_codes(catalog.load("sid_table"))
     vocab = TokenVocab.from_dict(catalog.load("sid_vocab"))
     dec = {s: ranking_from_predictions(catalog.load(f"smb_decoder.{n}"), d)
            for s, n, d in (("valid", "validation_predictions", valid), ("test", "predictions", test))}

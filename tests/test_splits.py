@@ -110,6 +110,35 @@ def test_evaluation_sets_targets_histories_and_repeats():
         eval_set(seq, "last_event", "train", 50)
 
 
+def test_the_validation_session_of_at_most_max_users_users():
+    rng = np.random.default_rng(0)
+    n = 300
+    items = rng.integers(0, 50, (n, 3)).tolist()
+    seq = pl.DataFrame(
+        {"user_idx": rng.permutation(n), "item": items, "behavior": [[0, 1, 0]] * n, "session": [[0, 1, 2]] * n,
+         "n_events": [3] * n, "last_session_valid": [1] * n, "last_session_test": [2] * n,
+         "last_event_valid": [1] * n, "last_event_test": [2] * n},
+        schema_overrides={"item": pl.List(pl.Int32), "behavior": pl.List(pl.Int8), "session": pl.List(pl.Int32)},
+    )
+    full = eval_set(seq, "last_session", "valid", 50)
+    small = eval_set(seq, "last_session", "valid", 50, max_users=40)
+    assert len(small.user_idx) == 40 and set(small.user_idx) < set(full.user_idx)
+    assert set(small.user_idx) != set(range(40))  # a hash sample, not the lowest ids
+    # each kept user's samples are the full set's
+    row = {u: i for i, u in enumerate(full.user_idx.tolist())}
+    kept = [row[u] for u in small.user_idx[small.sample_user].tolist()]
+    assert small.targets == [full.targets[i] for i in kept]
+    assert [h.tolist() for h in small.histories] == [full.histories[row[u]].tolist() for u in small.user_idx.tolist()]
+    # the same users whatever the table's row order; a larger cap keeps them; a cap above the users keeps all
+    shuffled = eval_set(seq.sample(fraction=1.0, shuffle=True, seed=1), "last_session", "valid", 50, max_users=40)
+    assert set(shuffled.user_idx) == set(small.user_idx)
+    assert set(small.user_idx) < set(eval_set(seq, "last_session", "valid", 50, max_users=120).user_idx)
+    assert eval_set(seq, "last_session", "valid", 50, max_users=n).targets == full.targets
+    assert len(eval_set(seq, "last_event", "valid", 50, max_users=7).user_idx) == 7
+    with pytest.raises(ValueError, match="validation session only"):
+        eval_set(seq, "last_session", "test", 50, max_users=40)  # the test session is every user's
+
+
 def test_distinct_targets_keep_their_first_occurrence_order():
     seq = pl.DataFrame(
         {"user_idx": [0], "item": [[1, 2, 3, 3, 2, 4]], "behavior": [[0, 0, 0, 0, 0, 0]], "session": [[0, 1, 2, 2, 2, 2]],

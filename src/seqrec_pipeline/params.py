@@ -139,6 +139,11 @@ class EvalParams(Strict):
     renormalize: bool
     temperature: float | None = Field(gt=0)
     device: str | None
+    valid_users: int | None = Field(ge=1)  # validation sessions ranked (splits.validation_users); None: every user's
+
+    def max_users(self, split: str) -> int | None:
+        """``splits.eval_set``'s ``max_users`` for ``split``: the test session is always every user's."""
+        return self.valid_users if split == "valid" else None
 
     @model_validator(mode="after")
     def _beams_cover_the_lists(self) -> EvalParams:
@@ -369,13 +374,15 @@ class TrainingSettings(Strict):
     augment: int = Field(ge=0)
     seed: int
     train: TrainParams
-    beam_size: int = Field(ge=1)  # of the validation beam search (model selection)
+    beam_size: int = Field(ge=1)  # of the validation beam search (model selection) ...
+    valid_users: int | None = Field(ge=1)  # ... over at most this many users' validation sessions
 
     @classmethod
     def from_parameters(cls, *, model: str, model_preset: str, models: dict | None, protocol: str, train_users: str,
                         max_history: int, augment: int, train: dict, eval: dict, seed: int) -> TrainingSettings:
+        ranking = validate(EvalParams, eval, prefix="eval.")
         return validate(cls, {
             "model": {"name": model, "preset": model_preset, "overrides": dict((models or {}).get(model) or {})},
             "protocol": protocol, "train_users": train_users, "max_history": max_history, "augment": augment, "seed": seed, "train": train,
-            "beam_size": validate(EvalParams, eval, prefix="eval.").beam_size,
+            "beam_size": ranking.beam_size, "valid_users": ranking.valid_users,
         }, "training parameters")

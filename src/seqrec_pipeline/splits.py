@@ -376,14 +376,32 @@ def _assemble(user_idx: np.ndarray, past: pl.DataFrame, history: pl.DataFrame, w
     )
 
 
+def validation_users(users: pl.DataFrame, max_users: int | None) -> pl.DataFrame:
+    """At most ``max_users`` rows of the protocol ``users`` (None: all): the rows whose ``user_idx`` has the
+    lowest value of a fixed integer hash (splitmix64), so every node, model and training rank that ranks the
+    validation session reads the same users, whatever the table's row order, and a larger cap keeps them."""
+    if max_users is None or users.height <= max_users:
+        return users
+    key = users["user_idx"].to_numpy().astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+    key = (key ^ (key >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    key = (key ^ (key >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    key ^= key >> np.uint64(31)
+    return users[np.sort(np.argsort(key, kind="stable")[:max_users])]
+
+
 def eval_set(sequences: pl.DataFrame, protocol: str, split: str, max_history: int,
-             behaviors: list[int] | None = None) -> EvalSet:
+             behaviors: list[int] | None = None, max_users: int | None = None) -> EvalSet:
     """Targets and histories of ``split`` ('valid' or 'test') under ``protocol``; ``behaviors`` keeps only
-    the samples of those behaviors."""
+    the samples of those behaviors; ``max_users`` ranks the validation session of at most this many users
+    (:func:`validation_users`; the test session is always every protocol user's)."""
     if split not in SPLITS:
         raise InputError(f"unknown split '{split}'; choose one of {list(SPLITS)}")
+    if max_users is not None and split != "valid":
+        raise ValueError("max_users samples the validation session only")
     valid_col, test_col = split_columns(protocol)
     users = protocol_users(sequences, protocol)
+    if split == "valid":
+        users = validation_users(users, max_users)
     start = users[valid_col] if split == "valid" else users[test_col]
     end = users[test_col] if split == "valid" else users["n_events"]
     window = _exploded(users.with_columns(start.alias("_start"), end.alias("_end")), "_start", "_end")

@@ -152,12 +152,16 @@ def test_mb_decoder_and_single_behavior_decoder_use_last_event(project):
 
 
 def test_training_through_the_launcher_subprocess(project):
-    """The multi-GPU path (a launched job, Kedro not re-run per rank), exercised with one CPU process."""
+    """The multi-GPU path (a launched job, Kedro not re-run per rank), exercised with one CPU process; every
+    choice made on the validation sessions of 6 users."""
     _ok(project.run("run", "--pipeline=smb_decoder", "--params=dataset=retail_ci,tokenizer=cid,model=qwen3,"
-                    "train.epochs=2,train.launch=subprocess,train.log_every=1,eval.beam_size=10"))
+                    "train.epochs=2,train.launch=subprocess,train.log_every=1,eval.beam_size=10,eval.valid_users=6"))
     summary = json.loads((project.path / "data/06_models/retail_ci/qwen3-cid/train_summary.json").read_text())
     assert summary["launch"] == "subprocess" and summary["epochs_run"] == 2
-    assert (project.path / "data/08_reporting/retail_ci/smb_decoder/qwen3-cid/metrics.json").exists()
+    report = json.loads((project.path / "data/08_reporting/retail_ci/smb_decoder/qwen3-cid/metrics.json").read_text())
+    outputs = "data/07_model_output/retail_ci/smb_decoder/qwen3-cid"
+    assert pl.read_parquet(project.latest(f"{outputs}/validation_predictions.parquet"))["user_idx"].n_unique() == 6
+    assert pl.read_parquet(project.latest(f"{outputs}+repeat/predictions.parquet")).height == report["n_test"]
     run = project.mlflow("select r.run_uuid from runs r join experiments e on r.experiment_id = e.experiment_id "
                          "where e.name = 'retail_ci' and r.status = 'FINISHED'")[0][0]
     replayed = project.mlflow(

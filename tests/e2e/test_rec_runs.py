@@ -55,13 +55,22 @@ def test_smb_rec_trains_evaluates_and_tracks(project):
     assert "Traceback" not in bad.stderr
 
     # windows (the default) train next-item and cloze models alike; one sample per event on request;
-    # a clear message for an unknown mode; a "+behavior" baseline runs like the others
-    for model, mode in (("gru4rec", "event"), ("bert4rec", "sequence"), ("sasrec_behavior", "sequence"),
-                        ("bert4rec_behavior", "sequence"), ("gru4rec_behavior", "sequence")):
+    # a clear message for an unknown mode; a "+behavior" baseline runs like the others (the last one choosing
+    # its epoch and its repeat head on the validation sessions of 5 users, the test session still everyone's)
+    for model, mode, extra in (("gru4rec", "event", ""), ("bert4rec", "sequence", ""),
+                               ("sasrec_behavior", "sequence", ""), ("bert4rec_behavior", "sequence", ""),
+                               ("gru4rec_behavior", "sequence", ",eval.valid_users=5")):
         _ok(project.run("run", "--pipeline=smb_rec",
-                        f"--params=dataset=retail_ci,model={model},rec.sample_mode={mode},rec.epochs=1"))
+                        f"--params=dataset=retail_ci,model={model},rec.sample_mode={mode},rec.epochs=1{extra}"))
         seq = json.loads((project.path / f"data/08_reporting/retail_ci/smb_rec/last_session/{model}/metrics.json").read_text())
         assert seq["model"] == model and seq["n_test"] == report["n_test"]
+    outputs = "data/07_model_output/retail_ci/smb_rec/last_session"
+    valid = {m: pl.read_parquet(project.latest(f"{outputs}/{m}/validation_predictions.parquet"))
+             for m in ("sasrec_behavior", "gru4rec_behavior")}
+    assert valid["sasrec_behavior"]["user_idx"].n_unique() == report["n_users"] > 5
+    assert valid["gru4rec_behavior"]["user_idx"].n_unique() == 5
+    assert set(valid["gru4rec_behavior"]["user_idx"]) < set(valid["sasrec_behavior"]["user_idx"])
+    assert pl.read_parquet(project.latest(f"{outputs}/gru4rec_behavior+repeat/predictions.parquet")).height == report["n_test"]
     bad = project.run("run", "--pipeline=smb_rec", "--params=dataset=retail_ci,model=bert4rec,rec.sample_mode=windows")
     assert bad.returncode == 2 and "'rec.sample_mode': Input should be 'sequence' or 'event'" in bad.stderr
     assert "Traceback" not in bad.stderr

@@ -23,7 +23,7 @@ def _fp(codes=CODES, sequences=SEQUENCES, seed=42, **train):
     settings = TrainingSettings.model_validate({
         "model": {"name": "gamer", "preset": "cpu-small", "overrides": {}}, "protocol": "last_session",
         "train_users": "all",
-        "max_history": 50, "augment": 0, "seed": seed, "train": TRAIN | train, "beam_size": 20})
+        "max_history": 50, "augment": 0, "seed": seed, "train": TRAIN | train, "beam_size": 20, "valid_users": None})
     return run_fingerprint(sequences, codes, VOCAB, settings)
 
 

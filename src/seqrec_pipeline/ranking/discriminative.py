@@ -63,10 +63,12 @@ def rank_discriminative(model: SequentialRecommender, data: EvalSet, top_k: int,
 
 def validation_metric(sequences: pl.DataFrame, protocol: str, max_history: int, target_behavior: int,
                       k: int = 10, batch_size: int = 256, explore: bool = False,
-                      candidates: int = 50) -> Callable[[SequentialRecommender], dict]:
+                      candidates: int = 50, valid_users: int | None = None) -> Callable[[SequentialRecommender], dict]:
     """NDCG@k / HR@k of the target behavior on the validation window, or with ``explore`` of every behavior's
-    list without history items against the explore targets (``core.selection_scores``)."""
-    data = eval_set(sequences, protocol, "valid", max_history, behaviors=None if explore else [target_behavior])
+    list without history items against the explore targets (``core.selection_scores``); over at most
+    ``valid_users`` users."""
+    data = eval_set(sequences, protocol, "valid", max_history, behaviors=None if explore else [target_behavior],
+                    max_users=valid_users)
     prefix = "valid/explore_" if explore else "valid/"
 
     def metric(model: SequentialRecommender) -> dict:

@@ -61,11 +61,11 @@ def next_behavior_accuracy(model, data: EvalSet, codes: np.ndarray, vocab: Token
 
 def validation_ndcg(sequences: pl.DataFrame, codes: np.ndarray, vocab: TokenVocab, behavior_levels: np.ndarray,
                     target_behavior: int, protocol: str, max_history: int, beam_size: int, k: int = 10,
-                    explore: bool = False):
+                    explore: bool = False, valid_users: int | None = None):
     """Early-stopping metric on the validation window: NDCG@k of the target behavior's lists, or with
     ``explore`` the model's explore quality: NDCG@k of every behavior's list without history items against
-    the explore targets (the model's part in the repeat / explore mixture)."""
-    data = eval_set(sequences, protocol, "valid", max_history,
+    the explore targets (the model's part in the repeat / explore mixture); over at most ``valid_users`` users."""
+    data = eval_set(sequences, protocol, "valid", max_history, max_users=valid_users,
                     behaviors=[target_behavior] if vocab.use_behavior_token and not explore else None)
 
     def metric(model, epoch: int) -> float:
@@ -79,8 +79,8 @@ def validation_ndcg(sequences: pl.DataFrame, codes: np.ndarray, vocab: TokenVoca
 
 
 def validation_ndcg_for_job(context, *, target_behavior: int, protocol: str, max_history: int, beam_size: int,
-                            explore: bool = False):
+                            explore: bool = False, valid_users: int | None = None):
     """The same metric inside a launched training job (``training.launch`` factory hook)."""
     levels = context.behaviors.sort("behavior_idx")["level"].to_numpy().astype(np.int64)
     return validation_ndcg(context.sequences, context.codes, context.vocab, levels, target_behavior, protocol,
-                           max_history, beam_size, explore=explore)
+                           max_history, beam_size, explore=explore, valid_users=valid_users)

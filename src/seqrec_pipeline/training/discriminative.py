@@ -188,9 +188,11 @@ def fit_discriminative(model: SequentialRecommender, samples: Samples | Sequence
 
 def train_recommender(sequences: pl.DataFrame, n_items: int, behaviors: pl.DataFrame, model: str, protocol: str,
                       max_history: int, seed: int, rec: RecParams, users: Users = "protocol",
-                      on_epoch: Callable[[int, dict], None] | None = None) -> tuple[SequentialRecommender, dict]:
+                      on_epoch: Callable[[int, dict], None] | None = None,
+                      valid_users: int | None = None) -> tuple[SequentialRecommender, dict]:
     """Build the discriminative baseline ``model`` (``rec.models.<model>`` overrides its reference sizes),
-    train it on the training prefixes and return it with the training summary."""
+    train it on the training prefixes and return it with the training summary (the best epoch on the
+    validation sessions of at most ``valid_users`` users)."""
     table = BehaviorTable.from_table(behaviors)
     torch.manual_seed(seed)  # the initial weights come from the seed, not from whatever ran before in the process
     try:
@@ -209,7 +211,7 @@ def train_recommender(sequences: pl.DataFrame, n_items: int, behaviors: pl.DataF
              rec.sample_mode, sum(p.numel() for p in net.parameters()))
     explore = rec.select_metric == "explore_ndcg@10"
     validate = validation_metric(sequences, protocol, max_history, table.target, batch_size=rec.batch_size,
-                                 explore=explore)
+                                 explore=explore, valid_users=valid_users)
     summary = fit_discriminative(
         net, samples, validate, epochs=rec.epochs, batch_size=rec.batch_size, lr=rec.lr,
         weight_decay=rec.weight_decay, patience=rec.patience, min_epochs=rec.min_epochs, seed=seed,

@@ -132,7 +132,8 @@ def _train(sequences, behaviors, codes, vocab, settings: TrainingSettings, outpu
     table = BehaviorTable.from_table(behaviors)
     metric_kwargs = {"target_behavior": table.target, "protocol": settings.protocol,
                      "explore": train_params.select_metric == "explore_ndcg@10",
-                     "max_history": settings.max_history, "beam_size": settings.beam_size}
+                     "max_history": settings.max_history, "beam_size": settings.beam_size,
+                     "valid_users": settings.valid_users}
     config = TrainConfig(
         output_dir=str(output_dir), epochs=train_params.epochs, lr=train_params.lr,
         weight_decay=train_params.weight_decay, warmup_ratio=train_params.warmup_ratio,

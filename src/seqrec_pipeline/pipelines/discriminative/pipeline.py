@@ -12,8 +12,9 @@ from kedro.pipeline import Pipeline, node, pipeline
 from .nodes import rank_rec, train_rec
 
 TRAIN = ["params:model", "params:split.protocol", "params:split.train_users", "params:max_history", "params:seed",
-         "params:rec"]
-RANK = ["rec_model", "sequences@eager", "params:split.protocol", "params:max_history", "params:rec", "params:repeat"]
+         "params:rec", "params:eval"]
+RANK = ["rec_model", "sequences@eager", "params:split.protocol", "params:max_history", "params:rec", "params:repeat",
+        "params:eval"]
 
 
 def _on(split: str):

@@ -48,7 +48,7 @@ def rank_decoder(decoder_model, sequences: pl.DataFrame, behaviors: pl.DataFrame
     """The beam search's whole beam (best first, with scores) for every sample of ``split``."""
     net, codes, vocab, levels, params = _decoder_inputs(decoder_model, behaviors, sid_table, sid_vocab, protocol,
                                                         eval_params)
-    data = eval_set(sequences, protocol, split, max_history)
+    data = eval_set(sequences, protocol, split, max_history, max_users=params.max_users(split))
     ranking = rank_generative(net, data, codes, vocab, levels, beam_size=params.beam_size, top_k=params.beam_size,
                               batch_size=params.batch_size, renormalize=params.renormalize,
                               temperature=params.temperature)
@@ -74,9 +74,9 @@ def rank_with_rule(sequences: pl.DataFrame, items: pl.DataFrame, behaviors: pl.D
     params = validate(EvalParams, eval_params, prefix="eval.")
     grid, cooc = validate(RepeatParams, repeat, prefix="repeat."), validate(EmbedParams, embed, prefix="embed.")
     data = eval_set(sequences, protocol, "test", max_history)
-    ranking, fitted = rule_ranking(model, sequences, eval_set(sequences, protocol, "valid", max_history), data,
-                                   items.height, len(behaviors), protocol, grid, window=cooc.cf_window,
-                                   chunk_events=cooc.cf_chunk_events, k=params.k)
+    valid = eval_set(sequences, protocol, "valid", max_history, max_users=params.valid_users)
+    ranking, fitted = rule_ranking(model, sequences, valid, data, items.height, len(behaviors), protocol, grid,
+                                   window=cooc.cf_window, chunk_events=cooc.cf_chunk_events, k=params.k)
     return predictions_table(data, ranking), fitted
 
 
@@ -86,7 +86,7 @@ def fit_repeat_head(validation_predictions: pl.DataFrame, sequences: pl.DataFram
     """The repeat / explore mixture over this model, fitted on the validation session's rankings."""
     params = validate(EvalParams, eval_params, prefix="eval.")
     grid, cooc = validate(RepeatParams, repeat, prefix="repeat."), validate(EmbedParams, embed, prefix="embed.")
-    valid = eval_set(sequences, protocol, "valid", max_history)
+    valid = eval_set(sequences, protocol, "valid", max_history, max_users=params.valid_users)
     train = training_prefix(sequences, protocol, users="all")
     neighbors = (cooccurrence_table(train, grid.cooccurrence, window=cooc.cf_window, chunk_events=cooc.cf_chunk_events)
                  if any(w > 0 for w in grid.cooccurrence_weights) else None)
