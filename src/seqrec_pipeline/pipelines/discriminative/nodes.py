@@ -35,7 +35,8 @@ def train_rec(sequences: pl.DataFrame, items: pl.DataFrame, behaviors: pl.DataFr
 def rank_rec(rec_model, sequences: pl.DataFrame, protocol: str, max_history: int, rec: dict, repeat: dict,
              eval_params: dict, *, split: str) -> pl.DataFrame:
     """The model's top candidates (as many as the repeat/explore mixture takes) for every sample of ``split``."""
-    data = eval_set(sequences, protocol, split, max_history, max_users=validate(EvalParams, eval_params, prefix="eval.").max_users(split))
+    users = validate(EvalParams, eval_params, prefix="eval.").max_users(split)
+    data = eval_set(sequences, protocol, split, max_history, max_users=users)
     ranking = rank_discriminative(rec_model, data, validate(RepeatParams, repeat, prefix="repeat.").candidates,
                                   validate(RecParams, rec, prefix="rec.").batch_size, max_history)
     return predictions_table(data, ranking)
