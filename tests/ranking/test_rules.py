@@ -103,9 +103,12 @@ def test_item_neighbors_are_the_items_that_co_occur_with_the_last_ones(tmp_path)
     assert ranked.items[0].tolist()[:2] in ([6, 7], [7, 6]) and ranked.items[0].tolist()[2:] == [3, -1]
     assert 0 < ranked.scores[0, 2] < 1e-6 < ranked.scores[0, 1]
     assert not test.in_past(ranked.items).any()
-    one_by_one = knn.rank(test, block=1)
-    assert one_by_one.items.tolist() == ranked.items.tolist()
-    np.testing.assert_array_equal(one_by_one.scores, ranked.scores)
+    # the same lists whatever the blocks: one sample each, by a budget of co-occurrence entries (1: one sample
+    # each again; 12: blocks of a few samples), one block
+    for blocks in ({"block": 1}, {"entries": 1}, {"entries": 12}, {"entries": 10**9}):
+        again = knn.rank(test, **blocks)
+        assert again.items.tolist() == ranked.items.tolist()
+        np.testing.assert_array_equal(again.scores, ranked.scores)
     # stored as plain files and read back, it ranks the same
     knn.save(tmp_path)
     assert ItemKnn.is_stored_in(tmp_path) and sorted(p.name for p in tmp_path.iterdir()) == ["config.json",

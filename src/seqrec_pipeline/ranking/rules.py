@@ -99,7 +99,9 @@ def _sparse_top_k(scores: scipy.sparse.csr_matrix, k: int) -> Ranking:
     return Ranking(items, values)
 
 
-ITEM_KNN_BLOCK = 8192  # samples scored at a time: memory follows one block's co-occurrences
+ITEM_KNN_BLOCK = 8192  # samples scored at a time, at most ...
+ITEM_KNN_BLOCK_ENTRIES = 16_000_000  # ... and at most about this many co-occurrence entries summed per block: on a
+# log whose popular items co-occur with most of the catalog a block of samples would otherwise hold billions
 
 
 @dataclass
@@ -128,8 +130,10 @@ class ItemKnn:
         popular_score = 1e-9 * popularity[popular] / max(popularity.max(), 1.0)  # PPMI values are positive
         return cls(ppmi, popular.astype(np.int64), popular_score, window, width, last, decay)
 
-    def rank(self, data: EvalSet, block: int = ITEM_KNN_BLOCK) -> Ranking:
-        """The explore candidates of every sample of ``data``, ``block`` samples at a time (sparse throughout)."""
+    def rank(self, data: EvalSet, block: int = ITEM_KNN_BLOCK, entries: int = ITEM_KNN_BLOCK_ENTRIES) -> Ranking:
+        """The explore candidates of every sample of ``data``, at most ``block`` samples and about ``entries``
+        co-occurrences (one sample's rows at least) at a time; sparse throughout, the same lists whatever the
+        blocks."""
         n_items = self.ppmi.shape[0]
         offsets, rows, cols, weights = data.history_offsets, [], [], []
         for back in range(1, self.last + 1):
@@ -143,8 +147,16 @@ class ItemKnn:
         items = np.full((data.n_samples, self.width), -1, np.int64)
         scores = np.full((data.n_samples, self.width), -np.inf)
         popular = self.popular
-        for lo in range(0, data.n_samples, block):
-            hi = min(lo + block, data.n_samples)
+        # a sample's cost: the co-occurrences its history items' rows hold, its past and the popular fill
+        row_entries = np.diff(self.ppmi.indptr).astype(np.int64)
+        cost = (np.bincount(np.repeat(np.arange(data.n_samples), np.diff(query.indptr)),
+                            weights=row_entries[query.indices], minlength=data.n_samples)
+                + np.diff(data.past_offsets)[data.sample_user] + len(popular))
+        spent = np.concatenate([[0.0], np.cumsum(cost)])
+        lo = 0
+        while lo < data.n_samples:
+            hi = int(np.searchsorted(spent, spent[lo] + entries, side="right")) - 1
+            hi = min(max(hi, lo + 1), lo + block, data.n_samples)
             n = hi - lo
             found = (query[lo:hi] @ self.ppmi).tocsr()
             found = found + scipy.sparse.csr_matrix(
@@ -161,6 +173,7 @@ class ItemKnn:
             found.eliminate_zeros()
             ranked = _sparse_top_k(found, self.width)
             items[lo:hi], scores[lo:hi] = ranked.items, ranked.scores
+            lo = hi
         return Ranking(items, scores)
 
     def save(self, folder: str | Path) -> None:
