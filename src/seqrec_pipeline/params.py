@@ -195,6 +195,7 @@ class RepeatParams(Strict):
     cooccurrence_decay: float = Field(gt=0, le=1)
     cooccurrence_weights: list[float] = Field(min_length=1)
     cooccurrence_scales: list[float] = Field(min_length=1)
+    knn_neighbors: int = Field(ge=0)
     ranker_l2: float = Field(ge=0)
 
     @model_validator(mode="after")

@@ -109,6 +109,13 @@ def test_item_neighbors_are_the_items_that_co_occur_with_the_last_ones(tmp_path)
         again = knn.rank(test, **blocks)
         assert again.items.tolist() == ranked.items.tolist()
         np.testing.assert_array_equal(again.scores, ranked.scores)
+    # each item's neighbors: its highest PPMI entries only (item 1's row, then the scores of user 3's list)
+    row = knn.ppmi[1].toarray().ravel()
+    cut = ItemKnn.fit(train, 10, window=3, chunk_events=100, width=4, last=3, decay=0.7, neighbors=2)
+    assert cut.ppmi.getnnz(axis=1).max() == 2 and cut.ppmi.getnnz(axis=1).tolist() == np.minimum(
+        knn.ppmi.getnnz(axis=1), 2).tolist()
+    kept = cut.ppmi[1].toarray().ravel()
+    assert np.count_nonzero(kept) == 2 and kept[kept > 0].min() >= row[(row > 0) & (kept == 0)].max()
     # stored as plain files and read back, it ranks the same
     knn.save(tmp_path)
     assert ItemKnn.is_stored_in(tmp_path) and sorted(p.name for p in tmp_path.iterdir()) == ["config.json",
@@ -116,6 +123,8 @@ def test_item_neighbors_are_the_items_that_co_occur_with_the_last_ones(tmp_path)
     again = ItemKnn.load(tmp_path).rank(test)
     assert again.items.tolist() == ranked.items.tolist()
     np.testing.assert_array_equal(again.scores, ranked.scores)
+    cut.save(tmp_path)
+    assert ItemKnn.load(tmp_path).settings == cut.settings
 
 
 def test_item_knn_is_fitted_on_the_validation_session_only():
@@ -127,7 +136,7 @@ def test_item_knn_is_fitted_on_the_validation_session_only():
         runs.append(item_knn_ranking(seq, valid, test, 10, 1, "last_event", grid, window=3, chunk_events=100, k=5))
     (first, head, knn), (second, other, _) = runs
     assert knn.settings == {"window": 3, "width": grid.candidates, "last": grid.cooccurrence_items,
-                            "decay": grid.cooccurrence_decay}
+                            "decay": grid.cooccurrence_decay, "neighbors": grid.knn_neighbors}
     assert head.to_dict() == other.to_dict()  # the test targets never reach the fit
     assert first.items.tolist() == second.items.tolist() and first.items.shape == (4, 5)
     assert 2 in first.items[3].tolist()  # the co-occurring new item is in user 3's list

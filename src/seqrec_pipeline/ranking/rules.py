@@ -27,7 +27,7 @@ from seqrec_pipeline.splits import EvalSet, EventBuffer, events_before, training
 from .core import Ranking, top_k_of_scores
 from .repeat import (Mixture, RepeatInputs, RepeatScorer, explore_pooling, fit_repeat_explore, fit_repeat_scorer,
                      item_log_share, mixture_ranking, repeat_side, tifu_ranking)
-from .successors import successor_table
+from .successors import successor_table, top_per_row
 
 log = logging.getLogger(__name__)
 
@@ -108,9 +108,9 @@ ITEM_KNN_BLOCK_ENTRIES = 16_000_000  # ... and at most about this many co-occurr
 class ItemKnn:
     """``item_knn``'s explorer: for a query, the ``width`` items outside the user's past with the highest
     ``sum_j decay ** (back_j - 1) * PPMI(j, i)`` over the user's ``last`` newest history items j (PPMI of items
-    within ``window`` events of each other, the embed stage's matrix), then the most popular items, below every
-    co-occurring one.  Fitted on a set of events by :meth:`fit`; stored as plain files by :meth:`save` (the
-    served rule's "model")."""
+    within ``window`` events of each other, the embed stage's matrix; each item's ``neighbors`` highest, 0: all),
+    then the most popular items, below every co-occurring one.  Fitted on a set of events by :meth:`fit`; stored
+    as plain files by :meth:`save` (the served rule's "model")."""
 
     ppmi: scipy.sparse.csr_matrix  # float32 [n_items, n_items]
     popular: np.ndarray  # int64 [<= width], most popular first
@@ -119,16 +119,20 @@ class ItemKnn:
     width: int
     last: int
     decay: float
+    neighbors: int = 0
 
     @classmethod
     def fit(cls, events: EventBuffer, n_items: int, *, window: int, chunk_events: int, width: int, last: int,
-            decay: float) -> ItemKnn:
+            decay: float, neighbors: int = 0) -> ItemKnn:
         users = np.repeat(np.arange(events.n_sequences, dtype=np.int32), events.lengths)
-        ppmi = ppmi_matrix(users, events.item.astype(np.int32), n_items, window, chunk_events, np.float32)
+        ppmi = ppmi_matrix(users, events.item.astype(np.int32), n_items, window, chunk_events, np.float32).tocsr()
+        if neighbors:
+            row, keep = top_per_row(ppmi, neighbors)
+            ppmi = scipy.sparse.csr_matrix((ppmi.data[keep], (row, ppmi.indices[keep])), shape=ppmi.shape)
         popularity = np.bincount(events.item, minlength=n_items).astype(np.float64)
         popular = np.argsort(-popularity, kind="stable")[:width]
         popular_score = 1e-9 * popularity[popular] / max(popularity.max(), 1.0)  # PPMI values are positive
-        return cls(ppmi, popular.astype(np.int64), popular_score, window, width, last, decay)
+        return cls(ppmi, popular.astype(np.int64), popular_score, window, width, last, decay, neighbors)
 
     def rank(self, data: EvalSet, block: int = ITEM_KNN_BLOCK, entries: int = ITEM_KNN_BLOCK_ENTRIES) -> Ranking:
         """The explore candidates of every sample of ``data``, at most ``block`` samples and about ``entries``
@@ -183,7 +187,7 @@ class ItemKnn:
         pl.DataFrame({"source": coo.row.astype(np.int32), "item": coo.col.astype(np.int32),
                       "ppmi": coo.data.astype(np.float32)}).write_parquet(folder / "ppmi.parquet")
         config = {"rule": "item_knn", "n_items": int(self.ppmi.shape[0]), "window": self.window, "width": self.width,
-                  "last": self.last, "decay": self.decay, "popular": self.popular.tolist(),
+                  "last": self.last, "decay": self.decay, "neighbors": self.neighbors, "popular": self.popular.tolist(),
                   "popular_score": self.popular_score.tolist()}
         (folder / "config.json").write_text(json.dumps(config, indent=2))
 
@@ -196,13 +200,14 @@ class ItemKnn:
         ppmi = scipy.sparse.csr_matrix((frame["ppmi"].to_numpy(), (frame["source"].to_numpy(),
                                                                    frame["item"].to_numpy())), shape=(n, n))
         return cls(ppmi, np.asarray(config["popular"], np.int64), np.asarray(config["popular_score"], np.float64),
-                   config["window"], config["width"], config["last"], config["decay"])
+                   config["window"], config["width"], config["last"], config["decay"], config.get("neighbors", 0))
 
     @property
     def settings(self) -> dict:
         """What :meth:`fit` was given besides the events: ``ItemKnn.fit(events, n_items, **settings,
         chunk_events=...)`` refits it on other events."""
-        return {"window": self.window, "width": self.width, "last": self.last, "decay": self.decay}
+        return {"window": self.window, "width": self.width, "last": self.last, "decay": self.decay,
+                "neighbors": self.neighbors}
 
     @staticmethod
     def is_stored_in(folder: str | Path) -> bool:
@@ -211,9 +216,9 @@ class ItemKnn:
 
 def fit_item_knn(events: EventBuffer, n_items: int, grid, *, window: int, chunk_events: int) -> ItemKnn:
     """:class:`ItemKnn` of ``events`` with the ``repeat`` parameters ``grid`` (its candidates, newest items read
-    and their decay)."""
+    and their decay, neighbors per item)."""
     return ItemKnn.fit(events, n_items, window=window, chunk_events=chunk_events, width=grid.candidates,
-                       last=grid.cooccurrence_items, decay=grid.cooccurrence_decay)
+                       last=grid.cooccurrence_items, decay=grid.cooccurrence_decay, neighbors=grid.knn_neighbors)
 
 
 def item_knn_ranking(sequences: pl.DataFrame, valid: EvalSet, test: EvalSet, n_items: int, n_behaviors: int,

@@ -29,6 +29,7 @@ from typing import ClassVar
 
 import numpy as np
 import polars as pl
+import scipy.sparse
 
 from seqrec_pipeline.data.embeddings import ppmi_matrix
 from seqrec_pipeline.splits import EvalSet, EventBuffer
@@ -179,11 +180,18 @@ def cooccurrence_table(events: EventBuffer, width: int, *, window: int, chunk_ev
     users = np.repeat(np.arange(events.n_sequences, dtype=np.int32), events.lengths)
     n_items = int(events.item.max(initial=-1)) + 1
     ppmi = ppmi_matrix(users, events.item.astype(np.int32), n_items, window, chunk_events, np.float32).tocsr()
-    row = np.repeat(np.arange(n_items, dtype=np.int64), np.diff(ppmi.indptr))
-    order = np.lexsort((ppmi.indices, -ppmi.data, row))
+    row, keep = top_per_row(ppmi, width)
+    return Neighbors(row, ppmi.indices[keep].astype(np.int64), ppmi.data[keep].astype(np.float64), window)
+
+
+def top_per_row(matrix: scipy.sparse.csr_matrix, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``width`` largest stored entries of every row of ``matrix`` (ties by column): their rows (sorted) and
+    their positions in ``matrix.data`` / ``matrix.indices``, largest first within a row."""
+    row = np.repeat(np.arange(matrix.shape[0], dtype=np.int64), np.diff(matrix.indptr))
+    order = np.lexsort((matrix.indices, -matrix.data, row))
     rank = np.arange(len(order)) - np.searchsorted(row[order], row[order])
     keep = order[rank < width]
-    return Neighbors(row[keep], ppmi.indices[keep].astype(np.int64), ppmi.data[keep].astype(np.float64), window)
+    return row[keep], keep
 
 
 def cooccurrence_candidates(data: EvalSet, table: Neighbors, pooling: CooccurrencePooling
