@@ -253,7 +253,8 @@ def test_the_item_knn_rule_is_served_like_a_model(baselines):
 
     version = mlflow.MlflowClient(f"sqlite:///{project.path / 'mlflow.db'}").get_model_version(served["name"], "1")
     assert version.tags == served["tags"] == {"dataset": "retail_ci", "split.protocol": "last_session"}
-    assert set(fitted["explorer"]) == {"window", "width", "last", "decay"} and "gate_bias" in fitted
+    assert set(fitted["explorer"]) == {"window", "width", "last", "decay", "neighbors"} and "gate_bias" in fitted
+    assert fitted["explorer"]["neighbors"] == 1000  # repeat.knn_neighbors: the served rule refits with it
     _ok(project.run("run", "--pipeline=smb_rule", "--params=dataset=retail_ci,model=popularity"))
     assert json.loads((project.path / "data/08_reporting/retail_ci/smb_rule/last_session/popularity/served_model.json")
                       .read_text()) == {}
