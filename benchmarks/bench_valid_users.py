@@ -19,28 +19,23 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from seqrec_pipeline.params import EmbedParams, EvalParams, RepeatParams, validate
-from seqrec_pipeline.ranking.metrics import per_sample_metrics
-from seqrec_pipeline.ranking.rules import rule_ranking
-from seqrec_pipeline.reporting.comparison import Z95
-from seqrec_pipeline.splits import check_protocol, eval_set, protocol_users
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from repeat_headroom import catalog_of  # noqa: E402
+
+from seqrec_pipeline.params import EmbedParams, EvalParams, RepeatParams, validate  # noqa: E402
+from seqrec_pipeline.ranking.metrics import per_sample_metrics  # noqa: E402
+from seqrec_pipeline.ranking.rules import rule_ranking  # noqa: E402
+from seqrec_pipeline.reporting.comparison import Z95  # noqa: E402
+from seqrec_pipeline.splits import check_protocol, eval_set, protocol_users  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
-
-
-def catalog_of(project: Path, params: dict):
-    from kedro.framework.session import KedroSession
-    from kedro.framework.startup import bootstrap_project
-
-    bootstrap_project(project)
-    context = KedroSession.create(project_path=project, runtime_params=params).load_context()
-    return context.catalog, context.params
 
 
 def main() -> None:
